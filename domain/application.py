@@ -1,0 +1,462 @@
+"""The OwnLLM application: every command loads aggregates, calls one method each, saves atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
+from uuid import UUID, uuid4
+
+import bcrypt
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Mapper
+
+from domain import secrets
+from domain.agent import Agent
+from domain.api_key import ApiKey, check_scopes
+from domain.context import Ctx
+from domain.errors import (
+    AlreadyMember,
+    AlreadyUsed,
+    Conflict,
+    InvalidState,
+    InvalidValue,
+    LastAdmin,
+    NotFound,
+    SlugTaken,
+)
+from domain.ids import secret_id_for
+from domain.invite import Invite
+from domain.pairing_key import PairingKey
+from domain.roles import SCOPES_BY_ROLE, Role
+from domain.sealing import KeyStore, PersonalData, SealingMapper
+from domain.tenant import Tenant, check_slug
+from domain.usage import USAGE_STATUSES, UsageRecord
+from domain.user import User, check_role
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_NAME = 200
+TAggregate = TypeVar("TAggregate", bound=Aggregate)
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+class Directory(Protocol):
+    """What commands need to know across aggregates; implemented by the directory projection."""
+
+    def email_taken(self, tenant_id: UUID, email: str) -> bool:
+        """A current (not removed) user or open invite of the tenant has this email."""
+        ...
+
+    def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:
+        """Users of the tenant with role admin that are neither suspended nor removed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSecret:
+    """A freshly issued bearer secret: ``secret`` is shown once and never stored."""
+
+    id: UUID
+    secret: str
+    prefix: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUp:
+    """The outcome of a signup."""
+
+    tenant_id: UUID
+    admin_user_id: UUID
+    admin_key: IssuedSecret
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The outcome of accepting an invite."""
+
+    tenant_id: UUID
+    user_id: UUID
+    role: str
+    api_key: IssuedSecret
+
+
+@dataclass(frozen=True, slots=True)
+class PairedAgent:
+    """Credentials handed to an agent once, at pairing."""
+
+    agent_id: UUID
+    tenant_id: UUID
+    nats_user: str
+    nats_password: str
+
+
+def normalise_email(email: str) -> str:
+    """Trimmed, lower-cased and plausibly shaped, or :class:`InvalidValue`."""
+    cleaned = email.strip().lower()
+    if len(cleaned) > 254 or not EMAIL_PATTERN.fullmatch(cleaned):
+        raise InvalidValue("email is not a valid address", "email")
+    return cleaned
+
+
+def check_name(value: str, field: str) -> str:
+    """A non-empty display name of bounded length."""
+    cleaned = value.strip()
+    if not cleaned or len(cleaned) > MAX_NAME:
+        raise InvalidValue(f"{field} must be 1-{MAX_NAME} characters", field)
+    return cleaned
+
+
+def check_reason(reason: str) -> str:
+    """Reasons are free text of bounded length."""
+    if len(reason) > 1000:
+        raise InvalidValue("reason must be at most 1000 characters", "reason")
+    return reason
+
+
+class OwnLLM(Application[UUID]):
+    """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage."""
+
+    name = "ownllm"
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        keys: KeyStore,
+        pepper: bytes,
+        directory: Directory | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        invite_ttl: timedelta = timedelta(days=7),
+        pairing_ttl: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.keys = keys
+        self.pepper = pepper
+        self.directory = directory
+        self.clock = clock
+        self.invite_ttl = invite_ttl
+        self.pairing_ttl = pairing_ttl
+        super().__init__(dict(env))
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """eventsourcing's mapper plus per-subject sealing of personal data."""
+        return SealingMapper(self.construct_transcoder(), self.keys)
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def signup(self, *, slug: str, name: str, admin_name: str, admin_email: str, request_id: str) -> SignedUp:
+        """Register a tenant with its first admin, who gets an admin API key."""
+        check_slug(slug)
+        org_name = check_name(name, "name")
+        admin_id = uuid4()
+        actor = f"user:{admin_id}"
+        tenant = Tenant(slug=slug, name=org_name, admin_user_id=admin_id, actor=actor, request_id=request_id)
+        admin = User(
+            id=admin_id,
+            tenant_id=tenant.id,
+            name=PersonalData(admin_id, check_name(admin_name, "admin_name")),
+            email=PersonalData(admin_id, normalise_email(admin_email)),
+            role=Role.ADMIN.value,
+            invite_id=None,
+            actor=actor,
+            request_id=request_id,
+        )
+        ctx = Ctx(actor=actor, tenant_id=tenant.id, request_id=request_id)
+        key, issued = self._new_api_key(ctx, admin, "signup admin key", list(SCOPES_BY_ROLE[Role.ADMIN]), None)
+        self._save_new(tenant, admin, key, conflict=SlugTaken(f"slug '{slug}' is taken"))
+        return SignedUp(tenant_id=tenant.id, admin_user_id=admin_id, admin_key=issued)
+
+    def suspend_tenant(self, ctx: Ctx, reason: str) -> None:
+        """Operator action: stop all access for the tenant."""
+        tenant = self._tenant(ctx.tenant_id)
+        tenant.suspend(ctx, check_reason(reason))
+        self.save(tenant)
+
+    def reinstate_tenant(self, ctx: Ctx, reason: str) -> None:
+        """Operator action: restore access."""
+        tenant = self._tenant(ctx.tenant_id)
+        tenant.reinstate(ctx, check_reason(reason))
+        self.save(tenant)
+
+    # -- users and invites ------------------------------------------------------------------
+
+    def invite_user(self, ctx: Ctx, *, email: str, role: str) -> IssuedSecret:
+        """Invite an email with a role; the token is shown once and expires."""
+        self._tenant(ctx.tenant_id).check_active()
+        address = normalise_email(email)
+        role_value = check_role(role).value
+        if self.directory is not None and self.directory.email_taken(ctx.tenant_id, address):
+            raise AlreadyMember("this email already has a user or an open invite in the tenant")
+        token = secrets.new_secret(secrets.INVITE_PREFIX)
+        token_hash = secrets.keyed_hash(self.pepper, token)
+        user_id = uuid4()
+        expires_at = self.clock() + self.invite_ttl
+        invite = Invite(
+            tenant_id=ctx.tenant_id,
+            user_id=user_id,
+            email=PersonalData(user_id, address),
+            role=role_value,
+            token_hash=token_hash,
+            expires_at=expires_at,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+        )
+        self._save_new(invite, conflict=Conflict("token collision; retry"))
+        return IssuedSecret(invite.id, token, secrets.visible_prefix(token), expires_at)
+
+    def revoke_invite(self, ctx: Ctx, invite_id: UUID, reason: str) -> None:
+        """Withdraw an open invite."""
+        invite = self._load(Invite, invite_id, ctx.tenant_id)
+        invite.revoke(ctx, check_reason(reason))
+        self.save(invite)
+
+    def accept_invite(self, *, token: str, name: str, request_id: str) -> Joined:
+        """Create the invited user; they get a first API key with their role's scopes."""
+        invite = self._by_secret(Invite, token, "invite")
+        self._tenant(invite.tenant_id).check_active()
+        actor = f"user:{invite.user_id}"
+        ctx = Ctx(actor=actor, tenant_id=invite.tenant_id, request_id=request_id)
+        invite.accept(ctx, self.clock())
+        user = User(
+            id=invite.user_id,
+            tenant_id=invite.tenant_id,
+            name=PersonalData(invite.user_id, check_name(name, "name")),
+            email=invite.email,
+            role=invite.role,
+            invite_id=invite.id,
+            actor=actor,
+            request_id=request_id,
+        )
+        key, issued = self._new_api_key(ctx, user, "first key", list(SCOPES_BY_ROLE[Role(invite.role)]), None)
+        self._save_new(invite, user, key, conflict=AlreadyUsed("invite was already accepted"))
+        return Joined(tenant_id=invite.tenant_id, user_id=user.id, role=user.role, api_key=issued)
+
+    def change_role(self, ctx: Ctx, user_id: UUID, role: str, reason: str) -> None:
+        """Give a user another role; the tenant keeps at least one active admin."""
+        user = self._load(User, user_id, ctx.tenant_id)
+        if user.role == Role.ADMIN and role != Role.ADMIN:
+            self._check_not_last_admin(user)
+        user.change_role(ctx, role, check_reason(reason))
+        self.save(user)
+
+    def suspend_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
+        """Stop a user's access (their keys are refused) until reinstated."""
+        user = self._load(User, user_id, ctx.tenant_id)
+        if user.role == Role.ADMIN:
+            self._check_not_last_admin(user)
+        user.suspend(ctx, check_reason(reason))
+        self.save(user)
+
+    def reinstate_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
+        """Restore a suspended user."""
+        user = self._load(User, user_id, ctx.tenant_id)
+        user.reinstate(ctx, check_reason(reason))
+        self.save(user)
+
+    def remove_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
+        """Remove a user; every key of theirs stops working on the next request."""
+        user = self._load(User, user_id, ctx.tenant_id)
+        if user.role == Role.ADMIN:
+            self._check_not_last_admin(user)
+        user.remove(ctx, check_reason(reason))
+        self.save(user)
+
+    def _check_not_last_admin(self, user: User) -> None:
+        if self.directory is None or not user.active:
+            return
+        if self.directory.active_admin_ids(user.tenant_id) <= {user.id}:
+            raise LastAdmin("the tenant must keep at least one active admin")
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def issue_api_key(
+        self,
+        ctx: Ctx,
+        *,
+        user_id: UUID,
+        name: str,
+        scopes: list[str],
+        expires_at: datetime | None = None,
+    ) -> IssuedSecret:
+        """Issue a personal key for an active user; the secret is returned once."""
+        self._tenant(ctx.tenant_id).check_active()
+        user = self._load(User, user_id, ctx.tenant_id)
+        if not user.active:
+            raise InvalidState("keys can only be issued to active users")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidValue("expires_at needs a timezone", "expires_at")
+        if expires_at is not None and expires_at <= self.clock():
+            raise InvalidValue("expires_at must be in the future", "expires_at")
+        key, issued = self._new_api_key(ctx, user, name, scopes, expires_at)
+        self._save_new(key, conflict=Conflict("key collision; retry"))
+        return issued
+
+    def revoke_api_key(self, ctx: Ctx, key_id: UUID, reason: str) -> None:
+        """Revoke a key; it is refused from the next request on."""
+        key = self._load(ApiKey, key_id, ctx.tenant_id)
+        key.revoke(ctx, check_reason(reason))
+        self.save(key)
+
+    def _new_api_key(
+        self, ctx: Ctx, user: User, name: str, scopes: list[str], expires_at: datetime | None
+    ) -> tuple[ApiKey, IssuedSecret]:
+        secret = secrets.new_secret(secrets.API_KEY_PREFIX)
+        key = ApiKey(
+            tenant_id=user.tenant_id,
+            user_id=user.id,
+            name=PersonalData(user.id, check_name(name, "name")),
+            prefix=secrets.visible_prefix(secret),
+            secret_hash=secrets.keyed_hash(self.pepper, secret),
+            scopes=check_scopes(scopes, user.role),
+            expires_at=expires_at,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+        )
+        return key, IssuedSecret(key.id, secret, secrets.visible_prefix(secret), expires_at)
+
+    # -- pairing and agents -----------------------------------------------------------------
+
+    def issue_pairing_key(self, ctx: Ctx) -> IssuedSecret:
+        """A one-time key for pairing one agent, valid for ``pairing_ttl``."""
+        self._tenant(ctx.tenant_id).check_active()
+        secret = secrets.new_secret(secrets.PAIRING_PREFIX)
+        expires_at = self.clock() + self.pairing_ttl
+        key = PairingKey(
+            tenant_id=ctx.tenant_id,
+            prefix=secrets.visible_prefix(secret),
+            secret_hash=secrets.keyed_hash(self.pepper, secret),
+            expires_at=expires_at,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+        )
+        self._save_new(key, conflict=Conflict("key collision; retry"))
+        return IssuedSecret(key.id, secret, secrets.visible_prefix(secret), expires_at)
+
+    def revoke_pairing_key(self, ctx: Ctx, pairing_key_id: UUID, reason: str) -> None:
+        """Withdraw an unused pairing key."""
+        key = self._load(PairingKey, pairing_key_id, ctx.tenant_id)
+        key.revoke(ctx, check_reason(reason))
+        self.save(key)
+
+    def redeem_pairing_key(self, *, secret: str, name: str, request_id: str) -> PairedAgent:
+        """Pair an agent: the key is used up and the agent gets NATS credentials, once."""
+        key = self._by_secret(PairingKey, secret, "pairing-key")
+        self._tenant(key.tenant_id).check_active()
+        agent_id = uuid4()
+        ctx = Ctx(actor=f"agent:{agent_id}", tenant_id=key.tenant_id, request_id=request_id)
+        key.redeem(ctx, agent_id, self.clock())
+        password = secrets.new_secret("")
+        nats_user = f"agent-{agent_id}"
+        agent = Agent(
+            id=agent_id,
+            tenant_id=key.tenant_id,
+            pairing_key_id=key.id,
+            name=check_name(name, "name"),
+            nats_user=nats_user,
+            nats_password_bcrypt=bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10, prefix=b"2a")).decode(),
+            actor=ctx.actor,
+            request_id=request_id,
+        )
+        self._save_new(key, agent, conflict=AlreadyUsed("pairing key was already redeemed"))
+        return PairedAgent(agent_id=agent_id, tenant_id=key.tenant_id, nats_user=nats_user, nats_password=password)
+
+    def revoke_agent(self, ctx: Ctx, agent_id: UUID, reason: str) -> None:
+        """Revoke an agent's credentials."""
+        agent = self._load(Agent, agent_id, ctx.tenant_id)
+        agent.revoke(ctx, check_reason(reason))
+        self.save(agent)
+
+    # -- usage ------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        *,
+        tenant_id: UUID,
+        user_id: UUID,
+        key_id: UUID,
+        agent_id: UUID | str | None,
+        model: str,
+        endpoint: str,
+        stream: bool,
+        status: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_ms: int | None,
+        duration_ms: int,
+        request_id: str,
+    ) -> UUID:
+        """Record how one inference request ended (counts only); idempotent per request id."""
+        if status not in USAGE_STATUSES:
+            raise InvalidValue(f"unknown usage status {status!r}", "status")
+        record = UsageRecord(
+            id=uuid_for_request(request_id),
+            tenant_id=tenant_id,
+            user_id=user_id,
+            key_id=key_id,
+            agent_id=UUID(str(agent_id)) if agent_id else None,
+            model=model,
+            endpoint=endpoint,
+            stream=stream,
+            status=status,
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=int(completion_tokens),
+            ttft_ms=None if ttft_ms is None else int(ttft_ms),
+            duration_ms=int(duration_ms),
+            actor=f"key:{key_id}",
+            request_id=request_id,
+        )
+        with contextlib.suppress(IntegrityError):  # already recorded for this request id: exactly one
+            self.save(record)
+        return record.id
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _tenant(self, tenant_id: UUID) -> Tenant:
+        try:
+            tenant: Aggregate = self.repository.get(tenant_id)
+        except AggregateNotFoundError:
+            raise NotFound("tenant not found") from None
+        if not isinstance(tenant, Tenant):
+            raise NotFound("tenant not found")
+        return tenant
+
+    def _load(self, cls: type[TAggregate], aggregate_id: UUID, tenant_id: UUID) -> TAggregate:
+        """Load an aggregate of the caller's tenant; anything else is simply not found."""
+        label = cls.__name__.lower()
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{label} not found") from None
+        if not isinstance(aggregate, cls) or getattr(aggregate, "tenant_id", None) != tenant_id:
+            raise NotFound(f"{label} not found")
+        return aggregate
+
+    def _by_secret(self, cls: type[TAggregate], secret: str, kind: str) -> TAggregate:
+        aggregate_id = secret_id_for(kind, secrets.keyed_hash(self.pepper, secret))
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"unknown {kind.replace('-', ' ')}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"unknown {kind.replace('-', ' ')}")
+        return aggregate
+
+    def _save_new(self, *aggregates: Aggregate, conflict: Exception) -> None:
+        """Save atomically; a version conflict (duplicate natural key, a race) becomes ``conflict``."""
+        try:
+            self.save(*aggregates)
+        except IntegrityError:
+            raise conflict from None
+
+
+def uuid_for_request(request_id: str) -> UUID:
+    """The usage record id of a request."""
+    return secret_id_for("usage", request_id)

@@ -1,0 +1,92 @@
+"""A faster PostgreSQL application recorder: lock, notify, insert and commit in one round trip.
+
+eventsourcing 9.5.6's ``PostgresApplicationRecorder.insert_events`` runs, in psycopg pipeline mode,
+``BEGIN; SET LOCAL lock_timeout; LOCK TABLE ... IN EXCLUSIVE MODE; NOTIFY; INSERT ... RETURNING``,
+then a pipeline sync (round trip 1), fetches the ids, then ``COMMIT`` and the pipeline exit (round
+trips 2 and 3). The table lock is held while the client takes those round trips, so every writer
+waits for the slowest client's Python, and each save pays three network waits plus the fsync.
+
+This recorder sends the same statements as ONE simple-protocol query string. PostgreSQL runs a
+multi-statement query string as one implicit transaction block (so ``LOCK TABLE`` and ``SET LOCAL``
+are valid) that commits when the last statement ends, or rolls back entirely on the first error.
+What keeps notification ids gap-free in commit order is unchanged: the EXCLUSIVE lock is taken
+before any id is drawn and held until after the commit is visible. Only the client round trips
+inside the lock are gone. ``POSTGRES_ENABLE_DB_FUNCTIONS`` stays off (see FACTS.md).
+
+Select it with ``APPLICATION_RECORDER_TOPIC`` (see ``api.services.eventsourcing_env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import get_topic, retry
+from psycopg import ClientCursor, Connection
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+ROW_PLACEHOLDERS = "(%s, %s, %s, %s)"
+STATEMENTS_BEFORE_INSERT = 3  # SET LOCAL, LOCK TABLE, NOTIFY
+
+
+class OneTripPostgresApplicationRecorder(PostgresApplicationRecorder):
+    """``PostgresApplicationRecorder`` whose insert transaction is a single multi-statement query."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self._one_trip_prefix: str | None = None
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Insert the events atomically and return their notification ids, in one round trip."""
+        if not stored_events or self.datastore.enable_db_functions:
+            return super().insert_events(stored_events, **kwargs)
+        with self.datastore.get_connection() as conn:
+            assert conn.autocommit, "the datastore's connections must be in autocommit mode"
+            with ClientCursor(conn) as curs:
+                curs.execute(self._one_trip_query(conn, len(stored_events)), _row_params(stored_events))
+                return self._inserted_ids(curs, len(stored_events))
+
+    def _one_trip_query(self, conn: Connection[DictRow], rows: int) -> str:
+        """The query string: lock, notify and a multi-row INSERT ... RETURNING for ``rows`` events."""
+        if self._one_trip_prefix is None:
+            self._one_trip_prefix = self._compose_prefix().as_string(conn).replace("%", "%%")  # quoted names
+        values = ", ".join([ROW_PLACEHOLDERS] * rows)
+        return f"{self._one_trip_prefix} VALUES {values} RETURNING notification_id"
+
+    def _compose_prefix(self) -> Any:
+        """Everything up to VALUES, with the same lock and notify statements as the library."""
+        table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        return SQL(
+            "SET LOCAL lock_timeout = '{timeout}s'; "
+            "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+            "NOTIFY {channel}; "
+            "INSERT INTO {table} (originator_id, originator_version, topic, state)"
+        ).format(timeout=self.datastore.lock_timeout, table=table, channel=Identifier(self.channel_name))
+
+    @staticmethod
+    def _inserted_ids(curs: ClientCursor[DictRow], expected: int) -> list[int]:
+        """The notification ids from the INSERT's result set (the last one of the query string)."""
+        for _ in range(STATEMENTS_BEFORE_INSERT):
+            curs.nextset()
+        status = curs.statusmessage or ""
+        if not status.startswith("INSERT"):
+            raise ProgrammingError(f"expected the INSERT's result, got {status!r}")
+        ids = [row["notification_id"] for row in curs.fetchall()]
+        if len(ids) != expected:
+            raise ProgrammingError(f"couldn't get all notification ids (got {len(ids)}, expected {expected})")
+        return ids
+
+
+def _row_params(stored_events: Sequence[StoredEvent]) -> list[Any]:
+    """The flat parameter list of a multi-row VALUES clause."""
+    params: list[Any] = []
+    for event in stored_events:
+        params += (event.originator_id, event.originator_version, event.topic, event.state)
+    return params
+
+
+RECORDER_TOPIC = get_topic(OneTripPostgresApplicationRecorder)

@@ -1,0 +1,101 @@
+"""The tenant: an organisation with its own users, keys, agents and data."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.context import Ctx
+from domain.errors import InvalidState, InvalidValue
+from domain.ids import tenant_id_for
+from domain.sealing import PersonalData
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$")
+RESERVED_SLUGS = frozenset(
+    {
+        "api", "www", "admin", "administrator", "root", "system", "ownllm", "app", "apps", "auth",
+        "login", "logout", "signup", "sso", "oidc", "static", "assets", "docs", "schema", "status",
+        "health", "metrics", "billing", "support", "help", "security", "mail", "smtp", "v1", "v2",
+        "agent", "agents", "nats", "operator", "audit", "legal", "terms", "privacy",
+    }
+)  # fmt: skip
+
+
+def check_slug(slug: str) -> None:
+    """A slug is lowercase ``[a-z0-9-]{3,40}``, not starting/ending with '-', and not reserved."""
+    if not SLUG_PATTERN.fullmatch(slug):
+        raise InvalidValue("slug must be 3-40 characters of a-z, 0-9 and '-', not starting or ending with '-'", "slug")
+    if slug in RESERVED_SLUGS:
+        raise InvalidValue(f"slug '{slug}' is reserved", "slug")
+
+
+class Tenant(Aggregate):
+    """An organisation; its id derives from its slug so slugs are unique by construction."""
+
+    class Registered(Aggregate.Created):
+        slug: str
+        name: str
+        admin_user_id: UUID
+        actor: str
+        request_id: str
+
+    class Suspended(Aggregate.Event):
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+
+    class Reinstated(Aggregate.Event):
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+
+    @staticmethod
+    def create_id(slug: str, **_: Any) -> UUID:
+        """Tenant ids are the slug's deterministic uuid5."""
+        return tenant_id_for(slug)
+
+    @event(Registered)
+    def __init__(self, slug: str, name: str, admin_user_id: UUID, actor: str, request_id: str) -> None:
+        self.slug = slug
+        self.name = name
+        self.admin_user_id = admin_user_id
+        self.suspended = False
+
+    @property
+    def registered_at(self) -> datetime:
+        """When the tenant signed up."""
+        return self.created_on
+
+    def suspend(self, ctx: Ctx, reason: str) -> None:
+        """Stop all access for the tenant."""
+        self.check_active()
+        self._suspended(
+            tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
+        )
+
+    def reinstate(self, ctx: Ctx, reason: str) -> None:
+        """Restore access after a suspension."""
+        if not self.suspended:
+            raise InvalidState("tenant is not suspended")
+        self._reinstated(
+            tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
+        )
+
+    def check_active(self) -> None:
+        """Refuse commands on a suspended tenant."""
+        if self.suspended:
+            raise InvalidState("tenant is suspended")
+
+    @event(Suspended)
+    def _suspended(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+        self.suspended = True
+
+    @event(Reinstated)
+    def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+        self.suspended = False
