@@ -1,0 +1,287 @@
+"""The directory: tenants, users, invites, keys, pairing keys and agents as the API reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.agent import Agent
+from domain.api_key import ApiKey
+from domain.invite import Invite
+from domain.pairing_key import PairingKey
+from domain.roles import Role
+from domain.tenant import Tenant
+from domain.user import User
+
+
+@dataclass(slots=True)
+class TenantView:
+    """A tenant as listed."""
+
+    id: UUID
+    slug: str
+    name: str
+    admin_user_id: UUID
+    registered_at: datetime
+    suspended: bool = False
+    plan: str = ""  # empty until billing assigns one: the settings' default plan applies
+
+
+@dataclass(slots=True)
+class UserView:
+    """A user as listed; ``name``/``email`` read ``<erased>`` once the subject is erased."""
+
+    id: UUID
+    tenant_id: UUID
+    name: str
+    email: str
+    role: str
+    joined_at: datetime
+    suspended: bool = False
+    removed: bool = False
+
+    @property
+    def status(self) -> str:
+        """active, suspended or removed."""
+        return "removed" if self.removed else "suspended" if self.suspended else "active"
+
+
+@dataclass(slots=True)
+class KeyView:
+    """An API key as listed (never its secret) plus its hash for authentication."""
+
+    id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    name: str
+    prefix: str
+    secret_hash: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    issued_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class InviteView:
+    """An invite as listed (never its token)."""
+
+    id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    email: str
+    role: str
+    expires_at: datetime
+    issued_at: datetime
+    status: str = "open"
+
+
+@dataclass(slots=True)
+class PairingKeyView:
+    """A pairing key as listed (never its secret)."""
+
+    id: UUID
+    tenant_id: UUID
+    prefix: str
+    expires_at: datetime
+    issued_at: datetime
+    status: str = "open"
+    agent_id: UUID | None = None
+
+
+@dataclass(slots=True)
+class AgentView:
+    """A paired agent and its NATS identity (bcrypt hash only)."""
+
+    id: UUID
+    tenant_id: UUID
+    name: str
+    nats_user: str
+    nats_password_bcrypt: str
+    paired_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class Directory:
+    """In-memory read model, rebuilt from the notification log and kept current by the runner."""
+
+    tenants: dict[UUID, TenantView] = field(default_factory=dict)
+    users: dict[UUID, UserView] = field(default_factory=dict)
+    keys: dict[UUID, KeyView] = field(default_factory=dict)
+    keys_by_hash: dict[str, KeyView] = field(default_factory=dict)
+    invites: dict[UUID, InviteView] = field(default_factory=dict)
+    pairing_keys: dict[UUID, PairingKeyView] = field(default_factory=dict)
+    agents: dict[UUID, AgentView] = field(default_factory=dict)
+    agents_version: int = 0  # bumped whenever the set of agent credentials changes
+
+    def process(self, event: Any) -> None:
+        """Apply one domain event."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    # -- queries (also the domain's Directory port) -----------------------------------------
+
+    def email_taken(self, tenant_id: UUID, email: str) -> bool:
+        """A current user or open invite of the tenant has this email."""
+        users = (u for u in self.users.values() if u.tenant_id == tenant_id and not u.removed)
+        invites = (i for i in self.invites.values() if i.tenant_id == tenant_id and i.status == "open")
+        return any(u.email == email for u in users) or any(i.email == email for i in invites)
+
+    def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:
+        """Admins of the tenant that may act."""
+        return {
+            u.id
+            for u in self.users.values()
+            if u.tenant_id == tenant_id and u.role == Role.ADMIN and u.status == "active"
+        }
+
+    def tenant_users(self, tenant_id: UUID) -> list[UserView]:
+        """A tenant's users, oldest first."""
+        return sorted((u for u in self.users.values() if u.tenant_id == tenant_id), key=lambda u: u.joined_at)
+
+    def tenant_keys(self, tenant_id: UUID, user_id: UUID | None = None) -> list[KeyView]:
+        """A tenant's keys (optionally one user's), oldest first."""
+        found = (
+            k for k in self.keys.values() if k.tenant_id == tenant_id and (user_id is None or k.user_id == user_id)
+        )
+        return sorted(found, key=lambda k: k.issued_at)
+
+    def tenant_invites(self, tenant_id: UUID) -> list[InviteView]:
+        """A tenant's invites, oldest first."""
+        return sorted((i for i in self.invites.values() if i.tenant_id == tenant_id), key=lambda i: i.issued_at)
+
+    def tenant_pairing_keys(self, tenant_id: UUID) -> list[PairingKeyView]:
+        """A tenant's pairing keys, oldest first."""
+        found = (p for p in self.pairing_keys.values() if p.tenant_id == tenant_id)
+        return sorted(found, key=lambda p: p.issued_at)
+
+    def tenant_agents(self, tenant_id: UUID) -> list[AgentView]:
+        """A tenant's agents, oldest first."""
+        return sorted((a for a in self.agents.values() if a.tenant_id == tenant_id), key=lambda a: a.paired_at)
+
+    def active_agents(self) -> list[AgentView]:
+        """Agents of every tenant whose credentials are valid (input of the NATS authorization)."""
+        return [a for a in self.agents.values() if a.revoked_at is None]
+
+    def in_tenant(self, table: dict[UUID, Any], object_id: UUID, tenant_id: UUID) -> Any | None:
+        """An object of the tenant, or None (another tenant's object looks exactly like a missing one)."""
+        found = table.get(object_id)
+        return found if found is not None and found.tenant_id == tenant_id else None
+
+
+def _tenant_registered(d: Directory, e: Tenant.Registered) -> None:
+    d.tenants[e.originator_id] = TenantView(e.originator_id, e.slug, e.name, e.admin_user_id, e.timestamp)
+
+
+def _tenant_suspended(d: Directory, e: Tenant.Suspended) -> None:
+    d.tenants[e.originator_id].suspended = True
+
+
+def _tenant_reinstated(d: Directory, e: Tenant.Reinstated) -> None:
+    d.tenants[e.originator_id].suspended = False
+
+
+def _user_joined(d: Directory, e: User.Joined) -> None:
+    d.users[e.originator_id] = UserView(e.originator_id, e.tenant_id, str(e.name), str(e.email), e.role, e.timestamp)
+
+
+def _user_role_changed(d: Directory, e: User.RoleChanged) -> None:
+    d.users[e.originator_id].role = e.role
+
+
+def _user_suspended(d: Directory, e: User.Suspended) -> None:
+    d.users[e.originator_id].suspended = True
+
+
+def _user_reinstated(d: Directory, e: User.Reinstated) -> None:
+    d.users[e.originator_id].suspended = False
+
+
+def _user_removed(d: Directory, e: User.Removed) -> None:
+    d.users[e.originator_id].removed = True
+
+
+def _invite_issued(d: Directory, e: Invite.Issued) -> None:
+    d.invites[e.originator_id] = InviteView(
+        e.originator_id, e.tenant_id, e.user_id, str(e.email), e.role, e.expires_at, e.timestamp
+    )
+
+
+def _invite_accepted(d: Directory, e: Invite.Accepted) -> None:
+    d.invites[e.originator_id].status = "accepted"
+
+
+def _invite_revoked(d: Directory, e: Invite.Revoked) -> None:
+    d.invites[e.originator_id].status = "revoked"
+
+
+def _key_issued(d: Directory, e: ApiKey.Issued) -> None:
+    key = KeyView(
+        e.originator_id,
+        e.tenant_id,
+        e.user_id,
+        str(e.name),
+        e.prefix,
+        e.secret_hash,
+        frozenset(e.scopes),
+        e.expires_at,
+        e.timestamp,
+    )
+    d.keys[key.id] = key
+    d.keys_by_hash[key.secret_hash] = key
+
+
+def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:
+    d.keys[e.originator_id].revoked_at = e.timestamp
+
+
+def _pairing_issued(d: Directory, e: PairingKey.Issued) -> None:
+    d.pairing_keys[e.originator_id] = PairingKeyView(e.originator_id, e.tenant_id, e.prefix, e.expires_at, e.timestamp)
+
+
+def _pairing_redeemed(d: Directory, e: PairingKey.Redeemed) -> None:
+    view = d.pairing_keys[e.originator_id]
+    view.status, view.agent_id = "redeemed", e.agent_id
+
+
+def _pairing_revoked(d: Directory, e: PairingKey.Revoked) -> None:
+    d.pairing_keys[e.originator_id].status = "revoked"
+
+
+def _agent_paired(d: Directory, e: Agent.Paired) -> None:
+    d.agents[e.originator_id] = AgentView(
+        e.originator_id, e.tenant_id, e.name, e.nats_user, e.nats_password_bcrypt, e.timestamp
+    )
+    d.agents_version += 1
+
+
+def _agent_revoked(d: Directory, e: Agent.Revoked) -> None:
+    d.agents[e.originator_id].revoked_at = e.timestamp
+    d.agents_version += 1
+
+
+_HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
+    Tenant.Registered: _tenant_registered,
+    Tenant.Suspended: _tenant_suspended,
+    Tenant.Reinstated: _tenant_reinstated,
+    User.Joined: _user_joined,
+    User.RoleChanged: _user_role_changed,
+    User.Suspended: _user_suspended,
+    User.Reinstated: _user_reinstated,
+    User.Removed: _user_removed,
+    Invite.Issued: _invite_issued,
+    Invite.Accepted: _invite_accepted,
+    Invite.Revoked: _invite_revoked,
+    ApiKey.Issued: _key_issued,
+    ApiKey.Revoked: _key_revoked,
+    PairingKey.Issued: _pairing_issued,
+    PairingKey.Redeemed: _pairing_redeemed,
+    PairingKey.Revoked: _pairing_revoked,
+    Agent.Paired: _agent_paired,
+    Agent.Revoked: _agent_revoked,
+}
