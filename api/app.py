@@ -1,0 +1,152 @@
+"""The composition root: ``create_app(settings)`` wires everything; nothing lives at module level."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+from litestar.utils.helpers import unwrap_partial
+
+from api.controllers.agents import AgentController, PairingKeyController
+from api.controllers.invites import InviteController
+from api.controllers.keys import KeyController
+from api.controllers.tenants import TenantController
+from api.controllers.usage import UsageController
+from api.controllers.users import UserController
+from api.guards import permission_guard
+from api.problems import EXCEPTION_HANDLERS
+from api.services import Services, build_services
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@get("/health", operation_id="health", include_in_schema=True, sync_to_thread=False)
+def health() -> dict[str, str]:
+    """Liveness: the process serves requests."""
+    return {"status": "ok"}
+
+
+async def _echo_request_id(message: Any, scope: Any) -> None:
+    """Send the request id back as ``X-Request-ID`` on every response."""
+    if message["type"] == "http.response.start":
+        request_id = scope.get("state", {}).get("request_id")
+        if request_id:
+            message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+
+
+DOCS_ASSETS = "/schema-assets"
+
+
+def docs_assets() -> Any:
+    """Swagger UI's files served by us, from a wheel: the docs work on a machine with no internet."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[swagger_ui_path], include_in_schema=False, opt={"public": True}
+    )
+
+
+def openapi_config() -> OpenAPIConfig:
+    """OpenAPI at /schema/openapi.json; the browsable UI (Swagger UI, self-hosted) at /schema."""
+    swagger = SwaggerRenderPlugin(
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        path=["/", "/swagger"],
+        favicon="<link rel='icon' href='data:,'>",  # no third-party request from the docs page
+    )
+    return OpenAPIConfig(
+        title="OwnLLM",
+        version="0.1.0",
+        description="Private multi-user AI: management API (/api/v1) and OpenAI-compatible proxy (/v1).",
+        path="/schema",
+        render_plugins=[swagger],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(
+                    type="http", scheme="bearer", description="An OwnLLM API key: `Authorization: Bearer ollm_...`"
+                )
+            }
+        ),
+        security=[{"apiKey": []}],
+    )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    """Build the Litestar app: management API, OpenAI-compatible proxy, background runners."""
+    services = services or build_services(settings)
+    route_handlers: list[Any] = [
+        health,
+        docs_assets(),
+        TenantController,
+        UserController,
+        InviteController,
+        KeyController,
+        PairingKeyController,
+        AgentController,
+        UsageController,
+    ]
+    on_startup: list[Any] = []
+    on_shutdown: list[Any] = [services.close]
+    inference = _inference(settings, services)
+    if inference is not None:
+        route_handlers.append(inference.router())
+        on_startup.insert(0, inference.start)
+        on_shutdown.insert(0, inference.stop)
+    app = Litestar(
+        route_handlers=route_handlers,
+        guards=[permission_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"services": services, "inference": inference}),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        before_send=[_echo_request_id],
+        debug=False,
+    )
+    _summaries_from_docstrings(app)
+    return app
+
+
+def _summaries_from_docstrings(app: Litestar) -> None:
+    """The docs list each operation by the first line of its docstring, not its function name."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            doc = (unwrap_partial(handler.fn).__doc__ or "").strip()
+            if doc and not handler.summary:
+                handler.summary = doc.splitlines()[0].rstrip(".")
+
+
+def _inference(settings: Settings, services: Services) -> Any:
+    """The OpenAI-compatible proxy and its NATS side (see api/proxy), or None when disabled."""
+    if not settings.inference:
+        return None
+    from api.proxy import InferenceGateway
+
+    gateway = InferenceGateway(settings, services.authenticator, _usage_sink(services))
+    services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
+    return gateway
+
+
+def _forget_revoked_agents(services: Services, gateway: Any) -> None:
+    """A revoked agent leaves /v1/models at once, not only when its heartbeats stop."""
+    for agent in services.directory.agents.values():
+        if agent.revoked_at is not None:
+            gateway.registry.forget(str(agent.tenant_id), str(agent.id))
+
+
+def _usage_sink(services: Services) -> Any:
+    """Usage records go straight to the domain command; the runner's next poll projects them.
+
+    No catch-up per record: nobody reads their own usage write, and one query per inference
+    request would be pure overhead on the metering thread.
+    """
+    return services.app.record_usage

@@ -1,0 +1,75 @@
+"""API-key authentication on the hot path: one HMAC and a few dictionary look-ups, no I/O."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from api.principal import Principal
+from domain.roles import SCOPES_BY_ROLE, Role
+from domain.secrets import API_KEY_PREFIX, keyed_hash
+from projections.directory import Directory
+
+
+class CredentialsRejected(Exception):
+    """The bearer credential was refused; ``status`` is 401 (who are you?) or 403 (not now)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def bearer_secret(authorization: str | None) -> str:
+    """The secret in an ``Authorization: Bearer ...`` header, or a 401."""
+    if not authorization:
+        raise CredentialsRejected(401, "missing_api_key", "send your API key as 'Authorization: Bearer <key>'")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise CredentialsRejected(401, "invalid_api_key", "the Authorization header must be 'Bearer <key>'")
+    return secret.strip()
+
+
+class KeyAuthenticator:
+    """Turns a secret into a :class:`Principal` using the directory projection (in memory)."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        pepper: bytes,
+        clock: Callable[[], float] = time.time,
+        default_plan: str = "team",
+    ) -> None:
+        self.directory = directory
+        self.pepper = pepper
+        self.clock = clock
+        self.default_plan = default_plan
+
+    def authenticate(self, secret: str) -> Principal:
+        """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason."""
+        if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
+            raise CredentialsRejected(401, "invalid_api_key", "invalid API key")
+        key = self.directory.keys_by_hash.get(keyed_hash(self.pepper, secret))
+        if key is None:
+            raise CredentialsRejected(401, "invalid_api_key", "invalid API key")
+        if key.revoked_at is not None:
+            raise CredentialsRejected(401, "key_revoked", "this API key was revoked")
+        if key.expires_at is not None and key.expires_at.timestamp() <= self.clock():
+            raise CredentialsRejected(401, "key_expired", "this API key has expired")
+        user = self.directory.users[key.user_id]
+        if user.removed:
+            raise CredentialsRejected(401, "user_removed", "the owner of this API key was removed")
+        if user.suspended:
+            raise CredentialsRejected(403, "user_suspended", "your account is suspended")
+        tenant = self.directory.tenants[key.tenant_id]
+        if tenant.suspended:
+            raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
+        return Principal(
+            tenant_id=key.tenant_id,
+            user_id=key.user_id,
+            key_id=key.id,
+            role=user.role,
+            scopes=key.scopes & SCOPES_BY_ROLE[Role(user.role)],  # a role change narrows old keys at once
+            plan=tenant.plan or self.default_plan,
+        )

@@ -1,0 +1,284 @@
+"""The inference gateway: authenticate, limit, dispatch over NATS, and meter each request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from uuid import uuid4
+
+import msgspec
+from litestar import Request, Response, Router
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from agent import protocol
+from agent.protocol import Accepted, Error, Job
+from api.principal import Principal
+from api.proxy import errors
+from api.proxy.errors import OpenAIError
+from api.proxy.limits import Grant, Limiter, Refused
+from api.proxy.ports import Authenticator, UsageSink, as_rejection
+from api.proxy.registry import AgentRegistry
+from api.proxy.responses import ChatEncoder, CompletionEncoder, Encoder
+from api.proxy.run import JobRun, agent_error
+from api.proxy.schemas import ChatCompletionRequest, CompletionRequest, Model, ModelList
+from api.proxy.translate import Generation, chat_generation, completion_generation
+from api.proxy.transport import Transport
+from api.proxy.usage import Meter, Outcome, UsageWriter
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SCOPE = "inference"
+_JSON = "application/json"
+_encode = msgspec.json.Encoder().encode
+_MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One generation endpoint: its path, how to parse its body, and its response encoder."""
+
+    path: str
+    parse: Callable[[bytes], Generation]
+    encoder: type[ChatEncoder] | type[CompletionEncoder]
+    id_prefix: str
+
+
+def _parser(struct: type, build: Callable[[object], Generation]) -> Callable[[bytes], Generation]:
+    """A body parser: JSON -> validated struct -> generation; msgspec errors become 400s naming the field."""
+    decoder: msgspec.json.Decoder[object] = msgspec.json.Decoder(struct)
+
+    def parse(body: bytes) -> Generation:
+        try:
+            request = decoder.decode(body)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise errors.from_validation(exc) from None
+        return build(request)
+
+    return parse
+
+
+CHAT = Endpoint("/v1/chat/completions", _parser(ChatCompletionRequest, chat_generation), ChatEncoder, "chatcmpl-")  # type: ignore[arg-type]
+COMPLETIONS = Endpoint(
+    "/v1/completions",
+    _parser(CompletionRequest, completion_generation),  # type: ignore[arg-type]
+    CompletionEncoder,
+    "cmpl-",
+)
+
+
+def authorization_of(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The ``Authorization`` header from the raw ASGI headers (cheaper than building Litestar's Headers)."""
+    for name, value in raw_headers:
+        if len(name) == 13 and name.lower() == b"authorization":
+            return value.decode("latin-1")
+    return None
+
+
+def outcome_of(status: int) -> Outcome:
+    """The usage outcome of a request that ended with an HTTP error status."""
+    if status == 504:
+        return "timeout"
+    return "rejected" if status < 500 else "error"
+
+
+class InferenceGateway:
+    """The OpenAI-compatible proxy: ``start()``/``stop()`` around the app, ``router()`` for ``/v1``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticator,
+        usage_sink: UsageSink,
+        *,
+        limiter: Limiter | None = None,
+        keepalive_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.instance_id = uuid4().hex[:12]
+        self.registry = AgentRegistry()
+        self.limiter = limiter or Limiter()
+        self.usage = UsageWriter(usage_sink)
+        self.transport = Transport(
+            url=settings.nats_url,
+            user=settings.nats_proxy_user,
+            password=settings.nats_proxy_password,
+            instance_id=self.instance_id,
+            registry=self.registry,
+            generation_timeout_s=settings.generation_timeout_s,
+            keepalive_s=keepalive_s,
+        )
+        self._last_prune = time.monotonic()
+
+    async def start(self) -> None:
+        """Start the usage writer and connect to NATS (replies and heartbeats subscribed)."""
+        self.usage.start()
+        await self.transport.connect()
+        self.transport.every_tick(self._prune)
+
+    async def stop(self) -> None:
+        """Close NATS, settle pending cancels, and flush every queued usage record."""
+        await self.transport.close()
+        self.usage.stop()
+
+    def router(self) -> Router:
+        """The Litestar router for ``/v1`` with its own OpenAI-shaped exception handlers."""
+        from api.proxy.controllers import build_router
+
+        return build_router(self)
+
+    def _prune(self) -> None:
+        """Forget idle rate-limit subjects once a minute."""
+        now = time.monotonic()
+        if now - self._last_prune >= 60:
+            self._last_prune = now
+            self.limiter.prune()
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind a ``Bearer`` header, with the inference scope; 401/403 otherwise."""
+        if not authorization:
+            raise errors.authentication(_MISSING_KEY, code="missing_api_key")
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise errors.authentication(_MISSING_KEY, code="missing_api_key")
+        try:
+            return self.authenticator.authenticate(secret)
+        except Exception as exc:
+            rejection = as_rejection(exc)
+            if rejection is None:
+                raise
+            if rejection.status == 403:
+                raise errors.permission(rejection.message, code=rejection.code) from None
+            raise errors.authentication(rejection.message, code=rejection.code) from None
+
+    def models(self, authorization: str | None) -> bytes:
+        """``GET /v1/models`` for the caller's tenant."""
+        principal = self.authenticate(authorization)
+        self._require_scope(principal)
+        served = self.registry.models(str(principal.tenant_id))
+        listing = ModelList([Model(id=m, created=int(seen), owned_by="ownllm") for m, seen in sorted(served.items())])
+        return _encode(listing)
+
+    def model(self, authorization: str | None, model_id: str) -> bytes:
+        """``GET /v1/models/{model}``: 404 unless a live agent of the tenant serves it."""
+        principal = self.authenticate(authorization)
+        self._require_scope(principal)
+        seen = self.registry.models(str(principal.tenant_id)).get(model_id)
+        if seen is None:
+            raise errors.model_not_found(model_id)
+        return _encode(Model(id=model_id, created=int(seen), owned_by="ownllm"))
+
+    @staticmethod
+    def _require_scope(principal: Principal) -> None:
+        """403 unless the key may call models."""
+        if INFERENCE_SCOPE not in principal.scopes:
+            raise errors.permission("This API key does not have the 'inference' scope.", code="insufficient_scope")
+
+    async def generate(self, request: Request, endpoint: Endpoint) -> Response:
+        """Handle a chat or completion request end to end; exactly one usage record once authenticated."""
+        principal = self.authenticate(authorization_of(request.scope["headers"]))
+        meter = Meter(self.usage, uuid4().hex, endpoint.path, principal.tenant_id, principal.user_id, principal.key_id)
+        # The app echoes scope["state"]["request_id"] as X-Request-ID: make it this server-made id,
+        # which also names the job and keys the (idempotent) usage record; a client's own id may repeat.
+        request.scope.setdefault("state", {})["request_id"] = meter.request_id  # type: ignore[typeddict-unknown-key]
+        try:
+            run = await self._start(request, endpoint, principal, meter)
+        except OpenAIError as exc:
+            meter.finish(outcome_of(exc.status))
+            raise
+        except BaseException:
+            meter.finish("error")
+            raise
+        if meter.stream:
+            return run.stream_response()
+        return await run.collect(request.receive)
+
+    async def _start(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> JobRun:
+        """Check scope, body and limits, then hand the job to an agent; the run owns the meter after."""
+        self._require_scope(principal)
+        generation = endpoint.parse(await request.body())
+        meter.model = generation.model
+        meter.stream = generation.stream
+        grant = self.limiter.admit(principal.plan, principal.tenant_id, principal.key_id)
+        if isinstance(grant, Refused):
+            raise errors.rate_limited(
+                f"Rate limit reached for {grant.limit} on this {grant.scope}. "
+                f"Retry after {grant.retry_after_header} s.",
+                grant.retry_after_header,
+            )
+        encoder: Encoder = endpoint.encoder(
+            endpoint.id_prefix + meter.request_id,
+            generation.model,
+            int(time.time()),
+            generation.include_usage,
+        )
+        try:
+            return await self._dispatch(generation, str(principal.tenant_id), meter, grant, encoder)
+        except BaseException:
+            grant.release(0)
+            raise
+
+    async def _dispatch(
+        self, generation: Generation, tenant_id: str, meter: Meter, grant: Grant, encoder: Encoder
+    ) -> JobRun:
+        """Send the job as a NATS request and wait for an agent to accept it."""
+        transport = self.transport
+        if not transport.connected:
+            raise errors.no_agent("The inference service is reconnecting to its agents; retry shortly.")
+        job_id = meter.request_id
+        job = Job(
+            job_id=job_id,
+            tenant_id=tenant_id,
+            model=generation.model,
+            kind=generation.kind,
+            reply_to=protocol.reply_subject(tenant_id, self.instance_id, job_id),
+            sampling=generation.sampling,
+            messages=generation.messages,
+            prompt=generation.prompt,
+        )
+        channel = transport.open(job_id, tenant_id)
+        run = JobRun(transport, channel, meter, grant, encoder)
+        try:
+            answer = protocol.decode(
+                await transport.request(
+                    protocol.job_subject(tenant_id, generation.model),
+                    protocol.encode(job),
+                    timeout=self.settings.accept_timeout_s,
+                )
+            )
+        except NoRespondersError:
+            transport.close_channel(job_id)
+            raise self._nobody_serves(tenant_id, generation.model) from None
+        except (NatsTimeoutError, TimeoutError):
+            run.abandoned = True  # a late accept must not leave the job running on an agent
+            transport.cancel(channel, lambda *_: None)
+            raise errors.agent_timeout("No agent accepted the request in time.") from None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            transport.close_channel(job_id)
+            raise OpenAIError(502, "server_error", "The agent sent a malformed answer.", code="agent_error") from None
+        except Exception as exc:  # connection dropped between the check and the send
+            transport.close_channel(job_id)
+            log.warning("job request failed: %s", type(exc).__name__)
+            raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
+        if isinstance(answer, Accepted):
+            meter.agent_id = channel.agent_id = answer.agent_id
+            return run
+        transport.close_channel(job_id)
+        if isinstance(answer, Error):
+            raise agent_error(answer)
+        raise OpenAIError(502, "server_error", "The agent sent an unexpected answer.", code="agent_error")
+
+    def _nobody_serves(self, tenant_id: str, model: str) -> OpenAIError:
+        """404 when the tenant's live agents serve other models; 503 when none is there at all."""
+        served = self.registry.models(tenant_id)
+        if served and model not in served:
+            return errors.model_not_found(model)
+        return errors.no_agent(f"No agent of your organization is serving the model `{model}` right now.")

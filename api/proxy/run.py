@@ -1,0 +1,279 @@
+"""One accepted job from the proxy's side: stream or collect its replies, settle usage exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Response
+from litestar.response.streaming import ASGIStreamingResponse, Stream
+
+from agent.protocol import Chunk, Error, Final
+from api.proxy.errors import OpenAIError, agent_timeout, invalid_request, no_agent, rate_limited
+from api.proxy.limits import Grant
+from api.proxy.responses import (
+    SSE_ACCEPTED,
+    SSE_HEADERS,
+    SSE_KEEPALIVE,
+    SSE_MEDIA_TYPE,
+    Encoder,
+    sse_error,
+)
+from api.proxy.transport import AGENT_GONE, CLIENT_GONE, KEEPALIVE, LOST, TIMEOUT, JobChannel, Transport
+from api.proxy.usage import Meter, Outcome
+
+_JSON = "application/json"
+
+
+def agent_error(error: Error) -> OpenAIError:
+    """The client-facing error for an agent's :class:`Error` (its message never holds content)."""
+    if error.code == "busy":
+        retry = str(max(1, round(error.retry_after_s or 1)))
+        return rate_limited("The model is at capacity for your organization; retry shortly.", retry, code="agent_busy")
+    if error.code == "bad_request":
+        return invalid_request(f"The agent cannot serve this request: {error.message}")
+    if error.code in ("model_not_loaded", "unsupported_version"):
+        return no_agent(f"No agent can serve this request now ({error.code}).")
+    return OpenAIError(502, "server_error", "The agent failed while generating.", code="agent_error")
+
+
+def connection_lost() -> OpenAIError:
+    """The bus to the agents dropped mid-request."""
+    return no_agent("The connection to the agents was lost; retry shortly.")
+
+
+def agent_gone() -> OpenAIError:
+    """The agent running the job stopped sending heartbeats."""
+    return OpenAIError(502, "server_error", "The agent serving this request went away.", code="agent_gone")
+
+
+def generation_timed_out() -> OpenAIError:
+    """No word from the agent for too long."""
+    return agent_timeout("The agent stopped responding.")
+
+
+class JobRun:
+    """The proxy's half of one accepted job; owns its meter and limit grant from here on."""
+
+    __slots__ = (
+        "abandoned",
+        "channel",
+        "completion_tokens",
+        "encoder",
+        "grant",
+        "meter",
+        "settled",
+        "transport",
+    )
+
+    def __init__(self, transport: Transport, channel: JobChannel, meter: Meter, grant: Grant, encoder: Encoder) -> None:
+        self.transport = transport
+        self.channel = channel
+        self.meter = meter
+        self.grant = grant
+        self.encoder = encoder
+        self.completion_tokens = 0
+        self.settled = False
+        self.abandoned = False
+
+    def settle(self, outcome: Outcome, prompt_tokens: int = 0, completion_tokens: int | None = None) -> None:
+        """Record usage, free the limit slot, forget the channel; once."""
+        if self.settled:
+            return
+        self.settled = True
+        meter = self.meter
+        meter.prompt_tokens = prompt_tokens
+        meter.completion_tokens = self.completion_tokens if completion_tokens is None else completion_tokens
+        meter.finish(outcome)
+        self.grant.release(meter.prompt_tokens + meter.completion_tokens)
+        self.transport.close_channel(self.channel.job_id)
+
+    def abandon(self, outcome: Outcome) -> None:
+        """Stop the job on the agent; settle when its last word (with exact counts) arrives or drain ends."""
+        if self.settled or self.abandoned:
+            return
+        self.abandoned = True
+        if not self.transport.connected:
+            self.settle(outcome)
+            return
+
+        def drained(_: JobChannel, last: Final | Error | None) -> None:
+            if last is None:
+                self.settle(outcome)
+            else:
+                self.settle(outcome, last.prompt_tokens, max(last.completion_tokens, self.completion_tokens))
+
+        self.transport.cancel(self.channel, drained)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The SSE body: accepted comment, chunks, then the end (or an error event).
+
+        Whatever is already queued when the stream wakes goes out as one body part: one send (one
+        socket write) for several chunks when the proxy falls behind, instead of one each.
+        """
+        outcome: Outcome = "cancelled"  # leaving without another outcome means the client went away
+        queue = self.channel.queue
+        encoder = self.encoder
+        meter = self.meter
+        try:
+            yield SSE_ACCEPTED
+            while True:
+                parts: list[bytes] = []
+                item = await queue.get()
+                while True:
+                    if type(item) is Chunk:
+                        if meter.ttft_ms is None:
+                            meter.first_token()
+                        self.completion_tokens += item.tokens
+                        parts.append(encoder.delta(item.text))
+                    elif type(item) is Final:
+                        outcome = "ok"
+                        self.settle("ok", item.prompt_tokens, item.completion_tokens)
+                        parts.append(encoder.final(item.finish_reason, item.prompt_tokens, item.completion_tokens))
+                        yield b"".join(parts)
+                        return
+                    elif type(item) is Error:
+                        outcome = "error"
+                        self.settle("error", item.prompt_tokens, max(item.completion_tokens, self.completion_tokens))
+                        parts.append(sse_error(agent_error(item)))
+                        yield b"".join(parts)
+                        return
+                    elif item is KEEPALIVE:
+                        parts.append(SSE_KEEPALIVE)
+                    elif item is TIMEOUT:
+                        outcome = "timeout"
+                        self.abandon("timeout")
+                        parts.append(sse_error(generation_timed_out()))
+                        yield b"".join(parts)
+                        return
+                    elif item is LOST:
+                        outcome = "error"
+                        self.settle("error")
+                        parts.append(sse_error(connection_lost()))
+                        yield b"".join(parts)
+                        return
+                    elif item is AGENT_GONE:
+                        outcome = "error"
+                        self.settle("error")
+                        parts.append(sse_error(agent_gone()))
+                        yield b"".join(parts)
+                        return
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if parts:
+                    yield parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            self.abandon(outcome)
+
+    async def collect(self, receive: Any) -> Response[bytes]:
+        """The non-streamed body; a client disconnect cancels the job on the agent."""
+        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive))
+        parts: list[str] = []
+        queue = self.channel.queue
+        try:
+            while True:
+                item = await queue.get()
+                if type(item) is Chunk:
+                    if self.meter.ttft_ms is None:
+                        self.meter.first_token()
+                    self.completion_tokens += item.tokens
+                    parts.append(item.text)
+                elif type(item) is Final:
+                    self.settle("ok", item.prompt_tokens, item.completion_tokens)
+                    body = self.encoder.complete(
+                        "".join(parts), item.finish_reason, item.prompt_tokens, item.completion_tokens
+                    )
+                    return Response(body, status_code=200, media_type=_JSON)
+                elif type(item) is Error:
+                    self.settle("error", item.prompt_tokens, max(item.completion_tokens, self.completion_tokens))
+                    raise agent_error(item)
+                elif item is TIMEOUT:
+                    self.abandon("timeout")
+                    raise generation_timed_out()
+                elif item is LOST:
+                    self.settle("error")
+                    raise connection_lost()
+                elif item is AGENT_GONE:
+                    self.settle("error")
+                    raise agent_gone()
+                elif item is CLIENT_GONE:
+                    self.abandon("cancelled")
+                    return Response(b"", status_code=499)
+        finally:
+            watcher.cancel()
+            self.abandon("cancelled")
+
+    async def _watch_disconnect(self, receive: Any) -> None:
+        """Wait for the client to go away and tell the collector."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.channel.queue.put_nowait(CLIENT_GONE)
+                return
+
+    def stream_response(self) -> Stream:
+        """The SSE response; the ASGI layer abandons the job if the client disconnects mid-send."""
+        return GuardedStream(
+            self.events(),
+            on_close=self.abandon,
+            status_code=200,
+            media_type=SSE_MEDIA_TYPE,
+            headers=SSE_HEADERS,
+        )
+
+
+class _GuardedASGIStream(ASGIStreamingResponse):
+    """Litestar's streaming response plus a synchronous close hook that always runs."""
+
+    __slots__ = ("on_close",)
+
+    def __init__(self, *, on_close: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_close = on_close
+
+    async def send_body(self, send: Any, receive: Any) -> None:
+        """Stream; then, however it ended, run the close hook (idempotent, never awaits)."""
+        try:
+            await super().send_body(send, receive)
+        finally:
+            self.on_close("cancelled")
+
+
+class GuardedStream(Stream):
+    """A :class:`Stream` whose ASGI response runs ``on_close`` when sending ends or fails."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    def to_asgi_response(  # type: ignore[override]
+        self,
+        app: Any,
+        request: Any,
+        *,
+        background: Any = None,
+        cookies: Any = None,
+        encoded_headers: Any = None,
+        headers: dict[str, str] | None = None,
+        is_head_response: bool = False,
+        media_type: Any = None,
+        status_code: int | None = None,
+        type_encoders: Any = None,
+    ) -> ASGIStreamingResponse:
+        """Build the guarded ASGI response (as ``Stream.to_asgi_response`` does)."""
+        merged = {**headers, **self.headers} if headers is not None else self.headers
+        return _GuardedASGIStream(
+            on_close=self._on_close,
+            background=self.background or background,
+            content_length=0,
+            cookies=self.cookies if cookies is None else [*self.cookies, *cookies],
+            encoded_headers=encoded_headers,
+            encoding=self.encoding,
+            headers=merged,
+            is_head_response=is_head_response,
+            iterator=self.iterator,  # type: ignore[arg-type]
+            media_type=self.media_type or media_type or SSE_MEDIA_TYPE,
+            status_code=self.status_code or status_code,
+        )

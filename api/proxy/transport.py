@@ -1,0 +1,249 @@
+"""The proxy's NATS side: one connection, one reply subscription, per-job queues, a watchdog.
+
+Replies for every job of this instance arrive on one wildcard subscription and are dispatched by
+job id to the job's :class:`asyncio.Queue`; nothing is subscribed per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from agent import protocol
+from agent.protocol import Cancel, Chunk, Error, Final, Heartbeat
+from api.proxy.registry import AgentRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Signal:
+    """A watchdog or transport event put into a job's queue next to the agent's messages."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Signal({self.name})"
+
+
+KEEPALIVE = Signal("keepalive")  # nothing heard for a while: streams send an SSE comment
+TIMEOUT = Signal("timeout")  # nothing heard for generation_timeout_s: give up (504)
+LOST = Signal("lost")  # the NATS connection dropped: the job's replies cannot arrive
+CLIENT_GONE = Signal("client_gone")  # the HTTP client disconnected (non-streaming requests)
+AGENT_GONE = Signal("agent_gone")  # the agent running the job missed its heartbeats
+
+Item = Chunk | Final | Error | Signal
+OnDrained = Callable[["JobChannel", "Final | Error | None"], None]
+
+
+class JobChannel:
+    """Where one job's replies land; after a cancel it drains until the agent's last word."""
+
+    __slots__ = ("agent_id", "job_id", "last_heard", "last_keepalive", "on_drained", "queue", "tenant_id")
+
+    def __init__(self, job_id: str, tenant_id: str, now: float) -> None:
+        self.job_id = job_id
+        self.tenant_id = tenant_id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.last_heard = now
+        self.last_keepalive = now
+        self.on_drained: OnDrained | None = None
+        self.agent_id: str | None = None
+
+
+class Transport:
+    """Connection, dispatch and cancel for one proxy instance."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None,
+        password: str | None,
+        instance_id: str,
+        registry: AgentRegistry,
+        generation_timeout_s: float,
+        keepalive_s: float,
+        drain_s: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.user = user
+        self.password = password
+        self.instance_id = instance_id
+        self.registry = registry
+        self.generation_timeout_s = generation_timeout_s
+        self.keepalive_s = keepalive_s
+        self.drain_s = drain_s
+        self.nc: NATS | None = None
+        self.channels: dict[str, JobChannel] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._on_tick: list[Callable[[], None]] = []
+
+    @property
+    def connected(self) -> bool:
+        """Whether jobs can be sent now."""
+        return self.nc is not None and self.nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect (reconnecting forever afterwards) and subscribe to replies and heartbeats."""
+        self.nc = await nats.connect(
+            servers=[self.url],
+            user=self.user or None,
+            password=self.password or None,
+            name=f"ownllm-proxy {self.instance_id}",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error,
+        )
+        await self.nc.subscribe(protocol.reply_wildcard(self.instance_id), cb=self._on_reply)
+        await self.nc.subscribe(protocol.HEARTBEAT_WILDCARD, cb=self._on_heartbeat)
+        await self.nc.flush()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        """Stop the watchdog and close the connection."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        self.nc = None
+
+    def every_tick(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on each watchdog tick (housekeeping)."""
+        self._on_tick.append(callback)
+
+    def open(self, job_id: str, tenant_id: str) -> JobChannel:
+        """Register a job's channel before its request goes out (replies may beat the accept)."""
+        channel = JobChannel(job_id, tenant_id, time.monotonic())
+        self.channels[job_id] = channel
+        return channel
+
+    def close_channel(self, job_id: str) -> None:
+        """Forget a finished job; late replies are dropped."""
+        self.channels.pop(job_id, None)
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        """Send a job request and return the answer's bytes (nats-py errors propagate)."""
+        assert self.nc is not None
+        msg = await self.nc.request(subject, payload, timeout=timeout)
+        return msg.data
+
+    def cancel(self, channel: JobChannel, on_drained: OnDrained) -> None:
+        """Tell the agents to stop the job; ``on_drained`` gets its last word, or ``None`` after drain_s."""
+        channel.on_drained = on_drained
+        channel.last_heard = time.monotonic()
+        self._spawn(self._publish(protocol.cancel_subject(channel.tenant_id), protocol.encode(Cancel(channel.job_id))))
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a coroutine in the background, holding a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        """Publish, logging (not raising) a failure: a lost cancel ends with the agent's own timeout."""
+        try:
+            if self.nc is not None:
+                await self.nc.publish(subject, payload)
+        except Exception as exc:
+            log.warning("cancel not published: %s", type(exc).__name__)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        """Dispatch a chunk/final/error to its job by the last subject token."""
+        channel = self.channels.get(msg.subject.rpartition(".")[2])
+        if channel is None:
+            return
+        try:
+            message = protocol.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("malformed reply for job %s dropped", channel.job_id)
+            return
+        if not isinstance(message, Chunk | Final | Error):
+            return
+        channel.last_heard = time.monotonic()
+        if channel.on_drained is not None:
+            if not isinstance(message, Chunk):
+                self.channels.pop(channel.job_id, None)
+                channel.on_drained(channel, message)
+            return
+        channel.queue.put_nowait(message)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        """Feed the live-agent registry; the tenant is the subject's, not the message's claim."""
+        try:
+            message = protocol.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        if isinstance(message, Heartbeat):
+            self.registry.beat(msg.subject.split(".")[1], message)
+
+    async def _watch(self) -> None:
+        """Keepalives, generation timeouts, drain deadlines, and housekeeping, once per tick."""
+        tick = max(0.05, min(1.0, self.keepalive_s / 2, self.generation_timeout_s / 4, self.drain_s / 2))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                self._check_channels(time.monotonic())
+                for callback in self._on_tick:
+                    callback()
+            except Exception as exc:  # the watchdog must survive a bug in one tick
+                log.error("watchdog tick failed: %s", type(exc).__name__)
+
+    def _check_channels(self, now: float) -> None:
+        """Signal idle jobs and close drains that waited long enough."""
+        for channel in list(self.channels.values()):
+            idle = now - channel.last_heard
+            if channel.on_drained is not None:
+                if idle >= self.drain_s:
+                    self.channels.pop(channel.job_id, None)
+                    channel.on_drained(channel, None)
+            elif idle >= self.generation_timeout_s:
+                channel.last_heard = now
+                channel.queue.put_nowait(TIMEOUT)
+            elif channel.agent_id is not None and self.registry.gone(channel.tenant_id, channel.agent_id):
+                channel.agent_id = None  # signal once
+                channel.queue.put_nowait(AGENT_GONE)
+            elif now - max(channel.last_heard, channel.last_keepalive) >= self.keepalive_s:
+                channel.last_keepalive = now
+                channel.queue.put_nowait(KEEPALIVE)
+
+    async def _on_disconnected(self) -> None:
+        """Fail every waiting job at once: its replies cannot arrive on this connection."""
+        if self.nc is not None and self.nc.is_closed:
+            return
+        log.warning("disconnected from NATS; %d jobs failed; reconnecting", len(self.channels))
+        for channel in list(self.channels.values()):
+            if channel.on_drained is not None:
+                self.channels.pop(channel.job_id, None)
+                channel.on_drained(channel, None)
+            else:
+                channel.queue.put_nowait(LOST)
+
+    async def _on_reconnected(self) -> None:
+        """Log a restored connection (nats-py restores the subscriptions)."""
+        log.info("reconnected to NATS")
+
+    async def _on_error(self, exc: Exception) -> None:
+        """Log NATS client errors by class (never payloads)."""
+        log.warning("nats error: %s", type(exc).__name__)

@@ -1,0 +1,226 @@
+"""Running the platform: NATS (embedded or external), its authorization, the demo tenant and agent."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from litestar import Litestar
+from rich.console import Console
+
+from api.embedded_nats import EmbeddedNats, auth_file, proxy_password
+from api.nats_auth import AgentAccount, NatsAuthorization, command_reload
+from api.services import Services, build_services
+from api.settings import Settings
+from domain.application import utc_now
+from domain.context import SYSTEM, Ctx
+from domain.roles import SCOPES_BY_ROLE, Role
+
+DEMO_SLUG = "demo"
+DEMO_EMAIL = "admin@demo.ownllm.local"
+
+
+def agent_accounts(services: Services) -> list[AgentAccount]:
+    """The NATS logins of every active agent, from the directory projection."""
+    return [
+        AgentAccount(str(a.id), str(a.tenant_id), a.nats_user, a.nats_password_bcrypt)
+        for a in services.directory.active_agents()
+    ]
+
+
+def attach_nats_authorization(services: Services, authorization: NatsAuthorization) -> None:
+    """Rewrite NATS's authorization whenever agents are paired or revoked (and once now)."""
+    services.on_agents_changed(lambda: authorization.sync(agent_accounts(services)))
+
+
+def external_authorization(settings: Settings) -> NatsAuthorization:
+    """Production: the include file named in settings, reloaded by ``OWNLLM_NATS_RELOAD_COMMAND``."""
+    reload = command_reload(settings.nats_reload_command) if settings.nats_reload_command else None
+    return NatsAuthorization(auth_file(settings), settings.nats_proxy_user, proxy_password(settings), reload)
+
+
+def demo_admin_key(services: Services) -> str:
+    """Create the demo tenant on first run; on every run issue its admin a fresh key to print."""
+    tenant = next((t for t in services.directory.tenants.values() if t.slug == DEMO_SLUG), None)
+    if tenant is None:
+        result = services.command(
+            services.app.signup,
+            slug=DEMO_SLUG,
+            name="Demo",
+            admin_name="Demo Admin",
+            admin_email=DEMO_EMAIL,
+            request_id=f"demo-{uuid.uuid4()}",
+        )
+        return str(result.admin_key.secret)
+    ctx = Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"demo-{uuid.uuid4()}")
+    issued = services.command(
+        services.app.issue_api_key,
+        ctx,
+        user_id=tenant.admin_user_id,
+        name="make run",
+        scopes=sorted(SCOPES_BY_ROLE[Role.ADMIN]),
+    )
+    return str(issued.secret)
+
+
+class DemoAgent:
+    """A CPU agent in a child process, paired through the real HTTP pairing endpoint."""
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.credentials = Path(settings.var_dir).absolute() / "demo-agent" / "credentials.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _paired_and_active(self) -> bool:
+        try:
+            agent_id = uuid.UUID(json.loads(self.credentials.read_text())["agent_id"])
+        except (OSError, ValueError, KeyError):
+            return False
+        agent = self.services.directory.agents.get(agent_id)
+        return agent is not None and agent.revoked_at is None
+
+    def start(self, base_url: str) -> None:
+        """Pair if needed (needs the API up), then run ``ownllm-agent serve`` with the CPU backend."""
+        script = str(Path(sys.executable).parent / "ownllm-agent")
+        if not self._paired_and_active():
+            tenant = next(t for t in self.services.directory.tenants.values() if t.slug == DEMO_SLUG)
+            ctx = Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"demo-{uuid.uuid4()}")
+            pairing = self.services.command(self.services.app.issue_pairing_key, ctx)
+            subprocess.run(
+                [script, "pair", "--url", base_url, "--pairing-key", pairing.secret, "--name", "demo-cpu-agent",
+                 "--credentials", str(self.credentials), "--force"],
+                check=True,
+            )  # fmt: skip
+        log = open(self.credentials.parent / "agent.log", "ab")  # noqa: SIM115 - handed to the child
+        with log:
+            self.proc = subprocess.Popen(
+                [script, "serve", "--backend", self.settings.demo_backend,
+                 "--credentials", str(self.credentials)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the agent."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def _wait_until_up(base_url: str, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Platform:
+    """The parts one API process runs: services, and the embedded nats-server when no URL is set."""
+
+    settings: Settings
+    services: Services
+    embedded: EmbeddedNats | None = None
+
+    def app(self) -> Litestar:
+        """The Litestar app over these services (its shutdown closes them)."""
+        from api.app import create_app
+
+        return create_app(self.settings, self.services)
+
+    def stop(self) -> None:
+        """Stop the embedded nats-server, if any."""
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def start_platform(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Platform:
+    """Start NATS if embedded, build the services and keep NATS's authorization in step with agents."""
+    embedded: EmbeddedNats | None = None
+    if settings.inference and not settings.nats_url:
+        embedded = EmbeddedNats(settings).start()
+        settings = embedded.settings_for_proxy()
+    services = build_services(settings, clock=clock)
+    if settings.inference:
+        authorization = embedded.authorization if embedded else external_authorization(settings)
+        attach_nats_authorization(services, authorization)
+    return Platform(settings, services, embedded)
+
+
+def serve(settings: Settings, console: Console) -> None:
+    """Run everything this process is configured for until interrupted."""
+    import uvicorn
+
+    platform = start_platform(settings)
+    settings, services = platform.settings, platform.services
+    admin_key = demo_admin_key(services) if settings.demo else None
+    agent = DemoAgent(settings, services) if settings.demo and settings.inference else None
+    base = settings.base_url
+
+    def after_start() -> None:
+        if not _wait_until_up(base):
+            return
+        ready = True
+        if agent is not None and admin_key is not None:
+            console.print("starting the demo CPU agent (it loads SmolLM2-135M, about 15 s) ...")
+            agent.start(base)
+            ready = _wait_for_a_model(base, admin_key)
+        _banner(console, settings, admin_key, platform.embedded, ready)
+
+    threading.Thread(target=after_start, daemon=True).start()
+    app = platform.app()
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so cleanup must run as a
+    # shutdown hook, not in a ``finally`` that the re-raised signal would skip.
+    if agent is not None:
+        app.on_shutdown.append(agent.stop)
+    app.on_shutdown.append(platform.stop)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+
+
+def _wait_for_a_model(base_url: str, key: str, timeout_s: float = 120) -> bool:
+    """Wait until the proxy lists a model for the demo tenant, so the printed key works at once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            listed = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=2)
+            if listed.status_code == 200 and listed.json().get("data"):
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def _banner(
+    console: Console, settings: Settings, admin_key: str | None, embedded: EmbeddedNats | None, ready: bool
+) -> None:
+    base = settings.base_url
+    console.rule("[bold]OwnLLM is running")
+    console.print(f"API            {base}/api/v1")
+    console.print(f"OpenAI proxy   {base}/v1")
+    console.print(f"OpenAPI docs   {base}/schema")
+    store = settings.sqlite_file if settings.persistence == "sqlite" else "PostgreSQL"
+    console.print(f"event store    {store}")
+    if embedded is not None:
+        console.print(f"NATS           {embedded.url} (embedded, core NATS only)")
+    if admin_key:
+        console.print(f"demo admin key [bold green]{admin_key}[/]")
+        console.print(f"try it         OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY={admin_key} \\")
+        console.print("               python -m api.try_it 'What is the capital of France?'")
+        if not ready:
+            console.print("[yellow]the demo agent has not announced a model yet; see var/demo-agent/agent.log[/]")

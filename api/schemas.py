@@ -1,0 +1,180 @@
+"""Request and response bodies of the management API (msgspec structs, not domain events)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+Slug = Annotated[str, Meta(min_length=3, max_length=40, description="lowercase [a-z0-9-]{3,40}")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Email = Annotated[str, Meta(min_length=3, max_length=254)]
+Reason = Annotated[str, Meta(max_length=1000)]
+Secret = Annotated[str, Meta(min_length=1, max_length=200)]
+RoleName = Annotated[str, Meta(max_length=40, description="admin, member, billing, compliance_officer, auditor")]
+ScopeName = Annotated[str, Meta(max_length=40)]
+AwareDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a timezone, e.g. 2027-01-31T00:00:00Z")]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of request bodies: unknown fields are refused."""
+
+
+class SignupRequest(Body):
+    slug: Slug
+    name: Name
+    admin_name: Name
+    admin_email: Email
+
+
+class InviteRequest(Body):
+    email: Email
+    role: RoleName = "member"
+
+
+class AcceptInviteRequest(Body):
+    token: Secret
+    name: Name
+
+
+class RoleChangeRequest(Body):
+    role: RoleName
+    reason: Reason = ""
+
+
+class ReasonRequest(Body):
+    reason: Reason = ""
+
+
+class IssueKeyRequest(Body):
+    name: Name
+    scopes: Annotated[list[ScopeName], Meta(min_length=1, max_length=5)]
+    expires_at: AwareDatetime | None = None
+    user_id: UUID | None = None  # admins may issue for another user of the tenant
+
+
+class PairRequest(Body):
+    pairing_key: Secret
+    name: Name = "agent"
+
+
+class IssuedSecretOut(msgspec.Struct):
+    """A secret shown exactly once."""
+
+    id: UUID
+    secret: str
+    prefix: str
+    expires_at: datetime | None
+
+
+class TenantOut(msgspec.Struct):
+    id: UUID
+    slug: str
+    name: str
+    status: str
+    registered_at: datetime
+
+
+class UserOut(msgspec.Struct):
+    id: UUID
+    name: str
+    email: str
+    role: str
+    status: str
+    joined_at: datetime
+
+
+class SignupResponse(msgspec.Struct):
+    tenant: TenantOut
+    admin: UserOut
+    api_key: IssuedSecretOut
+
+
+class InviteOut(msgspec.Struct):
+    id: UUID
+    email: str
+    role: str
+    status: str
+    expires_at: datetime
+    issued_at: datetime
+
+
+class IssuedInviteOut(msgspec.Struct):
+    id: UUID
+    token: str
+    expires_at: datetime
+
+
+class JoinedOut(msgspec.Struct):
+    tenant_id: UUID
+    user_id: UUID
+    role: str
+    api_key: IssuedSecretOut
+
+
+class KeyOut(msgspec.Struct):
+    id: UUID
+    user_id: UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    status: str
+    expires_at: datetime | None
+    issued_at: datetime
+    revoked_at: datetime | None
+
+
+class IssuedKeyOut(msgspec.Struct):
+    id: UUID
+    user_id: UUID
+    secret: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+class PairingKeyOut(msgspec.Struct):
+    id: UUID
+    prefix: str
+    status: str
+    expires_at: datetime
+    issued_at: datetime
+    agent_id: UUID | None
+
+
+class AgentOut(msgspec.Struct):
+    id: UUID
+    name: str
+    status: str
+    paired_at: datetime
+    revoked_at: datetime | None
+
+
+class PairedOut(msgspec.Struct):
+    agent_id: UUID
+    tenant_id: UUID
+    nats_url: str
+    nats_user: str
+    nats_password: str
+
+
+class UsageRowOut(msgspec.Struct):
+    day: date
+    model: str
+    user_id: UUID
+    key_id: UUID
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    duration_ms: int
+    by_status: dict[str, int]
+
+
+class MeOut(msgspec.Struct):
+    user: UserOut
+    tenant: TenantOut
+    key_id: UUID
+    scopes: list[str]

@@ -1,0 +1,153 @@
+"""The composition of the write side and the read side that every controller and the CLI use."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from api.auth import KeyAuthenticator
+from api.settings import Settings
+from domain.application import OwnLLM, utc_now
+from domain.sealing import KeyStore, PostgresKeyStore, SQLiteKeyStore
+from projections.directory import Directory
+from projections.runner import ProjectionRunner
+from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    """The application, its projections and the authenticator, built once per process."""
+
+    settings: Settings
+    app: OwnLLM
+    keys: KeyStore
+    directory: Directory
+    usage: UsageProjection
+    runner: ProjectionRunner
+    authenticator: KeyAuthenticator
+    agent_listeners: list[Callable[[], object]] = field(default_factory=list)
+    _agents_seen: int = -1
+    _notify_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def command(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a command, then bring the projections up to date so the caller reads its own write."""
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.runner.catch_up()
+
+    def on_agents_changed(self, listener: Callable[[], object]) -> None:
+        """Call ``listener`` now and whenever an agent is paired or revoked (not on every event)."""
+        self.agent_listeners.append(listener)
+        listener()
+
+    def notify(self) -> None:
+        """After the projections moved on: tell agent listeners, only if the agent set changed."""
+        with self._notify_lock:
+            version = self.directory.agents_version
+            if version == self._agents_seen:
+                return
+            self._agents_seen = version
+            for listener in self.agent_listeners:
+                listener()
+
+    def close(self) -> None:
+        """Stop the runner and release connections."""
+        self.runner.stop()
+        self.app.close()
+        self.keys.close()
+
+
+def read_or_create_secret(path: Path) -> str:
+    """A secret kept in a 0600 file under var/, created on first use (embedded default only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        return value
+
+
+def eventsourcing_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing persistence settings for SQLite (embedded) or PostgreSQL."""
+    if settings.persistence == "sqlite":
+        Path(settings.sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": settings.sqlite_file}
+    from psycopg.conninfo import conninfo_to_dict
+
+    dsn = conninfo_to_dict(settings.postgres_dsn)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(dsn.get("dbname", "ownllm")),
+        "POSTGRES_HOST": str(dsn.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(dsn.get("port", "5432")),
+        "POSTGRES_USER": str(dsn.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(dsn.get("password", "")),
+        "POSTGRES_SCHEMA": settings.postgres_schema,
+        "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
+        "APPLICATION_RECORDER_TOPIC": "domain.persistence:OneTripPostgresApplicationRecorder",  # one round trip
+        # Never POSTGRES_ENABLE_DB_FUNCTIONS: it lets notification ids interleave (FACTS.md).
+    }
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """Subject keys outside the event stream: their own SQLite file, or their own PostgreSQL table."""
+    if settings.persistence == "sqlite":
+        return SQLiteKeyStore(os.path.join(settings.var_dir, "subject-keys.sqlite"))
+    return PostgresKeyStore(settings.postgres_dsn, settings.postgres_schema)
+
+
+def pepper(settings: Settings) -> bytes:
+    """The API-key hashing pepper: from settings in production, a var/ file in the embedded setup."""
+    if settings.key_pepper:
+        return settings.key_pepper.encode()
+    return read_or_create_secret(Path(settings.var_dir) / "secrets" / "key-pepper").encode()
+
+
+def build_services(
+    settings: Settings, *, start_runner: bool = True, clock: Callable[[], datetime] = utc_now
+) -> Services:
+    """Wire the event store, key store, projections and authenticator from settings."""
+    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+    keys = key_store(settings)
+    directory = Directory()
+    secret_pepper = pepper(settings)
+    app = OwnLLM(
+        eventsourcing_env(settings),
+        keys=keys,
+        pepper=secret_pepper,
+        directory=directory,
+        clock=clock,
+        invite_ttl=timedelta(seconds=settings.invite_ttl_s),
+        pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
+    )
+    view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
+    usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
+    services = Services(
+        settings=settings,
+        app=app,
+        keys=keys,
+        directory=directory,
+        usage=usage,
+        runner=ProjectionRunner(app, [directory], [usage] if settings.run_projections else []),
+        authenticator=KeyAuthenticator(
+            directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
+        ),
+    )
+    services.runner.on_advance = services.notify
+    if start_runner:
+        services.runner.start()
+    else:
+        services.runner.catch_up()
+    return services
