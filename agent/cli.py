@@ -1,0 +1,146 @@
+"""``ownllm-agent``: pair this GPU box with an OwnLLM platform, serve models over NATS, check the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent import credentials as creds
+from agent.pairing import PairingError, pair
+from agent.settings import BackendChoice, SettingsError, load_settings
+
+app = typer.Typer(
+    help=(
+        "ownllm-agent runs models on this machine for an OwnLLM platform.\n\n"
+        "1. `ownllm-agent pair --url https://ownllm.example --pairing-key KEY` (once; the key comes "
+        "from your tenant admin) stores this agent's NATS credentials.\n\n"
+        "2. `ownllm-agent serve --model-dir /models` connects out to NATS (no inbound port) and serves "
+        "every model folder there, plus the small built-in SmolLM2 model.\n\n"
+        "`ownllm-agent doctor` shows the GPU, driver and which inference engines work here."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command("pair")
+def pair_command(
+    url: Annotated[str, typer.Option(help="Base URL of the OwnLLM platform, e.g. https://ownllm.example")],
+    pairing_key: Annotated[str, typer.Option(help="One-time pairing key from your tenant admin")],
+    name: Annotated[str | None, typer.Option(help="A name for this agent (default: the host name)")] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help="Where to store credentials (default $OWNLLM_AGENT_CREDENTIALS or ~/.config/...)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing credentials file")] = False,
+) -> None:
+    """Pair this machine with the platform and store its NATS credentials (mode 0600)."""
+    path = credentials or creds.default_path()
+    if path.expanduser().exists() and not force:
+        err.print(f"[red]error:[/] {path} already exists; pass --force to replace it")
+        raise typer.Exit(1)
+    try:
+        result = pair(url, pairing_key, name or socket.gethostname())
+        saved = creds.save(result, path, force=force)
+    except (PairingError, creds.CredentialsError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"paired as agent [bold]{result.agent_id}[/] of tenant [bold]{result.tenant_id}[/]")
+    console.print(f"credentials stored in {saved} (mode 0600); next: ownllm-agent serve")
+
+
+@app.command("serve")
+def serve_command(
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto | exllamav3 | exllamav2 | transformers | echo (echo is a test backend)"),
+    ] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Folder of model folders to serve")] = None,
+    credentials: Annotated[Path | None, typer.Option(help="Credentials file written by `pair`")] = None,
+    nats_url: Annotated[str | None, typer.Option(help="Override the NATS URL from pairing")] = None,
+    capacity: Annotated[int | None, typer.Option(help="Jobs run at once (default: the backend's)")] = None,
+    queue_limit: Annotated[int | None, typer.Option(help="Jobs that may wait beyond capacity")] = None,
+    heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats")] = None,
+    no_builtin: Annotated[bool, typer.Option(help="Do not serve the built-in SmolLM2 model")] = False,
+) -> None:
+    """Connect to NATS and serve the models until interrupted (Ctrl-C)."""
+    from agent.models import ModelError, discover
+    from agent.selection import SelectionError, build_backend, choose
+    from agent.worker import Worker, WorkerConfig
+
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        stored = creds.load(credentials or Path(settings.credentials or creds.default_path()))
+        folder = model_dir or (Path(settings.model_dir) if settings.model_dir else None)
+        sources = discover(folder, include_builtin=settings.builtin_model and not no_builtin)
+        requested: BackendChoice = backend or settings.backend  # type: ignore[assignment]
+        choice = choose(requested, sources)
+        for line in choice.passed_over:
+            console.print(f"[yellow]passed over[/] {line}")
+        console.print(f"backend: [bold]{choice.engine}[/]; models: {', '.join(s.id for s in sources) or '-'}")
+        engine = build_backend(
+            choice.engine,
+            sources,
+            capacity or settings.capacity,
+            echo_token_delay_s=settings.echo_token_delay_s,
+        )
+        engine.load()
+    except (SettingsError, creds.CredentialsError, ModelError, SelectionError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    config = WorkerConfig(
+        agent_id=stored.agent_id,
+        tenant_id=stored.tenant_id,
+        nats_url=nats_url or settings.nats_url or stored.nats_url,
+        nats_user=stored.nats_user or None,
+        nats_password=stored.nats_password or None,
+        capacity=capacity or settings.capacity,
+        queue_limit=queue_limit if queue_limit is not None else settings.queue_limit,
+        heartbeat_interval_s=heartbeat_interval or settings.heartbeat_interval_s,
+    )
+    asyncio.run(_serve(Worker(engine, config)))
+
+
+async def _serve(worker: object) -> None:
+    """Run the worker until SIGINT/SIGTERM, then stop it cleanly."""
+    from agent.worker import Worker
+
+    assert isinstance(worker, Worker)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+    await worker.serve_forever()
+    worker.backend.unload()
+
+
+@app.command("doctor")
+def doctor_command() -> None:
+    """Show the GPU, VRAM, driver, torch version and which inference engines import here."""
+    from agent.doctor import report
+
+    table = Table(title="ownllm-agent doctor", show_header=False)
+    for key, value in report():
+        table.add_row(key, value)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``ownllm-agent`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

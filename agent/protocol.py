@@ -1,0 +1,214 @@
+"""Wire protocol shared by the proxy and the agent: versioned msgspec structs over core NATS.
+
+Nothing here is persisted: messages travel over core NATS (at-most-once, no JetStream).
+Subjects are per tenant; an agent's NATS user may only touch its own tenant's subjects.
+
+Subjects (``T`` is the tenant id, ``M`` the model token, ``I`` a proxy instance id):
+
+- ``ollm.T.job.M``            proxy -> agents (queue group ``q-M``), a :class:`Job` sent as a
+                              NATS request: the chosen agent answers :class:`Accepted` or
+                              :class:`Error` on the request's reply inbox.
+- ``ollm.T.reply.I.J``        agent -> proxy: :class:`Chunk` ... then :class:`Final` or
+                              :class:`Error` for job ``J``.
+- ``ollm.T.cancel``           proxy -> agents: :class:`Cancel` (the agent running the job stops).
+- ``ollm.T.hb.A``             agent ``A`` -> proxies: :class:`Heartbeat`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+SUBJECT_ROOT = "ollm"
+
+FinishReason = Literal["stop", "length", "cancelled"]
+ErrorCode = Literal[
+    "busy",  # capacity and queue full: retry after ``retry_after_s``
+    "bad_request",  # the job cannot be served as asked (e.g. prompt longer than the context)
+    "model_not_loaded",
+    "unsupported_version",
+    "internal",  # the engine failed; the message never carries prompt content
+]
+JobKind = Literal["chat", "completion"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One chat turn; content is in flight only, never stored."""
+
+    role: str
+    content: str
+
+
+class Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Generation settings, already validated by the proxy."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model an agent serves, as announced in heartbeats."""
+
+    id: str
+    backend: str
+    context_length: int = 2048
+    licence: str | None = None
+
+
+class Job(msgspec.Struct, frozen=True, tag="job", tag_field="type", forbid_unknown_fields=True):
+    """A generation job: exactly one of ``messages`` (chat) or ``prompt`` (completion) is set."""
+
+    job_id: str
+    tenant_id: str
+    model: str
+    kind: JobKind
+    reply_to: str
+    sampling: Sampling = Sampling()
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    v: int = PROTOCOL_VERSION
+
+
+class Accepted(msgspec.Struct, frozen=True, tag="accepted", tag_field="type", forbid_unknown_fields=True):
+    """The agent took the job; ``queued`` is true when it waits for a free slot."""
+
+    job_id: str
+    agent_id: str
+    queued: bool = False
+    v: int = PROTOCOL_VERSION
+
+
+class Chunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="type", forbid_unknown_fields=True):
+    """A piece of generated text; ``seq`` counts from 0 per job, ``tokens`` is its token count."""
+
+    job_id: str
+    seq: int
+    text: str
+    tokens: int = 1
+    v: int = PROTOCOL_VERSION
+
+
+class Final(msgspec.Struct, frozen=True, tag="final", tag_field="type", forbid_unknown_fields=True):
+    """The job ended; token counts are exact counts from the engine's tokenizer."""
+
+    job_id: str
+    seq: int
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    v: int = PROTOCOL_VERSION
+
+
+class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type", forbid_unknown_fields=True):
+    """The job failed or was refused; ``message`` is for operators and never holds content."""
+
+    job_id: str
+    code: ErrorCode
+    message: str
+    seq: int = 0
+    retry_after_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    v: int = PROTOCOL_VERSION
+
+
+class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="type", forbid_unknown_fields=True):
+    """Stop the job now (the client went away or the proxy gave up)."""
+
+    job_id: str
+    v: int = PROTOCOL_VERSION
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="type", forbid_unknown_fields=True):
+    """An agent is alive: what it serves and how busy it is."""
+
+    agent_id: str
+    tenant_id: str
+    models: tuple[ModelInfo, ...]
+    capacity: int
+    in_flight: int
+    queued: int
+    interval_s: float
+    v: int = PROTOCOL_VERSION
+
+
+Message = Job | Accepted | Chunk | Final | Error | Cancel | Heartbeat
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a wire message."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    """Parse a wire message; raises ``msgspec.ValidationError`` / ``DecodeError`` on bad input."""
+    return _decoder.decode(data)
+
+
+_TOKEN_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def model_token(model: str) -> str:
+    """A NATS-subject-safe token for a model id, stable and collision-resistant."""
+    cleaned = _TOKEN_SAFE.sub("_", model)[:64]
+    if cleaned == model:
+        return cleaned
+    digest = hashlib.sha256(model.encode()).hexdigest()[:10]
+    return f"{cleaned}-x{digest}"
+
+
+def job_subject(tenant_id: str, model: str) -> str:
+    """Where jobs for one tenant's model are sent."""
+    return f"{SUBJECT_ROOT}.{tenant_id}.job.{model_token(model)}"
+
+
+def queue_group(model: str) -> str:
+    """The queue group agents of one model join, so a job goes to exactly one of them."""
+    return f"q-{model_token(model)}"
+
+
+def reply_subject(tenant_id: str, instance_id: str, job_id: str) -> str:
+    """Where the agent streams a job's chunks back to the proxy instance that sent it."""
+    return f"{SUBJECT_ROOT}.{tenant_id}.reply.{instance_id}.{job_id}"
+
+
+def reply_wildcard(instance_id: str) -> str:
+    """The proxy instance's single subscription for the replies of all tenants."""
+    return f"{SUBJECT_ROOT}.*.reply.{instance_id}.>"
+
+
+def cancel_subject(tenant_id: str) -> str:
+    """Cancels for one tenant's agents."""
+    return f"{SUBJECT_ROOT}.{tenant_id}.cancel"
+
+
+def heartbeat_subject(tenant_id: str, agent_id: str) -> str:
+    """Where one agent announces itself."""
+    return f"{SUBJECT_ROOT}.{tenant_id}.hb.{agent_id}"
+
+
+HEARTBEAT_WILDCARD = f"{SUBJECT_ROOT}.*.hb.*"
+
+
+def agent_permissions(tenant_id: str, agent_id: str) -> dict[str, object]:
+    """The NATS permissions of one agent: its own tenant's subjects and nothing else.
+
+    ``allow_responses`` lets it answer a job request once on the proxy's private inbox
+    without any publish right on ``_INBOX.>``.
+    """
+    root = f"{SUBJECT_ROOT}.{tenant_id}"
+    return {
+        "publish": {"allow": [f"{root}.reply.>", heartbeat_subject(tenant_id, agent_id)]},
+        "subscribe": {"allow": [f"{root}.job.>", cancel_subject(tenant_id)]},
+        "allow_responses": {"max": 1, "expires": "1m"},
+    }

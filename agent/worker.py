@@ -1,0 +1,321 @@
+"""The NATS worker: takes jobs for its tenant's models, runs them on a backend, streams results back.
+
+Core NATS only (no JetStream): nothing is stored. Logs carry job ids and counts, never content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from agent import protocol
+from agent.backends.base import Backend, Finished, GenerationRequest, RequestError, TextDelta
+from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job
+
+log = logging.getLogger("ownllm.agent.worker")
+
+
+class WorkerConfig(msgspec.Struct, frozen=True):
+    """Who the worker is, where NATS is, and how much it takes on."""
+
+    agent_id: str
+    tenant_id: str
+    nats_url: str
+    nats_user: str | None = None
+    nats_password: str | None = None
+    capacity: int | None = None  # None: the backend's own capacity
+    queue_limit: int = 8
+    heartbeat_interval_s: float = 5.0
+    retry_after_s: float = 1.0
+    reconnect_wait_s: float = 0.5
+
+
+@dataclass
+class _JobState:
+    """A job the worker accepted: waiting for a slot or running."""
+
+    job: Job
+    running: bool = False
+    cancelled: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def parse_job(data: bytes) -> Job | Error:
+    """Decode a job request, or the :class:`Error` to answer (bad message or unknown version)."""
+    try:
+        message = protocol.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return _undecodable(data, exc)
+    if not isinstance(message, Job):
+        return Error(job_id="", code="bad_request", message=f"expected a job, got {type(message).__name__}")
+    if message.v != protocol.PROTOCOL_VERSION:
+        return _version_error(message.job_id, message.v)
+    return message
+
+
+def _version_error(job_id: str, version: object) -> Error:
+    """The answer to a job in a protocol version this agent does not speak."""
+    return Error(
+        job_id=job_id,
+        code="unsupported_version",
+        message=f"protocol version {version!r} is not supported (this agent: {protocol.PROTOCOL_VERSION})",
+    )
+
+
+def _undecodable(data: bytes, exc: Exception) -> Error:
+    """Classify a message that does not decode: a newer version, or malformed."""
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        raw = None
+    job_id = raw.get("job_id") if isinstance(raw, dict) else None
+    job_id = job_id if isinstance(job_id, str) else ""
+    if isinstance(raw, dict) and raw.get("v", protocol.PROTOCOL_VERSION) != protocol.PROTOCOL_VERSION:
+        return _version_error(job_id, raw.get("v"))
+    return Error(job_id=job_id, code="bad_request", message=f"malformed job message ({type(exc).__name__})")
+
+
+class Worker:
+    """Serves one tenant's jobs from NATS with a bounded queue in front of the backend."""
+
+    def __init__(self, backend: Backend, config: WorkerConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self.capacity = max(1, config.capacity or backend.capacity)
+        self.nc: NATS | None = None
+        self._jobs: dict[str, _JobState] = {}
+        self._slots = asyncio.Semaphore(self.capacity)
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self._model_ids = {m.id for m in backend.models()}
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running now."""
+        return sum(1 for s in self._jobs.values() if s.running)
+
+    @property
+    def queued(self) -> int:
+        """Jobs accepted and waiting for a slot."""
+        return len(self._jobs) - self.in_flight
+
+    async def start(self) -> None:
+        """Connect, subscribe to jobs and cancels, and start heartbeats."""
+        cfg = self.config
+        self.nc = await nats.connect(
+            servers=[cfg.nats_url],
+            user=cfg.nats_user,
+            password=cfg.nats_password,
+            name=f"ownllm-agent {cfg.agent_id}",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=cfg.reconnect_wait_s,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        for model in sorted(self._model_ids):
+            subject = protocol.job_subject(cfg.tenant_id, model)
+            await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            log.info("serving model %s on %s", model, subject)
+        await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
+        await self.nc.flush()
+        self._heartbeat_task = asyncio.create_task(self._heartbeats())
+
+    async def serve_forever(self) -> None:
+        """Start and run until :meth:`stop` is called."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking jobs, cancel running ones, and close the connection."""
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        for state in list(self._jobs.values()):
+            self._cancel_state(state)
+        tasks = [s.task for s in self._jobs.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        self._closing = True
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+        self._stopped.set()
+
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat describing this worker right now."""
+        return Heartbeat(
+            agent_id=self.config.agent_id,
+            tenant_id=self.config.tenant_id,
+            models=tuple(self.backend.models()),
+            capacity=self.capacity,
+            in_flight=self.in_flight,
+            queued=self.queued,
+            interval_s=self.config.heartbeat_interval_s,
+        )
+
+    async def _heartbeats(self) -> None:
+        """Publish a heartbeat now and every interval."""
+        subject = protocol.heartbeat_subject(self.config.tenant_id, self.config.agent_id)
+        while True:
+            if self.nc is not None and self.nc.is_connected:
+                try:
+                    await self.nc.publish(subject, protocol.encode(self.heartbeat()))
+                except Exception as exc:  # keep beating through reconnects
+                    log.warning("heartbeat not sent: %s", type(exc).__name__)
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+
+    async def _on_job(self, msg: Msg) -> None:
+        """Answer a job request with Accepted or Error, then run it in the background."""
+        parsed = parse_job(msg.data)
+        if isinstance(parsed, Error):
+            log.warning("refused job %s: %s", parsed.job_id or "?", parsed.code)
+            await self._answer(msg, parsed)
+            return
+        job = parsed
+        refusal = self._refusal(job)
+        if refusal is not None:
+            log.info("refused job %s: %s", job.job_id, refusal.code)
+            await self._answer(msg, refusal)
+            return
+        queued = len(self._jobs) >= self.capacity
+        state = _JobState(job=job)
+        self._jobs[job.job_id] = state
+        await self._answer(msg, Accepted(job_id=job.job_id, agent_id=self.config.agent_id, queued=queued))
+        state.task = asyncio.create_task(self._run(state))
+        log.info("accepted job %s (queued=%s)", job.job_id, queued)
+
+    def _refusal(self, job: Job) -> Error | None:
+        """Why this job cannot be taken now, if it cannot."""
+        if job.tenant_id != self.config.tenant_id:
+            return Error(job_id=job.job_id, code="bad_request", message="job is for another tenant")
+        if job.model not in self._model_ids:
+            return Error(job_id=job.job_id, code="model_not_loaded", message="model is not loaded here")
+        if job.job_id in self._jobs:
+            return Error(job_id=job.job_id, code="bad_request", message="duplicate job id")
+        if len(self._jobs) >= self.capacity + self.config.queue_limit:
+            return Error(
+                job_id=job.job_id,
+                code="busy",
+                message=f"capacity {self.capacity} and queue {self.config.queue_limit} are full",
+                retry_after_s=self.config.retry_after_s,
+            )
+        return None
+
+    async def _answer(self, msg: Msg, answer: Accepted | Error) -> None:
+        """Reply on the request's inbox (if it was a request)."""
+        if msg.reply and self.nc is not None:
+            await self.nc.publish(msg.reply, protocol.encode(answer))
+
+    async def _run(self, state: _JobState) -> None:
+        """Wait for a slot, run the job, publish chunks and one Final or Error."""
+        job = state.job
+        request = GenerationRequest.from_job(job)
+        progress = [0, 0]  # chunks sent, completion tokens sent
+        try:
+            async with self._slots:
+                if state.cancelled:
+                    prompt = self.backend.count_prompt_tokens(request)
+                    await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0))
+                    log.info("job %s cancelled while queued", job.job_id)
+                    return
+                state.running = True
+                await self._stream(job, request, progress)
+        except asyncio.CancelledError:
+            raise
+        except RequestError as exc:
+            log.info("job %s refused by the backend: %s", job.job_id, exc.code)
+            with contextlib.suppress(Exception):
+                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0]))
+        except Exception as exc:
+            log.error("job %s failed in the engine: %s", job.job_id, type(exc).__name__)
+            error = Error(
+                job.job_id,
+                "internal",
+                f"engine failed ({type(exc).__name__})",
+                seq=progress[0],
+                completion_tokens=progress[1],
+            )
+            with contextlib.suppress(Exception):
+                await self._publish(job, error)
+        finally:
+            self._jobs.pop(job.job_id, None)
+
+    async def _stream(self, job: Job, request: GenerationRequest, progress: list[int]) -> None:
+        """Relay the backend's events as Chunks and one Final."""
+        events = self.backend.generate(request)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    await self._publish(job, Chunk(job.job_id, progress[0], event.text, event.tokens))
+                    progress[0] += 1
+                    progress[1] += event.tokens
+                    continue
+                assert isinstance(event, Finished)
+                await self._publish(
+                    job,
+                    Final(
+                        job.job_id,
+                        progress[0],
+                        event.finish_reason,
+                        event.prompt_tokens,
+                        event.completion_tokens,
+                    ),
+                )
+                log.info(
+                    "job %s finished: %s, prompt_tokens=%d completion_tokens=%d chunks=%d",
+                    job.job_id,
+                    event.finish_reason,
+                    event.prompt_tokens,
+                    event.completion_tokens,
+                    progress[0],
+                )
+                return
+        raise RuntimeError("backend ended without a final event")
+
+    async def _publish(self, job: Job, message: Chunk | Final | Error) -> None:
+        """Send one message to the job's reply subject."""
+        assert self.nc is not None
+        await self.nc.publish(job.reply_to, protocol.encode(message))
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """Cancel a job this worker holds (cancels for other agents' jobs are ignored)."""
+        try:
+            message = protocol.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("ignored a malformed cancel")
+            return
+        if not isinstance(message, Cancel):
+            return
+        state = self._jobs.get(message.job_id)
+        if state is not None:
+            self._cancel_state(state)
+            log.info("cancel requested for job %s", message.job_id)
+
+    def _cancel_state(self, state: _JobState) -> None:
+        """Mark a job cancelled and tell the backend if it is running."""
+        state.cancelled = True
+        if state.running:
+            self.backend.cancel(state.job.job_id)
+
+    async def _on_error(self, exc: Exception) -> None:
+        """Log NATS errors (never message content)."""
+        log.warning("nats error: %s: %s", type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        """Log a lost connection; nats-py keeps reconnecting."""
+        if not self._closing:
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        """Log a restored connection (subscriptions are restored by the client)."""
+        log.info("reconnected to NATS")
