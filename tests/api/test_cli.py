@@ -1,0 +1,68 @@
+"""The `ownllm` CLI against a real event store: an operator's day at the terminal."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OWNLLM_VAR_DIR", str(tmp_path / "var"))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(app, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    invoke.runner = runner  # type: ignore[attr-defined]
+    return invoke
+
+
+def test_an_operator_creates_a_tenant_invites_issues_and_revokes(run) -> None:  # type: ignore[no-untyped-def]
+    created = run("tenants", "create", "--slug", "acme", "--name", "Acme", "--admin-name", "Ada",
+                  "--admin-email", "ada@acme.example")  # fmt: skip
+    assert re.search(r"ollm_[A-Za-z0-9_-]{43}", created)
+    assert "acme" in run("tenants", "list")
+    invite = run("users", "invite", "--tenant", "acme", "--email", "bob@acme.example", "--role", "auditor")
+    assert "ollminv_" in invite
+    issued = run("keys", "issue", "--tenant", "acme", "--email", "ada@acme.example", "--scope", "inference",
+                 "--scope", "admin:read", "--expires-in-days", "30")  # fmt: skip
+    key_id = re.search(r"key ([0-9a-f-]{36})", issued).group(1)  # type: ignore[union-attr]
+    assert "revoked" in run("keys", "revoke", key_id, "--tenant", "acme", "--reason", "lost laptop")
+
+    tail = run("events", "tail", "--limit", "50")
+    assert "ApiKey.Revoked" in tail and "reason=<sealed>" in tail
+    assert "ada@acme.example" not in tail and "<sealed>" in tail
+    assert "replayed" in run("projections", "rebuild", "usage")
+    revealed = run("events", "tail", "--limit", "50", "--reveal")
+    assert "ada@acme.example" in revealed and "reason=lost laptop" in revealed
+
+
+def test_cli_errors_are_clear(run) -> None:  # type: ignore[no-untyped-def]
+    runner: CliRunner = run.runner
+    missing = runner.invoke(app, ["users", "invite", "--tenant", "nope", "--email", "a@b.example"])
+    assert missing.exit_code == 1 and "no tenant with slug 'nope'" in missing.output
+    bad = runner.invoke(app, ["tenants", "create", "--slug", "API", "--name", "x", "--admin-name", "y",
+                              "--admin-email", "y@x.example"])  # fmt: skip
+    assert bad.exit_code == 1 and "slug" in bad.output
+
+
+def test_cli_names_a_bad_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OWNLLM_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("OWNLLM_PERSISTANCE", "postgres")
+    result = CliRunner().invoke(app, ["tenants", "list"])
+    assert result.exit_code == 2 and "OWNLLM_PERSISTANCE" in result.output
+
+
+def test_help_explains_itself() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for word in ("serve", "tenants", "users", "keys", "events"):
+        assert word in result.output
