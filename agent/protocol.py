@@ -32,6 +32,7 @@ ErrorCode = Literal[
     "model_not_loaded",
     "unsupported_version",
     "internal",  # the engine failed; the message never carries prompt content
+    "stopping",  # the agent is shutting down and took nothing: offer the job again
 ]
 JobKind = Literal["chat", "completion"]
 

@@ -14,6 +14,7 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from agent import protocol
 from agent.backends.base import Backend, Finished, GenerationRequest, RequestError, TextDelta
@@ -95,6 +96,8 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._closing = False
+        self._stopping = False
+        self._job_subs: list[Subscription] = []
         self._model_ids = {m.id for m in backend.models()}
 
     @property
@@ -124,7 +127,8 @@ class Worker:
         )
         for model in sorted(self._model_ids):
             subject = protocol.job_subject(cfg.tenant_id, model)
-            await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            sub = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            self._job_subs.append(sub)
             log.info("serving model %s on %s", model, subject)
         await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
         await self.nc.flush()
@@ -137,6 +141,8 @@ class Worker:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs, cancel running ones, and close the connection."""
+        self._stopping = True
+        await self._leave_queue_groups()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,6 +156,21 @@ class Worker:
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
         self._stopped.set()
+
+    async def _leave_queue_groups(self) -> None:
+        """Unsubscribe from jobs and wait until the server knows, so no new job is routed here.
+
+        Jobs the server delivered before that are answered ``stopping`` and the proxy offers them
+        to another agent; without this a job sent in the gap would wait for the accept timeout.
+        """
+        subs, self._job_subs = self._job_subs, []
+        if self.nc is None or not self.nc.is_connected:
+            return
+        for sub in subs:
+            try:
+                await asyncio.wait_for(sub.drain(), timeout=2.0)
+            except Exception as exc:  # a closed connection has nothing left to drain
+                log.warning("job subscription not drained: %s", type(exc).__name__)
 
     def heartbeat(self) -> Heartbeat:
         """The heartbeat describing this worker right now."""
@@ -196,6 +217,8 @@ class Worker:
 
     def _refusal(self, job: Job) -> Error | None:
         """Why this job cannot be taken now, if it cannot."""
+        if self._stopping:
+            return Error(job_id=job.job_id, code="stopping", message="agent is shutting down")
         if job.tenant_id != self.config.tenant_id:
             return Error(job_id=job.job_id, code="bad_request", message="job is for another tenant")
         if job.model not in self._model_ids:

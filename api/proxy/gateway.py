@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,8 @@ from api.settings import Settings
 log = logging.getLogger(__name__)
 
 INFERENCE_SCOPE = "inference"
+_OFFER_ATTEMPTS = 4
+_OFFER_BACKOFF_S = 0.05
 _JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
 _MISSING_KEY = (
@@ -247,13 +250,7 @@ class InferenceGateway:
         channel = transport.open(job_id, tenant_id)
         run = JobRun(transport, channel, meter, grant, encoder)
         try:
-            answer = protocol.decode(
-                await transport.request(
-                    protocol.job_subject(tenant_id, generation.model),
-                    protocol.encode(job),
-                    timeout=self.settings.accept_timeout_s,
-                )
-            )
+            answer = await self._offer(job, tenant_id)
         except NoRespondersError:
             transport.close_channel(job_id)
             raise self._nobody_serves(tenant_id, generation.model) from None
@@ -275,6 +272,30 @@ class InferenceGateway:
         if isinstance(answer, Error):
             raise agent_error(answer)
         raise OpenAIError(502, "server_error", "The agent sent an unexpected answer.", code="agent_error")
+
+    async def _offer(self, job: Job, tenant_id: str) -> protocol.Message:
+        """Offer the job to the model's queue group, retrying the moments when agents come and go.
+
+        A job is offered again only when no agent can have started it: nobody was subscribed
+        (an agent just joined or left while heartbeats still list the model), or the agent
+        that took the message was stopping and refused it.
+        """
+        subject = protocol.job_subject(tenant_id, job.model)
+        payload = protocol.encode(job)
+        deadline = time.monotonic() + self.settings.accept_timeout_s
+        for attempt in range(1, _OFFER_ATTEMPTS + 1):
+            remaining = max(0.05, deadline - time.monotonic())
+            try:
+                answer = protocol.decode(await self.transport.request(subject, payload, timeout=remaining))
+            except NoRespondersError:
+                if attempt == _OFFER_ATTEMPTS or job.model not in self.registry.models(tenant_id):
+                    raise
+            else:
+                if not (isinstance(answer, Error) and answer.code == "stopping") or attempt == _OFFER_ATTEMPTS:
+                    return answer
+            log.info("job %s offered again (attempt %d)", job.job_id, attempt + 1)
+            await asyncio.sleep(_OFFER_BACKOFF_S * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _nobody_serves(self, tenant_id: str, model: str) -> OpenAIError:
         """404 when the tenant's live agents serve other models; 503 when none is there at all."""

@@ -222,3 +222,47 @@ def test_busy_agent_is_429_with_retry_after(fresh_stack: Stack) -> None:
     assert caught.value.code == "agent_busy"
     assert caught.value.response.headers["retry-after"] == "1"
     stream.close()
+
+
+def test_job_refused_by_a_stopping_agent_is_offered_again(fresh_stack: Stack) -> None:
+    offers: list[str] = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    async def run() -> None:
+        nc = await proxy_connection(fresh_stack)
+
+        async def on_job(msg: nats.aio.msg.Msg) -> None:
+            job = protocol.decode(msg.data)
+            assert isinstance(job, Job)
+            offers.append(job.job_id)
+            if len(offers) == 1:
+                refusal = protocol.Error(job.job_id, "stopping", "agent is shutting down")
+                await nc.publish(msg.reply, protocol.encode(refusal))
+                return
+            await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "second-agent")))
+            await nc.publish(job.reply_to, protocol.encode(protocol.Chunk(job.job_id, 0, "ok", 1)))
+            await nc.publish(job.reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
+
+        await nc.subscribe(protocol.job_subject(str(TENANT_A), "handover"), queue="q-handover", cb=on_job)
+        await nc.flush()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await nc.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    secret, principal = fresh_stack.keys.issue()
+    try:
+        reply = sdk(fresh_stack, secret).chat.completions.create(
+            model="handover", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == "ok"
+        assert len(offers) == 2 and offers[0] == offers[1]  # the same job, offered twice
+        record = one_record(fresh_stack, principal.key_id)
+        assert record["status"] == "ok" and record["agent_id"] == "second-agent"
+    finally:
+        stop.set()
+        thread.join(5)
