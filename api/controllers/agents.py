@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, request_id_of, services_of
+from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
 from api.views import agent_out, pairing_out
 from domain.permissions import Action
 
@@ -26,11 +27,20 @@ class PairingKeyController(Controller):
         issued = services.command(services.app.issue_pairing_key, ctx_of(request))
         return schemas.IssuedSecretOut(issued.id, issued.secret, issued.prefix, issued.expires_at)
 
-    @get("/", operation_id="listPairingKeys", opt={"action": Action.AGENTS_READ}, sync_to_thread=False)
-    def list_keys(self, request: AnyRequest) -> list[schemas.PairingKeyOut]:
-        """The tenant's pairing keys and their status (open, redeemed, revoked)."""
+    @get(
+        "/",
+        operation_id="listPairingKeys",
+        opt={"action": Action.AGENTS_READ},
+        response_headers=PAGE_HEADERS,
+        sync_to_thread=False,
+    )
+    def list_keys(
+        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+    ) -> Response[list[schemas.PairingKeyOut]]:
+        """The tenant's pairing keys and their status (open, redeemed, revoked), oldest first."""
         directory = services_of(request).directory
-        return [pairing_out(p) for p in directory.tenant_pairing_keys(principal_of(request).tenant_id)]
+        rows = directory.tenant_pairing_keys(principal_of(request).tenant_id)
+        return paginate(request, rows, pairing_out, limit, after)
 
     @delete(
         "/{pairing_key_id:uuid}",
@@ -64,11 +74,20 @@ class AgentController(Controller):
         nats_url = settings.nats_public_url or settings.nats_url
         return schemas.PairedOut(paired.agent_id, paired.tenant_id, nats_url, paired.nats_user, paired.nats_password)
 
-    @get("/", operation_id="listAgents", opt={"action": Action.AGENTS_READ}, sync_to_thread=False)
-    def list_agents(self, request: AnyRequest) -> list[schemas.AgentOut]:
-        """The tenant's agents, active and revoked."""
+    @get(
+        "/",
+        operation_id="listAgents",
+        opt={"action": Action.AGENTS_READ},
+        response_headers=PAGE_HEADERS,
+        sync_to_thread=False,
+    )
+    def list_agents(
+        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+    ) -> Response[list[schemas.AgentOut]]:
+        """The tenant's agents, active and revoked, oldest first."""
         directory = services_of(request).directory
-        return [agent_out(a) for a in directory.tenant_agents(principal_of(request).tenant_id)]
+        rows = directory.tenant_agents(principal_of(request).tenant_id)
+        return paginate(request, rows, agent_out, limit, after)
 
     @delete(
         "/{agent_id:uuid}",

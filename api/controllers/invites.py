@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, request_id_of, services_of
+from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
 from api.views import invite_out
 from domain.permissions import Action
 
@@ -27,11 +28,20 @@ class InviteController(Controller):
         assert issued.expires_at is not None
         return schemas.IssuedInviteOut(issued.id, issued.secret, issued.expires_at)
 
-    @get("/", operation_id="listInvites", opt={"action": Action.USERS_READ}, sync_to_thread=False)
-    def list_invites(self, request: AnyRequest) -> list[schemas.InviteOut]:
-        """The tenant's invites and their status (open, accepted, revoked)."""
+    @get(
+        "/",
+        operation_id="listInvites",
+        opt={"action": Action.USERS_READ},
+        response_headers=PAGE_HEADERS,
+        sync_to_thread=False,
+    )
+    def list_invites(
+        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+    ) -> Response[list[schemas.InviteOut]]:
+        """The tenant's invites and their status (open, accepted, revoked), oldest first."""
         directory = services_of(request).directory
-        return [invite_out(i) for i in directory.tenant_invites(principal_of(request).tenant_id)]
+        rows = directory.tenant_invites(principal_of(request).tenant_id)
+        return paginate(request, rows, invite_out, limit, after)
 
     @delete(
         "/{invite_id:uuid}",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, can, ctx_of, principal_of, services_of
+from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
 from api.views import key_out
 from domain.errors import NotFound, PermissionDenied
 from domain.permissions import Action
@@ -20,14 +21,27 @@ class KeyController(Controller):
     path = "/api/v1/keys"
     tags = ["api-keys"]
 
-    @get("/", operation_id="listKeys", opt={"action": Action.KEYS_READ_OWN}, sync_to_thread=False)
-    def list_keys(self, request: AnyRequest, all_users: FromQuery[bool] = False) -> list[schemas.KeyOut]:
-        """The caller's keys; ``?all_users=true`` lists the tenant's (admin, compliance, auditor roles)."""
+    @get(
+        "/",
+        operation_id="listKeys",
+        opt={"action": Action.KEYS_READ_OWN},
+        response_headers=PAGE_HEADERS,
+        sync_to_thread=False,
+    )
+    def list_keys(
+        self,
+        request: AnyRequest,
+        all_users: FromQuery[bool] = False,
+        limit: Limit = DEFAULT_LIMIT,
+        after: After = None,
+    ) -> Response[list[schemas.KeyOut]]:
+        """The caller's keys, oldest first; ``?all_users=true`` lists the tenant's (admin, compliance, auditor)."""
         principal = principal_of(request)
         if all_users and not can(request, Action.KEYS_READ_ALL):
             raise PermissionDenied("listing every user's keys needs an admin, compliance or auditor role")
         user_id = None if all_users else principal.user_id
-        return [key_out(k) for k in services_of(request).directory.tenant_keys(principal.tenant_id, user_id)]
+        rows = services_of(request).directory.tenant_keys(principal.tenant_id, user_id)
+        return paginate(request, rows, key_out, limit, after)
 
     @post("/", operation_id="issueKey", opt={"action": Action.KEYS_OWN}, sync_to_thread=True)
     def issue(self, request: AnyRequest, data: JSONBody[schemas.IssueKeyRequest]) -> schemas.IssuedKeyOut:

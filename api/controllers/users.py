@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, services_of
+from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
 from api.views import user_out
 from domain.application import OwnLLM
 from domain.errors import NotFound
@@ -22,11 +23,19 @@ class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
 
-    @get("/", operation_id="listUsers", opt={"action": Action.USERS_READ}, sync_to_thread=False)
-    def list_users(self, request: AnyRequest) -> list[schemas.UserOut]:
+    @get(
+        "/",
+        operation_id="listUsers",
+        opt={"action": Action.USERS_READ},
+        response_headers=PAGE_HEADERS,
+        sync_to_thread=False,
+    )
+    def list_users(
+        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+    ) -> Response[list[schemas.UserOut]]:
         """All users of the tenant, oldest first, removed ones included with their status."""
         directory = services_of(request).directory
-        return [user_out(u) for u in directory.tenant_users(principal_of(request).tenant_id)]
+        return paginate(request, directory.tenant_users(principal_of(request).tenant_id), user_out, limit, after)
 
     @get("/{user_id:uuid}", operation_id="getUser", opt={"action": Action.USERS_READ}, sync_to_thread=False)
     def get_user(self, request: AnyRequest, user_id: FromPath[UUID]) -> schemas.UserOut:
