@@ -1,4 +1,4 @@
-"""A faster PostgreSQL application recorder: lock, notify, insert and commit in one round trip.
+"""A faster PostgreSQL application recorder: one round trip to save, one to read several aggregates.
 
 eventsourcing 9.5.6's ``PostgresApplicationRecorder.insert_events`` runs, in psycopg pipeline mode,
 ``BEGIN; SET LOCAL lock_timeout; LOCK TABLE ... IN EXCLUSIVE MODE; NOTIFY; INSERT ... RETURNING``,
@@ -13,6 +13,10 @@ What keeps notification ids gap-free in commit order is unchanged: the EXCLUSIVE
 before any id is drawn and held until after the commit is visible. Only the client round trips
 inside the lock are gone. ``POSTGRES_ENABLE_DB_FUNCTIONS`` stays off (see FACTS.md).
 
+``select_events_of`` reads the whole streams of several aggregates in one query, so a command that
+checks one aggregate against another (a key is issued only to an active user of an active tenant)
+reads both in one round trip and from one snapshot.
+
 Select it with ``APPLICATION_RECORDER_TOPIC`` (see ``api.services.eventsourcing_env``).
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -38,6 +43,7 @@ class OneTripPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self._one_trip_prefix: str | None = None
+        self._select_many: Any = None
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -49,6 +55,22 @@ class OneTripPostgresApplicationRecorder(PostgresApplicationRecorder):
             with ClientCursor(conn) as curs:
                 curs.execute(self._one_trip_query(conn, len(stored_events)), _row_params(stored_events))
                 return self._inserted_ids(curs, len(stored_events))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_of(self, originator_ids: Sequence[UUID]) -> Sequence[StoredEvent]:
+        """Every event of the given aggregates, by aggregate then version, in one query."""
+        if self._select_many is None:
+            table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            self._select_many = SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {table} "
+                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            ).format(table=table)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_many, [list(originator_ids)], prepare=True)
+            return [
+                StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                for row in curs.fetchall()
+            ]
 
     def _one_trip_query(self, conn: Connection[DictRow], rows: int) -> str:
         """The query string: lock, notify and a multi-row INSERT ... RETURNING for ``rows`` events."""

@@ -93,6 +93,21 @@ def test_one_save_gets_consecutive_ids_in_event_order_and_reads_back_intact(ledg
     ]
 
 
+def test_reading_several_streams_at_once_equals_reading_each(ledger: Ledger) -> None:
+    recorder = ledger.recorder
+    assert isinstance(recorder, OneTripPostgresApplicationRecorder)
+    streams = {uuid.uuid4(): n for n in (1, 3, 2)}
+    for originator_id, versions in streams.items():
+        recorder.insert_events([stored(originator_id, v) for v in range(1, versions + 1)])
+    unrelated, missing = uuid.uuid4(), uuid.uuid4()
+    recorder.insert_events([stored(unrelated, 1)])
+    wanted = [*streams, missing]
+    together = recorder.select_events_of(wanted)
+    each = [e for originator_id in sorted(wanted) for e in recorder.select_events(originator_id)]
+    assert together == each
+    assert len(together) == 6 and unrelated not in {e.originator_id for e in together}
+
+
 def test_a_conflict_rolls_back_the_whole_save_and_the_connection_stays_usable(env: dict[str, str]) -> None:
     app = Ledger({**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
     try:

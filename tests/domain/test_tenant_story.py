@@ -1,0 +1,42 @@
+"""A tenant's keys, told at the application level on both stores: what a suspension stops and what it does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.services import Services
+from domain.context import Ctx
+from domain.errors import InvalidState, NotFound
+
+
+def test_a_suspended_tenant_issues_nothing_until_reinstated(services: Services) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    ctx = Ctx(actor=f"user:{acme.admin_user_id}", tenant_id=acme.tenant_id, request_id="r2")
+
+    issued = app.issue_api_key(ctx, user_id=acme.admin_user_id, name="laptop", scopes=["inference"])
+    assert issued.secret.startswith("ollm_")
+
+    app.suspend_tenant(Ctx("system", acme.tenant_id, "r3"), reason="unpaid invoice")
+    with pytest.raises(InvalidState, match="tenant is suspended"):
+        app.issue_api_key(ctx, user_id=acme.admin_user_id, name="desktop", scopes=["inference"])
+    with pytest.raises(InvalidState, match="tenant is suspended"):
+        app.issue_pairing_key(ctx)
+
+    app.reinstate_tenant(Ctx("system", acme.tenant_id, "r4"), reason="paid")
+    again = app.issue_api_key(ctx, user_id=acme.admin_user_id, name="desktop", scopes=["inference"])
+    assert again.id != issued.id
+
+
+def test_keys_are_issued_only_to_users_of_the_callers_tenant(services: Services) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    globex = app.signup(slug="globex", name="Globex", admin_name="Gil", admin_email="gil@globex.example", request_id="r2")
+    acme_ctx = Ctx(actor=f"user:{acme.admin_user_id}", tenant_id=acme.tenant_id, request_id="r3")
+    with pytest.raises(NotFound, match="user not found"):
+        app.issue_api_key(acme_ctx, user_id=globex.admin_user_id, name="stolen", scopes=["inference"])
+    with pytest.raises(NotFound, match="user not found"):
+        app.issue_api_key(acme_ctx, user_id=acme.tenant_id, name="not a user", scopes=["inference"])
+    unknown = Ctx(actor="system", tenant_id=globex.admin_user_id, request_id="r4")
+    with pytest.raises(NotFound, match="tenant not found"):
+        app.issue_api_key(unknown, user_id=globex.admin_user_id, name="x", scopes=["inference"])
