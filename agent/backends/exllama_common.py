@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ EOS_REASONS: dict[str, FinishReason] = {
     "stop_string": "stop",
     "end_filter": "stop",
 }
+
+PENDING_CANCEL_TTL_S = 30.0  # a job reaches the engine thread within milliseconds of its cancel
 
 
 def count_ids(token_ids: Any) -> int:
@@ -147,6 +150,10 @@ class ExLlamaBase:
         self.eos_ids: list[int] = []
         self._commands: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._running: dict[str, _Running] = {}
+        # Cancels for jobs the engine has not seen: honoured if the job arrives, forgotten after a while
+        # (a cancel racing a job's natural end would otherwise stay here for good).
+        self._pending_cancels: dict[str, float] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -232,14 +239,13 @@ class ExLlamaBase:
 
     def _engine_loop(self) -> None:
         """Own the generator: apply commands, iterate, route results to their jobs."""
-        pending_cancels: set[str] = set()
         while not self._stop.is_set():
             block = not self._running
             try:
                 while True:
                     command, arg = self._commands.get(block=block, timeout=0.5 if block else None)
                     block = False
-                    self._apply(command, arg, pending_cancels)
+                    self._apply(command, arg)
             except queue.Empty:
                 pass
             if not self._running:
@@ -254,12 +260,11 @@ class ExLlamaBase:
             for result in results:
                 self._route(result)
 
-    def _apply(self, command: str, arg: Any, pending_cancels: set[str]) -> None:
+    def _apply(self, command: str, arg: Any) -> None:
         """One command from the event loop, applied in the engine thread."""
         if command == "enqueue":
             running: _Running = arg
-            if running.request.job_id in pending_cancels:
-                pending_cancels.discard(running.request.job_id)
+            if self._pending_cancels.pop(running.request.job_id, None) is not None:
                 running.deliver(running.mapper.cancelled())
                 return
             self._running[running.request.job_id] = running
@@ -267,12 +272,20 @@ class ExLlamaBase:
         elif command == "cancel":
             found = self._running.pop(arg, None)
             if found is None:
-                pending_cancels.add(arg)
+                self._remember_cancel(arg)
                 return
             self.generator.cancel(found.engine_job)
             found.deliver(found.mapper.cancelled())
         elif command == "stop":
             self._stop.set()
+
+    def _remember_cancel(self, job_id: str) -> None:
+        """Keep a cancel for a job not (or no longer) in the engine, dropping ones past their time."""
+        now = self.clock()
+        expired = [j for j, at in self._pending_cancels.items() if now - at > PENDING_CANCEL_TTL_S]
+        for stale in expired:
+            del self._pending_cancels[stale]
+        self._pending_cancels[job_id] = now
 
     def _route(self, result: dict[str, Any]) -> None:
         """Map one result to its job's events; end jobs that finished or hit a stop string."""

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from agent.backends.base import BackendError, Finished, GenerationRequest, TextDelta
-from agent.backends.exllama_common import ExLlamaBase, ResultMapper, count_ids, map_transcript
+from agent.backends.exllama_common import (
+    PENDING_CANCEL_TTL_S,
+    ExLlamaBase,
+    ResultMapper,
+    count_ids,
+    map_transcript,
+)
 from agent.backends.exllamav2 import ExLlamaV2Backend, paged_mode
 from agent.backends.exllamav3 import ExLlamaV3Backend
 from agent.models import (
@@ -173,6 +179,30 @@ async def test_engine_thread_cancel_within_one_second() -> None:
         backend.cancel("early")
         events = await asyncio.wait_for(collect(backend, chat("early")), 2)
         assert events == [Finished("cancelled", 4, 0)]
+    finally:
+        backend.unload()
+
+
+async def test_cancels_for_finished_jobs_do_not_pile_up() -> None:
+    generator = ReplayGenerator([{"stage": "streaming", "eos": True, "eos_reason": "stop_token", "text": "ok",
+                                  "token_ids": [[3]]}])  # fmt: skip
+    backend = ReplayBackend(generator, 2)
+    now = [1000.0]
+    backend.clock = lambda: now[0]
+    try:
+        for n in range(50):
+            events = await asyncio.wait_for(collect(backend, chat(f"done-{n}")), 2)
+            assert events[-1].finish_reason == "stop"
+            backend.cancel(f"done-{n}")  # too late: the job has ended
+            now[0] += 1.0
+        backend.cancel("early")
+        events = await asyncio.wait_for(collect(backend, chat("early")), 2)
+        assert events == [Finished("cancelled", 2, 0)]  # an early cancel is still honoured
+        deadline = time.monotonic() + 2
+        while len(backend._pending_cancels) > PENDING_CANCEL_TTL_S + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert "early" not in backend._pending_cancels
+        assert len(backend._pending_cancels) <= PENDING_CANCEL_TTL_S + 1
     finally:
         backend.unload()
 

@@ -31,7 +31,9 @@ def test_a_suspended_tenant_issues_nothing_until_reinstated(services: Services) 
 def test_keys_are_issued_only_to_users_of_the_callers_tenant(services: Services) -> None:
     app = services.app
     acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
-    globex = app.signup(slug="globex", name="Globex", admin_name="Gil", admin_email="gil@globex.example", request_id="r2")
+    globex = app.signup(
+        slug="globex", name="Globex", admin_name="Gil", admin_email="gil@globex.example", request_id="r2"
+    )
     acme_ctx = Ctx(actor=f"user:{acme.admin_user_id}", tenant_id=acme.tenant_id, request_id="r3")
     with pytest.raises(NotFound, match="user not found"):
         app.issue_api_key(acme_ctx, user_id=globex.admin_user_id, name="stolen", scopes=["inference"])
