@@ -11,7 +11,7 @@ nats-py client speaking the wire protocol for the direct path. Prints one table 
   OpenAI SDK, streaming) and straight over NATS to the same agent, interleaved, in the same run.
 
     PYTHONPATH=. python bench/proxy.py [--cells nonstream,stream,cpu] [--seconds 2] [--concurrency 1,16,64]
-        [--cpu-reps 3] [--cpu-tokens 64] [--pin]
+        [--cpu-reps 3] [--cpu-tokens 64] [--pin] [--arrivals staggered|burst]
 
 ``--pin`` puts the proxy on core 0 and nats-server, the agent and the clients on core 1 (taskset),
 to separate the proxy's own cost from contention for the two cores.
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,13 +237,25 @@ class RawHTTP:
 
 
 async def run_cell(
-    make_one: object, concurrency: int, seconds: float, stream: bool, cpu_pid: int | None = None
+    make_one: object,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    cpu_pid: int | None = None,
+    staggered: bool = True,
 ) -> Samples:
-    """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up)."""
+    """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up).
+
+    Closed-loop clients that start together stay in lockstep when every request takes as long
+    (the paced echo stream does): each cycle is then a burst of ``concurrency`` simultaneous
+    opens. ``staggered`` spreads the clients' first requests over one request's duration (the
+    warm-up's median), the way independent users arrive; ``--arrivals burst`` keeps the lockstep.
+    """
     samples = Samples()
     deadline = 0.0
 
-    async def client(one: object) -> None:
+    async def client(one: object, offset_s: float = 0.0) -> None:
+        await asyncio.sleep(offset_s)
         while time.perf_counter() < deadline:
             await one(stream, samples)  # type: ignore[operator]
             samples.requests += 1
@@ -250,11 +263,12 @@ async def run_cell(
     clients = [await make_one() for _ in range(concurrency)]  # type: ignore[operator]
     deadline = time.perf_counter() + 0.3
     await asyncio.gather(*(client(c) for c in clients))  # warm-up
+    period = statistics.median(samples.total) if staggered and samples.total else 0.0
     samples.__init__()  # type: ignore[misc]
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(client(c) for c in clients))
+    await asyncio.gather(*(client(c, period * i / concurrency) for i, c in enumerate(clients)))
     samples.elapsed = time.perf_counter() - started
     if cpu_pid:
         samples.cpu_s = cpu_seconds(cpu_pid) - cpu_before
@@ -360,7 +374,9 @@ class Rig:
             child.wait(10)
 
 
-async def echo_cells(rig: Rig, stream: bool, seconds: float, levels: list[int], results: dict[Any, Samples]) -> None:
+async def echo_cells(
+    rig: Rig, stream: bool, seconds: float, levels: list[int], results: dict[Any, Samples], staggered: bool
+) -> None:
     """Direct and proxied cells at each concurrency level against one echo agent."""
     agent = rig.agent("echo", STREAM_TOKEN_DELAY_S if stream else 0.0)
     proxy, port = rig.proxy()
@@ -377,8 +393,8 @@ async def echo_cells(rig: Rig, stream: bool, seconds: float, levels: list[int], 
         return client.one
 
     for level in levels:
-        results[("direct", stream, level)] = await run_cell(make_direct, level, seconds, stream)
-        results[("proxy", stream, level)] = await run_cell(make_http, level, seconds, stream, cpu_pid=proxy.pid)
+        results[("direct", stream, level)] = await run_cell(make_direct, level, seconds, stream, None, staggered)
+        results[("proxy", stream, level)] = await run_cell(make_http, level, seconds, stream, proxy.pid, staggered)
     await nc.close()
     rig.stop(proxy, agent)
 
@@ -536,7 +552,9 @@ def print_cpu(pairs: list[tuple[Generated, Generated]], max_tokens: int) -> None
     print("decode = tokens after the first / time from first to last content; e2e = tokens / whole request")
 
 
-async def bench(seconds: float, levels: list[int], cells: list[str], reps: int, max_tokens: int, pin: bool) -> None:
+async def bench(
+    seconds: float, levels: list[int], cells: list[str], reps: int, max_tokens: int, pin: bool, staggered: bool
+) -> None:
     from api.embedded_nats import EmbeddedNats
     from api.settings import Settings
 
@@ -551,9 +569,9 @@ async def bench(seconds: float, levels: list[int], cells: list[str], reps: int, 
         results: dict[Any, Samples] = {}
         streams = [stream for name, stream in (("nonstream", False), ("stream", True)) if name in cells]
         for stream in streams:
-            await echo_cells(rig, stream, seconds, levels, results)
+            await echo_cells(rig, stream, seconds, levels, results, staggered)
         if streams:
-            print_table(results, levels, streams, pin)
+            print_table(results, levels, streams, pin, staggered)
         if "cpu" in cells:
             print_cpu(await cpu_cell(rig, reps, max_tokens), max_tokens)
     finally:
@@ -572,10 +590,14 @@ def server_flavour() -> str:
     return f"loop={loop} http={http} (uvicorn's auto choice here)"
 
 
-def print_table(results: dict[Any, Samples], levels: list[int], streams: list[bool], pin: bool) -> None:
+def print_table(
+    results: dict[Any, Samples], levels: list[int], streams: list[bool], pin: bool, staggered: bool
+) -> None:
     """One row per (mode, concurrency): direct and proxy figures and the added latency."""
     where = "proxy pinned to core 0, the rest to core 1" if pin else "all processes share the cores"
+    arrivals = "staggered over one request's duration" if staggered else "in lockstep bursts"
     print(f"\nproxy overhead, echo agent on loopback, {os.cpu_count()} cores ({where}), prompt of 16 tokens")
+    print(f"clients: closed loop, first requests {arrivals}")
     print(f"uvicorn: {server_flavour()}")
     print(
         f"{'mode':<10}{'conc':>5} | {'direct p50':>10}{'p99':>8} | {'proxy p50':>10}{'p99':>8} | "
@@ -618,13 +640,17 @@ def main() -> None:
     parser.add_argument("--cpu-reps", type=int, default=5, help="direct/proxy pairs in the cpu cell")
     parser.add_argument("--cpu-tokens", type=int, default=64, help="max_tokens of the cpu cell's generation")
     parser.add_argument("--pin", action="store_true", help="proxy on core 0, everything else on core 1")
+    parser.add_argument(
+        "--arrivals", choices=("staggered", "burst"), default="staggered", help="clients' first requests"
+    )
     args = parser.parse_args()
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = set(cells) - {"nonstream", "stream", "cpu"}
     if unknown:
         parser.error(f"unknown cells: {', '.join(sorted(unknown))}")
     levels = [int(x) for x in args.concurrency.split(",")]
-    asyncio.run(bench(args.seconds, levels, cells, args.cpu_reps, args.cpu_tokens, args.pin))
+    staggered = args.arrivals == "staggered"
+    asyncio.run(bench(args.seconds, levels, cells, args.cpu_reps, args.cpu_tokens, args.pin, staggered))
 
 
 if __name__ == "__main__":
