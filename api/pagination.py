@@ -12,11 +12,12 @@ from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlencode
 from uuid import UUID
 
-from litestar import Request, Response
+from litestar import Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.params import QueryParameter
 
 from domain.errors import InvalidValue
+from domain.permissions import Action
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -83,3 +84,10 @@ def _next_url(request: Request[Any, Any, Any], limit: int, last: UUID) -> str:
     query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "limit")]
     query += [("limit", str(limit)), ("after", str(last))]
     return str(request.url.with_replacements(query=urlencode(query)))
+
+
+def listing(operation_id: str, action: Action) -> Any:
+    """The route decorator of a paged listing: ``GET /`` guarded by ``action``, paging headers documented."""
+    return get(
+        "/", operation_id=operation_id, opt={"action": action}, response_headers=PAGE_HEADERS, sync_to_thread=False
+    )

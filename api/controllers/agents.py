@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, request_id_of, services_of
-from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
+from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.views import agent_out, pairing_out
 from domain.permissions import Action
 
@@ -27,13 +27,7 @@ class PairingKeyController(Controller):
         issued = services.command(services.app.issue_pairing_key, ctx_of(request))
         return schemas.IssuedSecretOut(issued.id, issued.secret, issued.prefix, issued.expires_at)
 
-    @get(
-        "/",
-        operation_id="listPairingKeys",
-        opt={"action": Action.AGENTS_READ},
-        response_headers=PAGE_HEADERS,
-        sync_to_thread=False,
-    )
+    @listing("listPairingKeys", Action.AGENTS_READ)
     def list_keys(
         self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
     ) -> Response[list[schemas.PairingKeyOut]]:
@@ -74,13 +68,7 @@ class AgentController(Controller):
         nats_url = settings.nats_public_url or settings.nats_url
         return schemas.PairedOut(paired.agent_id, paired.tenant_id, nats_url, paired.nats_user, paired.nats_password)
 
-    @get(
-        "/",
-        operation_id="listAgents",
-        opt={"action": Action.AGENTS_READ},
-        response_headers=PAGE_HEADERS,
-        sync_to_thread=False,
-    )
+    @listing("listAgents", Action.AGENTS_READ)
     def list_agents(
         self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
     ) -> Response[list[schemas.AgentOut]]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, request_id_of, services_of
-from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
+from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.views import invite_out
 from domain.permissions import Action
 
@@ -28,13 +28,7 @@ class InviteController(Controller):
         assert issued.expires_at is not None
         return schemas.IssuedInviteOut(issued.id, issued.secret, issued.expires_at)
 
-    @get(
-        "/",
-        operation_id="listInvites",
-        opt={"action": Action.USERS_READ},
-        response_headers=PAGE_HEADERS,
-        sync_to_thread=False,
-    )
+    @listing("listInvites", Action.USERS_READ)
     def list_invites(
         self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
     ) -> Response[list[schemas.InviteOut]]:

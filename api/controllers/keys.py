@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, can, ctx_of, principal_of, services_of
-from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
+from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.views import key_out
 from domain.errors import NotFound, PermissionDenied
 from domain.permissions import Action
@@ -21,13 +21,7 @@ class KeyController(Controller):
     path = "/api/v1/keys"
     tags = ["api-keys"]
 
-    @get(
-        "/",
-        operation_id="listKeys",
-        opt={"action": Action.KEYS_READ_OWN},
-        response_headers=PAGE_HEADERS,
-        sync_to_thread=False,
-    )
+    @listing("listKeys", Action.KEYS_READ_OWN)
     def list_keys(
         self,
         request: AnyRequest,

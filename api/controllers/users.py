@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
 from api.guards import AnyRequest, ctx_of, principal_of, services_of
-from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, After, Limit, paginate
+from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.views import user_out
 from domain.application import OwnLLM
 from domain.errors import NotFound
@@ -23,13 +23,7 @@ class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
 
-    @get(
-        "/",
-        operation_id="listUsers",
-        opt={"action": Action.USERS_READ},
-        response_headers=PAGE_HEADERS,
-        sync_to_thread=False,
-    )
+    @listing("listUsers", Action.USERS_READ)
     def list_users(
         self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
     ) -> Response[list[schemas.UserOut]]:
