@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +15,23 @@ from typing import Any
 
 import pytest
 
+from tests.gpu.conftest import gpu_model, has_model, needs_smollm2, skip_module_without_cuda
+
 pytestmark = pytest.mark.gpu
 
-try:
-    import torch
+skip_module_without_cuda()
 
-    HAS_CUDA = torch.cuda.is_available()
-except Exception:
-    HAS_CUDA = False
-if not HAS_CUDA:
-    pytest.skip("no CUDA device", allow_module_level=True)
+import torch  # noqa: E402
 
 from agent.backends.base import Finished, GenerationRequest, TextDelta  # noqa: E402
 from agent.models import ModelSource, describe_folder  # noqa: E402
 from agent.protocol import ChatMessage, Sampling  # noqa: E402
-from tests.gpu.conftest import gpu_model  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 
 
 def source(name: str) -> ModelSource:
     return describe_folder(gpu_model(name))
-
-
-def has_smollm2() -> bool:
-    root = Path(os.environ.get("OWNLLM_GPU_MODELS", "/tmp/ownllm-gpu"))
-    return (root / "smollm2-135m-fp16" / "config.json").is_file()
-
-
-needs_smollm2 = pytest.mark.skipif(not has_smollm2(), reason="smollm2-135m-fp16 not prepared (prepare.sh --real-model)")
 
 
 def make_backend(engine: str, model: ModelSource, capacity: int | None = None) -> Any:
@@ -119,7 +106,7 @@ CASES = [("exllamav2", "llama-tiny-fp16"), ("exllamav3", "llama-tiny-fp16"), ("e
 
 @pytest.mark.parametrize(("engine", "name"), CASES)
 def test_reference_equivalence_teacher_forced(engine: str, name: str) -> None:
-    if name.startswith("smollm2") and not has_smollm2():
+    if name.startswith("smollm2") and not has_model("smollm2-135m-fp16"):
         pytest.skip("smollm2-135m-fp16 not prepared (prepare.sh --real-model)")
     model = source(name)
     torch.manual_seed(0)

@@ -12,38 +12,26 @@ random Llama. The device runs are in tests/gpu/README.md; elsewhere the module i
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.gpu.conftest import gpu_model, has_model, needs_smollm2, skip_module_without_cuda
+
 pytestmark = pytest.mark.gpu
 
-try:
-    import torch
+skip_module_without_cuda()
 
-    HAS_CUDA = torch.cuda.is_available()
-except Exception:
-    HAS_CUDA = False
-if not HAS_CUDA:
-    pytest.skip("no CUDA device", allow_module_level=True)
 
 from agent import protocol  # noqa: E402
 from agent.protocol import Final  # noqa: E402
-from tests.gpu.conftest import gpu_model  # noqa: E402
 from tests.gpu.platform_rig import Agent, GpuPlatform  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 STORY = "Write a very long story about a lighthouse keeper, with many chapters."
-
-
-def has_smollm2() -> bool:
-    root = Path(os.environ.get("OWNLLM_GPU_MODELS", "/tmp/ownllm-gpu"))
-    return (root / "smollm2-135m-fp16" / "config.json").is_file()
 
 
 class Stack:
@@ -62,7 +50,7 @@ class Stack:
         if engine not in self.agents:
             if engine == "exllamav3":
                 folder, model_id = gpu_model("llama-tiny-fp16"), "llama-tiny-v3"
-            elif has_smollm2():
+            elif has_model("smollm2-135m-fp16"):
                 folder, model_id = gpu_model("smollm2-135m-fp16"), "smollm2-v2"
             else:
                 folder, model_id = gpu_model("llama-tiny-fp16"), "llama-tiny-v2"
@@ -141,7 +129,7 @@ async def test_streaming_and_stop_strings_through_the_proxy(stack: Stack, engine
     stack.check_usage()
 
 
-@pytest.mark.skipif(not has_smollm2(), reason="smollm2-135m-fp16 not prepared (prepare.sh --real-model)")
+@needs_smollm2
 def test_paris_through_the_proxy_on_exllamav2(stack: Stack) -> None:
     model = stack.agent("exllamav2").model
     stack.sent["ok"] += 1
