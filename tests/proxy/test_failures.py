@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import nats
@@ -137,21 +138,23 @@ def test_two_agents_share_the_load_and_one_survives_the_other(fresh_stack: Stack
         assert reply.choices[0].message.content == "still"
 
 
-def fake_agent(stack: Stack, accept: bool) -> tuple[threading.Event, threading.Thread]:
-    """An 'agent' (proxy credentials) in its own thread that accepts and then stays silent, or never answers."""
+OnJob = Callable[[nats.NATS, nats.aio.msg.Msg, Job], Awaitable[None]]
+
+
+def fake_agent(stack: Stack, model: str, on_job: OnJob) -> tuple[threading.Event, threading.Thread]:
+    """An 'agent' (proxy credentials) in its own thread, serving ``model`` with ``on_job``."""
     stop = threading.Event()
     ready = threading.Event()
 
     async def run() -> None:
         nc = await proxy_connection(stack)
 
-        async def on_job(msg: nats.aio.msg.Msg) -> None:
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
             job = protocol.decode(msg.data)
             assert isinstance(job, Job)
-            if accept:
-                await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "silent-agent")))
+            await on_job(nc, msg, job)
 
-        await nc.subscribe(protocol.job_subject(str(TENANT_A), "stall"), queue="q-stall", cb=on_job)
+        await nc.subscribe(protocol.job_subject(str(TENANT_A), model), queue=f"q-{model}", cb=on_msg)
         await nc.flush()
         ready.set()
         while not stop.is_set():
@@ -164,9 +167,19 @@ def fake_agent(stack: Stack, accept: bool) -> tuple[threading.Event, threading.T
     return stop, thread
 
 
+def silent_agent(stack: Stack, accept: bool) -> tuple[threading.Event, threading.Thread]:
+    """A fake agent of model ``stall`` that accepts and then stays silent, or never answers."""
+
+    async def on_job(nc: nats.NATS, msg: nats.aio.msg.Msg, job: Job) -> None:
+        if accept:
+            await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "silent-agent")))
+
+    return fake_agent(stack, "stall", on_job)
+
+
 @pytest.mark.parametrize("accept", [False, True], ids=["never-accepts", "accepts-then-silent"])
 def test_silent_agent_is_504(fresh_stack: Stack, accept: bool) -> None:
-    stop, thread = fake_agent(fresh_stack, accept)
+    stop, thread = silent_agent(fresh_stack, accept)
     secret, principal = fresh_stack.keys.issue()
     try:
         with pytest.raises(openai.APIStatusError) as caught:
@@ -179,7 +192,7 @@ def test_silent_agent_is_504(fresh_stack: Stack, accept: bool) -> None:
 
 
 def test_keepalive_comments_while_waiting_for_the_first_token(fresh_stack: Stack) -> None:
-    stop, thread = fake_agent(fresh_stack, accept=True)
+    stop, thread = silent_agent(fresh_stack, accept=True)
     secret, _ = fresh_stack.keys.issue()
     body = {"model": "stall", "messages": [{"role": "user", "content": "x"}], "stream": True}
     try:
@@ -226,34 +239,18 @@ def test_busy_agent_is_429_with_retry_after(fresh_stack: Stack) -> None:
 
 def test_job_refused_by_a_stopping_agent_is_offered_again(fresh_stack: Stack) -> None:
     offers: list[str] = []
-    stop = threading.Event()
-    ready = threading.Event()
 
-    async def run() -> None:
-        nc = await proxy_connection(fresh_stack)
+    async def on_job(nc: nats.NATS, msg: nats.aio.msg.Msg, job: Job) -> None:
+        offers.append(job.job_id)
+        if len(offers) == 1:
+            refusal = protocol.Error(job.job_id, "stopping", "agent is shutting down")
+            await nc.publish(msg.reply, protocol.encode(refusal))
+            return
+        await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "second-agent")))
+        await nc.publish(job.reply_to, protocol.encode(protocol.Chunk(job.job_id, 0, "ok", 1)))
+        await nc.publish(job.reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
 
-        async def on_job(msg: nats.aio.msg.Msg) -> None:
-            job = protocol.decode(msg.data)
-            assert isinstance(job, Job)
-            offers.append(job.job_id)
-            if len(offers) == 1:
-                refusal = protocol.Error(job.job_id, "stopping", "agent is shutting down")
-                await nc.publish(msg.reply, protocol.encode(refusal))
-                return
-            await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "second-agent")))
-            await nc.publish(job.reply_to, protocol.encode(protocol.Chunk(job.job_id, 0, "ok", 1)))
-            await nc.publish(job.reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
-
-        await nc.subscribe(protocol.job_subject(str(TENANT_A), "handover"), queue="q-handover", cb=on_job)
-        await nc.flush()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await nc.close()
-
-    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
-    thread.start()
-    assert ready.wait(5)
+    stop, thread = fake_agent(fresh_stack, "handover", on_job)
     secret, principal = fresh_stack.keys.issue()
     try:
         reply = sdk(fresh_stack, secret).chat.completions.create(
