@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -58,17 +59,28 @@ class Proxy:
         """Send a job as a request; return the agent's answer."""
         self.replies.setdefault(job.job_id, asyncio.Queue())
         subject, payload = protocol.job_subject(TENANT, job.model), protocol.encode(job)
-        for _ in range(20):  # ~1 in 8 runs the first request right after start finds no interest yet
+        for attempt in range(20):  # ~1 in 8 runs the first request right after start finds no interest yet
             try:
                 reply = await self.nc.request(subject, payload, timeout)
                 break
             except nats.errors.NoRespondersError:
+                if attempt == 19:
+                    raise
                 await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("no agent subscribed within 1 s")
         answer = protocol.decode(reply.data)
         assert isinstance(answer, Accepted | Error)
         return answer
+
+    async def submit_when_served(self, job: Job, within_s: float) -> Accepted | Error:
+        """Submit until an agent answers (after a server restart, or while an agent process starts)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                return await self.submit(job, timeout=0.5)
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     async def stream(self, job_id: str, timeout: float = 5.0) -> tuple[list[Chunk], Final | Error]:
         """Chunks until the Final or Error of a job."""
@@ -274,13 +286,7 @@ async def test_worker_reconnects_after_server_restart(server: NatsServer) -> Non
         try:
             proxy = await Proxy(nc).start()
             job = make_job("back again")
-            answer: Accepted | Error | None = None
-            for _ in range(50):
-                try:
-                    answer = await proxy.submit(job, timeout=0.5)
-                    break
-                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                    await asyncio.sleep(0.1)
+            answer = await proxy.submit_when_served(job, within_s=15.0)
             assert answer == Accepted(job.job_id, "agent-1")
             chunks, final = await proxy.stream(job.job_id)
             assert "".join(c.text for c in chunks) == "back again"
@@ -373,13 +379,7 @@ async def test_cli_serve_end_to_end(nats_server_factory: Factory, tmp_path: Path
     try:
         proxy = await Proxy(nc).start()
         job = make_job("served by the cli")
-        answer = None
-        for _ in range(100):
-            try:
-                answer = await proxy.submit(job, timeout=0.5)
-                break
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                await asyncio.sleep(0.1)
+        answer = await proxy.submit_when_served(job, within_s=30.0)
         assert answer == Accepted(job.job_id, "agent-cli")
         chunks, final = await proxy.stream(job.job_id)
         assert "".join(c.text for c in chunks) == "served by the cli"
