@@ -20,10 +20,11 @@ from api.proxy.responses import (
     Encoder,
     sse_error,
 )
-from api.proxy.transport import AGENT_GONE, CLIENT_GONE, KEEPALIVE, LOST, TIMEOUT, JobChannel, Transport
+from api.proxy.transport import AGENT_GONE, CLIENT_GONE, KEEPALIVE, LOST, TIMEOUT, JobChannel, Signal, Transport
 from api.proxy.usage import Meter, Outcome
 
 _JSON = "application/json"
+ENDING_SIGNALS = (TIMEOUT, LOST, AGENT_GONE)
 
 
 def agent_error(error: Error) -> OpenAIError:
@@ -112,7 +113,6 @@ class JobRun:
         Whatever is already queued when the stream wakes goes out as one body part: one send (one
         socket write) for several chunks when the proxy falls behind, instead of one each.
         """
-        outcome: Outcome = "cancelled"  # leaving without another outcome means the client went away
         queue = self.channel.queue
         encoder = self.encoder
         meter = self.meter
@@ -128,35 +128,18 @@ class JobRun:
                         self.completion_tokens += item.tokens
                         parts.append(encoder.delta(item.text))
                     elif type(item) is Final:
-                        outcome = "ok"
                         self.settle("ok", item.prompt_tokens, item.completion_tokens)
                         parts.append(encoder.final(item.finish_reason, item.prompt_tokens, item.completion_tokens))
                         yield b"".join(parts)
                         return
                     elif type(item) is Error:
-                        outcome = "error"
-                        self.settle("error", item.prompt_tokens, max(item.completion_tokens, self.completion_tokens))
-                        parts.append(sse_error(agent_error(item)))
+                        parts.append(sse_error(self._failed(item)))
                         yield b"".join(parts)
                         return
                     elif item is KEEPALIVE:
                         parts.append(SSE_KEEPALIVE)
-                    elif item is TIMEOUT:
-                        outcome = "timeout"
-                        self.abandon("timeout")
-                        parts.append(sse_error(generation_timed_out()))
-                        yield b"".join(parts)
-                        return
-                    elif item is LOST:
-                        outcome = "error"
-                        self.settle("error")
-                        parts.append(sse_error(connection_lost()))
-                        yield b"".join(parts)
-                        return
-                    elif item is AGENT_GONE:
-                        outcome = "error"
-                        self.settle("error")
-                        parts.append(sse_error(agent_gone()))
+                    elif item in ENDING_SIGNALS:
+                        parts.append(sse_error(self._ended_by(item)))
                         yield b"".join(parts)
                         return
                     if queue.empty():
@@ -165,7 +148,7 @@ class JobRun:
                 if parts:
                     yield parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
-            self.abandon(outcome)
+            self.abandon("cancelled")  # a no-op once settled: only a client that left gets here unsettled
 
     async def collect(self, receive: Any) -> Response[bytes]:
         """The non-streamed body; a client disconnect cancels the job on the agent."""
@@ -187,23 +170,28 @@ class JobRun:
                     )
                     return Response(body, status_code=200, media_type=_JSON)
                 elif type(item) is Error:
-                    self.settle("error", item.prompt_tokens, max(item.completion_tokens, self.completion_tokens))
-                    raise agent_error(item)
-                elif item is TIMEOUT:
-                    self.abandon("timeout")
-                    raise generation_timed_out()
-                elif item is LOST:
-                    self.settle("error")
-                    raise connection_lost()
-                elif item is AGENT_GONE:
-                    self.settle("error")
-                    raise agent_gone()
+                    raise self._failed(item)
+                elif item in ENDING_SIGNALS:
+                    raise self._ended_by(item)
                 elif item is CLIENT_GONE:
                     self.abandon("cancelled")
                     return Response(b"", status_code=499)
         finally:
             watcher.cancel()
             self.abandon("cancelled")
+
+    def _failed(self, error: Error) -> OpenAIError:
+        """Settle a job the agent ended with an error; the client-facing error."""
+        self.settle("error", error.prompt_tokens, max(error.completion_tokens, self.completion_tokens))
+        return agent_error(error)
+
+    def _ended_by(self, signal: Signal) -> OpenAIError:
+        """End a job on a transport signal (no word in time, bus lost, agent gone); the client-facing error."""
+        if signal is TIMEOUT:
+            self.abandon("timeout")  # the agent may still be generating: cancel it, settle on its last word
+            return generation_timed_out()
+        self.settle("error")
+        return connection_lost() if signal is LOST else agent_gone()
 
     async def _watch_disconnect(self, receive: Any) -> None:
         """Wait for the client to go away and tell the collector."""
