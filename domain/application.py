@@ -420,42 +420,39 @@ class OwnLLM(Application[UUID]):
     # -- loading ----------------------------------------------------------------------------
 
     def _tenant(self, tenant_id: UUID) -> Tenant:
-        try:
-            tenant: Aggregate = self.repository.get(tenant_id)
-        except AggregateNotFoundError:
-            raise NotFound("tenant not found") from None
-        if not isinstance(tenant, Tenant):
-            raise NotFound("tenant not found")
-        return tenant
+        return _checked_tenant(self._get(tenant_id))
 
     def _load(self, cls: type[TAggregate], aggregate_id: UUID, tenant_id: UUID) -> TAggregate:
         """Load an aggregate of the caller's tenant; anything else is simply not found."""
-        label = cls.__name__.lower()
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"{label} not found") from None
-        if not isinstance(aggregate, cls) or getattr(aggregate, "tenant_id", None) != tenant_id:
-            raise NotFound(f"{label} not found")
-        return aggregate
+        return _checked(cls, self._get(aggregate_id), tenant_id)
 
     def _load_with_tenant(
         self, cls: type[TAggregate], aggregate_id: UUID, tenant_id: UUID
     ) -> tuple[Tenant, TAggregate]:
-        """The tenant and one of its aggregates, read together where the recorder can (one round trip)."""
+        """The tenant and one of its aggregates, read together (one round trip where the recorder can)."""
+        streams = self._streams([tenant_id, aggregate_id])
+        tenant = _checked_tenant(project_aggregate(None, streams[tenant_id]))
+        return tenant, _checked(cls, project_aggregate(None, streams[aggregate_id]), tenant_id)
+
+    def _get(self, aggregate_id: UUID) -> Aggregate | None:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
+
+    def _streams(self, ids: list[UUID]) -> dict[UUID, list[DomainEventProtocol[UUID]]]:
+        """Each aggregate's events: one query where the recorder reads several streams at once, else one each."""
+        ids = list(dict.fromkeys(ids))  # one stream per aggregate, even when two roles name the same id
         select_many = getattr(self.recorder, "select_events_of", None)
-        if select_many is None:
-            return self._tenant(tenant_id), self._load(cls, aggregate_id, tenant_id)
-        streams: dict[UUID, list[DomainEventProtocol[UUID]]] = {tenant_id: [], aggregate_id: []}
-        for stored in select_many([tenant_id, aggregate_id]):
-            streams[stored.originator_id].append(self.mapper.to_domain_event(stored))
-        tenant = project_aggregate(None, streams[tenant_id])
-        if not isinstance(tenant, Tenant):
-            raise NotFound("tenant not found")
-        found = project_aggregate(None, streams[aggregate_id])
-        if not isinstance(found, cls) or getattr(found, "tenant_id", None) != tenant_id:
-            raise NotFound(f"{cls.__name__.lower()} not found")
-        return tenant, found
+        if select_many is not None:
+            stored = select_many(ids)
+        else:
+            stored = [event for i in ids for event in self.recorder.select_events(i)]
+        streams: dict[UUID, list[DomainEventProtocol[UUID]]] = {i: [] for i in ids}
+        for event in stored:
+            streams[event.originator_id].append(self.mapper.to_domain_event(event))
+        return streams
 
     def _by_secret(self, cls: type[TAggregate], secret: str, kind: str) -> TAggregate:
         aggregate_id = secret_id_for(kind, secrets.keyed_hash(self.pepper, secret))
@@ -473,6 +470,20 @@ class OwnLLM(Application[UUID]):
             self.save(*aggregates)
         except IntegrityError:
             raise conflict from None
+
+
+def _checked_tenant(aggregate: object) -> Tenant:
+    """The aggregate if it is a tenant; anything else is "tenant not found"."""
+    if not isinstance(aggregate, Tenant):
+        raise NotFound("tenant not found")
+    return aggregate
+
+
+def _checked(cls: type[TAggregate], aggregate: object, tenant_id: UUID) -> TAggregate:
+    """The aggregate if it is a ``cls`` of the tenant; another tenant's looks exactly like a missing one."""
+    if not isinstance(aggregate, cls) or getattr(aggregate, "tenant_id", None) != tenant_id:
+        raise NotFound(f"{cls.__name__.lower()} not found")
+    return aggregate
 
 
 def uuid_for_request(request_id: str) -> UUID:
