@@ -194,6 +194,19 @@ class ExLlamaBase:
         """The engine's job object (engine-specific)."""
         raise NotImplementedError
 
+    def job_arguments(self, request: GenerationRequest, prompt_ids: list[int], max_new_tokens: int) -> dict[str, Any]:
+        """What every engine's job takes alike: ids, length, seed, EOS ids and stop strings, the job id."""
+        import torch
+
+        return {
+            "input_ids": torch.tensor([prompt_ids], dtype=torch.long),
+            "max_new_tokens": max_new_tokens,
+            "seed": request.sampling.seed,
+            "stop_conditions": [*self.eos_ids, *[s for s in request.sampling.stop if s]],
+            "identifier": request.job_id,
+            "decode_special_tokens": False,
+        }
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Enqueue the job in the engine thread and relay its events."""
         if request.model != self.source.id:

@@ -62,7 +62,6 @@ class ExLlamaV2Backend(ExLlamaBase):
 
     def make_job(self, request: GenerationRequest, prompt_ids: list[int], max_new_tokens: int) -> Any:
         """An ExLlamaV2DynamicJob with the request's sampling and stop conditions."""
-        import torch
         from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
         sampling = request.sampling
@@ -73,15 +72,7 @@ class ExLlamaV2Backend(ExLlamaBase):
             settings.temperature = sampling.temperature
             settings.top_p = sampling.top_p
             settings.top_k = 0
-        return ExLlamaV2DynamicJob(
-            input_ids=torch.tensor([prompt_ids], dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            gen_settings=settings,
-            seed=sampling.seed,
-            stop_conditions=[*self.eos_ids, *[s for s in sampling.stop if s]],
-            identifier=request.job_id,
-            decode_special_tokens=False,
-        )
+        return ExLlamaV2DynamicJob(gen_settings=settings, **self.job_arguments(request, prompt_ids, max_new_tokens))
 
 
 def _eos_ids(hf_tokenizer: Any, engine_tokenizer: Any) -> set[int]:

@@ -41,7 +41,6 @@ class ExLlamaV3Backend(ExLlamaBase):
 
     def make_job(self, request: GenerationRequest, prompt_ids: list[int], max_new_tokens: int) -> Any:
         """An exllamav3 Job with the request's sampler, seed and stop conditions."""
-        import torch
         from exllamav3 import Job
         from exllamav3.generator.sampler import ComboSampler, GreedySampler
 
@@ -51,15 +50,7 @@ class ExLlamaV3Backend(ExLlamaBase):
             if sampling.temperature <= 0
             else ComboSampler(temperature=sampling.temperature, top_p=sampling.top_p)
         )
-        return Job(
-            input_ids=torch.tensor([prompt_ids], dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            sampler=sampler,
-            seed=sampling.seed,
-            stop_conditions=[*self.eos_ids, *[s for s in sampling.stop if s]],
-            identifier=request.job_id,
-            decode_special_tokens=False,
-        )
+        return Job(sampler=sampler, **self.job_arguments(request, prompt_ids, max_new_tokens))
 
 
 def _round_up(n: int, step: int) -> int:

@@ -183,6 +183,19 @@ async def test_engine_thread_cancel_within_one_second() -> None:
         backend.unload()
 
 
+def test_both_engines_jobs_get_the_same_ids_length_seed_and_stops() -> None:
+    backend = ReplayBackend(ReplayGenerator(None), 3)
+    try:
+        backend.eos_ids = [2, 7]
+        arguments = backend.job_arguments(chat("job-1", stop=("END", ""), seed=42), [5, 6, 9], 11)
+        assert arguments["input_ids"].tolist() == [[5, 6, 9]]
+        assert arguments["stop_conditions"] == [2, 7, "END"]  # empty stop strings are dropped
+        assert (arguments["max_new_tokens"], arguments["seed"], arguments["identifier"]) == (11, 42, "job-1")
+        assert arguments["decode_special_tokens"] is False
+    finally:
+        backend.unload()
+
+
 async def test_cancels_for_finished_jobs_do_not_pile_up() -> None:
     generator = ReplayGenerator([{"stage": "streaming", "eos": True, "eos_reason": "stop_token", "text": "ok",
                                   "token_ids": [[3]]}])  # fmt: skip
