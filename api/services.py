@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -18,6 +19,8 @@ from domain.sealing import KeyStore, PostgresKeyStore, SQLiteKeyStore
 from projections.directory import Directory
 from projections.runner import ProjectionRunner
 from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -38,11 +41,18 @@ class Services:
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def command(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a command, then bring the projections up to date so the caller reads its own write."""
+        """Run a command, then bring the projections up to date so the caller reads its own write.
+
+        A failed catch-up never turns a saved command into an error (a retry would repeat the
+        command); the runner's next poll retries it.
+        """
         try:
             return fn(*args, **kwargs)
         finally:
-            self.runner.catch_up()
+            try:
+                self.runner.catch_up()
+            except Exception as exc:
+                log.warning("projections not caught up after a command (%s); the next poll retries", type(exc).__name__)
 
     def on_agents_changed(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` now and whenever an agent is paired or revoked (not on every event)."""

@@ -137,3 +137,41 @@ def test_totals_equal_the_recorded_events_whatever_the_batching(
         assert all(isinstance(e, UsageRecord.Recorded) for _, e in stored)
     finally:
         services.close()
+
+
+class Failing:
+    """A tracked projection whose database refuses the next ``failures`` batches."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def process_batch(self, events: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("database is locked")
+        self.inner.process_batch(events)
+
+
+def test_a_failing_usage_view_holds_back_neither_commands_nor_authentication(
+    make_settings: Callable[..., Settings],
+) -> None:
+    services = build_services(make_settings(), start_runner=False)
+    try:
+        services.runner.tracked = [Failing(services.usage, failures=3)]
+        tenant, user, key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        for n in range(4):
+            record(services, tenant, user, key, "ok", n)
+        signed_up = services.command(
+            services.app.signup, slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example",
+            request_id="r1",
+        )  # fmt: skip
+        assert services.authenticator.authenticate(signed_up.admin_key.secret).tenant_id == signed_up.tenant_id
+        assert services.runner.tracked_position < services.runner.position  # the view is behind, auth is not
+        assert totals(services, tenant)[0] == 0
+        for _ in range(3):
+            services.runner.catch_up()
+        assert services.runner.tracked_position == services.runner.position
+        assert totals(services, tenant) == (4, 6, {"ok": 4})  # every record once, after the outage
+    finally:
+        services.close()
