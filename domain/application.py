@@ -171,20 +171,20 @@ class OwnLLM(Application[UUID]):
         )
         ctx = Ctx(actor=actor, tenant_id=tenant.id, request_id=request_id)
         key, issued = self._new_api_key(ctx, admin, "signup admin key", list(SCOPES_BY_ROLE[Role.ADMIN]), None)
-        self._save_new(tenant, admin, key, conflict=SlugTaken(f"slug '{slug}' is taken"))
+        self._save(tenant, admin, key, conflict=SlugTaken(f"slug '{slug}' is taken"))
         return SignedUp(tenant_id=tenant.id, admin_user_id=admin_id, admin_key=issued)
 
     def suspend_tenant(self, ctx: Ctx, reason: str) -> None:
         """Operator action: stop all access for the tenant."""
         tenant = self._tenant(ctx.tenant_id)
         tenant.suspend(ctx, check_reason(reason))
-        self.save(tenant)
+        self._save(tenant)
 
     def reinstate_tenant(self, ctx: Ctx, reason: str) -> None:
         """Operator action: restore access."""
         tenant = self._tenant(ctx.tenant_id)
         tenant.reinstate(ctx, check_reason(reason))
-        self.save(tenant)
+        self._save(tenant)
 
     # -- users and invites ------------------------------------------------------------------
 
@@ -209,14 +209,14 @@ class OwnLLM(Application[UUID]):
             actor=ctx.actor,
             request_id=ctx.request_id,
         )
-        self._save_new(invite, conflict=Conflict("token collision; retry"))
+        self._save(invite, conflict=Conflict("token collision; retry"))
         return IssuedSecret(invite.id, token, secrets.visible_prefix(token), expires_at)
 
     def revoke_invite(self, ctx: Ctx, invite_id: UUID, reason: str) -> None:
         """Withdraw an open invite."""
         invite = self._load(Invite, invite_id, ctx.tenant_id)
         invite.revoke(ctx, check_reason(reason))
-        self.save(invite)
+        self._save(invite)
 
     def accept_invite(self, *, token: str, name: str, request_id: str) -> Joined:
         """Create the invited user; they get a first API key with their role's scopes."""
@@ -236,7 +236,7 @@ class OwnLLM(Application[UUID]):
             request_id=request_id,
         )
         key, issued = self._new_api_key(ctx, user, "first key", list(SCOPES_BY_ROLE[Role(invite.role)]), None)
-        self._save_new(invite, user, key, conflict=AlreadyUsed("invite was already accepted"))
+        self._save(invite, user, key, conflict=AlreadyUsed("invite was already accepted"))
         return Joined(tenant_id=invite.tenant_id, user_id=user.id, role=user.role, api_key=issued)
 
     def change_role(self, ctx: Ctx, user_id: UUID, role: str, reason: str) -> None:
@@ -245,7 +245,7 @@ class OwnLLM(Application[UUID]):
         if user.role == Role.ADMIN and role != Role.ADMIN:
             self._check_not_last_admin(user)
         user.change_role(ctx, role, check_reason(reason))
-        self.save(user)
+        self._save(user)
 
     def suspend_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Stop a user's access (their keys are refused) until reinstated."""
@@ -253,13 +253,13 @@ class OwnLLM(Application[UUID]):
         if user.role == Role.ADMIN:
             self._check_not_last_admin(user)
         user.suspend(ctx, check_reason(reason))
-        self.save(user)
+        self._save(user)
 
     def reinstate_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Restore a suspended user."""
         user = self._load(User, user_id, ctx.tenant_id)
         user.reinstate(ctx, check_reason(reason))
-        self.save(user)
+        self._save(user)
 
     def remove_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Remove a user; every key of theirs stops working on the next request."""
@@ -267,7 +267,7 @@ class OwnLLM(Application[UUID]):
         if user.role == Role.ADMIN:
             self._check_not_last_admin(user)
         user.remove(ctx, check_reason(reason))
-        self.save(user)
+        self._save(user)
 
     def _check_not_last_admin(self, user: User) -> None:
         if self.directory is None or not user.active:
@@ -296,14 +296,14 @@ class OwnLLM(Application[UUID]):
         if expires_at is not None and expires_at <= self.clock():
             raise InvalidValue("expires_at must be in the future", "expires_at")
         key, issued = self._new_api_key(ctx, user, name, scopes, expires_at)
-        self._save_new(key, conflict=Conflict("key collision; retry"))
+        self._save(key, conflict=Conflict("key collision; retry"))
         return issued
 
     def revoke_api_key(self, ctx: Ctx, key_id: UUID, reason: str) -> None:
         """Revoke a key; it is refused from the next request on."""
         key = self._load(ApiKey, key_id, ctx.tenant_id)
         key.revoke(ctx, check_reason(reason))
-        self.save(key)
+        self._save(key)
 
     def _new_api_key(
         self, ctx: Ctx, user: User, name: str, scopes: list[str], expires_at: datetime | None
@@ -337,14 +337,14 @@ class OwnLLM(Application[UUID]):
             actor=ctx.actor,
             request_id=ctx.request_id,
         )
-        self._save_new(key, conflict=Conflict("key collision; retry"))
+        self._save(key, conflict=Conflict("key collision; retry"))
         return IssuedSecret(key.id, secret, secrets.visible_prefix(secret), expires_at)
 
     def revoke_pairing_key(self, ctx: Ctx, pairing_key_id: UUID, reason: str) -> None:
         """Withdraw an unused pairing key."""
         key = self._load(PairingKey, pairing_key_id, ctx.tenant_id)
         key.revoke(ctx, check_reason(reason))
-        self.save(key)
+        self._save(key)
 
     def redeem_pairing_key(self, *, secret: str, name: str, request_id: str) -> PairedAgent:
         """Pair an agent: the key is used up and the agent gets NATS credentials, once."""
@@ -365,14 +365,14 @@ class OwnLLM(Application[UUID]):
             actor=ctx.actor,
             request_id=request_id,
         )
-        self._save_new(key, agent, conflict=AlreadyUsed("pairing key was already redeemed"))
+        self._save(key, agent, conflict=AlreadyUsed("pairing key was already redeemed"))
         return PairedAgent(agent_id=agent_id, tenant_id=key.tenant_id, nats_user=nats_user, nats_password=password)
 
     def revoke_agent(self, ctx: Ctx, agent_id: UUID, reason: str) -> None:
         """Revoke an agent's credentials."""
         agent = self._load(Agent, agent_id, ctx.tenant_id)
         agent.revoke(ctx, check_reason(reason))
-        self.save(agent)
+        self._save(agent)
 
     # -- usage ------------------------------------------------------------------------------
 
@@ -464,12 +464,13 @@ class OwnLLM(Application[UUID]):
             raise NotFound(f"unknown {kind.replace('-', ' ')}")
         return aggregate
 
-    def _save_new(self, *aggregates: Aggregate, conflict: Exception) -> None:
-        """Save atomically; a version conflict (duplicate natural key, a race) becomes ``conflict``."""
+    def _save(self, *aggregates: Aggregate, conflict: Exception | None = None) -> None:
+        """Save atomically; a version conflict (a duplicate natural key, or two requests changing the
+        same aggregate at once) becomes ``conflict``, never a bare IntegrityError (an HTTP 500)."""
         try:
             self.save(*aggregates)
         except IntegrityError:
-            raise conflict from None
+            raise conflict or Conflict("it was changed by another request at the same time; retry") from None
 
 
 def _checked_tenant(aggregate: object) -> Tenant:

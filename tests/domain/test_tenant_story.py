@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from api.services import Services
+from domain.api_key import ApiKey
 from domain.context import Ctx
-from domain.errors import InvalidState, NotFound
+from domain.errors import Conflict, InvalidState, NotFound
 
 
 def test_a_suspended_tenant_issues_nothing_until_reinstated(services: Services) -> None:
@@ -42,3 +43,17 @@ def test_keys_are_issued_only_to_users_of_the_callers_tenant(services: Services)
     unknown = Ctx(actor="system", tenant_id=globex.admin_user_id, request_id="r4")
     with pytest.raises(NotFound, match="tenant not found"):
         app.issue_api_key(unknown, user_id=globex.admin_user_id, name="x", scopes=["inference"])
+
+
+def test_two_requests_changing_the_same_key_at_once_give_a_conflict_not_a_crash(services: Services) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    ctx = Ctx(actor=f"user:{acme.admin_user_id}", tenant_id=acme.tenant_id, request_id="r2")
+    issued = app.issue_api_key(ctx, user_id=acme.admin_user_id, name="laptop", scopes=["inference"])
+    # The first request has loaded the key when the second one revokes it and saves first.
+    stale = app._load(ApiKey, issued.id, acme.tenant_id)
+    stale.revoke(ctx, "lost laptop")
+    app.revoke_api_key(ctx, issued.id, "rotated")
+    with pytest.raises(Conflict, match="changed by another request"):
+        app._save(stale)
+    assert app._load(ApiKey, issued.id, acme.tenant_id).revoked  # the winner's revocation stands, once
