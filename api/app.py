@@ -138,9 +138,8 @@ def _inference(settings: Settings, services: Services) -> Any:
 
 def _forget_revoked_agents(services: Services, gateway: Any) -> None:
     """A revoked agent leaves /v1/models at once, not only when its heartbeats stop."""
-    for agent in services.directory.agents.values():
-        if agent.revoked_at is not None:
-            gateway.registry.forget(str(agent.tenant_id), str(agent.id))
+    for agent in services.directory.revoked_agents():
+        gateway.registry.forget(str(agent.tenant_id), str(agent.id))
 
 
 def _usage_sink(services: Services) -> Any:

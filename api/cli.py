@@ -16,6 +16,7 @@ from api.services import Services, build_services
 from api.settings import SettingsError, load_settings
 from domain.context import SYSTEM, Ctx
 from domain.errors import DomainError, NotFound
+from domain.ids import tenant_id_for
 from domain.roles import Role, Scope
 from domain.sealing import PersonalData
 
@@ -46,7 +47,7 @@ err = Console(stderr=True)
 
 def _services() -> Services:
     try:
-        settings = load_settings(inference=False)
+        settings = load_settings(inference=False, run_projections=False)  # the server owns the tracked views
     except SettingsError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -54,7 +55,7 @@ def _services() -> Services:
 
 
 def _ctx(services: Services, slug: str) -> Ctx:
-    tenant = next((t for t in services.directory.tenants.values() if t.slug == slug), None)
+    tenant = services.directory.tenants.get(tenant_id_for(slug))
     if tenant is None:
         err.print(f"[red]no tenant with slug '{slug}'[/]")
         raise typer.Exit(1)
@@ -147,7 +148,9 @@ def keys_issue(
     """Issue a personal API key for a user; prints the secret (shown once)."""
     services = _services()
     ctx = _ctx(services, tenant)
-    user = next((u for u in services.directory.tenant_users(ctx.tenant_id) if u.email == email.strip().lower()), None)
+    wanted = email.strip().lower()
+    users = services.directory.tenant_users(ctx.tenant_id)
+    user = next((u for u in users if u.email == wanted and not u.removed), None)  # a re-invited email: the current one
     if user is None:
         err.print(f"[red]no user with email {email} in {tenant}[/]")
         raise typer.Exit(1)

@@ -24,6 +24,7 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.application import utc_now
 from domain.context import SYSTEM, Ctx
+from domain.ids import tenant_id_for
 from domain.roles import SCOPES_BY_ROLE, Role
 
 DEMO_SLUG = "demo"
@@ -51,7 +52,7 @@ def external_authorization(settings: Settings) -> NatsAuthorization:
 
 def demo_admin_key(services: Services) -> str:
     """Create the demo tenant on first run; on every run issue its admin a fresh key to print."""
-    tenant = next((t for t in services.directory.tenants.values() if t.slug == DEMO_SLUG), None)
+    tenant = services.directory.tenants.get(tenant_id_for(DEMO_SLUG))
     if tenant is None:
         result = services.command(
             services.app.signup,
@@ -94,8 +95,7 @@ class DemoAgent:
         """Pair if needed (needs the API up), then run ``ownllm-agent serve`` with the CPU backend."""
         script = str(Path(sys.executable).parent / "ownllm-agent")
         if not self._paired_and_active():
-            tenant = next(t for t in self.services.directory.tenants.values() if t.slug == DEMO_SLUG)
-            ctx = Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"demo-{uuid.uuid4()}")
+            ctx = Ctx(actor=SYSTEM, tenant_id=tenant_id_for(DEMO_SLUG), request_id=f"demo-{uuid.uuid4()}")
             pairing = self.services.command(self.services.app.issue_pairing_key, ctx)
             subprocess.run(
                 [script, "pair", "--url", base_url, "--pairing-key", pairing.secret, "--name", "demo-cpu-agent",

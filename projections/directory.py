@@ -105,9 +105,28 @@ class AgentView:
     revoked_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class TenantRows:
+    """One tenant's rows in event order (oldest first); lists only grow, so readers may slice them
+    while the runner thread appends."""
+
+    users: list[UserView] = field(default_factory=list)
+    keys: list[KeyView] = field(default_factory=list)
+    invites: list[InviteView] = field(default_factory=list)
+    pairing_keys: list[PairingKeyView] = field(default_factory=list)
+    agents: list[AgentView] = field(default_factory=list)
+
+
+_NO_ROWS = TenantRows()
+
+
 @dataclass
 class Directory:
-    """In-memory read model, rebuilt from the notification log and kept current by the runner."""
+    """In-memory read model, rebuilt from the notification log and kept current by the runner.
+
+    The runner thread writes while request threads read: by-id lookups are single dict reads, and
+    per-tenant listings read their own append-only lists, so no reader walks a dict that grows.
+    """
 
     tenants: dict[UUID, TenantView] = field(default_factory=dict)
     users: dict[UUID, UserView] = field(default_factory=dict)
@@ -116,6 +135,7 @@ class Directory:
     invites: dict[UUID, InviteView] = field(default_factory=dict)
     pairing_keys: dict[UUID, PairingKeyView] = field(default_factory=dict)
     agents: dict[UUID, AgentView] = field(default_factory=dict)
+    by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
     agents_version: int = 0  # bumped whenever the set of agent credentials changes
 
     def process(self, event: Any) -> None:
@@ -126,47 +146,56 @@ class Directory:
 
     # -- queries (also the domain's Directory port) -----------------------------------------
 
+    def rows(self, tenant_id: UUID) -> TenantRows:
+        """A tenant's rows (empty for an unknown tenant, without creating any)."""
+        return self.by_tenant.get(tenant_id, _NO_ROWS)
+
     def email_taken(self, tenant_id: UUID, email: str) -> bool:
         """A current user or open invite of the tenant has this email."""
-        users = (u for u in self.users.values() if u.tenant_id == tenant_id and not u.removed)
-        invites = (i for i in self.invites.values() if i.tenant_id == tenant_id and i.status == "open")
-        return any(u.email == email for u in users) or any(i.email == email for i in invites)
+        rows = self.rows(tenant_id)
+        return any(u.email == email and not u.removed for u in rows.users) or any(
+            i.email == email and i.status == "open" for i in rows.invites
+        )
 
     def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:
         """Admins of the tenant that may act."""
-        return {
-            u.id
-            for u in self.users.values()
-            if u.tenant_id == tenant_id and u.role == Role.ADMIN and u.status == "active"
-        }
+        return {u.id for u in self.rows(tenant_id).users if u.role == Role.ADMIN and u.status == "active"}
 
     def tenant_users(self, tenant_id: UUID) -> list[UserView]:
         """A tenant's users, oldest first."""
-        return sorted((u for u in self.users.values() if u.tenant_id == tenant_id), key=lambda u: u.joined_at)
+        return self.rows(tenant_id).users[:]
 
     def tenant_keys(self, tenant_id: UUID, user_id: UUID | None = None) -> list[KeyView]:
         """A tenant's keys (optionally one user's), oldest first."""
-        found = (
-            k for k in self.keys.values() if k.tenant_id == tenant_id and (user_id is None or k.user_id == user_id)
-        )
-        return sorted(found, key=lambda k: k.issued_at)
+        keys = self.rows(tenant_id).keys[:]
+        return keys if user_id is None else [k for k in keys if k.user_id == user_id]
 
     def tenant_invites(self, tenant_id: UUID) -> list[InviteView]:
         """A tenant's invites, oldest first."""
-        return sorted((i for i in self.invites.values() if i.tenant_id == tenant_id), key=lambda i: i.issued_at)
+        return self.rows(tenant_id).invites[:]
 
     def tenant_pairing_keys(self, tenant_id: UUID) -> list[PairingKeyView]:
         """A tenant's pairing keys, oldest first."""
-        found = (p for p in self.pairing_keys.values() if p.tenant_id == tenant_id)
-        return sorted(found, key=lambda p: p.issued_at)
+        return self.rows(tenant_id).pairing_keys[:]
 
     def tenant_agents(self, tenant_id: UUID) -> list[AgentView]:
         """A tenant's agents, oldest first."""
-        return sorted((a for a in self.agents.values() if a.tenant_id == tenant_id), key=lambda a: a.paired_at)
+        return self.rows(tenant_id).agents[:]
 
     def active_agents(self) -> list[AgentView]:
         """Agents of every tenant whose credentials are valid (input of the NATS authorization)."""
-        return [a for a in self.agents.values() if a.revoked_at is None]
+        return [a for a in list(self.agents.values()) if a.revoked_at is None]
+
+    def revoked_agents(self) -> list[AgentView]:
+        """Agents whose credentials were revoked."""
+        return [a for a in list(self.agents.values()) if a.revoked_at is not None]
+
+    def _add(self, tenant_id: UUID) -> TenantRows:
+        """The tenant's rows, created on its first row."""
+        rows = self.by_tenant.get(tenant_id)
+        if rows is None:
+            rows = self.by_tenant[tenant_id] = TenantRows()
+        return rows
 
     def in_tenant(self, table: dict[UUID, Any], object_id: UUID, tenant_id: UUID) -> Any | None:
         """An object of the tenant, or None (another tenant's object looks exactly like a missing one)."""
@@ -187,7 +216,9 @@ def _tenant_reinstated(d: Directory, e: Tenant.Reinstated) -> None:
 
 
 def _user_joined(d: Directory, e: User.Joined) -> None:
-    d.users[e.originator_id] = UserView(e.originator_id, e.tenant_id, str(e.name), str(e.email), e.role, e.timestamp)
+    user = UserView(e.originator_id, e.tenant_id, str(e.name), str(e.email), e.role, e.timestamp)
+    d.users[user.id] = user
+    d._add(user.tenant_id).users.append(user)
 
 
 def _user_role_changed(d: Directory, e: User.RoleChanged) -> None:
@@ -207,9 +238,9 @@ def _user_removed(d: Directory, e: User.Removed) -> None:
 
 
 def _invite_issued(d: Directory, e: Invite.Issued) -> None:
-    d.invites[e.originator_id] = InviteView(
-        e.originator_id, e.tenant_id, e.user_id, str(e.email), e.role, e.expires_at, e.timestamp
-    )
+    invite = InviteView(e.originator_id, e.tenant_id, e.user_id, str(e.email), e.role, e.expires_at, e.timestamp)
+    d.invites[invite.id] = invite
+    d._add(invite.tenant_id).invites.append(invite)
 
 
 def _invite_accepted(d: Directory, e: Invite.Accepted) -> None:
@@ -234,6 +265,7 @@ def _key_issued(d: Directory, e: ApiKey.Issued) -> None:
     )
     d.keys[key.id] = key
     d.keys_by_hash[key.secret_hash] = key
+    d._add(key.tenant_id).keys.append(key)
 
 
 def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:
@@ -241,7 +273,9 @@ def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:
 
 
 def _pairing_issued(d: Directory, e: PairingKey.Issued) -> None:
-    d.pairing_keys[e.originator_id] = PairingKeyView(e.originator_id, e.tenant_id, e.prefix, e.expires_at, e.timestamp)
+    pairing = PairingKeyView(e.originator_id, e.tenant_id, e.prefix, e.expires_at, e.timestamp)
+    d.pairing_keys[pairing.id] = pairing
+    d._add(pairing.tenant_id).pairing_keys.append(pairing)
 
 
 def _pairing_redeemed(d: Directory, e: PairingKey.Redeemed) -> None:
@@ -254,9 +288,9 @@ def _pairing_revoked(d: Directory, e: PairingKey.Revoked) -> None:
 
 
 def _agent_paired(d: Directory, e: Agent.Paired) -> None:
-    d.agents[e.originator_id] = AgentView(
-        e.originator_id, e.tenant_id, e.name, e.nats_user, e.nats_password_bcrypt, e.timestamp
-    )
+    agent = AgentView(e.originator_id, e.tenant_id, e.name, e.nats_user, e.nats_password_bcrypt, e.timestamp)
+    d.agents[agent.id] = agent
+    d._add(agent.tenant_id).agents.append(agent)
     d.agents_version += 1
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from api.services import build_services
+from api.settings import load_settings
+from domain.context import SYSTEM, Ctx
+from domain.ids import tenant_id_for
 
 
 @pytest.fixture
@@ -66,3 +71,26 @@ def test_help_explains_itself() -> None:
     assert result.exit_code == 0
     for word in ("serve", "tenants", "users", "keys", "events"):
         assert word in result.output
+
+
+def test_keys_go_to_the_current_user_of_a_re_invited_email(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("tenants", "create", "--slug", "acme", "--name", "Acme", "--admin-name", "Ada",
+        "--admin-email", "ada@acme.example")  # fmt: skip
+    services = build_services(load_settings(var_dir=str(tmp_path / "var"), inference=False), start_runner=False)
+    try:
+        app_ = services.app
+        ctx = Ctx(actor=SYSTEM, tenant_id=tenant_id_for("acme"), request_id="t")
+        first = app_.accept_invite(token=app_.invite_user(ctx, email="bob@acme.example", role="member").secret,
+                                   name="Bob", request_id="t1")  # fmt: skip
+        app_.remove_user(ctx, first.user_id, "left")
+        again = app_.accept_invite(token=app_.invite_user(ctx, email="bob@acme.example", role="member").secret,
+                                   name="Bob", request_id="t2")  # fmt: skip
+    finally:
+        services.close()
+    issued = run("keys", "issue", "--tenant", "acme", "--email", "Bob@Acme.example")
+    key_id = re.search(r"key ([0-9a-f-]{36})", issued).group(1)  # type: ignore[union-attr]
+    services = build_services(load_settings(var_dir=str(tmp_path / "var"), inference=False), start_runner=False)
+    try:
+        assert services.directory.keys[UUID(key_id)].user_id == again.user_id != first.user_id
+    finally:
+        services.close()
