@@ -138,8 +138,7 @@ def _inference(settings: Settings, services: Services) -> Any:
 
 def _forget_revoked_agents(services: Services, gateway: Any) -> None:
     """A revoked agent leaves /v1/models at once, not only when its heartbeats stop."""
-    for agent in services.directory.revoked_agents():
-        gateway.registry.forget(str(agent.tenant_id), str(agent.id))
+    gateway.forget_agents((str(a.tenant_id), str(a.id)) for a in services.directory.revoked_agents())
 
 
 def _usage_sink(services: Services) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -119,9 +120,11 @@ class InferenceGateway:
             keepalive_s=keepalive_s,
         )
         self._last_prune = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Start the usage writer and connect to NATS (replies and heartbeats subscribed)."""
+        self._loop = asyncio.get_running_loop()
         self.usage.start()
         await self.transport.connect()
         self.transport.every_tick(self._prune)
@@ -138,11 +141,26 @@ class InferenceGateway:
         return build_router(self)
 
     def _prune(self) -> None:
-        """Forget idle rate-limit subjects once a minute."""
+        """Forget idle rate-limit subjects and long-gone agents once a minute."""
         now = time.monotonic()
         if now - self._last_prune >= 60:
             self._last_prune = now
             self.limiter.prune()
+            self.registry.prune()
+
+    def forget_agents(self, agents: Iterable[tuple[str, str]]) -> None:
+        """Drop revoked (tenant id, agent id)s from the live registry; safe to call from any thread."""
+        pairs = list(agents)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._forget(pairs)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile: nothing left to serve
+            loop.call_soon_threadsafe(self._forget, pairs)
+
+    def _forget(self, pairs: list[tuple[str, str]]) -> None:
+        for tenant_id, agent_id in pairs:
+            self.registry.forget(tenant_id, agent_id)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind a ``Bearer`` header, with the inference scope; 401/403 otherwise."""

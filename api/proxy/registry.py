@@ -47,6 +47,15 @@ class AgentRegistry:
         """Drop an agent at once (it was revoked)."""
         self._agents.get(tenant_id, {}).pop(agent_id, None)
 
+    def prune(self) -> None:
+        """Forget agents gone for long, and tenants with none left (the watchdog calls this)."""
+        now = self._clock()
+        for tenant_id, agents in list(self._agents.items()):
+            for agent_id in [a.agent_id for a in agents.values() if a.expires_at + FORGET_AFTER_S <= now]:
+                del agents[agent_id]
+            if not agents:
+                del self._agents[tenant_id]
+
     def live(self, tenant_id: str) -> list[LiveAgent]:
         """The tenant's agents heard from recently (long-gone ones are forgotten here)."""
         agents = self._agents.get(tenant_id)

@@ -170,10 +170,11 @@ class Transport:
             log.warning("cancel not published: %s", type(exc).__name__)
 
     async def _on_reply(self, msg: Msg) -> None:
-        """Dispatch a chunk/final/error to its job by the last subject token."""
-        channel = self.channels.get(msg.subject.rpartition(".")[2])
-        if channel is None:
-            return
+        """Dispatch a chunk/final/error to its job by the last subject token (within the job's tenant)."""
+        subject = msg.subject
+        channel = self.channels.get(subject.rpartition(".")[2])
+        if channel is None or subject.split(".", 2)[1] != channel.tenant_id:
+            return  # another tenant's agent may publish on its own reply subjects only: never into this job
         try:
             message = protocol.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -195,8 +196,9 @@ class Transport:
             message = protocol.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return
-        if isinstance(message, Heartbeat):
-            self.registry.beat(msg.subject.split(".")[1], message)
+        _, tenant_id, _, agent_id = msg.subject.split(".", 3)
+        if isinstance(message, Heartbeat) and message.agent_id == agent_id:
+            self.registry.beat(tenant_id, message)  # the subject, which NATS vouches for, names both
 
     async def _watch(self) -> None:
         """Keepalives, generation timeouts, drain deadlines, and housekeeping, once per tick."""
