@@ -210,8 +210,13 @@ class Worker:
             return
         queued = len(self._jobs) >= self.capacity
         state = _JobState(job=job)
-        self._jobs[job.job_id] = state
-        await self._answer(msg, Accepted(job_id=job.job_id, agent_id=self.config.agent_id, queued=queued))
+        self._jobs[job.job_id] = state  # before the await: a cancel may arrive while we answer
+        try:
+            await self._answer(msg, Accepted(job_id=job.job_id, agent_id=self.config.agent_id, queued=queued))
+        except Exception as exc:  # the proxy never heard "accepted": it times out; free the slot
+            self._jobs.pop(job.job_id, None)
+            log.warning("could not accept job %s: %s", job.job_id, type(exc).__name__)
+            return
         state.task = asyncio.create_task(self._run(state))
         log.info("accepted job %s (queued=%s)", job.job_id, queued)
 
@@ -253,8 +258,6 @@ class Worker:
                     return
                 state.running = True
                 await self._stream(job, request, progress)
-        except asyncio.CancelledError:
-            raise
         except RequestError as exc:
             log.info("job %s refused by the backend: %s", job.job_id, exc.code)
             with contextlib.suppress(Exception):

@@ -392,3 +392,27 @@ async def test_cli_serve_end_to_end(nats_server_factory: Factory, tmp_path: Path
     assert "backend: echo" in output
     assert "served by the cli" not in output  # no content in logs
     assert job.job_id in output  # job ids are logged
+
+
+async def test_a_job_whose_accept_cannot_be_sent_frees_its_place(server: NatsServer, proxy: Proxy) -> None:
+    worker = await start_worker(server)
+    real_answer = worker._answer
+    failures = [ConnectionError("outbound buffer full")]
+
+    async def flaky_answer(msg: nats.aio.msg.Msg, answer: Accepted | Error) -> None:
+        if failures and isinstance(answer, Accepted):
+            raise failures.pop()
+        await real_answer(msg, answer)
+
+    worker._answer = flaky_answer  # type: ignore[method-assign]
+    try:
+        lost = make_job("never accepted")
+        with pytest.raises(nats.errors.TimeoutError):
+            await proxy.submit(lost, timeout=0.3)
+        assert (worker.queued, worker.in_flight) == (0, 0)  # no phantom job holding a place
+        job = make_job("next one")
+        assert await proxy.submit(job) == Accepted(job.job_id, "agent-1")
+        _, final = await proxy.stream(job.job_id)
+        assert isinstance(final, Final)
+    finally:
+        await worker.stop()
