@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -145,6 +146,23 @@ def _usage_sink(services: Services) -> Any:
     """Usage records go straight to the domain command; the runner's next poll projects them.
 
     No catch-up per record: nobody reads their own usage write, and one query per inference
-    request would be pure overhead on the metering thread.
+    request would be pure overhead on the metering thread. The agent id comes off the wire: one
+    that is not a paired agent's uuid is recorded as unknown rather than losing the record.
     """
-    return services.app.record_usage
+    record_usage = services.app.record_usage
+
+    def record(*, agent_id: str | None, **fields: Any) -> Any:
+        return record_usage(agent_id=_agent_uuid(agent_id), **fields)
+
+    return record
+
+
+def _agent_uuid(agent_id: str | None) -> UUID | None:
+    """The agent's uuid, or None for a missing or malformed one (logged: an agent is misbehaving)."""
+    if not agent_id:
+        return None
+    try:
+        return UUID(agent_id)
+    except ValueError:
+        log.warning("usage recorded without the agent: it answered with a malformed id")
+        return None

@@ -12,6 +12,7 @@ from eventsourcing.persistence import OperationalError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.app import _usage_sink
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.usage import UsageRecord
@@ -173,5 +174,22 @@ def test_a_failing_usage_view_holds_back_neither_commands_nor_authentication(
             services.runner.catch_up()
         assert services.runner.tracked_position == services.runner.position
         assert totals(services, tenant) == (4, 6, {"ok": 4})  # every record once, after the outage
+    finally:
+        services.close()
+
+
+def test_a_malformed_agent_id_off_the_wire_never_loses_the_usage_record(make_settings: Callable[..., Settings]) -> None:
+    services = build_services(make_settings(), start_runner=False)
+    try:
+        sink = _usage_sink(services)
+        tenant = uuid.uuid4()
+        for agent_id in ("agent-1", str(uuid.uuid4()), None):
+            sink(
+                tenant_id=tenant, user_id=uuid.uuid4(), key_id=uuid.uuid4(), agent_id=agent_id, model="m",
+                endpoint="chat", stream=False, status="ok", prompt_tokens=1, completion_tokens=2, ttft_ms=1,
+                duration_ms=10, request_id=str(uuid.uuid4()),
+            )  # fmt: skip
+        services.runner.catch_up()
+        assert totals(services, tenant)[0] == 3
     finally:
         services.close()
