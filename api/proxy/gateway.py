@@ -17,11 +17,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from agent import protocol
 from agent.protocol import Accepted, Error, Job
+from api.auth import CredentialsRejected, bearer_secret
 from api.principal import Principal
 from api.proxy import errors
 from api.proxy.errors import OpenAIError
 from api.proxy.limits import Grant, Limiter, Refused
-from api.proxy.ports import Authenticator, UsageSink, as_rejection
+from api.proxy.ports import Authenticator, UsageSink
 from api.proxy.registry import AgentRegistry
 from api.proxy.responses import ChatEncoder, CompletionEncoder, Encoder
 from api.proxy.run import JobRun, agent_error
@@ -164,21 +165,16 @@ class InferenceGateway:
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind a ``Bearer`` header, with the inference scope; 401/403 otherwise."""
-        if not authorization:
-            raise errors.authentication(_MISSING_KEY, code="missing_api_key")
-        scheme, _, secret = authorization.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            raise errors.authentication(_MISSING_KEY, code="missing_api_key")
+        try:
+            secret = bearer_secret(authorization)
+        except CredentialsRejected:
+            raise errors.authentication(_MISSING_KEY, code="missing_api_key") from None  # OpenAI's wording
         try:
             return self.authenticator.authenticate(secret)
-        except Exception as exc:
-            rejection = as_rejection(exc)
-            if rejection is None:
-                raise
-            if rejection.status == 403:
-                raise errors.permission(rejection.message, code=rejection.code) from None
-            raise errors.authentication(rejection.message, code=rejection.code) from None
+        except CredentialsRejected as rejected:
+            if rejected.status == 403:
+                raise errors.permission(rejected.message, code=rejected.code) from None
+            raise errors.authentication(rejected.message, code=rejected.code) from None
 
     def models(self, authorization: str | None) -> bytes:
         """``GET /v1/models`` for the caller's tenant."""

@@ -25,19 +25,3 @@ class UsageSink(Protocol):
     def __call__(self, **fields: Any) -> Any:
         """Record one usage record (see ``api.proxy.usage.Meter.finish`` for the fields)."""
         ...
-
-
-class Rejection(Protocol):
-    """The shape of ``api.auth.CredentialsRejected``, matched by attributes (no import cycle)."""
-
-    status: int
-    code: str
-    message: str
-
-
-def as_rejection(exc: BaseException) -> Rejection | None:
-    """``exc`` when it carries a credentials rejection's attributes, else ``None``."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and isinstance(getattr(exc, "code", None), str):
-        return exc  # type: ignore[return-value]
-    return None

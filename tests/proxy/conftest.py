@@ -18,6 +18,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from api.auth import CredentialsRejected
 from api.embedded_nats import EmbeddedNats
 from api.nats_auth import AgentAccount, hash_password
 from api.principal import Principal
@@ -30,19 +31,11 @@ TENANT_A = UUID("00000000-0000-4000-8000-00000000000a")
 TENANT_B = UUID("00000000-0000-4000-8000-00000000000b")
 
 
-class Rejected(Exception):
-    """Stands in for ``api.auth.CredentialsRejected`` (same attributes)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 class KeyRing:
     """An in-memory authenticator: secret -> principal, or a rejection."""
 
     def __init__(self) -> None:
-        self.keys: dict[str, Principal | Rejected] = {}
+        self.keys: dict[str, Principal | CredentialsRejected] = {}
 
     def issue(self, tenant: UUID = TENANT_A, scopes: frozenset[str] = frozenset({"inference"}), plan: str = "team"):
         """A new key for a new user of ``tenant``; returns (secret, principal)."""
@@ -55,8 +48,8 @@ class KeyRing:
         """The principal, or raise the stored rejection / a 401."""
         found = self.keys.get(secret)
         if found is None:
-            raise Rejected(401, "invalid_api_key", "Incorrect API key provided.")
-        if isinstance(found, Rejected):
+            raise CredentialsRejected(401, "invalid_api_key", "Incorrect API key provided.")
+        if isinstance(found, CredentialsRejected):
             raise found
         return found
 

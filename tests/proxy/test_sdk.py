@@ -5,7 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.proxy.conftest import TENANT_B, Rejected, Stack
+from api.auth import CredentialsRejected
+from tests.proxy.conftest import TENANT_B, Stack
 
 X = [{"role": "user", "content": "x"}]
 
@@ -126,7 +127,7 @@ def test_bad_key_is_authentication_error(stack: Stack) -> None:
 
 
 def test_suspended_is_permission_denied(stack: Stack) -> None:
-    stack.keys.keys["sk-suspended"] = Rejected(403, "tenant_suspended", "Your organization is suspended.")
+    stack.keys.keys["sk-suspended"] = CredentialsRejected(403, "tenant_suspended", "Your organization is suspended.")
     with pytest.raises(openai.PermissionDeniedError):
         client(stack, "sk-suspended").models.list()
 
