@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from api import schemas
 from projections.directory import AgentView, InviteView, KeyView, PairingKeyView, TenantView, UserView
 
@@ -14,20 +16,29 @@ def user_out(u: UserView) -> schemas.UserOut:
     return schemas.UserOut(u.id, u.name, u.email, u.role, u.status, u.joined_at)
 
 
-def invite_out(i: InviteView) -> schemas.InviteOut:
-    return schemas.InviteOut(i.id, i.email, i.role, i.status, i.expires_at, i.issued_at)
+def invite_out(i: InviteView, now: datetime) -> schemas.InviteOut:
+    return schemas.InviteOut(i.id, i.email, i.role, _unless_expired(i.status, i.expires_at, now), i.expires_at,
+                             i.issued_at)  # fmt: skip
 
 
-def key_out(k: KeyView) -> schemas.KeyOut:
-    status = "revoked" if k.revoked_at else "active"
+def key_out(k: KeyView, now: datetime) -> schemas.KeyOut:
+    status = "revoked" if k.revoked_at else _unless_expired("active", k.expires_at, now)
     return schemas.KeyOut(
         k.id, k.user_id, k.name, k.prefix, sorted(k.scopes), status, k.expires_at, k.issued_at, k.revoked_at
     )
 
 
-def pairing_out(p: PairingKeyView) -> schemas.PairingKeyOut:
-    return schemas.PairingKeyOut(p.id, p.prefix, p.status, p.expires_at, p.issued_at, p.agent_id)
+def pairing_out(p: PairingKeyView, now: datetime) -> schemas.PairingKeyOut:
+    status = _unless_expired(p.status, p.expires_at, now)
+    return schemas.PairingKeyOut(p.id, p.prefix, status, p.expires_at, p.issued_at, p.agent_id)
 
 
 def agent_out(a: AgentView) -> schemas.AgentOut:
     return schemas.AgentOut(a.id, a.name, "revoked" if a.revoked_at else "active", a.paired_at, a.revoked_at)
+
+
+def _unless_expired(status: str, expires_at: datetime | None, now: datetime) -> str:
+    """``expired`` for a still-usable status whose time is up (the stored status never says so)."""
+    if status in ("open", "active") and expires_at is not None and expires_at <= now:
+        return "expired"
+    return status

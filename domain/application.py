@@ -51,7 +51,7 @@ def utc_now() -> datetime:
 class Directory(Protocol):
     """What commands need to know across aggregates; implemented by the directory projection."""
 
-    def email_taken(self, tenant_id: UUID, email: str) -> bool:
+    def email_taken(self, tenant_id: UUID, email: str, now: datetime) -> bool:
         """A current (not removed) user or open invite of the tenant has this email."""
         ...
 
@@ -193,7 +193,7 @@ class OwnLLM(Application[UUID]):
         self._tenant(ctx.tenant_id).check_active()
         address = normalise_email(email)
         role_value = check_role(role).value
-        if self.directory is not None and self.directory.email_taken(ctx.tenant_id, address):
+        if self.directory is not None and self.directory.email_taken(ctx.tenant_id, address, self.clock()):
             raise AlreadyMember("this email already has a user or an open invite in the tenant")
         token = secrets.new_secret(secrets.INVITE_PREFIX)
         token_hash = secrets.keyed_hash(self.pepper, token)

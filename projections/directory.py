@@ -150,11 +150,11 @@ class Directory:
         """A tenant's rows (empty for an unknown tenant, without creating any)."""
         return self.by_tenant.get(tenant_id, _NO_ROWS)
 
-    def email_taken(self, tenant_id: UUID, email: str) -> bool:
-        """A current user or open invite of the tenant has this email."""
+    def email_taken(self, tenant_id: UUID, email: str, now: datetime) -> bool:
+        """A current user or an open, unexpired invite of the tenant has this email."""
         rows = self.rows(tenant_id)
         return any(u.email == email and not u.removed for u in rows.users) or any(
-            i.email == email and i.status == "open" for i in rows.invites
+            i.email == email and i.status == "open" and i.expires_at > now for i in rows.invites
         )
 
     def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
@@ -34,7 +35,7 @@ class PairingKeyController(Controller):
         """The tenant's pairing keys and their status (open, redeemed, revoked), oldest first."""
         directory = services_of(request).directory
         rows = directory.tenant_pairing_keys(principal_of(request).tenant_id)
-        return paginate(request, rows, pairing_out, limit, after)
+        return paginate(request, rows, partial(pairing_out, now=services_of(request).app.clock()), limit, after)
 
     @delete(
         "/{pairing_key_id:uuid}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
@@ -35,7 +36,7 @@ class InviteController(Controller):
         """The tenant's invites and their status (open, accepted, revoked), oldest first."""
         directory = services_of(request).directory
         rows = directory.tenant_invites(principal_of(request).tenant_id)
-        return paginate(request, rows, invite_out, limit, after)
+        return paginate(request, rows, partial(invite_out, now=services_of(request).app.clock()), limit, after)
 
     @delete(
         "/{invite_id:uuid}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
@@ -35,7 +36,7 @@ class KeyController(Controller):
             raise PermissionDenied("listing every user's keys needs an admin, compliance or auditor role")
         user_id = None if all_users else principal.user_id
         rows = services_of(request).directory.tenant_keys(principal.tenant_id, user_id)
-        return paginate(request, rows, key_out, limit, after)
+        return paginate(request, rows, partial(key_out, now=services_of(request).app.clock()), limit, after)
 
     @post("/", operation_id="issueKey", opt={"action": Action.KEYS_OWN}, sync_to_thread=True)
     def issue(self, request: AnyRequest, data: JSONBody[schemas.IssueKeyRequest]) -> schemas.IssuedKeyOut:
