@@ -31,10 +31,10 @@ from api.proxy.translate import Generation, chat_generation, completion_generati
 from api.proxy.transport import Transport
 from api.proxy.usage import Meter, Outcome, UsageWriter
 from api.settings import Settings
+from domain.permissions import Action, allows
 
 log = logging.getLogger(__name__)
 
-INFERENCE_SCOPE = "inference"
 _OFFER_ATTEMPTS = 4
 _OFFER_BACKOFF_S = 0.05
 _JSON = "application/json"
@@ -195,9 +195,11 @@ class InferenceGateway:
 
     @staticmethod
     def _require_scope(principal: Principal) -> None:
-        """403 unless the key may call models."""
-        if INFERENCE_SCOPE not in principal.scopes:
-            raise errors.permission("This API key does not have the 'inference' scope.", code="insufficient_scope")
+        """403 unless the permission matrix lets this key and role call models."""
+        if not allows(principal.role, principal.scopes, Action.INFERENCE):
+            if Action.INFERENCE.value not in principal.scopes:
+                raise errors.permission("This API key does not have the 'inference' scope.", code="insufficient_scope")
+            raise errors.permission(f"The role '{principal.role}' may not call models.", code="insufficient_role")
 
     async def generate(self, request: Request, endpoint: Endpoint) -> Response:
         """Handle a chat or completion request end to end; exactly one usage record once authenticated."""

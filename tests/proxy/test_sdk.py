@@ -6,6 +6,7 @@ import openai
 import pytest
 
 from api.auth import CredentialsRejected
+from api.principal import Principal
 from tests.proxy.conftest import TENANT_B, Stack
 
 X = [{"role": "user", "content": "x"}]
@@ -167,3 +168,12 @@ def test_usage_record_per_request(stack: Stack) -> None:
     assert record["status"] == "ok" and record["prompt_tokens"] == 3 and record["completion_tokens"] == 3
     assert record["agent_id"] and record["endpoint"] == "/v1/chat/completions" and record["stream"] is False
     assert "p q r" not in repr(record)
+
+
+def test_a_role_the_matrix_keeps_from_inference_is_refused_even_with_the_scope(stack: Stack) -> None:
+    secret, principal = stack.keys.issue()
+    stack.keys.keys[secret] = Principal(principal.tenant_id, principal.user_id, principal.key_id, "auditor",
+                                        frozenset({"inference"}), "team")  # fmt: skip
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client(stack, secret).models.list()
+    assert caught.value.code == "insufficient_role"
