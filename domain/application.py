@@ -348,7 +348,7 @@ class OwnLLM(Application[UUID]):
 
     def redeem_pairing_key(self, *, secret: str, name: str, request_id: str) -> PairedAgent:
         """Pair an agent: the key is used up and the agent gets NATS credentials, once."""
-        key = self._by_secret(PairingKey, secret, "pairing-key")
+        key = self._by_secret(PairingKey, secret, "pairing key")
         self._tenant(key.tenant_id).check_active()
         agent_id = uuid4()
         ctx = Ctx(actor=f"agent:{agent_id}", tenant_id=key.tenant_id, request_id=request_id)
@@ -455,13 +455,10 @@ class OwnLLM(Application[UUID]):
         return streams
 
     def _by_secret(self, cls: type[TAggregate], secret: str, kind: str) -> TAggregate:
-        aggregate_id = secret_id_for(kind, secrets.keyed_hash(self.pepper, secret))
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"unknown {kind.replace('-', ' ')}") from None
+        """The one-time-secret aggregate (invite, pairing key) a secret names; its id is derived from it."""
+        aggregate = self._get(cls.create_id(secrets.keyed_hash(self.pepper, secret)))
         if not isinstance(aggregate, cls):
-            raise NotFound(f"unknown {kind.replace('-', ' ')}")
+            raise NotFound(f"unknown {kind}")
         return aggregate
 
     def _save(self, *aggregates: Aggregate, conflict: Exception | None = None) -> None:
