@@ -124,6 +124,7 @@ class Transport:
             self._watchdog = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
+        await self._fail_all_and_wait(settle_s=1.0)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -235,12 +236,23 @@ class Transport:
         if self.nc is not None and self.nc.is_closed:
             return
         log.warning("disconnected from NATS; %d jobs failed; reconnecting", len(self.channels))
+        self._fail_all()
+
+    def _fail_all(self) -> None:
+        """Every job's replies are lost: settle the drains now, tell the running jobs."""
         for channel in list(self.channels.values()):
             if channel.on_drained is not None:
                 self.channels.pop(channel.job_id, None)
                 channel.on_drained(channel, None)
             else:
                 channel.queue.put_nowait(LOST)
+
+    async def _fail_all_and_wait(self, settle_s: float) -> None:
+        """At shutdown: fail every job and give their requests a moment to record usage before we go."""
+        self._fail_all()
+        deadline = time.monotonic() + settle_s
+        while self.channels and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def _on_reconnected(self) -> None:
         """Log a restored connection (nats-py restores the subscriptions)."""

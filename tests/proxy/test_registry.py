@@ -10,7 +10,7 @@ from agent import protocol
 from agent.protocol import Chunk, Heartbeat, ModelInfo
 from api.proxy import InferenceGateway
 from api.proxy.registry import FORGET_AFTER_S, AgentRegistry
-from api.proxy.transport import Transport
+from api.proxy.transport import LOST, Transport
 from api.settings import Settings
 
 
@@ -78,3 +78,22 @@ async def test_revoked_agents_are_forgotten_on_the_loop_even_when_told_from_anot
     assert [a.agent_id for a in gateway.registry.live("t1")] == ["a1"]  # not touched from that thread...
     await asyncio.sleep(0)
     assert gateway.registry.live("t1") == []  # ...but on the loop, at its next turn
+
+
+async def test_shutdown_settles_every_job_before_the_usage_writer_stops() -> None:
+    bus = transport(AgentRegistry())
+    drained: list[object] = []
+    leaving = bus.open("left-early", "t1")  # its client went away: waiting for the agent's last word
+    bus.cancel(leaving, lambda channel, last: drained.append((channel.job_id, last)))
+    running = bus.open("still-running", "t1")
+    seen: list[object] = []
+
+    async def request_handler() -> None:  # what JobRun does: settle on LOST, which closes the channel
+        seen.append(await running.queue.get())
+        bus.close_channel(running.job_id)
+
+    handler = asyncio.create_task(request_handler())
+    await bus.close()
+    await asyncio.wait_for(handler, 2)
+    assert drained == [("left-early", None)] and seen == [LOST]
+    assert bus.channels == {}
