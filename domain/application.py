@@ -25,7 +25,6 @@ from domain.errors import (
     Conflict,
     InvalidState,
     InvalidValue,
-    LastAdmin,
     NotFound,
     SlugTaken,
 )
@@ -53,10 +52,6 @@ class Directory(Protocol):
 
     def email_taken(self, tenant_id: UUID, email: str, now: datetime) -> bool:
         """A current (not removed) user or open invite of the tenant has this email."""
-        ...
-
-    def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:
-        """Users of the tenant with role admin that are neither suspended nor removed."""
         ...
 
 
@@ -221,7 +216,8 @@ class OwnLLM(Application[UUID]):
     def accept_invite(self, *, token: str, name: str, request_id: str) -> Joined:
         """Create the invited user; they get a first API key with their role's scopes."""
         invite = self._by_secret(Invite, token, "invite")
-        self._tenant(invite.tenant_id).check_active()
+        tenant = self._tenant(invite.tenant_id)
+        tenant.check_active()
         actor = f"user:{invite.user_id}"
         ctx = Ctx(actor=actor, tenant_id=invite.tenant_id, request_id=request_id)
         invite.accept(ctx, self.clock())
@@ -236,44 +232,46 @@ class OwnLLM(Application[UUID]):
             request_id=request_id,
         )
         key, issued = self._new_api_key(ctx, user, "first key", list(SCOPES_BY_ROLE[Role(invite.role)]), None)
-        self._save(invite, user, key, conflict=AlreadyUsed("invite was already accepted"))
+        if user.role == Role.ADMIN:
+            tenant.appoint_admin(ctx, user.id)
+        self._save(invite, user, key, tenant, conflict=AlreadyUsed("invite was already accepted"))
         return Joined(tenant_id=invite.tenant_id, user_id=user.id, role=user.role, api_key=issued)
 
     def change_role(self, ctx: Ctx, user_id: UUID, role: str, reason: str) -> None:
         """Give a user another role; the tenant keeps at least one active admin."""
-        user = self._load(User, user_id, ctx.tenant_id)
-        if user.role == Role.ADMIN and role != Role.ADMIN:
-            self._check_not_last_admin(user)
+        tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         user.change_role(ctx, role, check_reason(reason))
-        self._save(user)
+        self._count_admin(ctx, tenant, user)
 
     def suspend_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Stop a user's access (their keys are refused) until reinstated."""
-        user = self._load(User, user_id, ctx.tenant_id)
-        if user.role == Role.ADMIN:
-            self._check_not_last_admin(user)
+        tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         user.suspend(ctx, check_reason(reason))
-        self._save(user)
+        self._count_admin(ctx, tenant, user)
 
     def reinstate_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Restore a suspended user."""
-        user = self._load(User, user_id, ctx.tenant_id)
+        tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         user.reinstate(ctx, check_reason(reason))
-        self._save(user)
+        self._count_admin(ctx, tenant, user)
 
     def remove_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
         """Remove a user; every key of theirs stops working on the next request."""
-        user = self._load(User, user_id, ctx.tenant_id)
-        if user.role == Role.ADMIN:
-            self._check_not_last_admin(user)
+        tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         user.remove(ctx, check_reason(reason))
-        self._save(user)
+        self._count_admin(ctx, tenant, user)
 
-    def _check_not_last_admin(self, user: User) -> None:
-        if self.directory is None or not user.active:
-            return
-        if self.directory.active_admin_ids(user.tenant_id) <= {user.id}:
-            raise LastAdmin("the tenant must keep at least one active admin")
+    def _count_admin(self, ctx: Ctx, tenant: Tenant, user: User) -> None:
+        """Keep the tenant's acting admins in step with the user, and save both at once.
+
+        Saving the tenant too (when its admins change) makes two concurrent demotions of the last
+        two admins conflict on the tenant's version: one of them gets 409, never both through.
+        """
+        if user.active and user.role == Role.ADMIN:
+            tenant.appoint_admin(ctx, user.id)
+        else:
+            tenant.step_down_admin(ctx, user.id)
+        self._save(user, tenant)
 
     # -- API keys ---------------------------------------------------------------------------
 

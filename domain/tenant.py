@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.context import Ctx
-from domain.errors import InvalidState, InvalidValue
+from domain.errors import InvalidState, InvalidValue, LastAdmin
 from domain.ids import tenant_id_for
 from domain.sealing import PersonalData
 
@@ -55,6 +55,22 @@ class Tenant(Aggregate):
         request_id: str
         reason: PersonalData  # free text may name people: sealed
 
+    class AdminAppointed(Aggregate.Event):
+        """A user now acts as an admin: joined or promoted as one, or reinstated while one."""
+
+        tenant_id: UUID
+        user_id: UUID
+        actor: str
+        request_id: str
+
+    class AdminSteppedDown(Aggregate.Event):
+        """A user no longer acts as an admin: demoted, suspended or removed."""
+
+        tenant_id: UUID
+        user_id: UUID
+        actor: str
+        request_id: str
+
     @staticmethod
     def create_id(slug: str, **_: Any) -> UUID:
         """Tenant ids are the slug's deterministic uuid5."""
@@ -65,6 +81,7 @@ class Tenant(Aggregate):
         self.slug = slug
         self.name = name
         self.admin_user_id = admin_user_id
+        self.admins = {admin_user_id}  # who acts as admin now: the invariant "never empty" lives here
         self.suspended = False
 
     @property
@@ -87,6 +104,23 @@ class Tenant(Aggregate):
             tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
         )
 
+    def appoint_admin(self, ctx: Ctx, user_id: UUID) -> None:
+        """Count a user among the acting admins (no event when already counted)."""
+        if user_id not in self.admins:
+            self._admin_appointed(tenant_id=self.id, user_id=user_id, actor=ctx.actor, request_id=ctx.request_id)
+
+    def step_down_admin(self, ctx: Ctx, user_id: UUID) -> None:
+        """Stop counting a user among the acting admins; the last one may not step down."""
+        if user_id not in self.admins:
+            return
+        self.check_not_last_admin(user_id)
+        self._admin_stepped_down(tenant_id=self.id, user_id=user_id, actor=ctx.actor, request_id=ctx.request_id)
+
+    def check_not_last_admin(self, user_id: UUID) -> None:
+        """Refuse to leave the tenant without an acting admin."""
+        if self.admins <= {user_id}:
+            raise LastAdmin("the tenant must keep at least one active admin")
+
     def check_active(self) -> None:
         """Refuse commands on a suspended tenant."""
         if self.suspended:
@@ -99,3 +133,11 @@ class Tenant(Aggregate):
     @event(Reinstated)
     def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
         self.suspended = False
+
+    @event(AdminAppointed)
+    def _admin_appointed(self, tenant_id: UUID, user_id: UUID, actor: str, request_id: str) -> None:
+        self.admins.add(user_id)
+
+    @event(AdminSteppedDown)
+    def _admin_stepped_down(self, tenant_id: UUID, user_id: UUID, actor: str, request_id: str) -> None:
+        self.admins.discard(user_id)

@@ -12,7 +12,6 @@ from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
-from domain.roles import Role
 from domain.tenant import Tenant
 from domain.user import User
 
@@ -156,10 +155,6 @@ class Directory:
         return any(u.email == email and not u.removed for u in rows.users) or any(
             i.email == email and i.status == "open" and i.expires_at > now for i in rows.invites
         )
-
-    def active_admin_ids(self, tenant_id: UUID) -> set[UUID]:
-        """Admins of the tenant that may act."""
-        return {u.id for u in self.rows(tenant_id).users if u.role == Role.ADMIN and u.status == "active"}
 
     def tenant_users(self, tenant_id: UUID) -> list[UserView]:
         """A tenant's users, oldest first."""
