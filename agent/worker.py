@@ -44,6 +44,7 @@ class _JobState:
 
     job: Job
     running: bool = False
+    waiting: bool = False  # for a slot: a cancel wakes it
     cancelled: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -250,14 +251,24 @@ class Worker:
         request = GenerationRequest.from_job(job)
         progress = [0, 0]  # chunks sent, completion tokens sent
         try:
-            async with self._slots:
-                if state.cancelled:
-                    prompt = self.backend.count_prompt_tokens(request)
-                    await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0))
-                    log.info("job %s cancelled while queued", job.job_id)
+            state.waiting = True
+            try:
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                if not state.cancelled:
+                    raise
+                await self._cancelled_while_queued(job, request)  # woken by the cancel: no slot taken
+                return
+            finally:
+                state.waiting = False
+            try:
+                if state.cancelled:  # cancelled before it even began to wait
+                    await self._cancelled_while_queued(job, request)
                     return
                 state.running = True
                 await self._stream(job, request, progress)
+            finally:
+                self._slots.release()
         except RequestError as exc:
             log.info("job %s refused by the backend: %s", job.job_id, exc.code)
             with contextlib.suppress(Exception):
@@ -275,6 +286,12 @@ class Worker:
                 await self._publish(job, error)
         finally:
             self._jobs.pop(job.job_id, None)
+
+    async def _cancelled_while_queued(self, job: Job, request: GenerationRequest) -> None:
+        """The Final of a job cancelled before it ran: exact prompt count, counted off the event loop."""
+        prompt = await asyncio.to_thread(self.backend.count_prompt_tokens, request)
+        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0))
+        log.info("job %s cancelled while queued", job.job_id)
 
     async def _stream(self, job: Job, request: GenerationRequest, progress: list[int]) -> None:
         """Relay the backend's events as Chunks and one Final."""
@@ -328,10 +345,14 @@ class Worker:
             log.info("cancel requested for job %s", message.job_id)
 
     def _cancel_state(self, state: _JobState) -> None:
-        """Mark a job cancelled and tell the backend if it is running."""
+        """Mark a job cancelled: tell the backend if it runs, wake it at once if it waits for a slot."""
+        if state.cancelled:
+            return
         state.cancelled = True
         if state.running:
             self.backend.cancel(state.job.job_id)
+        elif state.waiting and state.task is not None:
+            state.task.cancel()
 
     async def _on_error(self, exc: Exception) -> None:
         """Log NATS errors (never message content)."""

@@ -416,3 +416,23 @@ async def test_a_job_whose_accept_cannot_be_sent_frees_its_place(server: NatsSer
         assert isinstance(final, Final)
     finally:
         await worker.stop()
+
+
+async def test_a_queued_job_cancelled_ends_at_once_not_when_a_slot_frees(server: NatsServer, proxy: Proxy) -> None:
+    worker = await start_worker(server, token_delay_s=0.05, capacity=1, queue_limit=2)
+    try:
+        long = " ".join(["word"] * 100)  # about 5 s of generation
+        running, waiting = make_job(long), make_job("three short words")
+        assert await proxy.submit(running) == Accepted(running.job_id, "agent-1", queued=False)
+        assert await proxy.submit(waiting) == Accepted(waiting.job_id, "agent-1", queued=True)
+        started = time.monotonic()
+        await proxy.cancel(waiting.job_id)
+        _, final = await proxy.stream(waiting.job_id, timeout=2.0)
+        assert final == Final(waiting.job_id, 0, "cancelled", prompt_tokens=3, completion_tokens=0)
+        assert time.monotonic() - started < 1.0
+        assert (worker.in_flight, worker.queued) == (1, 0)  # the running job kept its slot
+        await proxy.cancel(running.job_id)
+        _, last = await proxy.stream(running.job_id)
+        assert isinstance(last, Final) and last.finish_reason == "cancelled"
+    finally:
+        await worker.stop()
