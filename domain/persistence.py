@@ -34,7 +34,6 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 ROW_PLACEHOLDERS = "(%s, %s, %s, %s)"
-STATEMENTS_BEFORE_INSERT = 3  # SET LOCAL, LOCK TABLE, NOTIFY
 
 
 class OneTripPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -80,19 +79,15 @@ class OneTripPostgresApplicationRecorder(PostgresApplicationRecorder):
         return f"{self._one_trip_prefix} VALUES {values} RETURNING notification_id"
 
     def _compose_prefix(self) -> Any:
-        """Everything up to VALUES, with the same lock and notify statements as the library."""
+        """Everything up to VALUES: the library's own lock statements and NOTIFY, then the INSERT."""
         table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        return SQL(
-            "SET LOCAL lock_timeout = '{timeout}s'; "
-            "LOCK TABLE {table} IN EXCLUSIVE MODE; "
-            "NOTIFY {channel}; "
-            "INSERT INTO {table} (originator_id, originator_version, topic, state)"
-        ).format(timeout=self.datastore.lock_timeout, table=table, channel=Identifier(self.channel_name))
+        notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+        insert = SQL("INSERT INTO {0} (originator_id, originator_version, topic, state)").format(table)
+        return SQL("; ").join([*self.lock_table_statements, notify, insert])
 
-    @staticmethod
-    def _inserted_ids(curs: ClientCursor[DictRow], expected: int) -> list[int]:
+    def _inserted_ids(self, curs: ClientCursor[DictRow], expected: int) -> list[int]:
         """The notification ids from the INSERT's result set (the last one of the query string)."""
-        for _ in range(STATEMENTS_BEFORE_INSERT):
+        for _ in range(len(self.lock_table_statements) + 1):  # their result sets, then NOTIFY's
             curs.nextset()
         status = curs.statusmessage or ""
         if not status.startswith("INSERT"):
