@@ -11,7 +11,6 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from api.auth import CredentialsRejected
 from domain import errors
-from domain.sealing import SubjectKeyMissing
 
 log = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -23,7 +22,6 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.Expired, 410),
     (errors.InvalidValue, 422),
     (errors.Conflict, 409),
-    (SubjectKeyMissing, 409),
     (errors.DomainError, 400),
 ]
 
@@ -101,7 +99,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     errors.DomainError: domain_error,
     CredentialsRejected: credentials_rejected,
     ValidationException: validation_error,
-    SubjectKeyMissing: domain_error,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

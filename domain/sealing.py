@@ -173,12 +173,12 @@ class PostgresKeyStore(KeyStore):
         self._conn.close()
 
 
-class SubjectKeyMissing(Exception):
-    """Sealing was asked for a subject whose key was destroyed (erased subjects get no new data)."""
-
-
 class PersonalDataTranscoding(Transcoding):
-    """Encodes :class:`PersonalData` as ``{s: subject, c: base64(nonce|AES-GCM ciphertext)}``."""
+    """Encodes :class:`PersonalData` as ``{s: subject, c: base64(nonce|AES-GCM ciphertext)}``.
+
+    Data about an already erased subject is written as ``{s: subject}`` alone: erasure means no new
+    data either, yet an admin must still be able to revoke that person's keys or remove them.
+    """
 
     type = PersonalData
     name = "sealed"
@@ -188,8 +188,8 @@ class PersonalDataTranscoding(Transcoding):
 
     def encode(self, obj: PersonalData) -> dict[str, str]:
         key = self.keys.key_for(obj.subject_id, create=True)
-        if key is None:
-            raise SubjectKeyMissing(f"subject {obj.subject_id} was erased")
+        if key is None:  # an erased subject: store nothing of theirs, and let the command go on
+            return {"s": obj.subject_id.hex}
         nonce = os.urandom(NONCE_BYTES)
         sealed = AESGCM(key).encrypt(nonce, obj.value.encode(), obj.subject_id.bytes)
         return {"s": obj.subject_id.hex, "c": base64.b64encode(nonce + sealed).decode()}
@@ -197,7 +197,7 @@ class PersonalDataTranscoding(Transcoding):
     def decode(self, data: dict[str, str]) -> PersonalData:
         subject_id = UUID(data["s"])
         key = self.keys.key_for(subject_id, create=False)
-        if key is None:
+        if key is None or "c" not in data:
             return PersonalData(subject_id, ERASED)
         blob = base64.b64decode(data["c"])
         plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], subject_id.bytes)

@@ -128,3 +128,24 @@ def test_the_key_store_is_a_separate_file_from_the_events(services: Services) ->
     events = sqlite3.connect(services.settings.sqlite_file)
     tables = {row[0] for row in events.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "subject_keys" not in tables
+
+
+def test_an_erased_persons_keys_can_still_be_revoked_and_the_person_removed(api: Api) -> None:
+    admin_key = api.signup("aftercare")["api_key"]["secret"]
+    token = api.call("POST", "/api/v1/invites", admin_key, json={"email": CANARY}).json()["token"]
+    joined = api.call("POST", "/api/v1/invites/accept", json={"token": token, "name": "Eve"}).json()
+    subject, their_key = UUID(joined["user_id"]), joined["api_key"]
+    api.services.keys.destroy(subject)
+
+    revoked = api.call("DELETE", f"/api/v1/keys/{their_key['id']}?reason=erased%20on%20request", admin_key)
+    assert revoked.status_code == 204, revoked.text
+    assert api.call("GET", "/api/v1/me", their_key["secret"]).status_code == 401
+    removed = api.call("DELETE", f"/api/v1/users/{subject}?reason=complaint%20from%20{CANARY}", admin_key)
+    assert removed.status_code == 204, removed.text
+
+    assert not holds(store_bytes(api.services.settings), CANARY)
+    replayed: Services = build_services(api.services.settings, start_runner=False)
+    try:
+        assert replayed.directory.users[subject].status == "removed"
+    finally:
+        replayed.close()
