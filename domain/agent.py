@@ -17,7 +17,7 @@ class Agent(Aggregate):
     class Paired(Aggregate.Created):
         tenant_id: UUID
         pairing_key_id: UUID
-        name: str
+        name: PersonalData  # a device name may name its owner ("alice-desktop"): sealed under the tenant
         nats_user: str
         nats_password_bcrypt: str
         actor: str
@@ -35,7 +35,7 @@ class Agent(Aggregate):
         id: UUID,
         tenant_id: UUID,
         pairing_key_id: UUID,
-        name: str,
+        name: PersonalData,
         nats_user: str,
         nats_password_bcrypt: str,
         actor: str,

@@ -357,7 +357,7 @@ class OwnLLM(Application[UUID]):
             id=agent_id,
             tenant_id=key.tenant_id,
             pairing_key_id=key.id,
-            name=check_name(name, "name"),
+            name=PersonalData(key.tenant_id, check_name(name, "name")),
             nats_user=nats_user,
             nats_password_bcrypt=bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10, prefix=b"2a")).decode(),
             actor=ctx.actor,

@@ -283,7 +283,7 @@ def _pairing_revoked(d: Directory, e: PairingKey.Revoked) -> None:
 
 
 def _agent_paired(d: Directory, e: Agent.Paired) -> None:
-    agent = AgentView(e.originator_id, e.tenant_id, e.name, e.nats_user, e.nats_password_bcrypt, e.timestamp)
+    agent = AgentView(e.originator_id, e.tenant_id, str(e.name), e.nats_user, e.nats_password_bcrypt, e.timestamp)
     d.agents[agent.id] = agent
     d._add(agent.tenant_id).agents.append(agent)
     d.agents_version += 1

@@ -149,3 +149,12 @@ def test_an_erased_persons_keys_can_still_be_revoked_and_the_person_removed(api:
         assert replayed.directory.users[subject].status == "removed"
     finally:
         replayed.close()
+
+
+def test_an_agents_device_name_is_sealed_like_other_free_text(api: Api) -> None:
+    admin_key = api.signup("devices")["api_key"]["secret"]
+    secret = api.call("POST", "/api/v1/pairing-keys", admin_key).json()["secret"]
+    paired = api.call("POST", "/api/v1/agents/pair", json={"pairing_key": secret, "name": "canary-alice-desktop"})
+    assert paired.status_code == 201, paired.text
+    assert [a["name"] for a in api.call("GET", "/api/v1/agents", admin_key).json()] == ["canary-alice-desktop"]
+    assert not holds(store_bytes(api.services.settings), "canary-alice-desktop")
