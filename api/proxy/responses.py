@@ -49,10 +49,29 @@ def sse_error(error: OpenAIError) -> bytes:
     return sse(error.encode())
 
 
-class ChatEncoder:
-    """Bodies and events of one chat completion."""
+_SENTINEL = "\x00ownllm-content\x00"  # never produced by a model (NUL), so it splits a template once
+_SENTINEL_JSON = encode(_SENTINEL)
 
-    __slots__ = ("created", "id", "include_usage", "model", "role_sent")
+
+def split_template(event: bytes) -> tuple[bytes, bytes] | None:
+    """An encoded event around the sentinel content: the bytes before and after the content string.
+
+    None if the sentinel is not there exactly once (a model name holding it): encode chunks whole.
+    """
+    if event.count(_SENTINEL_JSON) != 1:
+        return None
+    head, _, tail = event.partition(_SENTINEL_JSON)
+    return head, tail
+
+
+class ChatEncoder:
+    """Bodies and events of one chat completion.
+
+    Content chunks are the hot path of a stream: each is the request's constant bytes around the
+    JSON-encoded text, split once from a template (byte-identical to encoding the whole chunk).
+    """
+
+    __slots__ = ("created", "id", "include_usage", "model", "rest", "role_sent")
 
     def __init__(self, response_id: str, model: str, created: int, include_usage: bool) -> None:
         self.id = response_id
@@ -60,6 +79,7 @@ class ChatEncoder:
         self.created = created
         self.include_usage = include_usage
         self.role_sent = False
+        self.rest: tuple[bytes, bytes] | None = None  # the template of every content chunk after the first
 
     def complete(self, text: str, reason: FinishReason, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The non-streamed body."""
@@ -75,9 +95,20 @@ class ChatEncoder:
 
     def delta(self, text: str) -> bytes:
         """A content chunk (the first one also carries the role)."""
-        role = None if self.role_sent else "assistant"
+        first = not self.role_sent
         self.role_sent = True
-        return self._chunk([ChatChunkChoice(0, Delta(content=text, role=role))])
+        template = None if first else self.rest
+        if template is None:
+            template = split_template(self.encode_delta(_SENTINEL, first=first))
+            if template is None:
+                return self.encode_delta(text, first=first)
+            if not first:
+                self.rest = template
+        return template[0] + encode(text) + template[1]
+
+    def encode_delta(self, text: str, first: bool) -> bytes:
+        """A content chunk encoded whole (the templates' source, and the tests' reference)."""
+        return self._chunk([ChatChunkChoice(0, Delta(content=text, role="assistant" if first else None))])
 
     def final(self, reason: FinishReason, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The finish chunk, the usage chunk when asked for, and ``[DONE]``."""
@@ -91,13 +122,14 @@ class ChatEncoder:
 class CompletionEncoder:
     """Bodies and events of one legacy completion."""
 
-    __slots__ = ("created", "id", "include_usage", "model")
+    __slots__ = ("created", "id", "include_usage", "model", "template")
 
     def __init__(self, response_id: str, model: str, created: int, include_usage: bool) -> None:
         self.id = response_id
         self.model = model
         self.created = created
         self.include_usage = include_usage
+        self.template: tuple[bytes, bytes] | None = None
 
     def complete(self, text: str, reason: FinishReason, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The non-streamed body."""
@@ -114,7 +146,15 @@ class CompletionEncoder:
         return sse(encode(Completion(self.id, self.created, self.model, choices)))
 
     def delta(self, text: str) -> bytes:
-        """A text chunk."""
+        """A text chunk (constant bytes around the encoded text, as for chat)."""
+        if self.template is None:
+            self.template = split_template(self.encode_delta(_SENTINEL))
+            if self.template is None:
+                return self.encode_delta(text)
+        return self.template[0] + encode(text) + self.template[1]
+
+    def encode_delta(self, text: str) -> bytes:
+        """A text chunk encoded whole (the template's source, and the tests' reference)."""
         return self._chunk([TextChoice(0, text)])
 
     def final(self, reason: FinishReason, prompt_tokens: int, completion_tokens: int) -> bytes:
