@@ -16,6 +16,7 @@ Subjects (``T`` is the tenant id, ``M`` the model token, ``I`` a proxy instance 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Literal
@@ -159,6 +160,7 @@ def decode(data: bytes) -> Message:
 _TOKEN_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+@functools.lru_cache(maxsize=1024)  # per request on the proxy; model ids repeat
 def model_token(model: str) -> str:
     """A NATS-subject-safe token for a model id, stable and collision-resistant."""
     cleaned = _TOKEN_SAFE.sub("_", model)[:64]

@@ -263,16 +263,14 @@ class InferenceGateway:
             messages=generation.messages,
             prompt=generation.prompt,
         )
-        channel = transport.open(job_id, tenant_id)
-        run = JobRun(transport, channel, meter, grant, encoder)
+        channel = transport.open(job_id, tenant_id)  # before the offer: replies may beat the accept
         try:
             answer = await self._offer(job, tenant_id)
         except NoRespondersError:
             transport.close_channel(job_id)
             raise self._nobody_serves(tenant_id, generation.model) from None
         except (NatsTimeoutError, TimeoutError):
-            run.abandoned = True  # a late accept must not leave the job running on an agent
-            transport.cancel(channel, lambda *_: None)
+            transport.cancel(channel, lambda *_: None)  # a late accept must not leave the job running
             raise errors.agent_timeout("No agent accepted the request in time.") from None
         except (msgspec.DecodeError, msgspec.ValidationError):
             transport.close_channel(job_id)
@@ -283,7 +281,7 @@ class InferenceGateway:
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
             meter.agent_id = channel.agent_id = answer.agent_id
-            return run
+            return JobRun(transport, channel, meter, grant, encoder)
         transport.close_channel(job_id)
         if isinstance(answer, Error):
             raise agent_error(answer)
