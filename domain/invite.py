@@ -9,8 +9,9 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.context import Ctx
-from domain.errors import AlreadyUsed, Expired, InvalidState
+from domain.errors import InvalidState
 from domain.ids import secret_id_for
+from domain.one_time import check_usable_once
 from domain.sealing import PersonalData
 
 
@@ -66,12 +67,14 @@ class Invite(Aggregate):
 
     def check_open(self, now: datetime) -> None:
         """Refuse a used, revoked or late invite."""
-        if self.accepted:
-            raise AlreadyUsed("invite was already accepted")
-        if self.revoked:
-            raise InvalidState("invite was revoked")
-        if now >= self.expires_at:
-            raise Expired(f"invite expired at {self.expires_at.isoformat()}; ask an admin for a new one")
+        check_usable_once(
+            used="accepted" if self.accepted else None,
+            revoked=self.revoked,
+            expires_at=self.expires_at,
+            now=now,
+            what="invite",
+            renew_hint="ask an admin for a new one",
+        )
 
     def accept(self, ctx: Ctx, now: datetime) -> None:
         """Mark the invite used by the user it names."""

@@ -9,8 +9,9 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.context import Ctx
-from domain.errors import AlreadyUsed, Expired, InvalidState
+from domain.errors import InvalidState
 from domain.ids import secret_id_for
+from domain.one_time import check_usable_once
 from domain.sealing import PersonalData
 
 
@@ -59,12 +60,14 @@ class PairingKey(Aggregate):
 
     def check_redeemable(self, now: datetime) -> None:
         """Refuse a used, revoked or expired key."""
-        if self.redeemed:
-            raise AlreadyUsed("pairing key was already redeemed")
-        if self.revoked:
-            raise InvalidState("pairing key was revoked")
-        if now >= self.expires_at:
-            raise Expired(f"pairing key expired at {self.expires_at.isoformat()}; issue a new one")
+        check_usable_once(
+            used="redeemed" if self.redeemed else None,
+            revoked=self.revoked,
+            expires_at=self.expires_at,
+            now=now,
+            what="pairing key",
+            renew_hint="issue a new one",
+        )
 
     def redeem(self, ctx: Ctx, agent_id: UUID, now: datetime) -> None:
         """Use the key for one agent."""
