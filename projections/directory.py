@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.agent import Agent
@@ -14,6 +14,7 @@ from domain.invite import Invite
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
 from domain.user import User
+from projections.log import topics_of
 
 
 @dataclass(slots=True)
@@ -136,6 +137,7 @@ class Directory:
     agents: dict[UUID, AgentView] = field(default_factory=dict)
     by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
     agents_version: int = 0  # bumped whenever the set of agent credentials changes
+    topics: ClassVar[tuple[str, ...]]  # the events it reads: those of its handler table (set below)
 
     def process(self, event: Any) -> None:
         """Apply one domain event."""
@@ -314,3 +316,4 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Agent.Paired: _agent_paired,
     Agent.Revoked: _agent_revoked,
 }
+Directory.topics = topics_of(_HANDLERS)

@@ -1,0 +1,223 @@
+"""Reading the notification log by topic, with an index that makes the read independent of the rest.
+
+Read models name the event classes they need (:func:`topics_of`), and :class:`NotificationLog`
+returns only those notifications, in notification order, never touching the others: usage records
+are most of the log, and the directory must not pay for them (see ``projections/runner.py``).
+
+eventsourcing 9.5.6's ``select_notifications(..., topics=...)`` filters by topic but asks for
+``topic IN (...) ORDER BY notification_id LIMIT n``. With several topics neither SQLite nor
+PostgreSQL can read an index on ``(topic, id)`` in id order, so it either walks the id index and
+filters (visiting every usage row in the range) or collects *every* matching row of the range and
+sorts it, batch after batch. So this module issues its own query: per topic, the next ``limit``
+ids from the ``(topic, id)`` index (an index-only range scan), the first ``limit`` of their union,
+then those rows. A batch reads at most ``len(topics) * limit`` index entries and ``limit`` rows,
+whatever else the log holds. ``topics=()`` means every event: the library's id-range read.
+
+The index is created idempotently when the log is opened (``ensure_index``): on SQLite an index on
+``topic`` (SQLite appends the rowid, the notification id, to every index entry); on PostgreSQL on
+``(topic, notification_id)``, built ``CONCURRENTLY`` when the table is already large so writers are
+not blocked, under an advisory lock so that API processes starting together build it once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Identifier, Literal
+
+SQLITE_INDEX = "ownllm_stored_events_topic"
+POSTGRES_INDEX_SUFFIX = "_topic_id_idx"
+CONCURRENT_BUILD_ABOVE = 1_000_000  # rows: a plain build blocks writers for well under a second below this
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One notification as stored, with its decoded event.
+
+    ``state`` is the bytes exactly as the recorder holds them (personal data sealed, as written),
+    which is what a tamper-evident ledger hashes; ``event`` is what the mapper decoded from them.
+    """
+
+    notification_id: int
+    originator_id: UUID | str
+    originator_version: int
+    topic: str
+    state: bytes
+    event: Any
+
+
+def recorded(notification: Notification, decode: Callable[[Notification], Any]) -> Recorded:
+    """The stored notification with its event decoded by ``decode`` (the application's mapper)."""
+    n = notification
+    return Recorded(n.id, n.originator_id, n.originator_version, n.topic, n.state, decode(n))
+
+
+def topics_of(classes: Iterable[type]) -> tuple[str, ...]:
+    """The eventsourcing topics (``module:Qual.Name``) of event classes, sorted, without repeats."""
+    return tuple(sorted({get_topic(cls) for cls in classes}))
+
+
+class NotificationLog:
+    """The application's notification log, read by topic; ``head`` and ``read`` are thread-safe."""
+
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        self.recorder = recorder
+        self._sqlite_queries: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._indexed = False
+
+    def ensure_index(self) -> None:
+        """Create the topic index if it is missing (idempotent; done once per process, at its first read)."""
+        with self._lock:
+            if not self._indexed:
+                self._create_index()
+                self._indexed = True
+
+    def _create_index(self) -> None:
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            with self.recorder.datastore.transaction(commit=True) as c:
+                c.execute(f"CREATE INDEX IF NOT EXISTS {SQLITE_INDEX} ON {self.recorder.events_table_name} (topic)")
+        elif isinstance(self.recorder, PostgresApplicationRecorder):
+            _ensure_postgres_index(self.recorder)
+
+    def head(self) -> int:
+        """The last notification id recorded (0 for an empty log)."""
+        return self.recorder.max_notification_id() or 0
+
+    def read(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[Notification]:
+        """The first ``limit`` notifications with an id in ``(after, stop]`` and one of ``topics``
+        (every topic when empty), in notification order."""
+        if after >= stop:
+            return []
+        if not topics:
+            return self.recorder.select_notifications(after + 1, limit, stop=stop)
+        if not self._indexed:
+            self.ensure_index()
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            return self._read_sqlite(self.recorder, after, stop, topics, limit)
+        if isinstance(self.recorder, PostgresApplicationRecorder):
+            return _read_postgres(self.recorder, after, stop, topics, limit)
+        return self.recorder.select_notifications(after + 1, limit, stop=stop, topics=topics)
+
+    def _read_sqlite(
+        self, recorder: SQLiteApplicationRecorder, after: int, stop: int, topics: Sequence[str], limit: int
+    ) -> Sequence[Notification]:
+        with self._lock:
+            query = self._sqlite_queries.get(len(topics))
+            if query is None:
+                query = self._sqlite_queries[len(topics)] = sqlite_query(recorder.events_table_name, len(topics))
+        params: list[Any] = []
+        for topic in topics:
+            params += [topic, after, stop, limit]
+        params.append(limit)
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(query, params)
+            return [
+                Notification(
+                    id=row["rowid"],
+                    originator_id=recorder.convert_originator_id(row["originator_id"]),
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+                for row in c.fetchall()
+            ]
+
+
+def sqlite_query(table: str, topics: int) -> str:
+    """Per topic the next ids from the topic index, the first ``limit`` of them, then their rows."""
+    per_topic = (
+        f"SELECT id FROM (SELECT rowid AS id FROM {table} INDEXED BY {SQLITE_INDEX} "
+        "WHERE topic = ? AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?)"
+    )
+    ids = " UNION ALL ".join([per_topic] * topics) + " ORDER BY id LIMIT ?"
+    return (
+        f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+        f"WHERE rowid IN ({ids}) ORDER BY rowid"
+    )
+
+
+def postgres_query(recorder: PostgresApplicationRecorder, limit: int) -> Any:
+    """Per topic (a LATERAL over the topic array) the next ``limit`` ids from the topic index, the first
+    ``limit`` of those, then their rows by id.
+
+    Shaped for the planner, checked with EXPLAIN in tests/projections/test_log.py: the range is a row
+    comparison on ``(topic, notification_id)`` (with ``topic = $1`` PostgreSQL may prefer walking the
+    id index and filtering, which visits every usage row: a topic it has no statistics for is
+    assumed to be common), and ``limit`` is a literal (with a parameter, a generic plan expects
+    thousands of ids and hash-joins them against a full scan of the table).
+    """
+    table = SQL("{}.{}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    return SQL(
+        "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
+        "FROM (SELECT s.notification_id FROM unnest(%(topics)s::text[]) AS t(topic) "
+        "CROSS JOIN LATERAL (SELECT notification_id FROM {table} "
+        "WHERE (topic, notification_id) > (t.topic, %(after)s) AND (topic, notification_id) <= (t.topic, %(stop)s) "
+        "ORDER BY topic, notification_id LIMIT {limit}) AS s "
+        "ORDER BY s.notification_id LIMIT {limit}) AS ids "
+        "JOIN {table} AS e ON e.notification_id = ids.notification_id "
+        "ORDER BY e.notification_id"
+    ).format(table=table, limit=Literal(int(limit)))
+
+
+def _read_postgres(
+    recorder: PostgresApplicationRecorder, after: int, stop: int, topics: Sequence[str], limit: int
+) -> Sequence[Notification]:
+    params = {"topics": list(topics), "after": after, "stop": stop}
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(postgres_query(recorder, limit), params, prepare=True)
+        return [
+            Notification(
+                id=row["notification_id"],
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in curs.fetchall()
+        ]
+
+
+def postgres_index_name(recorder: PostgresApplicationRecorder) -> str:
+    """The topic index's name (PostgreSQL truncates identifiers at 63 bytes; so do we, visibly)."""
+    return (recorder.events_table_name + POSTGRES_INDEX_SUFFIX)[:63]
+
+
+def _ensure_postgres_index(recorder: PostgresApplicationRecorder) -> None:
+    schema, table = recorder.datastore.schema, recorder.events_table_name
+    name = postgres_index_name(recorder)
+    qualified = SQL("{}.{}").format(Identifier(schema), Identifier(table))
+    with recorder.datastore.get_connection() as conn:
+        assert conn.autocommit, "CREATE INDEX CONCURRENTLY needs an autocommit connection"
+        lock = f"ownllm topic index {schema}.{table}"  # processes starting together build it once
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock,))
+        try:
+            found = conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (schema, name),
+            ).fetchone()
+            if found is not None and found["indisvalid"]:
+                return
+            if found is not None:  # a concurrent build was interrupted: it left an invalid index behind
+                conn.execute(
+                    SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(Identifier(schema), Identifier(name))
+                )
+            row = conn.execute(SQL("SELECT MAX(notification_id) AS head FROM {}").format(qualified)).fetchone()
+            large = row is not None and (row["head"] or 0) > CONCURRENT_BUILD_ABOVE
+            concurrently = SQL("CONCURRENTLY ") if large else SQL("")
+            conn.execute(
+                SQL("CREATE INDEX {}IF NOT EXISTS {} ON {} (topic, notification_id)").format(
+                    concurrently, Identifier(name), qualified
+                )
+            )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
