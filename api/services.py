@@ -17,7 +17,9 @@ from api.settings import Settings
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore, PostgresKeyStore, SQLiteKeyStore
 from projections.directory import Directory
+from projections.registry import ReadModels
 from projections.runner import ProjectionRunner
+from projections.status import failure_log_for
 from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Services:
     usage: UsageProjection
     runner: ProjectionRunner
     authenticator: KeyAuthenticator
+    read_models: ReadModels
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -144,16 +147,23 @@ def build_services(
     )
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
+    read_models = ReadModels()
+    read_models.add_in_memory("directory", directory)
+    read_models.add_tracked(usage)
+    tracked = list(read_models.tracked.values()) if settings.run_projections else []
     services = Services(
         settings=settings,
         app=app,
         keys=keys,
         directory=directory,
         usage=usage,
-        runner=ProjectionRunner(app, [directory], [usage] if settings.run_projections else []),
+        runner=ProjectionRunner(
+            app, list(read_models.in_memory.values()), tracked, failure_log=failure_log_for(app.recorder)
+        ),
         authenticator=KeyAuthenticator(
             directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
         ),
+        read_models=read_models,
     )
     services.runner.on_advance = services.notify
     if start_runner:

@@ -20,6 +20,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.usage import UsageRecord
+from projections.log import Recorded, topics_of
 
 TRACKING_NAME = "ownllm/usage"
 COLUMNS = "tenant_id, user_id, key_id, model, day, status, requests, prompt_tokens, completion_tokens, duration_ms"
@@ -209,9 +210,41 @@ class PostgresUsageView(PostgresTrackingRecorder):
 class UsageProjection:
     """Feeds ``UsageRecord.Recorded`` events to the view, exactly once, batch by batch."""
 
+    name = "usage"
+    topics = topics_of([UsageRecord.Recorded])
+
     def __init__(self, view: UsageView) -> None:
         self.view = view
         self.position = view.position()
+
+    def stored_position(self) -> int:
+        """The view's position as its tracking record says (another process may have moved it)."""
+        return self.view.position()
+
+    def process_records(self, records: Sequence[Recorded], through: int) -> None:
+        """Count the usage records after the view's position and move it to ``through``, atomically.
+
+        ``records`` are every usage record after ``self.position`` up to ``through`` (the runner reads
+        them by topic). When another runner moved the view on first, only what it has not applied is
+        counted; when the view went back (a rebuild elsewhere) nothing is applied and the runner reads
+        again from the view's position.
+        """
+        start = self.position
+        for _ in range(5):
+            if self.position >= through or self.position < start:
+                return
+            usage = [
+                r.event for r in records
+                if r.notification_id > self.position and isinstance(r.event, UsageRecord.Recorded)
+            ]  # fmt: skip
+            try:
+                self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage)
+            except (StalePosition, IntegrityError):
+                self.position = self.view.position()  # another runner got there first: never count twice
+                continue
+            self.position = through
+            return
+        raise StalePosition("usage projection kept losing races; is more than one runner configured?")
 
     def process_batch(self, events: Sequence[tuple[int, Any]]) -> None:
         """Apply the usage events of one batch of (notification id, event) newer than the view."""
@@ -230,10 +263,14 @@ class UsageProjection:
             return
         raise StalePosition("usage projection kept losing races; is more than one runner configured?")
 
-    def rebuild(self, events: Sequence[tuple[int, Any]]) -> None:
-        """Start again from nothing (``ownllm projections rebuild usage``), then apply ``events``."""
+    def clear(self) -> None:
+        """Drop every row and go back to position 0 (before ``ownllm projections rebuild usage``)."""
         self.view.clear()
         self.position = 0
+
+    def rebuild(self, events: Sequence[tuple[int, Any]]) -> None:
+        """Start again from nothing, then apply ``events`` ((notification id, event) pairs)."""
+        self.clear()
         self.process_batch(events)
 
     def query(self, tenant_id: UUID, *, user_id: UUID | None = None, since: date | None = None,
