@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from api.services import Services, build_services
@@ -34,7 +35,9 @@ tenants = typer.Typer(help="Create and list tenants (organisations).", no_args_i
 users = typer.Typer(help="Invite users into a tenant.", no_args_is_help=True)
 keys = typer.Typer(help="Issue and revoke personal API keys.", no_args_is_help=True)
 events = typer.Typer(help="Read the event stream (the audit trail's source).", no_args_is_help=True)
-projections = typer.Typer(help="Rebuild read models from the event stream.", no_args_is_help=True)
+projections = typer.Typer(
+    help="Rebuild read models from the event stream and show where they stand.", no_args_is_help=True
+)
 app.add_typer(tenants, name="tenants")
 app.add_typer(users, name="users")
 app.add_typer(keys, name="keys")
@@ -209,29 +212,52 @@ def events_tail(
 
 @projections.command("rebuild")
 def projections_rebuild(
-    name: Annotated[str, typer.Argument(help="The tracked projection to rebuild: usage")],
+    name: Annotated[str, typer.Argument(help="The tracked projection to rebuild (see `projections status`)")],
 ) -> None:
-    """Drop a tracked projection and replay the whole event stream into it, with a progress bar."""
+    """Drop a tracked projection and replay the events it reads into it, with a progress bar."""
     from rich.progress import Progress
 
-    if name != "usage":
-        err.print(f"[red]unknown projection '{name}'[/]; tracked projections: usage")
-        raise typer.Exit(2)
+    from projections.registry import UnknownReadModel
+    from projections.runner import rebuild
+
     services = _services()
-    recorder = services.app.recorder
-    last = recorder.max_notification_id() or 0
-    services.usage.rebuild([])
-    position = 0
+    try:
+        model = services.read_models.tracked_named(name)
+    except UnknownReadModel as exc:
+        err.print(escape(str(exc)), style="red")
+        raise typer.Exit(2) from None
     with Progress(console=out) as progress:
-        task = progress.add_task(f"rebuilding {name}", total=last)
-        while position < last:
-            batch = recorder.select_notifications(position + 1, 1000)
-            if not batch:
-                break
-            services.usage.process_batch([(n.id, services.app.mapper.to_domain_event(n)) for n in batch])
-            position = batch[-1].id
-            progress.update(task, completed=position)
-    out.print(f"{name}: replayed {position} events")
+        task = progress.add_task(f"rebuilding {escape(name)}", total=services.runner.log.head())
+
+        def advance(position: int, head: int) -> None:
+            progress.update(task, completed=position, total=head)
+
+        replayed, head = rebuild(model, services.runner.log, services.app.mapper.to_domain_event, advance)
+    out.print(f"{escape(name)}: replayed {replayed} events (log head {head})")
+
+
+@projections.command("status")
+def projections_status() -> None:
+    """Each read model's position, the head of the event log, the lag between them and the last failure.
+
+    Tracked projections show their stored position and the failures recorded by the process that
+    runs them; in-memory ones (rebuilt by every process at start) show this command's own process.
+    """
+    from projections.status import collect_status
+
+    services = _services()
+    head = services.runner.log.head()
+    sources = services.read_models.sources(lambda: services.runner.position)
+    rows = collect_status(sources, head, services.runner.failure_log.load() if services.runner.failure_log else {})
+    table = Table("read model", "kind", "position", "head", "lag", "failures", "last error")
+    for row in rows:
+        error = "" if row.last_error is None else row.last_error
+        if row.last_error_at is not None:
+            error += f" at {row.last_error_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        table.add_row(
+            escape(row.name), row.kind, str(row.position), str(row.head), str(row.lag), str(row.failures), escape(error)
+        )
+    out.print(table)
 
 
 def _render(position: int, event: Any, reveal: bool) -> str:
