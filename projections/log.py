@@ -11,12 +11,16 @@ filters (visiting every usage row in the range) or collects *every* matching row
 sorts it, batch after batch. So this module issues its own query: per topic, the next ``limit``
 ids from the ``(topic, id)`` index (an index-only range scan), the first ``limit`` of their union,
 then those rows. A batch reads at most ``len(topics) * limit`` index entries and ``limit`` rows,
-whatever else the log holds. ``topics=()`` means every event: the library's id-range read.
+whatever else the log holds. ``topics=()`` means every event: the library's id-range read. The
+plans are pinned (SQLite: ``INDEXED BY``; PostgreSQL: see :func:`postgres_query`) and checked with
+EXPLAIN in tests/projections/test_log.py.
 
-The index is created idempotently when the log is opened (``ensure_index``): on SQLite an index on
-``topic`` (SQLite appends the rowid, the notification id, to every index entry); on PostgreSQL on
-``(topic, notification_id)``, built ``CONCURRENTLY`` when the table is already large so writers are
-not blocked, under an advisory lock so that API processes starting together build it once.
+The index is created idempotently by ``ensure_index`` (the runner calls it at start; a first read
+by topic does otherwise): on SQLite an index on ``topic`` (SQLite appends the rowid, which is the
+notification id, to every index entry); on PostgreSQL on ``(topic, notification_id)``, built
+``CONCURRENTLY`` when the table is already large so that writers are not blocked meanwhile, under
+an advisory lock so that API processes starting together build it once. On an existing large
+store the first start after the upgrade pays for the build once (bench/startup.py measures it).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from psycopg.sql import SQL, Identifier, Literal
 
 SQLITE_INDEX = "ownllm_stored_events_topic"
 POSTGRES_INDEX_SUFFIX = "_topic_id_idx"
-CONCURRENT_BUILD_ABOVE = 1_000_000  # rows: a plain build blocks writers for well under a second below this
+CONCURRENT_BUILD_ABOVE = 100_000  # rows: below this a plain build blocks writers for a fraction of a second
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,3 +222,27 @@ def test_sqlite_reads_a_topic_through_the_covering_index(make_settings: Callable
                     }, steps
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("persistence", ["postgres"])
+def test_a_large_table_gets_its_index_built_concurrently(
+    postgres_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = postgres_services.app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    fill(recorder, ["a:A", "b:B", "a:A"])
+    drop_topic_index(postgres_services)
+    statements: list[str] = []
+    monkeypatch.setattr("projections.log.CONCURRENT_BUILD_ABOVE", 2)  # "large" from 3 rows on
+    original = psycopg.Connection.execute
+
+    def recording(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query.as_string(self) if hasattr(query, "as_string") else str(query))
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    log = NotificationLog(recorder)
+    log.ensure_index()
+    assert any(s.startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS") for s in statements), statements
+    assert topic_indexes(postgres_services) == 1
+    assert [n.id for n in log.read(0, 10, ["a:A"], 10)] == [1, 3]
