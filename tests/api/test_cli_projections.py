@@ -20,6 +20,7 @@ from projections.log import Recorded
 def cli(make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
     """Run ``ownllm`` on the same store as ``make_settings()`` (through OWNLLM_* like an operator)."""
     settings_ = make_settings()
+    monkeypatch.delenv("OWNLLM_TEST_POSTGRES_DSN", raising=False)  # the CLI refuses unknown OWNLLM_* variables
     monkeypatch.setenv("OWNLLM_VAR_DIR", settings_.var_dir)
     monkeypatch.setenv("OWNLLM_PERSISTENCE", settings_.persistence)
     monkeypatch.setenv("COLUMNS", "200")  # one table row per line
