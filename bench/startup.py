@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,6 @@ def run_child(payload: dict[str, Any]) -> dict[str, Any]:
 
 def measure_start(settings: Settings) -> dict[str, Any]:
     """``build_services(settings)`` as ``ownllm serve`` calls it, with its decodes counted by topic."""
-    from collections import Counter
-
     from domain.sealing import SealingMapper
 
     decoded: Counter[str] = Counter()
@@ -297,8 +296,9 @@ def plans(settings: Settings) -> str:
                         params += [topic, 0, head, 1000]
                     c.execute("EXPLAIN QUERY PLAN " + sqlite_query(recorder.events_table_name, len(topics)),  # type: ignore[attr-defined]
                               [*params, 1000])  # fmt: skip
-                    steps = sorted({row[3] for row in c.fetchall()})
-                    out.append(f"SQLite, {label}:\n" + "\n".join(f"  {s}" for s in steps))
+                    steps = Counter(row[3] for row in c.fetchall() if recorder.events_table_name in row[3])  # type: ignore[attr-defined]
+                    out.append(f"SQLite, {label} (steps that touch the table):\n"
+                               + "\n".join(f"  {n} x {step}" for step, n in sorted(steps.items())))  # fmt: skip
         return "\n\n".join(out)
     finally:
         services.close()
@@ -316,9 +316,13 @@ def store(kind: str, base: str | None) -> Iterator[Settings]:
         finally:
             shutil.rmtree(var_dir, ignore_errors=True)
         return
-    with server_dsn() as server, throwaway_database(server) as dsn:
-        yield load_settings({}, persistence="postgres", postgres_dsn=dsn, postgres_schema=create_schema(dsn),
-                            var_dir=tempfile.mkdtemp(prefix="ownllm-startup-", dir=base), inference=False)  # fmt: skip
+    var_dir = tempfile.mkdtemp(prefix="ownllm-startup-", dir=base)  # the pepper and the subject keys' table
+    try:
+        with server_dsn() as server, throwaway_database(server) as dsn:
+            yield load_settings({}, persistence="postgres", postgres_dsn=dsn, postgres_schema=create_schema(dsn),
+                                var_dir=var_dir, inference=False)  # fmt: skip
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def main() -> None:
