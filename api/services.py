@@ -12,10 +12,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from eventsourcing.utils import get_topic
+
 from api.auth import KeyAuthenticator
 from api.settings import Settings
+from domain.adapters.credentials import bcrypt_hash
+from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
+from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
 from domain.application import OwnLLM, utc_now
-from domain.sealing import KeyStore, PostgresKeyStore, SQLiteKeyStore
+from domain.sealing import KeyStore
 from projections.directory import Directory
 from projections.runner import ProjectionRunner
 from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
@@ -106,8 +111,10 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": str(dsn.get("password", "")),
         "POSTGRES_SCHEMA": settings.postgres_schema,
         "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
-        "APPLICATION_RECORDER_TOPIC": "domain.persistence:OneTripPostgresApplicationRecorder",  # one round trip
-        # Never POSTGRES_ENABLE_DB_FUNCTIONS: it lets notification ids interleave (FACTS.md).
+        # One round trip per save: OwnLLM's recorder (events, and reactions' tracking) and any plain one.
+        "PROCESS_RECORDER_TOPIC": get_topic(OneTripPostgresProcessRecorder),
+        "APPLICATION_RECORDER_TOPIC": get_topic(OneTripPostgresApplicationRecorder),
+        # Never POSTGRES_ENABLE_DB_FUNCTIONS: with it, notification ids interleaved under concurrent writers.
     }
 
 
@@ -137,6 +144,7 @@ def build_services(
         eventsourcing_env(settings),
         keys=keys,
         pepper=secret_pepper,
+        hash_credential=bcrypt_hash,
         directory=directory,
         clock=clock,
         invite_ttl=timedelta(seconds=settings.invite_ttl_s),
