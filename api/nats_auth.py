@@ -124,7 +124,7 @@ class NatsAuthorization:
         self.proxy_user = proxy_user
         self.reload = reload
         self._proxy_hash = self._existing_proxy_hash(proxy_password) or hash_password(proxy_password)
-        self._accounts: tuple[AgentAccount, ...] | None = None
+        self._reload_pending = False
 
     def _existing_proxy_hash(self, password: str) -> str | None:
         """Reuse the file's proxy hash when it matches (bcrypt salts differ, so a new hash is a change)."""
@@ -148,9 +148,12 @@ class NatsAuthorization:
         """Write the users for exactly these agents; reload NATS and return True if anything changed."""
         text = render(self.proxy_user, self._proxy_hash, accounts)
         current = self.path.read_text() if self.path.exists() else None
-        if text == current:
+        if text == current and not self._reload_pending:
             return False
-        write_atomically(self.path, text)
+        if text != current:
+            write_atomically(self.path, text)
         if self.reload is not None:
+            self._reload_pending = True  # until a reload succeeds, the file is ahead of the server
             self.reload()
+            self._reload_pending = False
         return True

@@ -22,6 +22,8 @@ from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.directory import Directory
+from projections.reaction_store import FileLocks, PostgresLocks, SQLReactionStatus
+from projections.reactions import HandlerLock, ReactionRunner
 from projections.runner import ProjectionRunner
 from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
 
@@ -40,6 +42,7 @@ class Services:
     directory: Directory
     usage: UsageProjection
     runner: ProjectionRunner
+    reactions: ReactionRunner
     authenticator: KeyAuthenticator
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
@@ -58,6 +61,7 @@ class Services:
                 self.runner.catch_up()
             except Exception as exc:
                 log.warning("projections not caught up after a command (%s); the next poll retries", type(exc).__name__)
+            self.reactions.wake()
 
     def on_agents_changed(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` now and whenever an agent is paired or revoked (not on every event)."""
@@ -65,17 +69,23 @@ class Services:
         listener()
 
     def notify(self) -> None:
-        """After the projections moved on: tell agent listeners, only if the agent set changed."""
+        """After the projections moved on: tell agent listeners, only if the agent set changed.
+
+        The change counts as told only once every listener has run, so a failing one is called
+        again on the next advance. (What must survive a crash, NATS's authorization, is a tracked
+        reaction instead: see ``api/reactions.py``.)
+        """
         with self._notify_lock:
             version = self.directory.agents_version
             if version == self._agents_seen:
                 return
-            self._agents_seen = version
             for listener in self.agent_listeners:
                 listener()
+            self._agents_seen = version
 
     def close(self) -> None:
-        """Stop the runner and release connections."""
+        """Stop the runners and release connections."""
+        self.reactions.stop()
         self.runner.stop()
         self.app.close()
         self.keys.close()
@@ -159,6 +169,7 @@ def build_services(
         directory=directory,
         usage=usage,
         runner=ProjectionRunner(app, [directory], [usage] if settings.run_projections else []),
+        reactions=reaction_runner(settings, app),
         authenticator=KeyAuthenticator(
             directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
         ),
@@ -166,6 +177,41 @@ def build_services(
     services.runner.on_advance = services.notify
     if start_runner:
         services.runner.start()
+        services.reactions.start()
     else:
         services.runner.catch_up()
     return services
+
+
+def reaction_runner(settings: Settings, app: OwnLLM) -> ReactionRunner:
+    """The reaction runner over the app's log; handlers are added by what the process runs."""
+    return ReactionRunner(
+        app=app,
+        log=RecorderLog(app.recorder),
+        positions=cast(Any, app.recorder),
+        reactions=[],
+        locks=handler_locks(settings),
+        status=SQLReactionStatus(cast(Any, app.recorder).datastore),
+    )
+
+
+def handler_locks(settings: Settings) -> HandlerLock:
+    """One runner per handler: a file lock beside the SQLite store, or a PostgreSQL advisory lock."""
+    if settings.persistence == "sqlite":
+        return FileLocks(Path(settings.sqlite_file).absolute().parent / "reaction-locks")
+    return PostgresLocks(settings.postgres_dsn)
+
+
+class RecorderLog:
+    """The notification log through the recorder's own topic filter."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+
+    def head(self) -> int:
+        """The last notification id."""
+        return int(self.recorder.max_notification_id() or 0)
+
+    def read(self, after: int, stop: int, topics: Any, limit: int) -> Any:
+        """Notifications in ``(after, stop]`` of these topics."""
+        return self.recorder.select_notifications(after + 1, limit, stop=stop, topics=topics)
