@@ -143,6 +143,7 @@ class ReactionRunner:
     locks: HandlerLock
     status: ReactionStatusStore
     interval_s: float = 0.25
+    batch: int = BATCH
     backoff_s: tuple[float, float] = (0.5, 60.0)  # first retry, longest wait
     monotonic: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -190,7 +191,7 @@ class ReactionRunner:
     def _advance(self, reaction: Reaction, state: _HandlerState) -> int:
         position, head, handled = self.position(reaction.name), self.log.head(), 0
         while position < head:
-            batch = self.log.read(position, head, reaction.topics, BATCH)
+            batch = self.log.read(position, head, reaction.topics, self.batch)
             if not batch:
                 self._skip_ahead(reaction.name, position, head, state)
                 break

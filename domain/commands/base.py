@@ -84,17 +84,18 @@ class Commands(Application[UUID]):
     # -- reactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def reacting(self, tracking: Tracking) -> Iterator[None]:
+    def reacting(self, tracking: Tracking) -> Iterator[ProcessingEvent[UUID]]:
         """Commands run inside are recorded together with ``tracking``, in one transaction.
 
         A reaction handler issues ordinary commands; what they save is held back and written with
         the handler's new position at the end, so the reaction happens exactly once or not at all.
-        The position of an event that caused no command is saved by the reaction runner itself.
+        The position of an event that caused no command is saved by the reaction runner itself
+        (the unit it gets back then holds no events).
         """
         unit: ProcessingEvent[UUID] = ProcessingEvent(tracking)
         token = _REACTION.set(unit)
         try:
-            yield
+            yield unit
         finally:
             _REACTION.reset(token)
         if unit.events:
