@@ -47,7 +47,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nats_auth_file: str = ""  # generated authorization include; default {var_dir}/nats/auth.conf
     nats_reload_command: str = ""  # run after the auth file changes (production); embedded: SIGHUP
     default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
-    heartbeat_interval_s: float = 2.0
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504
     # Demo (make run)

@@ -83,6 +83,13 @@ def readme_settings() -> dict[str, str]:
     return documented
 
 
+def test_every_setting_the_readme_documents_exists() -> None:
+    documented = readme_settings()
+    assert len(documented) >= 20
+    known = {"OWNLLM_" + name.upper() for name in Settings.__struct_fields__}
+    assert set(documented) <= known, sorted(set(documented) - known)
+
+
 def test_the_default_plan_has_one_source() -> None:
     assert readme_settings()["OWNLLM_DEFAULT_PLAN"] == f"`{DEFAULT_PLAN}`"
     assert load_settings({}).default_plan == DEFAULT_PLAN
