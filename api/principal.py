@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from policies.limits import DEFAULT_PLAN
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -15,7 +17,7 @@ class Principal:
     key_id: UUID
     role: str
     scopes: frozenset[str]
-    plan: str = "free"
+    plan: str = DEFAULT_PLAN
 
     @property
     def actor(self) -> str:

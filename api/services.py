@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.secret_files import read_or_create_secret
 from api.settings import Settings
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
@@ -89,19 +89,6 @@ class Services:
         self.runner.stop()
         self.app.close()
         self.keys.close()
-
-
-def read_or_create_secret(path: Path) -> str:
-    """A secret kept in a 0600 file under var/, created on first use (embedded default only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value)
-        return value
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
