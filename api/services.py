@@ -47,6 +47,7 @@ class Services:
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     def command(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a command, then bring the projections up to date so the caller reads its own write.
@@ -84,7 +85,10 @@ class Services:
             self._agents_seen = version
 
     def close(self) -> None:
-        """Stop the runners and release connections."""
+        """Stop the runners and release connections (once; the app's shutdown and its owner may both ask)."""
+        if self._closed:
+            return
+        self._closed = True
         self.reactions.stop()
         self.runner.stop()
         self.app.close()
