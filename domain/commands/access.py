@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from domain import secrets
 from domain.agent import Agent
 from domain.api_key import ApiKey, check_scopes
+from domain.authorization import check_may_issue_key_for, check_may_revoke_key_of
 from domain.commands.base import Commands, check_name, check_reason
 from domain.context import Ctx
 from domain.errors import AlreadyUsed, Conflict, InvalidState, InvalidValue
@@ -51,7 +52,12 @@ class AccessCommands(Commands):
         scopes: list[str],
         expires_at: datetime | None = None,
     ) -> IssuedSecret:
-        """Issue a personal key for an active user; the secret is returned once."""
+        """Issue a personal key for an active user; the secret is returned once.
+
+        A caller who is not an admin may issue keys only for themselves.
+        """
+        if ctx.caller is not None:
+            check_may_issue_key_for(ctx.caller, user_id)
         tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         tenant.check_active()
         if not user.active:
@@ -65,8 +71,13 @@ class AccessCommands(Commands):
         return issued
 
     def revoke_api_key(self, ctx: Ctx, key_id: UUID, reason: str) -> None:
-        """Revoke a key; it is refused from the next request on."""
+        """Revoke a key; it is refused from the next request on.
+
+        A caller who is not an admin may revoke only their own keys; another user's is not found.
+        """
         key = self._load(ApiKey, key_id, ctx.tenant_id)
+        if ctx.caller is not None:
+            check_may_revoke_key_of(ctx.caller, key.user_id)
         key.revoke(ctx, check_reason(reason))
         self._save(key)
 
