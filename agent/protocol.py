@@ -12,6 +12,18 @@ Subjects (``T`` is the tenant id, ``M`` the model token, ``I`` a proxy instance 
                               :class:`Error` for job ``J``.
 - ``ollm.T.cancel``           proxy -> agents: :class:`Cancel` (the agent running the job stops).
 - ``ollm.T.hb.A``             agent ``A`` -> proxies: :class:`Heartbeat`.
+
+Evolving the protocol (msgspec's schema-evolution rules), so that proxies and GPU boxes can be
+upgraded one at a time:
+
+- A new field is optional, with a default, and appended; old receivers ignore it (no struct here
+  forbids unknown fields) and new receivers fill the default in when an old sender leaves it out.
+- Never rename, remove or retype a field, make an optional one required, or use ``array_like``.
+- Messages stay a tagged union on ``type``. Old receivers refuse an unknown tag, and an unknown value
+  of a ``Literal`` (error code, finish reason, job kind), with a ``ValidationError``: both are
+  breaking changes, unless the new message type travels on a subject of its own.
+- ``v`` (``PROTOCOL_VERSION``) is bumped only for breaking changes; the agent answers a job of
+  another version with ``unsupported_version``.
 """
 
 from __future__ import annotations
@@ -38,14 +50,14 @@ ErrorCode = Literal[
 JobKind = Literal["chat", "completion"]
 
 
-class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ChatMessage(msgspec.Struct, frozen=True):
     """One chat turn; content is in flight only, never stored."""
 
     role: str
     content: str
 
 
-class Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Sampling(msgspec.Struct, frozen=True):
     """Generation settings, already validated by the proxy."""
 
     max_tokens: int = 256
@@ -55,7 +67,7 @@ class Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stop: tuple[str, ...] = ()
 
 
-class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ModelInfo(msgspec.Struct, frozen=True):
     """A model an agent serves, as announced in heartbeats."""
 
     id: str
@@ -64,7 +76,7 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     licence: str | None = None
 
 
-class Job(msgspec.Struct, frozen=True, tag="job", tag_field="type", forbid_unknown_fields=True):
+class Job(msgspec.Struct, frozen=True, tag="job", tag_field="type"):
     """A generation job: exactly one of ``messages`` (chat) or ``prompt`` (completion) is set."""
 
     job_id: str
@@ -78,7 +90,7 @@ class Job(msgspec.Struct, frozen=True, tag="job", tag_field="type", forbid_unkno
     v: int = PROTOCOL_VERSION
 
 
-class Accepted(msgspec.Struct, frozen=True, tag="accepted", tag_field="type", forbid_unknown_fields=True):
+class Accepted(msgspec.Struct, frozen=True, tag="accepted", tag_field="type"):
     """The agent took the job; ``queued`` is true when it waits for a free slot."""
 
     job_id: str
@@ -87,7 +99,7 @@ class Accepted(msgspec.Struct, frozen=True, tag="accepted", tag_field="type", fo
     v: int = PROTOCOL_VERSION
 
 
-class Chunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="type", forbid_unknown_fields=True):
+class Chunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="type"):
     """A piece of generated text; ``seq`` counts from 0 per job, ``tokens`` is its token count."""
 
     job_id: str
@@ -97,7 +109,7 @@ class Chunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="type", forbid_u
     v: int = PROTOCOL_VERSION
 
 
-class Final(msgspec.Struct, frozen=True, tag="final", tag_field="type", forbid_unknown_fields=True):
+class Final(msgspec.Struct, frozen=True, tag="final", tag_field="type"):
     """The job ended; token counts are exact counts from the engine's tokenizer."""
 
     job_id: str
@@ -108,7 +120,7 @@ class Final(msgspec.Struct, frozen=True, tag="final", tag_field="type", forbid_u
     v: int = PROTOCOL_VERSION
 
 
-class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type", forbid_unknown_fields=True):
+class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     """The job failed or was refused; ``message`` is for operators and never holds content."""
 
     job_id: str
@@ -121,14 +133,14 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type", forbid_u
     v: int = PROTOCOL_VERSION
 
 
-class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="type", forbid_unknown_fields=True):
+class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
     """Stop the job now (the client went away or the proxy gave up)."""
 
     job_id: str
     v: int = PROTOCOL_VERSION
 
 
-class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="type", forbid_unknown_fields=True):
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="type"):
     """An agent is alive: what it serves and how busy it is."""
 
     agent_id: str

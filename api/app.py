@@ -20,7 +20,8 @@ from api.controllers.keys import KeyController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
-from api.guards import permission_guard
+from api.dependencies import dependencies
+from api.guards import PermissionGuard
 from api.problems import EXCEPTION_HANDLERS
 from api.services import Services, build_services
 from api.settings import Settings
@@ -103,11 +104,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         on_shutdown.insert(0, inference.stop)
     app = Litestar(
         route_handlers=route_handlers,
-        guards=[permission_guard],
+        guards=[PermissionGuard(services.authenticator)],
+        dependencies=dependencies(services),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
-        state=State({"services": services, "inference": inference}),
+        state=State({"inference": inference}),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         before_send=[_echo_request_id],

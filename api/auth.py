@@ -8,6 +8,7 @@ from collections.abc import Callable
 from api.principal import Principal
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.secrets import API_KEY_PREFIX, keyed_hash
+from policies.limits import DEFAULT_PLAN
 from projections.directory import Directory
 
 
@@ -39,7 +40,7 @@ class KeyAuthenticator:
         directory: Directory,
         pepper: bytes,
         clock: Callable[[], float] = time.time,
-        default_plan: str = "team",
+        default_plan: str = DEFAULT_PLAN,
     ) -> None:
         self.directory = directory
         self.pepper = pepper

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from api.nats_auth import NatsAuthorization, signal_reload
+from api.secret_files import read_or_create_secret
 from api.settings import Settings
 
 
@@ -40,15 +40,7 @@ def proxy_password(settings: Settings) -> str:
     """The proxy's NATS password: from settings, else generated once into ``{var_dir}/nats/``."""
     if settings.nats_proxy_password:
         return settings.nats_proxy_password
-    path = Path(settings.var_dir) / "nats" / "proxy.secret"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret)
-    return secret
+    return read_or_create_secret(Path(settings.var_dir) / "nats" / "proxy.secret")
 
 
 def auth_file(settings: Settings) -> Path:

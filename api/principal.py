@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from domain.context import Caller
+from policies.limits import DEFAULT_PLAN
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -15,9 +18,14 @@ class Principal:
     key_id: UUID
     role: str
     scopes: frozenset[str]
-    plan: str = "free"
+    plan: str = DEFAULT_PLAN
 
     @property
     def actor(self) -> str:
         """The actor recorded on events caused by this caller."""
         return f"key:{self.key_id}"
+
+    @property
+    def caller(self) -> Caller:
+        """What the domain's rules see of this caller: user, role and key scopes."""
+        return Caller(self.user_id, self.role, self.scopes)

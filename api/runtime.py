@@ -20,6 +20,7 @@ from rich.console import Console
 
 from api.embedded_nats import EmbeddedNats, auth_file, proxy_password
 from api.nats_auth import AgentAccount, NatsAuthorization, command_reload
+from api.reactions import NatsAuthorizationResync
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.application import utc_now
@@ -40,8 +41,11 @@ def agent_accounts(services: Services) -> list[AgentAccount]:
 
 
 def attach_nats_authorization(services: Services, authorization: NatsAuthorization) -> None:
-    """Rewrite NATS's authorization whenever agents are paired or revoked (and once now)."""
-    services.on_agents_changed(lambda: authorization.sync(agent_accounts(services)))
+    """Write NATS's authorization now, then rewrite it on every pairing or revocation, until it works."""
+    authorization.sync(agent_accounts(services))
+    services.reactions.add(
+        NatsAuthorizationResync(authorization, lambda: agent_accounts(services), services.runner.catch_up)
+    )
 
 
 def external_authorization(settings: Settings) -> NatsAuthorization:

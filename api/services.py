@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,11 +11,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from eventsourcing.utils import get_topic
+
 from api.auth import KeyAuthenticator
+from api.secret_files import read_or_create_secret
 from api.settings import Settings
+from domain.adapters.credentials import bcrypt_hash
+from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
+from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
 from domain.application import OwnLLM, utc_now
-from domain.sealing import KeyStore, PostgresKeyStore, SQLiteKeyStore
+from domain.sealing import KeyStore
 from projections.directory import Directory
+from projections.reaction_store import FileLocks, PostgresLocks, SQLReactionStatus
+from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
 from projections.runner import ProjectionRunner
 from projections.status import failure_log_for
@@ -37,11 +44,13 @@ class Services:
     directory: Directory
     usage: UsageProjection
     runner: ProjectionRunner
+    reactions: ReactionRunner
     authenticator: KeyAuthenticator
     read_models: ReadModels
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     def command(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a command, then bring the projections up to date so the caller reads its own write.
@@ -56,6 +65,7 @@ class Services:
                 self.runner.catch_up()
             except Exception as exc:
                 log.warning("projections not caught up after a command (%s); the next poll retries", type(exc).__name__)
+            self.reactions.wake()
 
     def on_agents_changed(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` now and whenever an agent is paired or revoked (not on every event)."""
@@ -63,33 +73,29 @@ class Services:
         listener()
 
     def notify(self) -> None:
-        """After the projections moved on: tell agent listeners, only if the agent set changed."""
+        """After the projections moved on: tell agent listeners, only if the agent set changed.
+
+        The change counts as told only once every listener has run, so a failing one is called
+        again on the next advance. (What must survive a crash, NATS's authorization, is a tracked
+        reaction instead: see ``api/reactions.py``.)
+        """
         with self._notify_lock:
             version = self.directory.agents_version
             if version == self._agents_seen:
                 return
-            self._agents_seen = version
             for listener in self.agent_listeners:
                 listener()
+            self._agents_seen = version
 
     def close(self) -> None:
-        """Stop the runner and release connections."""
+        """Stop the runners and release connections (once; the app's shutdown and its owner may both ask)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.reactions.stop()
         self.runner.stop()
         self.app.close()
         self.keys.close()
-
-
-def read_or_create_secret(path: Path) -> str:
-    """A secret kept in a 0600 file under var/, created on first use (embedded default only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value)
-        return value
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
@@ -109,8 +115,10 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": str(dsn.get("password", "")),
         "POSTGRES_SCHEMA": settings.postgres_schema,
         "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
-        "APPLICATION_RECORDER_TOPIC": "domain.persistence:OneTripPostgresApplicationRecorder",  # one round trip
-        # Never POSTGRES_ENABLE_DB_FUNCTIONS: it lets notification ids interleave (FACTS.md).
+        # One round trip per save: OwnLLM's recorder (events, and reactions' tracking) and any plain one.
+        "PROCESS_RECORDER_TOPIC": get_topic(OneTripPostgresProcessRecorder),
+        "APPLICATION_RECORDER_TOPIC": get_topic(OneTripPostgresApplicationRecorder),
+        # Never POSTGRES_ENABLE_DB_FUNCTIONS: with it, notification ids interleaved under concurrent writers.
     }
 
 
@@ -140,6 +148,7 @@ def build_services(
         eventsourcing_env(settings),
         keys=keys,
         pepper=secret_pepper,
+        hash_credential=bcrypt_hash,
         directory=directory,
         clock=clock,
         invite_ttl=timedelta(seconds=settings.invite_ttl_s),
@@ -160,6 +169,7 @@ def build_services(
         runner=ProjectionRunner(
             app, list(read_models.in_memory.values()), tracked, failure_log=failure_log_for(app.recorder)
         ),
+        reactions=reaction_runner(settings, app),
         authenticator=KeyAuthenticator(
             directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
         ),
@@ -168,6 +178,41 @@ def build_services(
     services.runner.on_advance = services.notify
     if start_runner:
         services.runner.start()
+        services.reactions.start()
     else:
         services.runner.catch_up()
     return services
+
+
+def reaction_runner(settings: Settings, app: OwnLLM) -> ReactionRunner:
+    """The reaction runner over the app's log; handlers are added by what the process runs."""
+    return ReactionRunner(
+        app=app,
+        log=RecorderLog(app.recorder),
+        positions=cast(Any, app.recorder),
+        reactions=[],
+        locks=handler_locks(settings),
+        status=SQLReactionStatus(cast(Any, app.recorder).datastore),
+    )
+
+
+def handler_locks(settings: Settings) -> HandlerLock:
+    """One runner per handler: a file lock beside the SQLite store, or a PostgreSQL advisory lock."""
+    if settings.persistence == "sqlite":
+        return FileLocks(Path(settings.sqlite_file).absolute().parent / "reaction-locks")
+    return PostgresLocks(settings.postgres_dsn)
+
+
+class RecorderLog:
+    """The notification log through the recorder's own topic filter."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+
+    def head(self) -> int:
+        """The last notification id."""
+        return int(self.recorder.max_notification_id() or 0)
+
+    def read(self, after: int, stop: int, topics: Any, limit: int) -> Any:
+        """Notifications in ``(after, stop]`` of these topics."""
+        return self.recorder.select_notifications(after + 1, limit, stop=stop, topics=topics)

@@ -8,6 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from policies.limits import DEFAULT_PLAN
+
 PREFIX = "OWNLLM_"
 
 
@@ -44,8 +46,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nats_public_url: str = ""  # the URL handed to agents at pairing; default nats_url
     nats_auth_file: str = ""  # generated authorization include; default {var_dir}/nats/auth.conf
     nats_reload_command: str = ""  # run after the auth file changes (production); embedded: SIGHUP
-    default_plan: str = "team"  # limits tier (policies/limits.py) until billing assigns plans per tenant
-    heartbeat_interval_s: float = 2.0
+    default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504
     # Demo (make run)

@@ -35,6 +35,7 @@ from eventsourcing.persistence import StoredEvent  # noqa: E402
 
 from api.services import eventsourcing_env, key_store  # noqa: E402
 from api.settings import Settings, load_settings  # noqa: E402
+from domain.adapters.credentials import bcrypt_hash  # noqa: E402
 from domain.application import OwnLLM  # noqa: E402
 from domain.context import Ctx  # noqa: E402
 from domain.user import User  # noqa: E402
@@ -43,8 +44,8 @@ from tests.support.postgres import create_schema, server_dsn, throwaway_database
 
 WRITERS = (1, 8)
 WARMUP_OPS = 20
-LIBRARY = "eventsourcing.postgres:PostgresApplicationRecorder"
-OURS = "domain.persistence:OneTripPostgresApplicationRecorder"
+LIBRARY = "eventsourcing.postgres:PostgresProcessRecorder"
+OURS = "domain.adapters.postgres_recorder:OneTripPostgresProcessRecorder"
 Op = Callable[[], object]
 
 
@@ -157,10 +158,10 @@ def own_llm(settings: Settings, recorder_topic: str | None = None) -> Iterator[O
     """OwnLLM on the settings' store (as build_services wires it), optionally with another recorder."""
     env = eventsourcing_env(settings)
     if recorder_topic is not None:
-        env["APPLICATION_RECORDER_TOPIC"] = recorder_topic
+        env["PROCESS_RECORDER_TOPIC"] = recorder_topic
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
     keys = key_store(settings)
-    app = OwnLLM(env, keys=keys, pepper=b"bench-pepper", directory=Directory())
+    app = OwnLLM(env, keys=keys, pepper=b"bench-pepper", hash_credential=bcrypt_hash, directory=Directory())
     try:
         yield app
     finally:

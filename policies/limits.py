@@ -54,9 +54,10 @@ PLAN_LIMITS: dict[str, PlanLimits] = {
     ),
 }
 
-DEFAULT_PLAN = "free"
+DEFAULT_PLAN = "team"  # the tier of a tenant without a plan of its own (until billing assigns plans)
+FALLBACK_PLAN = "free"  # the tier an unknown plan name gets: the smallest (fail closed, not open)
 
 
 def limits_for(plan: str) -> PlanLimits:
     """The limits of a plan; an unknown plan name gets the free tier (fail closed, not open)."""
-    return PLAN_LIMITS.get(plan, PLAN_LIMITS[DEFAULT_PLAN])
+    return PLAN_LIMITS.get(plan, PLAN_LIMITS[FALLBACK_PLAN])

@@ -53,6 +53,7 @@ def clock() -> ManualClock:
 def services(make_settings: Callable[..., Settings], clock: ManualClock) -> Iterator[Services]:
     built = build_services(make_settings(), clock=clock)
     yield built
+    built.close()  # its runners' threads would otherwise keep its database connections open for the whole run
 
 
 @pytest.fixture

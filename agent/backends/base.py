@@ -7,7 +7,7 @@ A backend may run many jobs at once (``capacity``); ``generate`` is an async ite
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -53,7 +53,6 @@ class Finished(msgspec.Struct, frozen=True):
 
 
 Event = TextDelta | Finished
-BackendName = Literal["exllamav3", "exllamav2", "transformers", "echo"]
 
 
 class BackendError(RuntimeError):

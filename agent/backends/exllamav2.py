@@ -2,7 +2,7 @@
 
 Paged attention (batching many jobs) needs flash-attn >= 2.5.7. Without it the generator runs with
 ``paged=False``, one job at a time, and ``config.no_sdpa = True``: exllamav2 0.3.2's SDPA path attends
-without the causal mask and produces fluent nonsense (see FACTS.md, "GPU path").
+without the causal mask and gives fluent nonsense (top-1 match with transformers: 46% with SDPA, 100% with ``no_sdpa``).
 """
 
 from __future__ import annotations

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
-from api.guards import AnyRequest, ctx_of, principal_of, request_id_of, services_of
+from api.dependencies import CommandService
+from api.guards import AnyRequest
 from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
+from api.principal import Principal
 from api.views import invite_out
+from domain.application import OwnLLM
+from domain.context import Ctx
 from domain.permissions import Action
+from projections.directory import Directory
 
 
 class InviteController(Controller):
@@ -22,21 +29,30 @@ class InviteController(Controller):
     tags = ["invites"]
 
     @post("/", operation_id="inviteUser", opt={"action": Action.USERS_INVITE}, sync_to_thread=True)
-    def invite(self, request: AnyRequest, data: JSONBody[schemas.InviteRequest]) -> schemas.IssuedInviteOut:
+    def invite(
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        data: JSONBody[schemas.InviteRequest],
+    ) -> schemas.IssuedInviteOut:
         """Invite an email with a role; the token in this answer is shown only once."""
-        services = services_of(request)
-        issued = services.command(services.app.invite_user, ctx_of(request), email=data.email, role=data.role)
+        issued = commands.run(OwnLLM.invite_user, ctx, email=data.email, role=data.role)
         assert issued.expires_at is not None
         return schemas.IssuedInviteOut(issued.id, issued.secret, issued.expires_at)
 
     @listing("listInvites", Action.USERS_READ)
     def list_invites(
-        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+        self,
+        request: AnyRequest,
+        principal: NamedDependency[Principal],
+        directory: NamedDependency[Directory],
+        now: NamedDependency[datetime],
+        limit: Limit = DEFAULT_LIMIT,
+        after: After = None,
     ) -> Response[list[schemas.InviteOut]]:
         """The tenant's invites and their status (open, accepted, revoked), oldest first."""
-        directory = services_of(request).directory
-        rows = directory.tenant_invites(principal_of(request).tenant_id)
-        return paginate(request, rows, partial(invite_out, now=services_of(request).app.clock()), limit, after)
+        rows = directory.tenant_invites(principal.tenant_id)
+        return paginate(request, rows, partial(invite_out, now=now), limit, after)
 
     @delete(
         "/{invite_id:uuid}",
@@ -44,18 +60,25 @@ class InviteController(Controller):
         opt={"action": Action.USERS_INVITE},
         sync_to_thread=True,
     )
-    def revoke(self, request: AnyRequest, invite_id: FromPath[UUID], reason: FromQuery[str] = "") -> None:
+    def revoke(
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        invite_id: FromPath[UUID],
+        reason: FromQuery[str] = "",
+    ) -> None:
         """Withdraw an open invite."""
-        services = services_of(request)
-        services.command(services.app.revoke_invite, ctx_of(request), invite_id, reason)
+        commands.run(OwnLLM.revoke_invite, ctx, invite_id, reason)
 
     @post("/accept", operation_id="acceptInvite", sync_to_thread=True)
-    def accept(self, request: AnyRequest, data: JSONBody[schemas.AcceptInviteRequest]) -> schemas.JoinedOut:
+    def accept(
+        self,
+        request_id: NamedDependency[str],
+        commands: NamedDependency[CommandService],
+        data: JSONBody[schemas.AcceptInviteRequest],
+    ) -> schemas.JoinedOut:
         """Accept an invite (no API key needed: the token is the credential); returns a first API key once."""
-        services = services_of(request)
-        joined = services.command(
-            services.app.accept_invite, token=data.token, name=data.name, request_id=request_id_of(request)
-        )
+        joined = commands.run(OwnLLM.accept_invite, token=data.token, name=data.name, request_id=request_id)
         key = joined.api_key
         return schemas.JoinedOut(
             joined.tenant_id,

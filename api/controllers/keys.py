@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
-from api.guards import AnyRequest, can, ctx_of, principal_of, services_of
+from api.dependencies import CommandService
+from api.guards import AnyRequest
 from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
+from api.principal import Principal
 from api.views import key_out
-from domain.errors import NotFound, PermissionDenied
+from domain.application import OwnLLM
+from domain.authorization import KEY_LISTING, whose_rows
+from domain.context import Ctx
 from domain.permissions import Action
+from projections.directory import Directory
 
 
 class KeyController(Controller):
@@ -26,45 +33,47 @@ class KeyController(Controller):
     def list_keys(
         self,
         request: AnyRequest,
+        principal: NamedDependency[Principal],
+        directory: NamedDependency[Directory],
+        now: NamedDependency[datetime],
         all_users: FromQuery[bool] = False,
         limit: Limit = DEFAULT_LIMIT,
         after: After = None,
     ) -> Response[list[schemas.KeyOut]]:
         """The caller's keys, oldest first; ``?all_users=true`` lists the tenant's (admin, compliance, auditor)."""
-        principal = principal_of(request)
-        if all_users and not can(request, Action.KEYS_READ_ALL):
-            raise PermissionDenied("listing every user's keys needs an admin, compliance or auditor role")
-        user_id = None if all_users else principal.user_id
-        rows = services_of(request).directory.tenant_keys(principal.tenant_id, user_id)
-        return paginate(request, rows, partial(key_out, now=services_of(request).app.clock()), limit, after)
+        owner = whose_rows(principal.caller, KEY_LISTING, all_users=all_users)
+        rows = directory.tenant_keys(principal.tenant_id, owner)
+        return paginate(request, rows, partial(key_out, now=now), limit, after)
 
     @post("/", operation_id="issueKey", opt={"action": Action.KEYS_OWN}, sync_to_thread=True)
-    def issue(self, request: AnyRequest, data: JSONBody[schemas.IssueKeyRequest]) -> schemas.IssuedKeyOut:
+    def issue(
+        self,
+        principal: NamedDependency[Principal],
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory],
+        data: JSONBody[schemas.IssueKeyRequest],
+    ) -> schemas.IssuedKeyOut:
         """Issue a key for yourself (or, as admin, for ``user_id``); the secret is in this answer only."""
-        principal = principal_of(request)
         owner = data.user_id or principal.user_id
-        if owner != principal.user_id and not can(request, Action.KEYS_MANAGE_ALL):
-            raise PermissionDenied("only admins may issue keys for another user")
-        services = services_of(request)
-        issued = services.command(
-            services.app.issue_api_key,
-            ctx_of(request),
+        issued = commands.run(
+            OwnLLM.issue_api_key,
+            ctx,
             user_id=owner,
             name=data.name,
             scopes=list(data.scopes),
             expires_at=data.expires_at,
         )
-        key = services.directory.keys[issued.id]
+        key = directory.keys[issued.id]
         return schemas.IssuedKeyOut(issued.id, owner, issued.secret, issued.prefix, sorted(key.scopes), key.expires_at)
 
     @delete("/{key_id:uuid}", operation_id="revokeKey", opt={"action": Action.KEYS_OWN}, sync_to_thread=True)
-    def revoke(self, request: AnyRequest, key_id: FromPath[UUID], reason: FromQuery[str] = "") -> None:
+    def revoke(
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        key_id: FromPath[UUID],
+        reason: FromQuery[str] = "",
+    ) -> None:
         """Revoke a key; it is refused from the next request on."""
-        principal = principal_of(request)
-        services = services_of(request)
-        key = services.directory.in_tenant(services.directory.keys, key_id, principal.tenant_id)
-        if key is None:
-            raise NotFound("apikey not found")
-        if key.user_id != principal.user_id and not can(request, Action.KEYS_MANAGE_ALL):
-            raise NotFound("apikey not found")
-        services.command(services.app.revoke_api_key, ctx_of(request), key_id, reason)
+        commands.run(OwnLLM.revoke_api_key, ctx, key_id, reason)

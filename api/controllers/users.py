@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
-from api.guards import AnyRequest, ctx_of, principal_of, services_of
+from api.dependencies import CommandService
+from api.guards import AnyRequest
 from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
+from api.principal import Principal
 from api.views import user_out
 from domain.application import OwnLLM
+from domain.context import Ctx
 from domain.errors import NotFound
 from domain.permissions import Action
+from projections.directory import Directory
 
 
 class UserController(Controller):
@@ -25,17 +29,22 @@ class UserController(Controller):
 
     @listing("listUsers", Action.USERS_READ)
     def list_users(
-        self, request: AnyRequest, limit: Limit = DEFAULT_LIMIT, after: After = None
+        self,
+        request: AnyRequest,
+        principal: NamedDependency[Principal],
+        directory: NamedDependency[Directory],
+        limit: Limit = DEFAULT_LIMIT,
+        after: After = None,
     ) -> Response[list[schemas.UserOut]]:
         """All users of the tenant, oldest first, removed ones included with their status."""
-        directory = services_of(request).directory
-        return paginate(request, directory.tenant_users(principal_of(request).tenant_id), user_out, limit, after)
+        return paginate(request, directory.tenant_users(principal.tenant_id), user_out, limit, after)
 
     @get("/{user_id:uuid}", operation_id="getUser", opt={"action": Action.USERS_READ}, sync_to_thread=False)
-    def get_user(self, request: AnyRequest, user_id: FromPath[UUID]) -> schemas.UserOut:
+    def get_user(
+        self, principal: NamedDependency[Principal], directory: NamedDependency[Directory], user_id: FromPath[UUID]
+    ) -> schemas.UserOut:
         """One user of the tenant."""
-        directory = services_of(request).directory
-        user = directory.in_tenant(directory.users, user_id, principal_of(request).tenant_id)
+        user = directory.in_tenant(directory.users, user_id, principal.tenant_id)
         if user is None:
             raise NotFound("user not found")
         return user_out(user)
@@ -48,12 +57,15 @@ class UserController(Controller):
     )
     def change_role(
         self,
-        request: AnyRequest,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory],
         user_id: FromPath[UUID],
         data: JSONBody[schemas.RoleChangeRequest],
     ) -> schemas.UserOut:
         """Give a user another role (the tenant always keeps one active admin)."""
-        return _act(request, OwnLLM.change_role, user_id, data.role, data.reason)
+        commands.run(OwnLLM.change_role, ctx, user_id, data.role, data.reason)
+        return user_out(directory.users[user_id])
 
     @post(
         "/{user_id:uuid}/suspend",
@@ -62,10 +74,16 @@ class UserController(Controller):
         sync_to_thread=True,
     )
     def suspend(
-        self, request: AnyRequest, user_id: FromPath[UUID], data: JSONBody[schemas.ReasonRequest]
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory],
+        user_id: FromPath[UUID],
+        data: JSONBody[schemas.ReasonRequest],
     ) -> schemas.UserOut:
         """Suspend a user: their keys are refused until reinstated."""
-        return _act(request, OwnLLM.suspend_user, user_id, data.reason)
+        commands.run(OwnLLM.suspend_user, ctx, user_id, data.reason)
+        return user_out(directory.users[user_id])
 
     @post(
         "/{user_id:uuid}/reinstate",
@@ -74,20 +92,24 @@ class UserController(Controller):
         sync_to_thread=True,
     )
     def reinstate(
-        self, request: AnyRequest, user_id: FromPath[UUID], data: JSONBody[schemas.ReasonRequest]
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory],
+        user_id: FromPath[UUID],
+        data: JSONBody[schemas.ReasonRequest],
     ) -> schemas.UserOut:
         """Reinstate a suspended user."""
-        return _act(request, OwnLLM.reinstate_user, user_id, data.reason)
+        commands.run(OwnLLM.reinstate_user, ctx, user_id, data.reason)
+        return user_out(directory.users[user_id])
 
     @delete("/{user_id:uuid}", operation_id="removeUser", opt={"action": Action.USERS_MANAGE}, sync_to_thread=True)
-    def remove(self, request: AnyRequest, user_id: FromPath[UUID], reason: FromQuery[str] = "") -> None:
+    def remove(
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        user_id: FromPath[UUID],
+        reason: FromQuery[str] = "",
+    ) -> None:
         """Remove a user from the tenant; their keys stop working at once. ``?reason=`` is recorded."""
-        services = services_of(request)
-        services.command(services.app.remove_user, ctx_of(request), user_id, reason)
-
-
-def _act(request: AnyRequest, command: Callable[..., None], user_id: UUID, *args: str) -> schemas.UserOut:
-    """Run one user command of the application for the caller, then answer the user as it is now."""
-    services = services_of(request)
-    services.command(command, services.app, ctx_of(request), user_id, *args)
-    return user_out(services.directory.users[user_id])
+        commands.run(OwnLLM.remove_user, ctx, user_id, reason)

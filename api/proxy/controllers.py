@@ -1,23 +1,20 @@
-"""The ``/v1`` routes: thin handlers over :class:`api.proxy.gateway.InferenceGateway`."""
+"""The ``/v1`` routes: thin handlers over the gateway (:class:`api.proxy.endpoints.Inference`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from litestar import Request, Response, Router, get, post
 from litestar.params import PathParameter
 
+from api.proxy.endpoints import CHAT, COMPLETIONS, Inference
 from api.proxy.errors import EXCEPTION_HANDLERS
-from api.proxy.gateway import CHAT, COMPLETIONS
 from api.proxy.schemas import ChatCompletion, Completion, Model, ModelList
-
-if TYPE_CHECKING:
-    from api.proxy.gateway import InferenceGateway
 
 _JSON = "application/json"
 
 
-def build_router(gateway: InferenceGateway) -> Router:
+def build_router(gateway: Inference) -> Router:
     """Routes bound to one gateway; bodies are read and validated by the gateway, not by Litestar."""
 
     @get("/models", operation_id="listModels", tags=["inference"], response_description="ModelList")

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from uuid import uuid4
 
 import msgspec
@@ -20,14 +19,16 @@ from agent.protocol import Accepted, Error, Job
 from api.auth import CredentialsRejected, bearer_secret
 from api.principal import Principal
 from api.proxy import errors
+from api.proxy.controllers import build_router
+from api.proxy.endpoints import Endpoint
 from api.proxy.errors import OpenAIError
 from api.proxy.limits import Grant, Limiter, Refused
 from api.proxy.ports import Authenticator, UsageSink
 from api.proxy.registry import AgentRegistry
-from api.proxy.responses import ChatEncoder, CompletionEncoder, Encoder
+from api.proxy.responses import Encoder
 from api.proxy.run import JobRun, agent_error
-from api.proxy.schemas import ChatCompletionRequest, CompletionRequest, Model, ModelList
-from api.proxy.translate import Generation, chat_generation, completion_generation
+from api.proxy.schemas import Model, ModelList
+from api.proxy.translate import Generation
 from api.proxy.transport import Transport
 from api.proxy.usage import Meter, Outcome, UsageWriter
 from api.settings import Settings
@@ -42,39 +43,6 @@ _encode = msgspec.json.Encoder().encode
 _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One generation endpoint: its path, how to parse its body, and its response encoder."""
-
-    path: str
-    parse: Callable[[bytes], Generation]
-    encoder: type[ChatEncoder] | type[CompletionEncoder]
-    id_prefix: str
-
-
-def _parser(struct: type, build: Callable[[object], Generation]) -> Callable[[bytes], Generation]:
-    """A body parser: JSON -> validated struct -> generation; msgspec errors become 400s naming the field."""
-    decoder: msgspec.json.Decoder[object] = msgspec.json.Decoder(struct)
-
-    def parse(body: bytes) -> Generation:
-        try:
-            request = decoder.decode(body)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise errors.from_validation(exc) from None
-        return build(request)
-
-    return parse
-
-
-CHAT = Endpoint("/v1/chat/completions", _parser(ChatCompletionRequest, chat_generation), ChatEncoder, "chatcmpl-")  # type: ignore[arg-type]
-COMPLETIONS = Endpoint(
-    "/v1/completions",
-    _parser(CompletionRequest, completion_generation),  # type: ignore[arg-type]
-    CompletionEncoder,
-    "cmpl-",
 )
 
 
@@ -137,8 +105,6 @@ class InferenceGateway:
 
     def router(self) -> Router:
         """The Litestar router for ``/v1`` with its own OpenAI-shaped exception handlers."""
-        from api.proxy.controllers import build_router
-
         return build_router(self)
 
     def _prune(self) -> None:

@@ -225,6 +225,17 @@ def test_parse_job_classifies() -> None:
     assert isinstance(parse_job(protocol.encode(Cancel("j"))), Error)
 
 
+def test_parse_job_serves_a_newer_minor_release_and_refuses_another_version() -> None:
+    job = make_job("x")
+    newer = {**msgspec.to_builtins(job), "type": "job", "priority": 9}  # a later release added a field
+    assert parse_job(msgspec.msgpack.encode(newer)) == job
+    assert parse_job(msgspec.msgpack.encode({**newer, "v": 2})) == Error(
+        job.job_id, "unsupported_version", "protocol version 2 is not supported (this agent: 1)"
+    )
+    unknown = parse_job(msgspec.msgpack.encode({"type": "preempt", "job_id": "j9", "v": 1}))
+    assert unknown == Error("j9", "bad_request", "malformed job message (ValidationError)")
+
+
 async def test_heartbeat_content(server: NatsServer, proxy: Proxy) -> None:
     beats: asyncio.Queue[Heartbeat] = asyncio.Queue()
 

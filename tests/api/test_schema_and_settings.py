@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+from pathlib import Path
+from uuid import uuid4
+
 import pytest
 from litestar.testing import TestClient
 
-from api.settings import SettingsError, load_settings
+from api.auth import KeyAuthenticator
+from api.principal import Principal
+from api.settings import Settings, SettingsError, load_settings
+from policies.limits import DEFAULT_PLAN, FALLBACK_PLAN, PLAN_LIMITS, limits_for
 from tests.support.api_client import Api
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_every_route_has_an_operation_id_and_a_description(api: Api) -> None:
@@ -56,3 +66,34 @@ def test_settings_are_frozen() -> None:
     settings = load_settings({})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def readme_settings() -> dict[str, str]:
+    """Variable -> documented default, from the README's settings table (``_X`` cells extend the row's stem)."""
+    table = README.read_text().split("### Settings", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str] = {}
+    for line in table.splitlines():
+        if not line.startswith("| `OWNLLM_"):
+            continue
+        names_cell, default_cell = (cell.strip() for cell in line.strip().strip("|").split("|")[:2])
+        names = re.findall(r"`([A-Z_]+)`", names_cell)
+        stem = "_".join(names[0].split("_")[:2])
+        for name in names:
+            documented[name if name.startswith("OWNLLM_") else stem + name] = default_cell
+    return documented
+
+
+def test_every_setting_the_readme_documents_exists() -> None:
+    documented = readme_settings()
+    assert len(documented) >= 20
+    known = {"OWNLLM_" + name.upper() for name in Settings.__struct_fields__}
+    assert set(documented) <= known, sorted(set(documented) - known)
+
+
+def test_the_default_plan_has_one_source() -> None:
+    assert readme_settings()["OWNLLM_DEFAULT_PLAN"] == f"`{DEFAULT_PLAN}`"
+    assert load_settings({}).default_plan == DEFAULT_PLAN
+    assert Principal(uuid4(), uuid4(), uuid4(), "member", frozenset()).plan == DEFAULT_PLAN
+    assert inspect.signature(KeyAuthenticator).parameters["default_plan"].default == DEFAULT_PLAN
+    # An unknown plan name still gets the smallest tier, not the default one (fail closed).
+    assert limits_for("no-such-plan") is PLAN_LIMITS[FALLBACK_PLAN] is not PLAN_LIMITS[DEFAULT_PLAN]

@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from api.services import eventsourcing_env
 from api.settings import load_settings
-from domain.persistence import OneTripPostgresApplicationRecorder
+from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
 from tests.support.postgres import create_schema
 
 WRITERS = 6
@@ -79,6 +79,10 @@ def test_the_postgres_env_selects_the_one_trip_recorder(env: dict[str, str], led
     assert resolve_topic(env["APPLICATION_RECORDER_TOPIC"]) is OneTripPostgresApplicationRecorder
     assert type(ledger.recorder) is OneTripPostgresApplicationRecorder
     assert "POSTGRES_ENABLE_DB_FUNCTIONS" not in env
+
+
+def test_ownllm_uses_the_one_trip_process_recorder(env: dict[str, str]) -> None:
+    assert resolve_topic(env["PROCESS_RECORDER_TOPIC"]) is OneTripPostgresProcessRecorder
 
 
 def test_one_save_gets_consecutive_ids_in_event_order_and_reads_back_intact(ledger: Ledger) -> None:

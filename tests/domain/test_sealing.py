@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.services import Services, build_services
-from domain.sealing import ERASED, PersonalData, PersonalDataTranscoding, SQLiteKeyStore
+from domain.adapters.key_stores import SQLiteKeyStore
+from domain.sealing import ERASED, PersonalData, PersonalDataTranscoding
 from tests.support.api_client import Api
 from tests.support.stores import holds, store_bytes
 

@@ -112,7 +112,6 @@ class GpuPlatform:
     workdir: Path
     api_process: bool = False  # True: the API (and its nats-server) in a child process
     plan: str = "enterprise"  # the team plan allows 8 concurrent streams per key; 16 are asked for here
-    heartbeat_interval_s: float = 0.5
     admin_key: str = ""
     tenant_id: str = ""
     agents: list[Agent] = field(default_factory=list)
@@ -140,7 +139,6 @@ class GpuPlatform:
                 {},
                 var_dir=str(self.workdir / "var"),
                 inference=True,
-                heartbeat_interval_s=self.heartbeat_interval_s,
                 default_plan=self.plan,
                 log_level="warning",
             )
@@ -166,7 +164,6 @@ class GpuPlatform:
             OWNLLM_PORT=str(port),
             OWNLLM_INFERENCE="true",
             OWNLLM_DEFAULT_PLAN=self.plan,
-            OWNLLM_HEARTBEAT_INTERVAL_S=str(self.heartbeat_interval_s),
             OWNLLM_LOG_LEVEL="warning",
         )
         log = (self.workdir / "api.log").open("ab")

@@ -89,7 +89,7 @@ class Stack:
 
 @pytest.fixture
 def stack(make_settings: Any, tmp_path: Path) -> Iterator[Stack]:
-    settings: Settings = make_settings(inference=True, heartbeat_interval_s=0.3, log_level="debug")
+    settings: Settings = make_settings(inference=True, log_level="debug")
     platform = start_platform(settings)
     server = ServerThread(platform.app()).start()
     try:

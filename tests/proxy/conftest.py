@@ -180,7 +180,7 @@ class Stack:
 
 def build_stack(tmp: Path, keepalive_s: float = 5.0, **settings: Any) -> Stack:
     """Start nats, the gateway inside a Litestar app under uvicorn; no agents yet."""
-    base = Settings(var_dir=str(tmp / "var"), heartbeat_interval_s=0.2, **settings)
+    base = Settings(var_dir=str(tmp / "var"), **settings)
     nats = EmbeddedNats(base).start()
     keys, usage = KeyRing(), UsageLog()
     gateway = InferenceGateway(nats.settings_for_proxy(), keys, usage, keepalive_s=keepalive_s)

@@ -1,0 +1,286 @@
+"""The one way anything reacts to events: named handlers fed the log in order, each from its own position.
+
+A :class:`Reaction` names the event topics it wants and handles one event at a time. It may issue
+ordinary commands: the runner runs it inside ``app.reacting(Tracking(name, id))``, so the events
+those commands save are written in ONE transaction with the handler's new position. A reaction
+therefore happens exactly once or not at all, whatever point the process is killed at; commands
+may also key what they create by the causing event (:func:`caused_by`) as a second guard. A handler
+with an effect outside the event store (rewriting NATS's authorization, sending a mail) is run at
+least once: its position is saved after the effect, so the effect must be idempotent.
+
+Each handler has its own position (eventsourcing's tracking table, keyed by the handler's name),
+its own failure count and backoff, and its own lock: at most one process runs a handler at a time
+(a PostgreSQL advisory lock, or a file lock next to the SQLite store), and a failing handler holds
+back only itself. Failures are persisted (:class:`ReactionStatusStore`) so ``ownllm projections
+status`` in another process shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
+
+log = logging.getLogger(__name__)
+BATCH = 100
+SKIP_AHEAD_EVERY_S = 5.0  # how often an idle handler records that it has seen the rest of the log
+MAX_ERROR_CHARS = 500
+
+
+class Reaction(Protocol):
+    """A named handler of some event topics; its name keys its stored position, so never rename one."""
+
+    name: str
+    topics: tuple[str, ...]  # eventsourcing topics it handles; () means every event
+
+    def handle(self, event: Any, position: int) -> None:
+        """React to one event (the notification id is ``position``); raise to be retried later."""
+        ...
+
+
+class Log(Protocol):
+    """The notification log, read by topic."""
+
+    def head(self) -> int:
+        """The last notification id (0 when empty)."""
+        ...
+
+    def read(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[Notification]:
+        """Up to ``limit`` notifications in ``(after, stop]`` with one of ``topics`` (all when empty)."""
+        ...
+
+
+class Positions(Protocol):
+    """Where each handler's position is kept: eventsourcing's tracking records."""
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The handler's position."""
+        ...
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Move the handler's position on (never back: a lower id raises IntegrityError)."""
+        ...
+
+
+class ReactingApp(Protocol):
+    """The application: decodes events and records a reaction's commands with its position."""
+
+    @property
+    def mapper(self) -> Any:
+        """Its mapper (``to_domain_event``)."""
+        ...
+
+    def reacting(self, tracking: Tracking) -> AbstractContextManager[Any]:
+        """Commands run inside are recorded with ``tracking`` in one transaction."""
+        ...
+
+
+class HandlerLock(Protocol):
+    """Held by at most one process per handler name."""
+
+    def acquire(self, name: str) -> bool:
+        """True when this process holds the handler's lock now (taken if free; never blocks)."""
+        ...
+
+    def release_all(self) -> None:
+        """Give every held lock back."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler's persisted failure state."""
+
+    failures: int
+    last_error: str
+    at: datetime
+
+
+class ReactionStatusStore(Protocol):
+    """Persists failures, so another process can show them."""
+
+    def failed(self, name: str, failure: Failure) -> None:
+        """Remember the handler's latest failure."""
+        ...
+
+    def recovered(self, name: str) -> None:
+        """The handler works again."""
+        ...
+
+    def failures(self) -> dict[str, Failure]:
+        """Every failing handler's latest failure."""
+        ...
+
+
+def caused_by(handler: str, position: int, what: str = "") -> UUID:
+    """A deterministic id for what a handler creates for one event: a replay finds it already there."""
+    return uuid5(NAMESPACE_URL, f"ownllm:reaction:{handler}:{position}:{what}")
+
+
+@dataclass
+class _HandlerState:
+    failures: int = 0
+    due: float = 0.0  # monotonic time before which a failing handler is not retried
+    skipped_at: float = 0.0
+
+
+@dataclass
+class ReactionRunner:
+    """Runs each reaction from its own position, in notification order; see the module docstring."""
+
+    app: ReactingApp
+    log: Log
+    positions: Positions
+    reactions: list[Reaction]
+    locks: HandlerLock
+    status: ReactionStatusStore
+    interval_s: float = 0.25
+    batch: int = BATCH
+    backoff_s: tuple[float, float] = (0.5, 60.0)  # first retry, longest wait
+    monotonic: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _state: dict[str, _HandlerState] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _run_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.reactions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reaction names must be unique: {names}")
+        self._state = {name: _HandlerState() for name in names}
+
+    def add(self, reaction: Reaction) -> None:
+        """Run one more handler (its name must be new)."""
+        with self._run_lock:
+            if reaction.name in self._state:
+                raise ValueError(f"a reaction named {reaction.name!r} is already running")
+            self.reactions.append(reaction)
+            self._state[reaction.name] = _HandlerState()
+
+    def run_once(self) -> int:
+        """Advance every due reaction whose lock this process holds; returns how many events were handled."""
+        handled = 0
+        with self._run_lock:
+            for reaction in self.reactions:
+                state = self._state[reaction.name]
+                if self.monotonic() < state.due or not self.locks.acquire(reaction.name):
+                    continue
+                try:
+                    handled += self._advance(reaction, state)
+                except Exception as exc:  # the handler, its position or the log: retried with backoff
+                    self._failed(reaction, state, exc)
+                else:
+                    if state.failures:
+                        self._recovered(reaction, state)
+        return handled
+
+    def position(self, name: str) -> int:
+        """A handler's stored position."""
+        return self.positions.max_tracking_id(name) or 0
+
+    def _advance(self, reaction: Reaction, state: _HandlerState) -> int:
+        position, head, handled = self.position(reaction.name), self.log.head(), 0
+        while position < head:
+            batch = self.log.read(position, head, reaction.topics, self.batch)
+            if not batch:
+                self._skip_ahead(reaction.name, position, head, state)
+                break
+            position = self._handle_batch(reaction, batch)
+            handled += len(batch)
+        return handled
+
+    def _handle_batch(self, reaction: Reaction, batch: Sequence[Notification]) -> int:
+        """Handle a batch; the position of events that caused no command is saved once, at the end."""
+        unsaved: int | None = None
+        try:
+            for notification in batch:
+                recorded_with_position = self._handle(reaction, notification)
+                unsaved = None if recorded_with_position else notification.id
+        finally:
+            if unsaved is not None:  # also when a later event failed: what succeeded stays done
+                self.positions.insert_tracking(Tracking(reaction.name, unsaved))
+        return batch[-1].id
+
+    def _handle(self, reaction: Reaction, notification: Notification) -> bool:
+        """Handle one event; True when its commands were recorded together with the new position."""
+        event = self.app.mapper.to_domain_event(notification)
+        try:
+            with self.app.reacting(Tracking(reaction.name, notification.id)) as unit:
+                reaction.handle(event, notification.id)
+        except IntegrityError:
+            if self.position(reaction.name) >= notification.id:  # another runner got there first
+                return True
+            raise
+        return bool(unit.events)
+
+    def _skip_ahead(self, name: str, position: int, head: int, state: _HandlerState) -> None:
+        """Nothing for this handler up to ``head``: record that now and then, so its lag reads true."""
+        if self.monotonic() - state.skipped_at >= SKIP_AHEAD_EVERY_S:
+            state.skipped_at = self.monotonic()
+            self.positions.insert_tracking(Tracking(name, head))
+
+    def _failed(self, reaction: Reaction, state: _HandlerState, exc: Exception) -> None:
+        state.failures += 1
+        first, longest = self.backoff_s
+        wait = min(longest, first * 2 ** (state.failures - 1))
+        state.due = self.monotonic() + wait
+        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        log.warning(
+            "reaction %s failed (%d in a row; next try in %.1f s): %s", reaction.name, state.failures, wait, error
+        )
+        try:
+            self.status.failed(reaction.name, Failure(state.failures, error, self.now()))
+        except Exception:
+            log.exception("could not record the failure of reaction %s", reaction.name)
+
+    def _recovered(self, reaction: Reaction, state: _HandlerState) -> None:
+        log.info("reaction %s works again after %d failures", reaction.name, state.failures)
+        state.failures, state.due = 0, 0.0
+        try:
+            self.status.recovered(reaction.name)
+        except Exception:
+            log.exception("could not record the recovery of reaction %s", reaction.name)
+
+    # -- the background thread ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run soon (after a command, so reactions follow it without waiting for the next poll)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Run in a background thread until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name="reaction-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop running and give the handlers' locks back."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._run_lock:
+            self.locks.release_all()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # never let the thread die; each handler's own failures are handled above
+                log.exception("reaction runner failed; retrying")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+
+def failing_first(failures: dict[str, Failure]) -> Iterator[tuple[str, Failure]]:
+    """Failures, the most recent first (for status listings)."""
+    yield from sorted(failures.items(), key=lambda item: item[1].at, reverse=True)
