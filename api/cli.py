@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -238,17 +239,20 @@ def projections_rebuild(
 
 @projections.command("status")
 def projections_status() -> None:
-    """Each read model's position, the head of the event log, the lag between them and the last failure.
+    """Each read model's and reaction's position, the head of the event log, the lag and the last failure.
 
-    Tracked projections show their stored position and the failures recorded by the process that
-    runs them; in-memory ones (rebuilt by every process at start) show this command's own process.
+    Tracked projections and reactions show their stored position and the failures recorded by the
+    process that runs them; in-memory read models (rebuilt by every process at start) show this
+    command's own process. A reaction is listed once it has a position or a failure on record.
     """
     from projections.status import collect_status
 
     services = _services()
     head = services.runner.log.head()
     sources = services.read_models.sources(lambda: services.runner.position)
-    rows = collect_status(sources, head, services.runner.failure_log.load() if services.runner.failure_log else {})
+    failures = services.runner.failure_log.load() if services.runner.failure_log else {}
+    reaction_sources, reaction_failures = _reactions_status(services)
+    rows = collect_status([*sources, *reaction_sources], head, {**failures, **reaction_failures})
     table = Table("read model", "kind", "position", "head", "lag", "failures", "last error")
     for row in rows:
         error = "" if row.last_error is None else row.last_error
@@ -258,6 +262,28 @@ def projections_status() -> None:
             escape(row.name), row.kind, str(row.position), str(row.head), str(row.lag), str(row.failures), escape(error)
         )
     out.print(table)
+
+
+def _reactions_status(services: Services) -> tuple[list[Any], dict[str, Any]]:
+    """Status sources and failures of the reactions: those this process runs, those known to the
+    composition root that have run somewhere (a stored position), and any with a failure on record."""
+    from api.reactions import NatsAuthorizationResync
+    from projections.status import Failures, Source
+
+    reactions = services.reactions
+    failing = reactions.status.failures()
+    running = {r.name for r in reactions.reactions}
+    names = running | set(failing) | {NatsAuthorizationResync.name}
+
+    def position_of(name: str) -> Callable[[], int]:
+        return lambda: reactions.position(name)
+
+    sources = [
+        Source(name, "reaction", position_of(name))
+        for name in sorted(names)
+        if name in running or name in failing or reactions.position(name)
+    ]
+    return sources, {name: Failures(f.failures, f.last_error, f.at) for name, f in failing.items()}
 
 
 def _render(position: int, event: Any, reveal: bool) -> str:

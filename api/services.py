@@ -22,6 +22,7 @@ from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.directory import Directory
+from projections.log import NotificationLog
 from projections.reaction_store import FileLocks, PostgresLocks, SQLReactionStatus
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
@@ -188,7 +189,7 @@ def reaction_runner(settings: Settings, app: OwnLLM) -> ReactionRunner:
     """The reaction runner over the app's log; handlers are added by what the process runs."""
     return ReactionRunner(
         app=app,
-        log=RecorderLog(app.recorder),
+        log=NotificationLog(app.recorder),  # by topic through the topic index
         positions=cast(Any, app.recorder),
         reactions=[],
         locks=handler_locks(settings),
@@ -201,18 +202,3 @@ def handler_locks(settings: Settings) -> HandlerLock:
     if settings.persistence == "sqlite":
         return FileLocks(Path(settings.sqlite_file).absolute().parent / "reaction-locks")
     return PostgresLocks(settings.postgres_dsn)
-
-
-class RecorderLog:
-    """The notification log through the recorder's own topic filter."""
-
-    def __init__(self, recorder: Any) -> None:
-        self.recorder = recorder
-
-    def head(self) -> int:
-        """The last notification id."""
-        return int(self.recorder.max_notification_id() or 0)
-
-    def read(self, after: int, stop: int, topics: Any, limit: int) -> Any:
-        """Notifications in ``(after, stop]`` of these topics."""
-        return self.recorder.select_notifications(after + 1, limit, stop=stop, topics=topics)

@@ -8,11 +8,13 @@ from collections.abc import Callable, Sequence
 
 import pytest
 from eventsourcing.persistence import OperationalError
+from eventsourcing.utils import get_topic
 from typer.testing import CliRunner
 
 from api.cli import app
 from api.services import Services, build_services
 from api.settings import Settings
+from domain.tenant import Tenant
 from projections.log import Recorded
 
 
@@ -132,6 +134,36 @@ def test_rebuild_replays_a_registered_tracked_read_model(
         assert services.usage.stored_position() == services.runner.log.head()
     finally:
         services.close()
+
+
+class Unreachable:
+    """A reaction whose outside effect keeps failing."""
+
+    name = "test-welcome-mail"
+    topics = (get_topic(Tenant.Registered),)
+
+    def handle(self, event: object, position: int) -> None:
+        raise ConnectionRefusedError("smtp down")
+
+
+def test_status_lists_a_failing_reaction_of_another_process(
+    make_settings: Callable[..., Settings], cli: Callable[..., tuple[int, str]]
+) -> None:
+    server = build_services(make_settings(), start_runner=False)
+    try:
+        server.command(
+            server.app.signup, slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example",
+            request_id="r1",
+        )  # fmt: skip
+        server.reactions.add(Unreachable())
+        server.reactions.run_once()
+        head = server.runner.log.head()
+        rows = status_rows(cli("projections", "status")[1])
+        assert rows["test-welcome-mail"][:5] == ["reaction", "0", str(head), str(head), "1"]
+        assert rows["test-welcome-mail"][5].startswith("ConnectionRefusedError: smtp down at ")
+        assert "nats-authorization" not in rows  # it has never run against this store
+    finally:
+        server.close()
 
 
 def test_rebuild_names_the_read_models_it_knows(cli: Callable[..., tuple[int, str]]) -> None:
