@@ -50,6 +50,7 @@ from psycopg.sql import SQL, Identifier, Literal  # noqa: E402
 
 from api.services import Services, build_services, eventsourcing_env, key_store, pepper  # noqa: E402
 from api.settings import Settings, load_settings  # noqa: E402
+from domain.adapters.credentials import bcrypt_hash  # noqa: E402
 from domain.application import OwnLLM  # noqa: E402
 from domain.context import SYSTEM, Ctx  # noqa: E402
 from domain.usage import UsageRecord  # noqa: E402
@@ -244,7 +245,9 @@ def measure_start(settings: Settings) -> dict[str, Any]:
 
 def measure_full_decode(settings: Settings, slice_: int) -> dict[str, Any]:
     """The old runner's read: every notification from the start, decoded and folded into a Directory."""
-    app = OwnLLM(eventsourcing_env(settings), keys=key_store(settings), pepper=pepper(settings), directory=None)
+    app = OwnLLM(
+        eventsourcing_env(settings), keys=key_store(settings), pepper=pepper(settings), hash_credential=bcrypt_hash
+    )
     directory = Directory()
     head = app.recorder.max_notification_id() or 0
     position = read = 0
@@ -299,9 +302,32 @@ def plans(settings: Settings) -> str:
                     steps = Counter(row[3] for row in c.fetchall() if recorder.events_table_name in row[3])  # type: ignore[attr-defined]
                     out.append(f"SQLite, {label} (steps that touch the table):\n"
                                + "\n".join(f"  {n} x {step}" for step, n in sorted(steps.items())))  # fmt: skip
-        return "\n\n".join(out)
+        return sizes(services) + "\n\n" + "\n\n".join(out)
     finally:
         services.close()
+
+
+def sizes(services: Services) -> str:
+    """What the topic index costs on disk, next to the events table."""
+    recorder = services.app.recorder
+    table = recorder.events_table_name  # type: ignore[attr-defined]
+    if isinstance(recorder, PostgresApplicationRecorder):
+        with psycopg.connect(services.settings.postgres_dsn) as conn:
+            schema = services.settings.postgres_schema
+            row = conn.execute(
+                "SELECT pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass)",
+                (f'"{schema}"."{table}"', f'"{schema}"."{postgres_index_name(recorder)}"'),
+            ).fetchone()
+            assert row is not None
+            total, index = int(row[0]), int(row[1])
+        label = "PostgreSQL events table with its indexes"
+    else:
+        with recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
+            c.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")
+            by_name = {row[0]: int(row[1]) for row in c.fetchall()}
+        total, index = sum(by_name.values()), by_name.get(SQLITE_INDEX, 0)
+        label = "SQLite file"
+    return f"{label}: {total / 2**30:.2f} GiB, of which the topic index {index / 2**30:.2f} GiB"
 
 
 # -- stores and the table --------------------------------------------------------------------------
