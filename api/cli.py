@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -251,8 +251,7 @@ def projections_status() -> None:
     head = services.runner.log.head()
     sources = services.read_models.sources(lambda: services.runner.position)
     failures = services.runner.failure_log.load() if services.runner.failure_log else {}
-    reaction_sources, reaction_failures = _reactions_status(services)
-    rows = collect_status([*sources, *reaction_sources], head, {**failures, **reaction_failures})
+    rows = collect_status([*sources, *_reaction_sources(services, failures)], head, failures)
     table = Table("read model", "kind", "position", "head", "lag", "failures", "last error")
     for row in rows:
         error = "" if row.last_error is None else row.last_error
@@ -264,26 +263,24 @@ def projections_status() -> None:
     out.print(table)
 
 
-def _reactions_status(services: Services) -> tuple[list[Any], dict[str, Any]]:
-    """Status sources and failures of the reactions: those this process runs, those known to the
-    composition root that have run somewhere (a stored position), and any with a failure on record."""
+def _reaction_sources(services: Services, failures: Mapping[str, Any]) -> list[Any]:
+    """Status sources of the reactions: those this process runs, and those known to the composition root
+    or with a failure on record that have run somewhere (a stored position)."""
     from api.reactions import NatsAuthorizationResync
-    from projections.status import Failures, Source
+    from projections.status import Source
 
     reactions = services.reactions
-    failing = reactions.status.failures()
     running = {r.name for r in reactions.reactions}
-    names = running | set(failing) | {NatsAuthorizationResync.name}
+    known = running | {NatsAuthorizationResync.name} | (set(failures) - set(services.read_models.names()))
 
     def position_of(name: str) -> Callable[[], int]:
         return lambda: reactions.position(name)
 
-    sources = [
+    return [
         Source(name, "reaction", position_of(name))
-        for name in sorted(names)
-        if name in running or name in failing or reactions.position(name)
+        for name in sorted(known)
+        if name in running or name in failures or reactions.position(name)
     ]
-    return sources, {name: Failures(f.failures, f.last_error, f.at) for name, f in failing.items()}
 
 
 def _render(position: int, event: Any, reveal: bool) -> str:

@@ -22,12 +22,12 @@ from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.directory import Directory
+from projections.handler_locks import FileLocks, PostgresLocks
 from projections.log import NotificationLog
-from projections.reaction_store import FileLocks, PostgresLocks, SQLReactionStatus
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
 from projections.runner import ProjectionRunner
-from projections.status import failure_log_for
+from projections.status import FailureLog, failure_log_for
 from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
 
 log = logging.getLogger(__name__)
@@ -161,16 +161,15 @@ def build_services(
     read_models.add_in_memory("directory", directory)
     read_models.add_tracked(usage)
     tracked = list(read_models.tracked.values()) if settings.run_projections else []
+    failures = failure_log_for(app.recorder)  # read models' and reactions' failures, for `projections status`
     services = Services(
         settings=settings,
         app=app,
         keys=keys,
         directory=directory,
         usage=usage,
-        runner=ProjectionRunner(
-            app, list(read_models.in_memory.values()), tracked, failure_log=failure_log_for(app.recorder)
-        ),
-        reactions=reaction_runner(settings, app),
+        runner=ProjectionRunner(app, list(read_models.in_memory.values()), tracked, failure_log=failures),
+        reactions=reaction_runner(settings, app, failures),
         authenticator=KeyAuthenticator(
             directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
         ),
@@ -185,7 +184,7 @@ def build_services(
     return services
 
 
-def reaction_runner(settings: Settings, app: OwnLLM) -> ReactionRunner:
+def reaction_runner(settings: Settings, app: OwnLLM, failures: FailureLog | None = None) -> ReactionRunner:
     """The reaction runner over the app's log; handlers are added by what the process runs."""
     return ReactionRunner(
         app=app,
@@ -193,7 +192,7 @@ def reaction_runner(settings: Settings, app: OwnLLM) -> ReactionRunner:
         positions=cast(Any, app.recorder),
         reactions=[],
         locks=handler_locks(settings),
-        status=SQLReactionStatus(cast(Any, app.recorder).datastore),
+        status=failures or failure_log_for(app.recorder),
     )
 
 

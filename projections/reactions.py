@@ -11,8 +11,9 @@ least once: its position is saved after the effect, so the effect must be idempo
 Each handler has its own position (eventsourcing's tracking table, keyed by the handler's name),
 its own failure count and backoff, and its own lock: at most one process runs a handler at a time
 (a PostgreSQL advisory lock, or a file lock next to the SQLite store), and a failing handler holds
-back only itself. Failures are persisted (:class:`ReactionStatusStore`) so ``ownllm projections
-status`` in another process shows them.
+back only itself. Failures are persisted (``projections.status.FailureLog``, shared with the read
+models) so ``ownllm projections status`` in another process shows them: the exception's type only,
+plus the message of a domain error (safe to show by contract), never text that may quote data.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,9 @@ from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
+
+from domain.errors import DomainError
+from projections.status import FailureLog
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -95,31 +99,6 @@ class HandlerLock(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A handler's persisted failure state."""
-
-    failures: int
-    last_error: str
-    at: datetime
-
-
-class ReactionStatusStore(Protocol):
-    """Persists failures, so another process can show them."""
-
-    def failed(self, name: str, failure: Failure) -> None:
-        """Remember the handler's latest failure."""
-        ...
-
-    def recovered(self, name: str) -> None:
-        """The handler works again."""
-        ...
-
-    def failures(self) -> dict[str, Failure]:
-        """Every failing handler's latest failure."""
-        ...
-
-
 def caused_by(handler: str, position: int, what: str = "") -> UUID:
     """A deterministic id for what a handler creates for one event: a replay finds it already there."""
     return uuid5(NAMESPACE_URL, f"ownllm:reaction:{handler}:{position}:{what}")
@@ -141,7 +120,7 @@ class ReactionRunner:
     positions: Positions
     reactions: list[Reaction]
     locks: HandlerLock
-    status: ReactionStatusStore
+    status: FailureLog
     interval_s: float = 0.25
     batch: int = BATCH
     backoff_s: tuple[float, float] = (0.5, 60.0)  # first retry, longest wait
@@ -234,12 +213,13 @@ class ReactionRunner:
         first, longest = self.backoff_s
         wait = min(longest, first * 2 ** (state.failures - 1))
         state.due = self.monotonic() + wait
-        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        error = type(exc).__name__ + (f": {exc}" if isinstance(exc, DomainError) else "")
+        error = error[:MAX_ERROR_CHARS]
         log.warning(
             "reaction %s failed (%d in a row; next try in %.1f s): %s", reaction.name, state.failures, wait, error
         )
         try:
-            self.status.failed(reaction.name, Failure(state.failures, error, self.now()))
+            self.status.failed(reaction.name, error, self.now(), state.failures)
         except Exception:
             log.exception("could not record the failure of reaction %s", reaction.name)
 
@@ -279,8 +259,3 @@ class ReactionRunner:
                 log.exception("reaction runner failed; retrying")
             self._wake.wait(self.interval_s)
             self._wake.clear()
-
-
-def failing_first(failures: dict[str, Failure]) -> Iterator[tuple[str, Failure]]:
-    """Failures, the most recent first (for status listings)."""
-    yield from sorted(failures.items(), key=lambda item: item[1].at, reverse=True)

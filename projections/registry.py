@@ -39,6 +39,10 @@ class ReadModels:
             raise UnknownReadModel(f"unknown projection '{name}'; tracked projections: {known}")
         return model
 
+    def names(self) -> set[str]:
+        """Every registered read model's name."""
+        return {*self.in_memory, *self.tracked}
+
     def sources(self, in_memory_position: Callable[[], int]) -> list[Source]:
         """Status sources: in-memory models at this process's position, tracked ones at their stored one."""
         return [Source(name, "in-memory", in_memory_position) for name in self.in_memory] + [

@@ -160,7 +160,10 @@ def test_status_lists_a_failing_reaction_of_another_process(
         head = server.runner.log.head()
         rows = status_rows(cli("projections", "status")[1])
         assert rows["test-welcome-mail"][:5] == ["reaction", "0", str(head), str(head), "1"]
-        assert rows["test-welcome-mail"][5].startswith("ConnectionRefusedError: smtp down at ")
+        assert rows["test-welcome-mail"][5].startswith(
+            "ConnectionRefusedError at "
+        )  # its type: a message may quote data
+        assert "smtp down" not in rows["test-welcome-mail"][5]
         assert "nats-authorization" not in rows  # it has never run against this store
     finally:
         server.close()

@@ -15,7 +15,7 @@ from api.runtime import attach_nats_authorization
 from api.services import build_services
 from api.settings import Settings, load_settings
 from domain.context import SYSTEM, Ctx
-from projections.reaction_store import SQLReactionStatus
+from projections.status import failure_log_for
 
 FLAKY_RELOAD = """#!/bin/sh
 # Fails while $DIR/fail holds a positive count (counting each failure), else reloads nats-server.
@@ -61,18 +61,18 @@ async def test_the_revoked_agent_is_cut_off_after_the_third_reload_attempt(
 
     (tmp_path / "fail").write_text("2")  # the next two reloads fail
     services.command(services.app.revoke_agent, ctx, agent.agent_id, "laptop stolen")
-    status = SQLReactionStatus(services.app.recorder.datastore)  # type: ignore[attr-defined]
+    status = failure_log_for(services.app.recorder)
     deadline = time.monotonic() + 20
     seen_failing = 0
     while connection.is_connected and time.monotonic() < deadline:
-        failure = status.failures().get("nats-authorization")
+        failure = status.load().get("nats-authorization")
         seen_failing = max(seen_failing, failure.failures if failure else 0)
         await asyncio.sleep(0.05)
     assert not connection.is_connected, "the revoked agent kept its NATS connection"
     assert attempts(tmp_path)[-3:] == ["failed", "failed", "reloaded"]
     assert seen_failing == 2  # both failures showed where `ownllm projections status` reads them
     await asyncio.sleep(0.3)
-    assert status.failures() == {}
+    assert status.load()["nats-authorization"].failures == 0
     with pytest.raises((nats.errors.NoServersError, nats.errors.Error, OSError)):
         await nats.connect(nats_server.url, user=agent.nats_user, password=agent.nats_password,
                            allow_reconnect=False, connect_timeout=2)  # fmt: skip

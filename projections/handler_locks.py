@@ -1,4 +1,4 @@
-"""Storage for the reaction runner: handlers' failures, and the locks that keep one runner per handler."""
+"""The locks that keep at most one runner per reaction handler: a file lock, or a PostgreSQL advisory lock."""
 
 from __future__ import annotations
 
@@ -6,69 +6,12 @@ import contextlib
 import fcntl
 import os
 import threading
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
 
-from projections.reactions import Failure
-
-STATUS_TABLE = "ownllm_reaction_status"
 _LOCK_PREFIX = "ownllm reaction "
-
-
-class SQLReactionStatus:
-    """Failures in a small table beside the events (SQLite or PostgreSQL), one row per failing handler."""
-
-    def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.postgres = isinstance(datastore, PostgresDatastore)
-        self.table = (
-            f'"{datastore.schema}".{STATUS_TABLE}' if isinstance(datastore, PostgresDatastore) else STATUS_TABLE
-        )
-        self._execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} (name TEXT PRIMARY KEY, failures INTEGER NOT NULL, "
-            "last_error TEXT NOT NULL, at TEXT NOT NULL)"
-        )
-
-    def failed(self, name: str, failure: Failure) -> None:
-        """Remember the handler's latest failure."""
-        self._execute(
-            f"INSERT INTO {self.table} (name, failures, last_error, at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET failures = excluded.failures, last_error = excluded.last_error, "
-            "at = excluded.at",
-            (name, failure.failures, failure.last_error, failure.at.isoformat()),
-        )
-
-    def recovered(self, name: str) -> None:
-        """The handler works again: forget its failure."""
-        self._execute(f"DELETE FROM {self.table} WHERE name = ?", (name,))
-
-    def failures(self) -> dict[str, Failure]:
-        """Every failing handler's latest failure."""
-        rows = self._execute(f"SELECT name, failures, last_error, at FROM {self.table}", fetch=True)
-        return {_get(r, 0, "name"): _failure(r) for r in rows}
-
-    def _execute(self, sql: str, params: tuple[Any, ...] = (), *, fetch: bool = False) -> list[Any]:
-        if self.postgres:
-            sql = sql.replace("?", "%s")
-        with self.datastore.transaction(commit=not fetch) as cursor:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall()) if fetch else []
-
-
-def _get(row: Any, index: int, name: str) -> Any:
-    """A column of a tuple-like (SQLite) or dict-like (psycopg) row."""
-    return row[name] if isinstance(row, dict) else row[index]
-
-
-def _failure(row: Any) -> Failure:
-    return Failure(
-        int(_get(row, 1, "failures")), str(_get(row, 2, "last_error")), datetime.fromisoformat(_get(row, 3, "at"))
-    )
 
 
 class FileLocks:
