@@ -14,107 +14,18 @@ from domain.invite import Invite
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
 from domain.user import User
+from projections.directory_views import (
+    AgentView,
+    InviteView,
+    KeyView,
+    PairingKeyView,
+    TenantRows,
+    TenantView,
+    UserView,
+)
 from projections.log import topics_of
 
-
-@dataclass(slots=True)
-class TenantView:
-    """A tenant as listed."""
-
-    id: UUID
-    slug: str
-    name: str
-    admin_user_id: UUID
-    registered_at: datetime
-    suspended: bool = False
-    plan: str = ""  # empty until billing assigns one: the settings' default plan applies
-
-
-@dataclass(slots=True)
-class UserView:
-    """A user as listed; ``name``/``email`` read ``<erased>`` once the subject is erased."""
-
-    id: UUID
-    tenant_id: UUID
-    name: str
-    email: str
-    role: str
-    joined_at: datetime
-    suspended: bool = False
-    removed: bool = False
-
-    @property
-    def status(self) -> str:
-        """active, suspended or removed."""
-        return "removed" if self.removed else "suspended" if self.suspended else "active"
-
-
-@dataclass(slots=True)
-class KeyView:
-    """An API key as listed (never its secret) plus its hash for authentication."""
-
-    id: UUID
-    tenant_id: UUID
-    user_id: UUID
-    name: str
-    prefix: str
-    secret_hash: str
-    scopes: frozenset[str]
-    expires_at: datetime | None
-    issued_at: datetime
-    revoked_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class InviteView:
-    """An invite as listed (never its token)."""
-
-    id: UUID
-    tenant_id: UUID
-    user_id: UUID
-    email: str
-    role: str
-    expires_at: datetime
-    issued_at: datetime
-    status: str = "open"
-
-
-@dataclass(slots=True)
-class PairingKeyView:
-    """A pairing key as listed (never its secret)."""
-
-    id: UUID
-    tenant_id: UUID
-    prefix: str
-    expires_at: datetime
-    issued_at: datetime
-    status: str = "open"
-    agent_id: UUID | None = None
-
-
-@dataclass(slots=True)
-class AgentView:
-    """A paired agent and its NATS identity (bcrypt hash only)."""
-
-    id: UUID
-    tenant_id: UUID
-    name: str
-    nats_user: str
-    nats_password_bcrypt: str
-    paired_at: datetime
-    revoked_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class TenantRows:
-    """One tenant's rows in event order (oldest first); lists only grow, so readers may slice them
-    while the runner thread appends."""
-
-    users: list[UserView] = field(default_factory=list)
-    keys: list[KeyView] = field(default_factory=list)
-    invites: list[InviteView] = field(default_factory=list)
-    pairing_keys: list[PairingKeyView] = field(default_factory=list)
-    agents: list[AgentView] = field(default_factory=list)
+__all__ = ["AgentView", "Directory", "InviteView", "KeyView", "PairingKeyView", "TenantRows", "TenantView", "UserView"]
 
 
 _NO_ROWS = TenantRows()
