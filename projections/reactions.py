@@ -109,6 +109,7 @@ class _HandlerState:
     failures: int = 0
     due: float = 0.0  # monotonic time before which a failing handler is not retried
     skipped_at: float = 0.0
+    running: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -127,41 +128,45 @@ class ReactionRunner:
     monotonic: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _state: dict[str, _HandlerState] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _wake: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _run_lock: threading.Lock = field(default_factory=threading.Lock)
+    _started: bool = False
+    _stopped: bool = False
+    _wakes: int = 0  # bumped by wake(); each handler's thread waits for a new value or its interval
+    _signal: threading.Condition = field(default_factory=threading.Condition)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        names = [r.name for r in self.reactions]
-        if len(set(names)) != len(names):
-            raise ValueError(f"reaction names must be unique: {names}")
-        self._state = {name: _HandlerState() for name in names}
+        reactions, self.reactions = list(self.reactions), []
+        for reaction in reactions:
+            self.add(reaction)
 
     def add(self, reaction: Reaction) -> None:
-        """Run one more handler (its name must be new)."""
-        with self._run_lock:
+        """Run one more handler (its name must be new); in its own thread once the runner is started."""
+        with self._signal:
             if reaction.name in self._state:
                 raise ValueError(f"a reaction named {reaction.name!r} is already running")
             self.reactions.append(reaction)
             self._state[reaction.name] = _HandlerState()
+            if self._started:
+                self._start_thread(reaction)
 
     def run_once(self) -> int:
         """Advance every due reaction whose lock this process holds; returns how many events were handled."""
-        handled = 0
-        with self._run_lock:
-            for reaction in self.reactions:
-                state = self._state[reaction.name]
-                if self.monotonic() < state.due or not self.locks.acquire(reaction.name):
-                    continue
-                try:
-                    handled += self._advance(reaction, state)
-                except Exception as exc:  # the handler, its position or the log: retried with backoff
-                    self._failed(reaction, state, exc)
-                else:
-                    if state.failures:
-                        self._recovered(reaction, state)
-        return handled
+        return sum(self._run(reaction) for reaction in list(self.reactions))
+
+    def _run(self, reaction: Reaction) -> int:
+        """Advance one handler if it is due and this process holds its lock (one caller at a time)."""
+        state = self._state[reaction.name]
+        with state.running:
+            if self.monotonic() < state.due or not self.locks.acquire(reaction.name):
+                return 0
+            try:
+                handled = self._advance(reaction, state)
+            except Exception as exc:  # the handler, its position or the log: retried with backoff
+                self._failed(reaction, state, exc)
+                return 0
+            if state.failures:
+                self._recovered(reaction, state)
+            return handled
 
     def position(self, name: str) -> int:
         """A handler's stored position."""
@@ -231,31 +236,49 @@ class ReactionRunner:
         except Exception:
             log.exception("could not record the recovery of reaction %s", reaction.name)
 
-    # -- the background thread ---------------------------------------------------------------
+    # -- the background threads: one per handler, so a slow one delays no other ---------------
 
     def wake(self) -> None:
         """Run soon (after a command, so reactions follow it without waiting for the next poll)."""
-        self._wake.set()
+        with self._signal:
+            self._wakes += 1
+            self._signal.notify_all()
 
     def start(self) -> None:
-        """Run in a background thread until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="reaction-runner", daemon=True)
-        self._thread.start()
+        """Run every handler in a thread of its own until :meth:`stop` (handlers added later too)."""
+        with self._signal:
+            self._started = True
+            for reaction in self.reactions:
+                self._start_thread(reaction)
 
     def stop(self) -> None:
         """Stop running and give the handlers' locks back."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        with self._run_lock:
-            self.locks.release_all()
+        with self._signal:
+            self._stopped = True
+            self._signal.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=10)
+        self.locks.release_all()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _start_thread(self, reaction: Reaction) -> None:
+        thread = threading.Thread(target=self._loop, args=(reaction,), name=f"reaction-{reaction.name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _loop(self, reaction: Reaction) -> None:
+        seen = -1  # the wakes this thread has acted on (-1: run at once on start)
+
+        def woken() -> bool:
+            return self._stopped or self._wakes != seen
+
+        while True:
+            with self._signal:
+                self._signal.wait_for(woken, timeout=self.interval_s)
+                if self._stopped:
+                    return
+                seen = self._wakes
             try:
-                self.run_once()
-            except Exception:  # never let the thread die; each handler's own failures are handled above
-                log.exception("reaction runner failed; retrying")
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+                self._run(reaction)
+            except Exception:  # never let the thread die; the handler's own failures are handled in _run
+                log.exception("reaction runner failed on %s; retrying", reaction.name)

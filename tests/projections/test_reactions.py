@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -301,3 +302,31 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+class Stuck:
+    """Hangs on its first event until released (a mail server that never answers)."""
+
+    name = "test-stuck"
+    topics: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def handle(self, event: Any, position: int) -> None:
+        self.release.wait(30)
+
+
+def test_a_hanging_handler_delays_no_other(tmp_path: Path) -> None:
+    services = build_services(sqlite_settings(tmp_path / "var"))
+    stuck, steady = Stuck(), Flaky("test-steady", failures=0)
+    services.reactions.add(stuck)
+    services.reactions.add(steady)
+    tenant_id, _ = story(services, ["invite"])
+    wait_for(lambda: steady.handled == services.app.recorder.max_notification_id())
+    services.command(services.app.issue_pairing_key, Ctx(actor=SYSTEM, tenant_id=tenant_id, request_id="later"))
+    wait_for(lambda: steady.handled == services.app.recorder.max_notification_id(), timeout_s=5)
+    assert services.reactions.position("test-stuck") == 0  # still on its first event
+    stuck.release.set()
+    wait_for(lambda: services.reactions.position("test-stuck") == services.app.recorder.max_notification_id())
+    services.close()
