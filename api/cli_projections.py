@@ -1,0 +1,91 @@
+"""``ownllm projections``: rebuild a tracked read model, and show where every reader of the log stands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from api.cli_support import cli_services as _services
+from api.cli_support import err, out
+from api.services import Services
+
+projections = typer.Typer(
+    help="Rebuild read models from the event stream and show where they stand.", no_args_is_help=True
+)
+
+
+@projections.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="The tracked projection to rebuild (see `projections status`)")],
+) -> None:
+    """Drop a tracked projection and replay the events it reads into it, with a progress bar."""
+    from rich.progress import Progress
+
+    from projections.registry import UnknownReadModel
+    from projections.runner import rebuild
+
+    services = _services()
+    try:
+        model = services.read_models.tracked_named(name)
+    except UnknownReadModel as exc:
+        err.print(escape(str(exc)), style="red")
+        raise typer.Exit(2) from None
+    with Progress(console=out) as progress:
+        task = progress.add_task(f"rebuilding {escape(name)}", total=services.runner.log.head())
+
+        def advance(position: int, head: int) -> None:
+            progress.update(task, completed=position, total=head)
+
+        replayed, head = rebuild(model, services.runner.log, services.app.mapper.to_domain_event, advance)
+    out.print(f"{escape(name)}: replayed {replayed} events (log head {head})")
+
+
+@projections.command("status")
+def projections_status() -> None:
+    """Each read model's and reaction's position, the head of the event log, the lag and the last failure.
+
+    Tracked projections and reactions show their stored position and the failures recorded by the
+    process that runs them; in-memory read models (rebuilt by every process at start) show this
+    command's own process. A reaction is listed once it has a position or a failure on record.
+    """
+    from projections.status import collect_status
+
+    services = _services()
+    head = services.runner.log.head()
+    sources = services.read_models.sources(lambda: services.runner.position)
+    failures = services.runner.failure_log.load() if services.runner.failure_log else {}
+    rows = collect_status([*sources, *_reaction_sources(services, failures)], head, failures)
+    table = Table("read model", "kind", "position", "head", "lag", "failures", "last error")
+    for row in rows:
+        error = "" if row.last_error is None else row.last_error
+        if row.last_error_at is not None:
+            error += f" at {row.last_error_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        table.add_row(
+            escape(row.name), row.kind, str(row.position), str(row.head), str(row.lag), str(row.failures), escape(error)
+        )
+    out.print(table)
+
+
+def _reaction_sources(services: Services, failures: Mapping[str, Any]) -> list[Any]:
+    """Status sources of the reactions: those this process runs, and those known to the composition root
+    or with a failure on record that have run somewhere (a stored position)."""
+    from api.reactions import NatsAuthorizationResync
+    from projections.status import Source
+
+    reactions = services.reactions
+    running = {r.name for r in reactions.reactions}
+    known = running | {NatsAuthorizationResync.name} | (set(failures) - set(services.read_models.names()))
+
+    def position_of(name: str) -> Callable[[], int]:
+        return lambda: reactions.position(name)
+
+    return [
+        Source(name, "reaction", position_of(name))
+        for name in sorted(known)
+        if name in running or name in failures or reactions.position(name)
+    ]
