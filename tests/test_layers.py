@@ -50,7 +50,8 @@ def test_imports_point_one_way(package: str) -> None:
         f"{path.relative_to(ROOT)}: {name}"
         for path in modules(package)
         for name in imports_of(path)
-        if name.split(".")[0] in OURS and not allowed(package, name)
+        if name.split(".")[0] in OURS
+        and not allowed(package, name)
         # ``from agent import protocol`` names the module through its package
         and not (package == "api" and name in {"agent", "agent.protocol"})
     ]
