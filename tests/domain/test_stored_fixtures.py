@@ -19,8 +19,6 @@ import base64
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -33,6 +31,7 @@ from psycopg.sql import SQL, Identifier
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.context import Ctx
+from tests.fixtures import record_store_v1 as recording
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store-v1"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
@@ -118,82 +117,14 @@ def old_store(old_settings: Settings) -> Iterator[Services]:
 # -- what a reader sees (the same shapes as the recording script's) --------------------------------
 
 
-def jsonable(value: Any) -> Any:
-    """A replayed value in JSON form; sealed personal data reads as its value (``<erased>`` once erased)."""
-    if hasattr(value, "subject_id") and hasattr(value, "value"):  # PersonalData
-        return str(value.value)
-    if isinstance(value, Enum):
-        return jsonable(value.value)
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset):
-        return sorted(jsonable(v) for v in value)
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    raise TypeError(f"no JSON form for {type(value).__name__}")
-
-
 def directory_snapshot(services: Services) -> dict[str, Any]:
-    """The directory as the API lists it, per recorded tenant (oldest first)."""
-    d = services.directory
-    tenants = []
-    for tenant_id in TENANTS.values():
-        t = d.tenants[tenant_id]
-        tenants.append({
-            "id": t.id, "slug": t.slug, "name": t.name, "admin_user_id": t.admin_user_id,
-            "registered_at": t.registered_at, "status": "suspended" if t.suspended else "active",
-            "users": [
-                {"id": u.id, "name": u.name, "email": u.email, "role": u.role, "status": u.status,
-                 "joined_at": u.joined_at}
-                for u in d.tenant_users(tenant_id)
-            ],
-            "keys": [
-                {"id": k.id, "user_id": k.user_id, "name": k.name, "prefix": k.prefix, "scopes": k.scopes,
-                 "expires_at": k.expires_at, "issued_at": k.issued_at, "revoked_at": k.revoked_at,
-                 "status": "revoked" if k.revoked_at else "active"}
-                for k in d.tenant_keys(tenant_id)
-            ],
-            "invites": [
-                {"id": i.id, "user_id": i.user_id, "email": i.email, "role": i.role, "status": i.status,
-                 "expires_at": i.expires_at, "issued_at": i.issued_at}
-                for i in d.tenant_invites(tenant_id)
-            ],
-            "pairing_keys": [
-                {"id": p.id, "prefix": p.prefix, "status": p.status, "agent_id": p.agent_id,
-                 "expires_at": p.expires_at, "issued_at": p.issued_at}
-                for p in d.tenant_pairing_keys(tenant_id)
-            ],
-            "agents": [
-                {"id": a.id, "name": a.name, "nats_user": a.nats_user, "paired_at": a.paired_at,
-                 "revoked_at": a.revoked_at, "status": "revoked" if a.revoked_at else "active"}
-                for a in d.tenant_agents(tenant_id)
-            ],
-        })  # fmt: skip
-    return jsonable({"tenants": tenants})
+    """The directory as the API lists it, per recorded tenant, read the way the recording read it."""
+    return recording.directory_snapshot(services, list(TENANTS.values()))
 
 
 def usage_totals(services: Services) -> dict[str, Any]:
-    """Usage per tenant slug and model: requests, tokens, duration and requests per final status."""
-    totals: dict[str, Any] = {}
-    for slug, tenant_id in TENANTS.items():
-        per_model: dict[str, Any] = {}
-        for row in services.usage.query(tenant_id):
-            m = per_model.setdefault(row.model, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                                  "duration_ms": 0, "by_status": {}})  # fmt: skip
-            m["requests"] += row.requests
-            m["prompt_tokens"] += row.prompt_tokens
-            m["completion_tokens"] += row.completion_tokens
-            m["duration_ms"] += row.duration_ms
-            for status, count in row.by_status.items():
-                m["by_status"][status] = m["by_status"].get(status, 0) + count
-        totals[slug] = {model: per_model[model] for model in sorted(per_model)}
-    return totals
+    """Usage per tenant slug and model, read the way the recording read it."""
+    return recording.usage_totals(services, TENANTS)
 
 
 def stored_rows(services: Services, start: int, limit: int = 10_000) -> list[dict[str, Any]]:
@@ -240,9 +171,9 @@ def test_every_aggregate_replays_to_its_recorded_state(old_store: Services) -> N
         replayed = {
             "type": get_topic(type(aggregate)),
             "version": aggregate.version,
-            "created_on": jsonable(aggregate.created_on),
-            "modified_on": jsonable(aggregate.modified_on),
-            "state": {name: jsonable(getattr(aggregate, name, "<missing>")) for name in recorded["state"]},
+            "created_on": recording.jsonable(aggregate.created_on),
+            "modified_on": recording.jsonable(aggregate.modified_on),
+            "state": {name: recording.jsonable(getattr(aggregate, name, "<missing>")) for name in recorded["state"]},
         }
         if replayed != recorded:
             mismatches.append((aggregate_id, recorded, replayed))
