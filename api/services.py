@@ -19,6 +19,7 @@ from api.settings import Settings
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
 from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
+from domain.adapters.sqlite_transactions import begin_writes_immediately
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.directory import Directory
@@ -103,6 +104,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing persistence settings for SQLite (embedded) or PostgreSQL."""
     if settings.persistence == "sqlite":
         Path(settings.sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+        begin_writes_immediately()  # concurrent writers wait instead of failing "database is locked"
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": settings.sqlite_file}
     from psycopg.conninfo import conninfo_to_dict
 
