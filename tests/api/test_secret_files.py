@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 from api.embedded_nats import proxy_password
 from api.secret_files import read_or_create_secret
-from api.services import pepper
+from api.services import build_services, pepper
 from api.settings import Settings
 
 
@@ -40,3 +41,37 @@ def test_the_pepper_and_the_proxy_password_are_such_files(tmp_path: Path) -> Non
     configured = Settings(var_dir=str(tmp_path / "other"), nats_proxy_password="p", key_pepper="k")
     assert (proxy_password(configured), pepper(configured)) == ("p", b"k")
     assert not (tmp_path / "other").exists()
+
+
+def private_modes(var: Path) -> dict[str, int]:
+    """The mode of var/ and of every file of the embedded store that exists now."""
+    names = ["events.sqlite", "subject-keys.sqlite", "secrets/key-pepper"]
+    names += [f"{db}{suffix}" for db in ("events.sqlite", "subject-keys.sqlite") for suffix in ("-wal", "-shm")]
+    found = {name: mode(var / name) for name in names if (var / name).exists()}
+    return found | {".": mode(var), "secrets": mode(var / "secrets")}
+
+
+def test_var_is_0700_and_its_databases_and_secrets_0600_fresh_and_after_a_restart(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    settings = Settings(var_dir=str(var), inference=False)
+    expected_files = {"events.sqlite", "subject-keys.sqlite", "subject-keys.sqlite-wal", "secrets/key-pepper"}
+    previous = os.umask(0o022)  # the usual default, under which files were created 0644
+    try:
+        services = build_services(settings, start_runner=False)
+        try:
+            modes = private_modes(var)
+            assert expected_files <= modes.keys()
+            assert modes == {name: 0o700 if name in (".", "secrets") else 0o600 for name in modes}
+        finally:
+            services.close()
+        for name in private_modes(var):  # as an older version left them
+            (var / name).chmod(0o755 if name in (".", "secrets") else 0o644)
+        services = build_services(settings, start_runner=False)
+        try:
+            modes = private_modes(var)
+            assert expected_files <= modes.keys()
+            assert modes == {name: 0o700 if name in (".", "secrets") else 0o600 for name in modes}
+        finally:
+            services.close()
+    finally:
+        os.umask(previous)
