@@ -12,10 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+
+
+class SecretFileError(RuntimeError):
+    """A generated secret's file cannot be used as it is; the message names it and says what to do."""
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:
@@ -42,15 +47,82 @@ def private_file(path: str | os.PathLike[str]) -> Path:
 
 
 def read_or_create_secret(path: Path) -> str:
-    """The secret kept in ``path``, created (0600, never overwritten) on first use."""
+    """The secret kept in ``path``, created (0600, never overwritten) on first use.
+
+    The value is written to a temporary file, flushed to disk, then hard-linked to ``path``: the
+    link fails when ``path`` exists (``O_EXCL`` semantics), so of two processes starting at once one
+    wins and the other reads the winner's complete value; no reader ever sees a half-written file.
+    An empty file (only a crash of an older version could leave one) is refused, never replaced:
+    a secret that was already used to hash or sign something must not silently change.
+    """
     private_dir(path.parent)
     try:
-        if (path.stat().st_mode & 0o777) != PRIVATE_FILE_MODE:
-            path.chmod(PRIVATE_FILE_MODE)
-        return path.read_text().strip()
+        return _read(path)
     except FileNotFoundError:
-        value = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        pass
+    value = secrets.token_urlsafe(32)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it 0600
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(value)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return _read(path)  # another process won the race: its value, complete, is the secret
+        _fsync_dir(path.parent)
         return value
+    finally:
+        os.unlink(temp)
+
+
+def _read(path: Path) -> str:
+    if (path.stat().st_mode & 0o777) != PRIVATE_FILE_MODE:
+        path.chmod(PRIVATE_FILE_MODE)
+    value = path.read_text().strip()
+    if not value:
+        raise SecretFileError(
+            f"{path} is empty (a crash while it was first written?). If this var directory has never "
+            "stored anything (no events.sqlite beside it, or a new PostgreSQL schema), delete the file "
+            "and start again to generate a new secret; otherwise restore it from a backup, or set the "
+            "secret in the environment (for the API-key pepper: OWNLLM_KEY_PEPPER)."
+        )
+    return value
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+MIN_PEPPER_BITS = 256
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def pepper_problem(value: str) -> str | None:
+    """Why ``value`` is too weak to be the API-key pepper, or None when it is strong enough.
+
+    The rule for "at least 32 bytes (256 bits) of entropy": a string cannot show how it was
+    drawn, so its length stands for it, counted at 4 bits a character for hex and 6 bits for
+    anything else (base64's alphabet): at least 64 hex digits (``openssl rand -hex 32``) or 43 other
+    characters (``secrets.token_urlsafe(32)``, ``openssl rand -base64 32``). A value of fewer than 8
+    distinct characters (``aaaa…``, ``0000…``) is refused whatever its length.
+    """
+    value = value.strip()
+    if not value:
+        return "is empty"
+    bits_per_char = 4 if set(value) <= _HEX else 6
+    needed = -(-MIN_PEPPER_BITS // bits_per_char)
+    if len(value) < needed:
+        kind = "hex digits" if bits_per_char == 4 else "characters"
+        return f"is {len(value)} {kind} long; at least {needed} are needed for {MIN_PEPPER_BITS // 8} random bytes"
+    if len(set(value)) < 8:
+        return "repeats fewer than 8 distinct characters; it cannot be random"
+    return None
+
+
+PEPPER_HINT = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"

@@ -14,7 +14,14 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
-from api.secret_files import private_dir, private_file, read_or_create_secret
+from api.secret_files import (
+    PEPPER_HINT,
+    SecretFileError,
+    pepper_problem,
+    private_dir,
+    private_file,
+    read_or_create_secret,
+)
 from api.settings import Settings
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
@@ -133,8 +140,14 @@ def key_store(settings: Settings) -> KeyStore:
 def pepper(settings: Settings) -> bytes:
     """The API-key hashing pepper: from settings in production, a var/ file in the embedded setup."""
     if settings.key_pepper:
-        return settings.key_pepper.encode()
-    return read_or_create_secret(Path(settings.var_dir) / "secrets" / "key-pepper").encode()
+        value, source = settings.key_pepper, "OWNLLM_KEY_PEPPER"
+    else:
+        path = Path(settings.var_dir) / "secrets" / "key-pepper"
+        value, source = read_or_create_secret(path), str(path)
+    problem = pepper_problem(value)
+    if problem:
+        raise SecretFileError(f"the API-key pepper ({source}) {problem}; {PEPPER_HINT}")
+    return value.encode()  # as given: stripping would change the hashes of a deployed pepper
 
 
 def build_services(
