@@ -38,7 +38,10 @@ def private_file(path: str | os.PathLike[str]) -> Path:
     """
     file = Path(path)
     file.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    os.close(os.open(file, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    # O_EXCL: never open (and close) an existing database: closing any descriptor of it drops this
+    # process's POSIX locks on it, those its open SQLite connections hold included.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
     file.chmod(PRIVATE_FILE_MODE)
     for suffix in ("-wal", "-shm", "-journal"):  # left by an older version under the default umask
         with contextlib.suppress(FileNotFoundError):
