@@ -189,6 +189,7 @@ def build_services(
         read_models=read_models,
     )
     services.runner.on_advance = services.notify
+    services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:
         services.runner.start()
         services.reactions.start()
