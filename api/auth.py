@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from litestar.exceptions import ServiceUnavailableException
+
 from api.principal import Principal
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.secrets import API_KEY_PREFIX, keyed_hash
@@ -20,6 +22,23 @@ class CredentialsRejected(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class DirectoryBehind(ServiceUnavailableException):
+    """503: the directory has not caught up with the events for too long (the store is unreachable?).
+
+    Failing closed: a stale directory would still accept keys revoked since. Both /api/v1 and /v1
+    render Litestar's HTTP exceptions with their status (and this ``Retry-After``).
+    """
+
+    def __init__(self, behind_s: float) -> None:
+        super().__init__(
+            detail=f"the key directory is {behind_s:.0f} s behind the event store; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+
+
+DIRECTORY_MAX_BEHIND_S = 30.0  # the runner polls every 0.1 s: 30 s means it has been failing for 300 polls
 
 
 def bearer_secret(authorization: str | None) -> str:
@@ -41,14 +60,23 @@ class KeyAuthenticator:
         pepper: bytes,
         clock: Callable[[], float] = time.time,
         default_plan: str = DEFAULT_PLAN,
+        directory_behind_s: Callable[[], float] | None = None,
+        max_behind_s: float = DIRECTORY_MAX_BEHIND_S,
     ) -> None:
         self.directory = directory
+        self.directory_behind_s = directory_behind_s  # the runner's seconds since its last catch-up
+        self.max_behind_s = max_behind_s
         self.pepper = pepper
         self.clock = clock
         self.default_plan = default_plan
 
     def authenticate(self, secret: str) -> Principal:
-        """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason."""
+        """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason.
+
+        Raises :class:`DirectoryBehind` (503) for every key while the directory is too far behind.
+        """
+        if self.directory_behind_s is not None and (behind := self.directory_behind_s()) > self.max_behind_s:
+            raise DirectoryBehind(behind)
         if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
             raise CredentialsRejected(401, "invalid_api_key", "invalid API key")
         key = self.directory.keys_by_hash.get(keyed_hash(self.pepper, secret))

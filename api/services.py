@@ -14,7 +14,14 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
-from api.secret_files import read_or_create_secret
+from api.secret_files import (
+    PEPPER_HINT,
+    SecretFileError,
+    pepper_problem,
+    private_dir,
+    private_file,
+    read_or_create_secret,
+)
 from api.settings import Settings
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
@@ -103,7 +110,7 @@ class Services:
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing persistence settings for SQLite (embedded) or PostgreSQL."""
     if settings.persistence == "sqlite":
-        Path(settings.sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+        private_file(settings.sqlite_file)  # 0600 before SQLite writes to it (its -wal/-shm follow its mode)
         begin_writes_immediately()  # concurrent writers wait instead of failing "database is locked"
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": settings.sqlite_file}
     from psycopg.conninfo import conninfo_to_dict
@@ -128,22 +135,28 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
 def key_store(settings: Settings) -> KeyStore:
     """Subject keys outside the event stream: their own SQLite file, or their own PostgreSQL table."""
     if settings.persistence == "sqlite":
-        return SQLiteKeyStore(os.path.join(settings.var_dir, "subject-keys.sqlite"))
+        return SQLiteKeyStore(str(private_file(os.path.join(settings.var_dir, "subject-keys.sqlite"))))
     return PostgresKeyStore(settings.postgres_dsn, settings.postgres_schema)
 
 
 def pepper(settings: Settings) -> bytes:
     """The API-key hashing pepper: from settings in production, a var/ file in the embedded setup."""
     if settings.key_pepper:
-        return settings.key_pepper.encode()
-    return read_or_create_secret(Path(settings.var_dir) / "secrets" / "key-pepper").encode()
+        value, source = settings.key_pepper, "OWNLLM_KEY_PEPPER"
+    else:
+        path = Path(settings.var_dir) / "secrets" / "key-pepper"
+        value, source = read_or_create_secret(path), str(path)
+    problem = pepper_problem(value)
+    if problem:
+        raise SecretFileError(f"the API-key pepper ({source}) {problem}; {PEPPER_HINT}")
+    return value.encode()  # as given: stripping would change the hashes of a deployed pepper
 
 
 def build_services(
     settings: Settings, *, start_runner: bool = True, clock: Callable[[], datetime] = utc_now
 ) -> Services:
     """Wire the event store, key store, projections and authenticator from settings."""
-    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+    private_dir(settings.var_dir)  # 0700: the event store, subject keys and secrets live here
     keys = key_store(settings)
     directory = Directory()
     secret_pepper = pepper(settings)
@@ -178,6 +191,7 @@ def build_services(
         read_models=read_models,
     )
     services.runner.on_advance = services.notify
+    services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:
         services.runner.start()
         services.reactions.start()

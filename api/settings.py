@@ -8,6 +8,7 @@ from typing import Literal
 
 import msgspec
 
+from api.secret_files import PEPPER_HINT, pepper_problem
 from policies.limits import DEFAULT_PLAN
 
 PREFIX = "OWNLLM_"
@@ -84,6 +85,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"bad setting: {_env_name(str(exc))}") from exc
+    if "OWNLLM_KEY_PEPPER" in env or "key_pepper" in overrides:
+        problem = pepper_problem(settings.key_pepper)
+        if problem:  # set but empty or weak: never fall back to a generated one
+            raise SettingsError(f"OWNLLM_KEY_PEPPER {problem}; {PEPPER_HINT} (or unset it to use a generated one)")
     if settings.persistence == "postgres" and not settings.postgres_dsn:
         raise SettingsError("OWNLLM_POSTGRES_DSN is required when OWNLLM_PERSISTENCE=postgres")
     return settings

@@ -128,6 +128,7 @@ class ProjectionRunner:
         self.on_advance = on_advance
         self.failure_log = failure_log
         self.position = 0  # of the in-memory projections
+        self.caught_up_at: float | None = None  # time.monotonic() of the last successful in-memory catch-up
         self._cursors: dict[int, int] = {}  # positions of the tracked projections that keep none
         self._failures: dict[str, int] = {}  # consecutive failures by tracked projection
         self._failure_written: dict[str, float] = {}
@@ -140,6 +141,11 @@ class ProjectionRunner:
     def tracked_position(self) -> int:
         """The position of the tracked projection furthest behind (the in-memory one when none)."""
         return min((self._position_of(t) for t in self.tracked), default=self.position)
+
+    def seconds_behind(self) -> float:
+        """Seconds since the in-memory projections last reached the head (infinite before the first time)."""
+        at = self.caught_up_at
+        return float("inf") if at is None else time.monotonic() - at
 
     def catch_up(self) -> int:
         """Process everything recorded so far; returns how many events the in-memory projections applied.
@@ -171,6 +177,7 @@ class ProjectionRunner:
                     applied += 1
                 if len(batch) < BATCH:
                     self.position = head  # nothing else of these topics up to the head
+            self.caught_up_at = time.monotonic()
         if applied and self.on_advance is not None:
             self.on_advance()
         return applied, head

@@ -6,10 +6,15 @@ database), so a backup of the events alone holds nothing that unseals personal d
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
+from typing import Any
 from uuid import UUID
 
 from domain.sealing import KeyStore
+
+log = logging.getLogger(__name__)
 
 
 class SQLiteKeyStore(KeyStore):
@@ -51,29 +56,65 @@ class SQLiteKeyStore(KeyStore):
 
 
 class PostgresKeyStore(KeyStore):
-    """Subject keys in a PostgreSQL table of their own (may be a different database or DSN)."""
+    """Subject keys in a PostgreSQL table of their own (may be a different database or DSN).
 
-    def __init__(self, dsn: str, schema: str = "public") -> None:
+    Connections come from a small pool that checks each one before lending it, and a statement
+    that fails on a broken connection is retried on a fresh one: a PostgreSQL restart (or a
+    failover) costs a reconnect, not a runner stopped at an event it cannot unseal. Every
+    statement is idempotent (a read, an insert that keeps an existing key, a destroy), so a retry
+    after a connection died mid-statement cannot store a second key.
+    """
+
+    ATTEMPTS = 5
+    RETRY_PAUSE_S = 0.2
+
+    def __init__(self, dsn: str, schema: str = "public", *, connect_timeout_s: float = 30.0) -> None:
         super().__init__()
-        import psycopg
+        from psycopg_pool import ConnectionPool
 
-        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout_s,
+            name="ownllm-subject-keys",
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=connect_timeout_s)
         self._table = f'"{schema}".ownllm_subject_keys'
-        self._conn.execute(
+        self._execute(
             f"CREATE TABLE IF NOT EXISTS {self._table} ("
             "subject_id uuid PRIMARY KEY, key bytea, destroyed boolean NOT NULL DEFAULT false)"
         )
 
+    def _execute(self, query: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
+        """Run one statement, on a fresh connection again when the one lent broke; its first row."""
+        import psycopg
+
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                with self._pool.connection() as conn:
+                    cursor = conn.execute(query, params)  # the table name is our own
+                    return cursor.fetchone() if cursor.description else None
+            except psycopg.OperationalError:
+                if attempt == self.ATTEMPTS:
+                    raise
+                log.warning("subject-key store: connection lost, retrying (%d/%d)", attempt, self.ATTEMPTS)
+                time.sleep(self.RETRY_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
+
     def _load(self, subject_id: UUID) -> bytes | None:
-        row = self._conn.execute(f"SELECT key FROM {self._table} WHERE subject_id=%s", (subject_id,)).fetchone()
+        row = self._execute(f"SELECT key FROM {self._table} WHERE subject_id=%s", (subject_id,))
         return bytes(row[0]) if row and row[0] is not None else None
 
     def _was_destroyed(self, subject_id: UUID) -> bool:
-        row = self._conn.execute(f"SELECT destroyed FROM {self._table} WHERE subject_id=%s", (subject_id,)).fetchone()
+        row = self._execute(f"SELECT destroyed FROM {self._table} WHERE subject_id=%s", (subject_id,))
         return bool(row and row[0])
 
     def _insert(self, subject_id: UUID, key: bytes) -> bytes:
-        self._conn.execute(
+        self._execute(
             f"INSERT INTO {self._table} (subject_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             (subject_id, key),
         )
@@ -81,11 +122,11 @@ class PostgresKeyStore(KeyStore):
         return stored if stored is not None else key
 
     def _destroy(self, subject_id: UUID) -> None:
-        self._conn.execute(
+        self._execute(
             f"INSERT INTO {self._table} (subject_id, key, destroyed) VALUES (%s, NULL, true) "
             "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true",
             (subject_id,),
         )
 
     def close(self) -> None:
-        self._conn.close()
+        self._pool.close()

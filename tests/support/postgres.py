@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 
+_CLUSTER_DATA: dict[str, Path] = {}  # a throwaway cluster's DSN -> its data directory, for restart_cluster
+
 LOCAL_DSN = os.environ.get("OWNLLM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -56,12 +58,24 @@ def throwaway_cluster() -> Iterator[str]:
     options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run([*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-w", "start",
                     "-l", str(workdir / "log")], check=True, capture_output=True)  # fmt: skip
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _CLUSTER_DATA[dsn] = data
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield dsn
     finally:
+        _CLUSTER_DATA.pop(dsn, None)
         subprocess.run([*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)  # fmt: skip
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def restart_cluster(dsn: str) -> None:
+    """``pg_ctl restart -m fast`` a cluster of ``throwaway_cluster`` (never the shared server):
+    every open connection is cut."""
+    data = _CLUSTER_DATA[dsn]
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "restart",
+                    "-l", str(data.parent / "log")], check=True, capture_output=True)  # fmt: skip
 
 
 @contextlib.contextmanager
