@@ -247,7 +247,7 @@ class InferenceGateway:
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
             meter.agent_id = channel.agent_id = answer.agent_id
-            return JobRun(transport, channel, meter, grant, encoder)
+            return JobRun(transport, channel, meter, grant, encoder, self.registry.context_length(tenant_id, job.model))
         transport.close_channel(job_id)
         if isinstance(answer, Error):
             raise agent_error(answer)

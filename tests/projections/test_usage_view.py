@@ -260,3 +260,40 @@ def test_a_quarantined_record_does_not_hold_back_the_runner(make_settings: Calla
         assert totals(services, tenant)[:2] == (3, 17)
     finally:
         services.close()
+
+
+def test_the_corrected_flag_is_stored_and_older_records_read_as_uncorrected(
+    make_settings: Callable[..., Settings],
+) -> None:
+    services = build_services(make_settings(), start_runner=False)
+    try:
+        sink = _usage_sink(services)
+        ids = []
+        for corrected in (True, None):
+            fields = {} if corrected is None else {"counts_corrected": corrected}  # None: a proxy from before
+            ids.append(
+                sink(
+                    tenant_id=uuid.uuid4(),
+                    user_id=uuid.uuid4(),
+                    key_id=uuid.uuid4(),
+                    agent_id=None,
+                    model="m",
+                    endpoint="chat",
+                    stream=False,
+                    status="ok",
+                    prompt_tokens=1,
+                    completion_tokens=2,
+                    ttft_ms=1,
+                    duration_ms=10,
+                    request_id=str(uuid.uuid4()),
+                    **fields,
+                )
+            )
+        flags = [services.app.repository.get(i).counts_corrected for i in ids]
+        assert flags == [True, False]
+        stored = [services.app.mapper.to_domain_event(n) for n in services.app.recorder.select_notifications(1, 10**6)]
+        event = next(e for e in stored if isinstance(e, UsageRecord.Recorded) and e.originator_id == ids[0])
+        del event.__dict__["counts_corrected"]  # as an event stored before the field existed decodes
+        assert event.counts_corrected is False
+    finally:
+        services.close()
