@@ -19,6 +19,7 @@ from agent.protocol import Accepted, Error, Job
 from api.auth import CredentialsRejected, bearer_secret
 from api.principal import Principal
 from api.proxy import errors
+from api.proxy.context import fit_to_context
 from api.proxy.controllers import build_router
 from api.proxy.endpoints import Endpoint
 from api.proxy.errors import OpenAIError
@@ -192,6 +193,9 @@ class InferenceGateway:
         generation = endpoint.parse(await request.body())
         meter.model = generation.model
         meter.stream = generation.stream
+        generation = fit_to_context(
+            generation, self.registry.context_length(str(principal.tenant_id), generation.model)
+        )
         grant = self.limiter.admit(principal.plan, principal.tenant_id, principal.key_id)
         if isinstance(grant, Refused):
             raise errors.rate_limited(
