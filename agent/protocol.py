@@ -131,6 +131,10 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     v: int = PROTOCOL_VERSION
+    # Why a ``bad_request`` was refused, when a client should know: "context_length_exceeded" when
+    # the prompt alone fills the model's context (the proxy answers OpenAI's error code for it).
+    # A plain string, not a Literal, so that new reasons never break old proxies.
+    reason: str | None = None
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):

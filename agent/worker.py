@@ -272,7 +272,7 @@ class Worker:
         except RequestError as exc:
             log.info("job %s refused by the backend: %s", job.job_id, exc.code)
             with contextlib.suppress(Exception):
-                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0]))
+                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0], reason=exc.reason))
         except Exception as exc:
             log.error("job %s failed in the engine: %s", job.job_id, type(exc).__name__)
             error = Error(

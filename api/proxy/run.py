@@ -47,7 +47,8 @@ def agent_error(error: Error) -> OpenAIError:
         retry = str(max(1, round(error.retry_after_s or 1)))
         return rate_limited("The model is at capacity for your organization; retry shortly.", retry, code="agent_busy")
     if error.code == "bad_request":
-        return invalid_request(f"The agent cannot serve this request: {error.message}")
+        code = "context_length_exceeded" if error.reason == "context_length_exceeded" else None
+        return invalid_request(f"The agent cannot serve this request: {error.message}", code=code)
     if error.code in ("model_not_loaded", "unsupported_version", "stopping"):
         return no_agent(f"No agent can serve this request now ({error.code}).")
     return OpenAIError(502, "server_error", "The agent failed while generating.", code="agent_error")

@@ -69,3 +69,19 @@ def test_a_prompt_that_alone_fills_the_context_is_context_length_exceeded(fresh_
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_the_agents_exact_refusal_of_a_long_prompt_is_context_length_exceeded(fresh_stack: Stack) -> None:
+    fresh_stack.add_agent(models=("tiny",), context_length=8)  # the echo backend counts one token per word
+    secret, principal = fresh_stack.keys.issue()
+    words = "a b c d e f g h i j"  # 10 tokens for the agent; the proxy's lower-bound estimate lets it through
+    client = sdk(fresh_stack, secret)
+    try:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": words}])
+        assert caught.value.code == "context_length_exceeded"
+        assert one_record(fresh_stack, principal.key_id)["status"] == "error"
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a b c"}])
+        assert reply.choices[0].message.content == "a b c"  # one that fits is served
+    finally:
+        fresh_stack.stop_agents()
