@@ -232,6 +232,7 @@ class InferenceGateway:
             sampling=generation.sampling,
             messages=generation.messages,
             prompt=generation.prompt,
+            reply_as_agent=True,
         )
         channel = transport.open(job_id, tenant_id)  # before the offer: replies may beat the accept
         try:
@@ -250,7 +251,7 @@ class InferenceGateway:
             log.warning("job request failed: %s", type(exc).__name__)
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
-            meter.agent_id = channel.agent_id = answer.agent_id
+            channel.agent_id = channel.served_by or answer.agent_id  # a claim: watched, never recorded
             return JobRun(transport, channel, meter, grant, encoder, self.registry.context_length(tenant_id, job.model))
         transport.close_channel(job_id)
         if isinstance(answer, Error):

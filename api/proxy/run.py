@@ -117,6 +117,7 @@ class JobRun:
             return
         self.settled = True
         meter = self.meter
+        meter.agent_id = self.channel.served_by  # from the reply subject NATS vouches for; None if unnamed
         meter.prompt_tokens, meter.completion_tokens = self.vouched(prompt_tokens, completion_tokens)
         meter.finish(outcome)
         self.grant.release(meter.prompt_tokens + meter.completion_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from uuid import uuid4
 
 import nats
 import pytest
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from agent import protocol
 from agent.protocol import Accepted, Chunk, Final, Heartbeat, Job, ModelInfo
 from api.proxy.registry import TOKEN_COUNT_CEILING
-from tests.proxy.conftest import TENANT_A, Stack
-from tests.proxy.test_failures import fake_agent, proxy_connection, sdk
+from tests.proxy.conftest import TENANT_A, Agent, Stack
+from tests.proxy.test_failures import fake_agent, one_record, proxy_connection, sdk
 
 CONTEXT = 4096
 RELAYED = 3  # the fake agent relays three one-token chunks before its Final
@@ -120,6 +121,57 @@ def test_without_an_announced_context_the_ceiling_bounds_the_counts(fresh_stack:
             RELAYED,
             True,
         )
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_an_agent_claiming_another_agents_id_is_recorded_under_its_own(fresh_stack: Stack) -> None:
+    victim = fresh_stack.add_agent(models=("other",))
+    liar = Agent(str(uuid4()), str(TENANT_A), "agent-liar", uuid4().hex)  # paired: real NATS credentials
+    fresh_stack.agents.append(liar)
+    fresh_stack.nats.authorization.sync([fresh_stack.account(a) for a in fresh_stack.agents])
+    ready, stop, errors = threading.Event(), threading.Event(), []
+
+    async def run() -> None:
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats.connect(fresh_stack.nats.url, user=liar.user, password=liar.password, error_cb=on_error)
+
+        async def on_job(msg: nats.aio.msg.Msg) -> None:
+            job = protocol.decode(msg.data)
+            assert isinstance(job, Job) and job.reply_as_agent
+            await msg.respond(protocol.encode(Accepted(job.job_id, victim.agent_id)))  # the false claim
+            # Its replies under the victim's name are refused by NATS; under its own, they arrive.
+            for name in (victim.agent_id, liar.agent_id):
+                reply_to = protocol.agent_reply_subject(job.reply_to, name)
+                await nc.publish(reply_to, protocol.encode(Chunk(job.job_id, 0, name[:4], 1)))
+                await nc.publish(reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
+
+        await nc.subscribe(protocol.job_subject(str(TENANT_A), "spoof"), queue=protocol.queue_group("spoof"), cb=on_job)
+        info = ModelInfo(id="spoof", backend="fake", context_length=CONTEXT)
+        heartbeat = Heartbeat(liar.agent_id, str(TENANT_A), (info,), capacity=1, in_flight=0, queued=0, interval_s=60)
+        await nc.publish(protocol.heartbeat_subject(str(TENANT_A), liar.agent_id), protocol.encode(heartbeat))
+        await nc.flush()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await nc.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    secret, principal = fresh_stack.keys.issue()
+    try:
+        fresh_stack.wait_for_model(TENANT_A, "spoof")
+        reply = sdk(fresh_stack, secret).chat.completions.create(
+            model="spoof", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == liar.agent_id[:4]  # only its own-named replies got through
+        record = one_record(fresh_stack, principal.key_id)
+        assert record["agent_id"] == liar.agent_id != victim.agent_id
+        assert any("permissions violation" in e.lower() for e in errors)
     finally:
         stop.set()
         thread.join(5)
