@@ -10,6 +10,9 @@ Subjects (``T`` is the tenant id, ``M`` the model token, ``I`` a proxy instance 
                               :class:`Error` on the request's reply inbox.
 - ``ollm.T.reply.I.J``        agent -> proxy: :class:`Chunk` ... then :class:`Final` or
                               :class:`Error` for job ``J``.
+- ``ollm.T.reply.I.J.A``      the same from agent ``A`` when the job asks for it
+                              (``Job.reply_as_agent``): only agent ``A`` may publish there, so
+                              the proxy learns who served the job from NATS, not from a claim.
 - ``ollm.T.cancel``           proxy -> agents: :class:`Cancel` (the agent running the job stops).
 - ``ollm.T.hb.A``             agent ``A`` -> proxies: :class:`Heartbeat`.
 
@@ -88,10 +91,18 @@ class Job(msgspec.Struct, frozen=True, tag="job", tag_field="type"):
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
     v: int = PROTOCOL_VERSION
+    # Reply on ``agent_reply_subject(reply_to, own agent id)`` instead of ``reply_to``: the
+    # subject, which NATS permissions vouch for, then names the agent (issue 13: a claim in a
+    # message body is not evidence). Old agents ignore it and reply on ``reply_to``.
+    reply_as_agent: bool = False
 
 
 class Accepted(msgspec.Struct, frozen=True, tag="accepted", tag_field="type"):
-    """The agent took the job; ``queued`` is true when it waits for a free slot."""
+    """The agent took the job; ``queued`` is true when it waits for a free slot.
+
+    ``agent_id`` is the agent's claim: it arrives on a request inbox any agent may answer, so the
+    proxy never records it as who served the job (see ``Job.reply_as_agent``).
+    """
 
     job_id: str
     agent_id: str
@@ -131,6 +142,10 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     v: int = PROTOCOL_VERSION
+    # Why a ``bad_request`` was refused, when a client should know: "context_length_exceeded" when
+    # the prompt alone fills the model's context (the proxy answers OpenAI's error code for it).
+    # A plain string, not a Literal, so that new reasons never break old proxies.
+    reason: str | None = None
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
@@ -197,6 +212,11 @@ def reply_subject(tenant_id: str, instance_id: str, job_id: str) -> str:
     return f"{SUBJECT_ROOT}.{tenant_id}.reply.{instance_id}.{job_id}"
 
 
+def agent_reply_subject(reply_to: str, agent_id: str) -> str:
+    """A job's reply subject as only agent ``agent_id`` may publish it."""
+    return f"{reply_to}.{agent_id}"
+
+
 def reply_wildcard(instance_id: str) -> str:
     """The proxy instance's single subscription for the replies of all tenants."""
     return f"{SUBJECT_ROOT}.*.reply.{instance_id}.>"
@@ -223,7 +243,13 @@ def agent_permissions(tenant_id: str, agent_id: str) -> dict[str, object]:
     """
     root = f"{SUBJECT_ROOT}.{tenant_id}"
     return {
-        "publish": {"allow": [f"{root}.reply.>", heartbeat_subject(tenant_id, agent_id)]},
+        "publish": {
+            "allow": [
+                f"{root}.reply.*.*",  # ollm.T.reply.I.J (agents that do not name themselves)
+                f"{root}.reply.*.*.{agent_id}",  # ollm.T.reply.I.J.A: this agent's own, vouched by NATS
+                heartbeat_subject(tenant_id, agent_id),
+            ]
+        },
         "subscribe": {"allow": [f"{root}.job.>", cancel_subject(tenant_id)]},
         "allow_responses": {"max": 1, "expires": "1m"},
     }

@@ -272,7 +272,7 @@ class Worker:
         except RequestError as exc:
             log.info("job %s refused by the backend: %s", job.job_id, exc.code)
             with contextlib.suppress(Exception):
-                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0]))
+                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0], reason=exc.reason))
         except Exception as exc:
             log.error("job %s failed in the engine: %s", job.job_id, type(exc).__name__)
             error = Error(
@@ -328,7 +328,10 @@ class Worker:
     async def _publish(self, job: Job, message: Chunk | Final | Error) -> None:
         """Send one message to the job's reply subject."""
         assert self.nc is not None
-        await self.nc.publish(job.reply_to, protocol.encode(message))
+        subject = (
+            protocol.agent_reply_subject(job.reply_to, self.config.agent_id) if job.reply_as_agent else job.reply_to
+        )
+        await self.nc.publish(subject, protocol.encode(message))
 
     async def _on_cancel(self, msg: Msg) -> None:
         """Cancel a job this worker holds (cancels for other agents' jobs are ignored)."""

@@ -52,6 +52,7 @@ def projections_status() -> None:
     Tracked projections and reactions show their stored position and the failures recorded by the
     process that runs them; in-memory read models (rebuilt by every process at start) show this
     command's own process. A reaction is listed once it has a position or a failure on record.
+    Records a read model set aside as uncountable (quarantined) are counted below the table.
     """
     from projections.status import collect_status
 
@@ -69,6 +70,19 @@ def projections_status() -> None:
             escape(row.name), row.kind, str(row.position), str(row.head), str(row.lag), str(row.failures), escape(error)
         )
     out.print(table)
+    for line in quarantine_lines(services.read_models.tracked):
+        out.print(escape(line), style="yellow")
+
+
+def quarantine_lines(tracked: Mapping[str, Any], shown: int = 10) -> list[str]:
+    """One line per tracked read model that set records aside (not counted), with their notification ids."""
+    lines = []
+    for name, model in sorted(tracked.items()):
+        quarantined = model.quarantined() if hasattr(model, "quarantined") else []
+        if quarantined:
+            ids = ", ".join(str(n) for n, _ in quarantined[:shown]) + (", ..." if len(quarantined) > shown else "")
+            lines.append(f"{name}: {len(quarantined)} records quarantined, not counted (notification ids {ids})")
+    return lines
 
 
 def _reaction_sources(services: Services, failures: Mapping[str, Any]) -> list[Any]:

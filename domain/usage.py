@@ -27,6 +27,9 @@ class UsageRecord(Aggregate):
         duration_ms: int
         actor: str
         request_id: str
+        # Added for issue 13 (optional, so events stored before it read as False): the proxy
+        # corrected the agent's token counts (out of range, or below what it relayed).
+        counts_corrected: bool = False
 
     @event(Recorded)
     def __init__(
@@ -46,6 +49,8 @@ class UsageRecord(Aggregate):
         duration_ms: int,
         actor: str,
         request_id: str,
+        counts_corrected: bool = False,
     ) -> None:
         self.tenant_id = tenant_id
         self.status = status
+        self.counts_corrected = counts_corrected

@@ -4,10 +4,18 @@ The view and its tracking record are written in one transaction (eventsourcing's
 recorders), so each usage event is counted exactly once and the projection resumes where it
 stopped instead of replaying history. It holds no personal data: only ids, model names and counts.
 One process runs it (``OWNLLM_RUN_PROJECTIONS``); every API process reads it.
+
+Agents are untrusted (issue 13): the proxy validates their token counts, but a record that still
+cannot be counted (a negative or absurd value, from an older proxy or a bug) must never stop the
+view for every tenant behind it. Such a record is *quarantined*: not counted, its notification id
+and reason kept in a small table (``usage_quarantine``) in the same transaction as the rest of its
+batch, logged, and shown by ``ownllm projections status``; the rest of the batch and later events
+apply as usual.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +30,13 @@ from psycopg.sql import SQL, Identifier, Literal
 from domain.usage import UsageRecord
 from projections.log import Recorded, topics_of
 
+log = logging.getLogger(__name__)
+
 TRACKING_NAME = "ownllm/usage"
+# The largest count one record may add. No request costs a trillion tokens or milliseconds, and
+# with this bound a row's sums stay far below the 64-bit columns' limit (2**63 - 1) for 2**23 records.
+MAX_RECORD_VALUE = 2**40
+QUARANTINE = "usage_quarantine"
 COLUMNS = "tenant_id, user_id, key_id, model, day, status, requests, prompt_tokens, completion_tokens, duration_ms"
 
 
@@ -52,8 +66,19 @@ class UsageView(Protocol):
         """The last notification id this view has applied (0 when new)."""
         ...
 
-    def apply(self, expected: int, tracking: Tracking, events: Sequence[UsageRecord.Recorded]) -> None:
-        """Count ``events`` and move the tracking from ``expected`` to ``tracking``, atomically."""
+    def apply(
+        self,
+        expected: int,
+        tracking: Tracking,
+        events: Sequence[UsageRecord.Recorded],
+        quarantined: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        """Count ``events``, keep the ``quarantined`` (notification id, reason)s, and move the tracking
+        from ``expected`` to ``tracking``, atomically."""
+        ...
+
+    def quarantined(self) -> list[tuple[int, str]]:
+        """The (notification id, reason) of every record that was not counted, oldest first."""
         ...
 
     def rows(self, tenant_id: UUID, user_id: UUID | None, since: date | None, until: date | None) -> list[UsageRow]:
@@ -63,6 +88,15 @@ class UsageView(Protocol):
     def clear(self) -> None:
         """Drop every row and the tracking record (before a rebuild)."""
         ...
+
+
+def unfit(event: UsageRecord.Recorded) -> str | None:
+    """Why a usage record cannot be counted (a value out of range), or None when it can."""
+    for name in ("prompt_tokens", "completion_tokens", "duration_ms"):
+        value = getattr(event, name, None)
+        if type(value) is not int or not 0 <= value <= MAX_RECORD_VALUE:
+            return f"{name} out of range"
+    return None
 
 
 def _params(event: UsageRecord.Recorded) -> tuple[Any, ...]:
@@ -107,15 +141,24 @@ class SQLiteUsageView(SQLiteTrackingRecorder):
             "day TEXT, status TEXT, requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, "
             "duration_ms INTEGER, PRIMARY KEY (tenant_id, user_id, key_id, model, day, status))",
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
+            f"CREATE TABLE IF NOT EXISTS {QUARANTINE} (notification_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)",
         ]
 
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
 
-    def apply(self, expected: int, tracking: Tracking, events: Sequence[UsageRecord.Recorded]) -> None:
+    def apply(
+        self,
+        expected: int,
+        tracking: Tracking,
+        events: Sequence[UsageRecord.Recorded],
+        quarantined: Sequence[tuple[int, str]] = (),
+    ) -> None:
         with self.datastore.transaction(commit=True) as c:
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StalePosition
+            for notification_id, reason in quarantined:
+                c.execute(f"INSERT INTO {QUARANTINE} VALUES (?, ?) ON CONFLICT DO NOTHING", (notification_id, reason))
             for event in events:
                 c.execute(
                     f"INSERT INTO usage_daily ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
@@ -137,9 +180,15 @@ class SQLiteUsageView(SQLiteTrackingRecorder):
             )
             return _fold([tuple(r) for r in c.fetchall()])
 
+    def quarantined(self) -> list[tuple[int, str]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT notification_id, reason FROM {QUARANTINE} ORDER BY notification_id")
+            return [(r[0], r[1]) for r in c.fetchall()]
+
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute("DELETE FROM usage_daily")
+            c.execute(f"DELETE FROM {QUARANTINE}")
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
 
 
@@ -150,6 +199,12 @@ class PostgresUsageView(PostgresTrackingRecorder):
         super().__init__(*args, **kwargs)
         self.table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier("ownllm_usage_daily"))
         self.tracking = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
+        self.quarantine = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier("ownllm_" + QUARANTINE))
+        self.sql_create_statements.append(
+            SQL("CREATE TABLE IF NOT EXISTS {} (notification_id bigint PRIMARY KEY, reason text NOT NULL)").format(
+                self.quarantine
+            )
+        )
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid, user_id uuid, key_id uuid, model text, day date, "
@@ -165,7 +220,13 @@ class PostgresUsageView(PostgresTrackingRecorder):
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
 
-    def apply(self, expected: int, tracking: Tracking, events: Sequence[UsageRecord.Recorded]) -> None:
+    def apply(
+        self,
+        expected: int,
+        tracking: Tracking,
+        events: Sequence[UsageRecord.Recorded],
+        quarantined: Sequence[tuple[int, str]] = (),
+    ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
@@ -174,6 +235,11 @@ class PostgresUsageView(PostgresTrackingRecorder):
             found = curs.fetchone()
             if (found["notification_id"] if found else 0) != expected:
                 raise StalePosition
+            if quarantined:
+                curs.executemany(
+                    SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.quarantine),
+                    list(quarantined),
+                )
             if events:
                 curs.executemany(
                     SQL(
@@ -198,9 +264,15 @@ class PostgresUsageView(PostgresTrackingRecorder):
             curs.execute(query, params)
             return _fold([tuple(r.values()) for r in curs.fetchall()])
 
+    def quarantined(self) -> list[tuple[int, str]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT notification_id, reason FROM {} ORDER BY notification_id").format(self.quarantine))
+            return [(r["notification_id"], r["reason"]) for r in curs.fetchall()]
+
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("DELETE FROM {}").format(self.table))
+            curs.execute(SQL("DELETE FROM {}").format(self.quarantine))
             curs.execute(
                 SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
                 (TRACKING_NAME,),
@@ -233,12 +305,11 @@ class UsageProjection:
         for _ in range(5):
             if self.position >= through or self.position < start:
                 return
-            usage = [
-                r.event for r in records
-                if r.notification_id > self.position and isinstance(r.event, UsageRecord.Recorded)
-            ]  # fmt: skip
+            usage, quarantined = _sort_out(
+                (r.notification_id, r.event) for r in records if r.notification_id > self.position
+            )
             try:
-                self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage)
+                self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage, quarantined)
             except (StalePosition, IntegrityError):
                 self.position = self.view.position()  # another runner got there first: never count twice
                 continue
@@ -250,18 +321,22 @@ class UsageProjection:
         """Apply the usage events of one batch of (notification id, event) newer than the view."""
         for _ in range(5):
             fresh = [(n, e) for n, e in events if n > self.position]
-            usage = [e for _, e in fresh if isinstance(e, UsageRecord.Recorded)]
-            if not usage:
+            usage, quarantined = _sort_out(fresh)
+            if not usage and not quarantined:
                 return
             last = fresh[-1][0]
             try:
-                self.view.apply(self.position, Tracking(TRACKING_NAME, last), usage)
+                self.view.apply(self.position, Tracking(TRACKING_NAME, last), usage, quarantined)
             except (StalePosition, IntegrityError):
                 self.position = self.view.position()  # another runner got there first: never count twice
                 continue
             self.position = last
             return
         raise StalePosition("usage projection kept losing races; is more than one runner configured?")
+
+    def quarantined(self) -> list[tuple[int, str]]:
+        """The (notification id, reason) of the records that were not counted (``projections status``)."""
+        return self.view.quarantined()
 
     def clear(self) -> None:
         """Drop every row and go back to position 0 (before ``ownllm projections rebuild usage``)."""
@@ -277,3 +352,21 @@ class UsageProjection:
               until: date | None = None) -> list[UsageRow]:  # fmt: skip
         """The view's rows (reads the database: the dashboard, not the hot path)."""
         return self.view.rows(tenant_id, user_id, since, until)
+
+
+def _sort_out(
+    events: Any,
+) -> tuple[list[UsageRecord.Recorded], list[tuple[int, str]]]:
+    """The usage records that can be counted, and the (notification id, reason) of those that cannot."""
+    usage: list[UsageRecord.Recorded] = []
+    quarantined: list[tuple[int, str]] = []
+    for notification_id, event in events:
+        if not isinstance(event, UsageRecord.Recorded):
+            continue
+        reason = unfit(event)
+        if reason is None:
+            usage.append(event)
+        else:
+            log.error("usage record at notification %d quarantined, not counted: %s", notification_id, reason)
+            quarantined.append((notification_id, reason))
+    return usage, quarantined

@@ -62,9 +62,10 @@ class BackendError(RuntimeError):
 class RequestError(BackendError):
     """A job cannot be served as asked (answered with this error code; no content in the message)."""
 
-    def __init__(self, message: str, code: ErrorCode = "bad_request") -> None:
+    def __init__(self, message: str, code: ErrorCode = "bad_request", reason: str | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
+        self.reason = reason  # ``Error.reason`` on the wire
 
 
 @runtime_checkable

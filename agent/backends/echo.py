@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from agent.backends.base import Event, Finished, GenerationRequest, StopMatcher, last_user_text
+from agent.backends.base import Event, Finished, GenerationRequest, RequestError, StopMatcher, last_user_text
 from agent.protocol import FinishReason, ModelInfo
 
 ECHO_MODEL = "echo"
@@ -55,6 +55,12 @@ class EchoBackend:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Stream the words back; honours stop strings, max_tokens and cancel."""
+        prompt_tokens = self.count_prompt_tokens(request)
+        if prompt_tokens >= self.context_length:  # as the real backends refuse
+            raise RequestError(
+                f"prompt has {prompt_tokens} tokens; the context is {self.context_length}",
+                reason="context_length_exceeded",
+            )
         words = last_user_text(request).split()
         limit = max(0, request.sampling.max_tokens)
         matcher = StopMatcher(request.sampling.stop)

@@ -214,7 +214,10 @@ class ExLlamaBase:
         prompt_ids = self.encode(request)
         room = self.max_seq_len - len(prompt_ids)
         if room <= 0:
-            raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context is {self.max_seq_len}")
+            raise RequestError(
+                f"prompt has {len(prompt_ids)} tokens; the context is {self.max_seq_len}",
+                reason="context_length_exceeded",
+            )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
 

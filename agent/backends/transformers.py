@@ -199,7 +199,10 @@ class TransformersBackend:
         loaded = self._model(request)
         prompt_ids = encode_prompt(loaded.tokenizer, request)
         if len(prompt_ids) >= loaded.context_length:
-            raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context is {loaded.context_length}")
+            raise RequestError(
+                f"prompt has {len(prompt_ids)} tokens; the context is {loaded.context_length}",
+                reason="context_length_exceeded",
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         cancelled = self._cancel.setdefault(request.job_id, threading.Event())

@@ -19,6 +19,7 @@ from agent.protocol import Accepted, Error, Job
 from api.auth import CredentialsRejected, bearer_secret
 from api.principal import Principal
 from api.proxy import errors
+from api.proxy.context import fit_to_context
 from api.proxy.controllers import build_router
 from api.proxy.endpoints import Endpoint
 from api.proxy.errors import OpenAIError
@@ -192,6 +193,9 @@ class InferenceGateway:
         generation = endpoint.parse(await request.body())
         meter.model = generation.model
         meter.stream = generation.stream
+        generation = fit_to_context(
+            generation, self.registry.context_length(str(principal.tenant_id), generation.model)
+        )
         grant = self.limiter.admit(principal.plan, principal.tenant_id, principal.key_id)
         if isinstance(grant, Refused):
             raise errors.rate_limited(
@@ -228,6 +232,7 @@ class InferenceGateway:
             sampling=generation.sampling,
             messages=generation.messages,
             prompt=generation.prompt,
+            reply_as_agent=True,
         )
         channel = transport.open(job_id, tenant_id)  # before the offer: replies may beat the accept
         try:
@@ -246,8 +251,8 @@ class InferenceGateway:
             log.warning("job request failed: %s", type(exc).__name__)
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
-            meter.agent_id = channel.agent_id = answer.agent_id
-            return JobRun(transport, channel, meter, grant, encoder)
+            channel.agent_id = channel.served_by or answer.agent_id  # a claim: watched, never recorded
+            return JobRun(transport, channel, meter, grant, encoder, self.registry.context_length(tenant_id, job.model))
         transport.close_channel(job_id)
         if isinstance(answer, Error):
             raise agent_error(answer)

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from agent.protocol import Heartbeat, ModelInfo
 
+# Token counts come from agents, which are untrusted (issue 13). The proxy bounds every count by the
+# context length the agents announce for the model, itself capped here; when no live agent
+# announces one (its heartbeats stopped mid-job) this cap is the bound. 2**21 (2,097,152) tokens
+# is above the longest context any model offers today and far below the usage view's limits.
+TOKEN_COUNT_CEILING = 2**21
 MISSED_BEATS = 3  # an agent silent for this many of its intervals is gone
 FORGET_AFTER_S = 3600.0  # how long a gone agent is remembered as gone (to fail its jobs)
 
@@ -70,6 +75,11 @@ class AgentRegistry:
         """True when the agent was heard from but has now missed its heartbeats."""
         agent = self._agents.get(tenant_id, {}).get(agent_id)
         return agent is not None and agent.expires_at <= self._clock()
+
+    def context_length(self, tenant_id: str, model: str) -> int | None:
+        """The longest context the tenant's live agents announce for ``model`` (capped), or None."""
+        lengths = [m.context_length for a in self.live(tenant_id) for m in a.models if m.id == model]
+        return min(max(lengths), TOKEN_COUNT_CEILING) if lengths else None
 
     def models(self, tenant_id: str) -> dict[str, float]:
         """Model id -> when the first live agent serving it was first seen (unix seconds)."""

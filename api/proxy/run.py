@@ -1,4 +1,17 @@
-"""One accepted job from the proxy's side: stream or collect its replies, settle usage exactly once."""
+"""One accepted job from the proxy's side: stream or collect its replies, settle usage exactly once.
+
+Token counts come from the agent, which is untrusted (issue 13). What is billed, and shown to the
+client, is what the proxy can vouch for:
+
+- each chunk counts ``Chunk.tokens`` clamped to 0..4 per character of its text (at least 0..1): a
+  token decodes to at least one byte, and a character is at most 4 UTF-8 bytes;
+- the prompt is the reported count clamped to 0..the model's context length (as the agents announce
+  it, capped at ``TOKEN_COUNT_CEILING``; that cap alone when no live agent announces it);
+- completion tokens are ``max(reported, relayed)`` clamped the same way: a count below what the
+  proxy relayed is the agent under-billing, so the relayed count is recorded instead.
+
+Whenever a count was changed the usage record carries ``counts_corrected``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +25,7 @@ from litestar.response.streaming import ASGIStreamingResponse, Stream
 from agent.protocol import Chunk, Error, Final
 from api.proxy.errors import OpenAIError, agent_timeout, invalid_request, no_agent, rate_limited
 from api.proxy.limits import Grant
+from api.proxy.registry import TOKEN_COUNT_CEILING
 from api.proxy.responses import (
     SSE_ACCEPTED,
     SSE_HEADERS,
@@ -33,7 +47,8 @@ def agent_error(error: Error) -> OpenAIError:
         retry = str(max(1, round(error.retry_after_s or 1)))
         return rate_limited("The model is at capacity for your organization; retry shortly.", retry, code="agent_busy")
     if error.code == "bad_request":
-        return invalid_request(f"The agent cannot serve this request: {error.message}")
+        code = "context_length_exceeded" if error.reason == "context_length_exceeded" else None
+        return invalid_request(f"The agent cannot serve this request: {error.message}", code=code)
     if error.code in ("model_not_loaded", "unsupported_version", "stopping"):
         return no_agent(f"No agent can serve this request now ({error.code}).")
     return OpenAIError(502, "server_error", "The agent failed while generating.", code="agent_error")
@@ -54,6 +69,14 @@ def generation_timed_out() -> OpenAIError:
     return agent_timeout("The agent stopped responding.")
 
 
+def chunk_tokens(chunk: Chunk) -> int:
+    """The tokens a relayed chunk can hold: its reported count within 0..4 per character (0..1 if empty)."""
+    tokens = chunk.tokens
+    if tokens < 0:
+        return 0
+    return min(tokens, 4 * len(chunk.text) or 1)
+
+
 class JobRun:
     """The proxy's half of one accepted job; owns its meter and limit grant from here on."""
 
@@ -63,12 +86,22 @@ class JobRun:
         "completion_tokens",
         "encoder",
         "grant",
+        "max_count",
         "meter",
         "settled",
         "transport",
     )
 
-    def __init__(self, transport: Transport, channel: JobChannel, meter: Meter, grant: Grant, encoder: Encoder) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        channel: JobChannel,
+        meter: Meter,
+        grant: Grant,
+        encoder: Encoder,
+        context_length: int | None = None,
+    ) -> None:
+        self.max_count = TOKEN_COUNT_CEILING if context_length is None else min(context_length, TOKEN_COUNT_CEILING)
         self.transport = transport
         self.channel = channel
         self.meter = meter
@@ -84,11 +117,21 @@ class JobRun:
             return
         self.settled = True
         meter = self.meter
-        meter.prompt_tokens = prompt_tokens
-        meter.completion_tokens = self.completion_tokens if completion_tokens is None else completion_tokens
+        meter.agent_id = self.channel.served_by  # from the reply subject NATS vouches for; None if unnamed
+        meter.prompt_tokens, meter.completion_tokens = self.vouched(prompt_tokens, completion_tokens)
         meter.finish(outcome)
         self.grant.release(meter.prompt_tokens + meter.completion_tokens)
         self.transport.close_channel(self.channel.job_id)
+
+    def vouched(self, prompt_tokens: int, completion_tokens: int | None) -> tuple[int, int]:
+        """The agent's counts as the proxy can vouch for them (see the module); flags the meter if changed."""
+        relayed = self.completion_tokens
+        reported = relayed if completion_tokens is None else completion_tokens
+        prompt = min(max(prompt_tokens, 0), self.max_count)
+        completion = min(max(reported, relayed, 0), self.max_count)
+        if prompt != prompt_tokens or completion != reported:
+            self.meter.counts_corrected = True
+        return prompt, completion
 
     def abandon(self, outcome: Outcome) -> None:
         """Stop the job on the agent; settle when its last word (with exact counts) arrives or drain ends."""
@@ -103,7 +146,7 @@ class JobRun:
             if last is None:
                 self.settle(outcome)
             else:
-                self.settle(outcome, last.prompt_tokens, max(last.completion_tokens, self.completion_tokens))
+                self.settle(outcome, last.prompt_tokens, last.completion_tokens)
 
         self.transport.cancel(self.channel, drained)
 
@@ -125,11 +168,12 @@ class JobRun:
                     if type(item) is Chunk:
                         if meter.ttft_ms is None:
                             meter.first_token()
-                        self.completion_tokens += item.tokens
+                        self.completion_tokens += chunk_tokens(item)
                         parts.append(encoder.delta(item.text))
                     elif type(item) is Final:
-                        self.settle("ok", item.prompt_tokens, item.completion_tokens)
-                        parts.append(encoder.final(item.finish_reason, item.prompt_tokens, item.completion_tokens))
+                        prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
+                        self.settle("ok", prompt, completion)
+                        parts.append(encoder.final(item.finish_reason, prompt, completion))
                         yield b"".join(parts)
                         return
                     elif type(item) is Error:
@@ -161,13 +205,12 @@ class JobRun:
                 if type(item) is Chunk:
                     if self.meter.ttft_ms is None:
                         self.meter.first_token()
-                    self.completion_tokens += item.tokens
+                    self.completion_tokens += chunk_tokens(item)
                     parts.append(item.text)
                 elif type(item) is Final:
-                    self.settle("ok", item.prompt_tokens, item.completion_tokens)
-                    body = self.encoder.complete(
-                        "".join(parts), item.finish_reason, item.prompt_tokens, item.completion_tokens
-                    )
+                    prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
+                    self.settle("ok", prompt, completion)
+                    body = self.encoder.complete("".join(parts), item.finish_reason, prompt, completion)
                     return Response(body, status_code=200, media_type=_JSON)
                 elif type(item) is Error:
                     raise self._failed(item)
@@ -182,7 +225,7 @@ class JobRun:
 
     def _failed(self, error: Error) -> OpenAIError:
         """Settle a job the agent ended with an error; the client-facing error."""
-        self.settle("error", error.prompt_tokens, max(error.completion_tokens, self.completion_tokens))
+        self.settle("error", error.prompt_tokens, error.completion_tokens)
         return agent_error(error)
 
     def _ended_by(self, signal: Signal) -> OpenAIError:

@@ -50,7 +50,16 @@ OnDrained = Callable[["JobChannel", "Final | Error | None"], None]
 class JobChannel:
     """Where one job's replies land; after a cancel it drains until the agent's last word."""
 
-    __slots__ = ("agent_id", "job_id", "last_heard", "last_keepalive", "on_drained", "queue", "tenant_id")
+    __slots__ = (
+        "agent_id",
+        "job_id",
+        "last_heard",
+        "last_keepalive",
+        "on_drained",
+        "queue",
+        "served_by",
+        "tenant_id",
+    )
 
     def __init__(self, job_id: str, tenant_id: str, now: float) -> None:
         self.job_id = job_id
@@ -59,7 +68,8 @@ class JobChannel:
         self.last_heard = now
         self.last_keepalive = now
         self.on_drained: OnDrained | None = None
-        self.agent_id: str | None = None
+        self.agent_id: str | None = None  # whom the watchdog watches (the accept's claim, then served_by)
+        self.served_by: str | None = None  # the agent named by the subject of its first reply (NATS vouches)
 
 
 class Transport:
@@ -171,11 +181,18 @@ class Transport:
             log.warning("cancel not published: %s", type(exc).__name__)
 
     async def _on_reply(self, msg: Msg) -> None:
-        """Dispatch a chunk/final/error to its job by the last subject token (within the job's tenant)."""
-        subject = msg.subject
-        channel = self.channels.get(subject.rpartition(".")[2])
-        if channel is None or subject.split(".", 2)[1] != channel.tenant_id:
+        """Dispatch a chunk/final/error to its job (``ollm.T.reply.I.J[.A]``, within the job's tenant).
+
+        A sixth token names the agent: only that agent may publish there (``agent_permissions``).
+        """
+        tokens = msg.subject.split(".")
+        if len(tokens) not in (5, 6):
+            return
+        channel = self.channels.get(tokens[4])
+        if channel is None or tokens[1] != channel.tenant_id:
             return  # another tenant's agent may publish on its own reply subjects only: never into this job
+        if len(tokens) == 6 and channel.served_by is None:
+            channel.served_by = channel.agent_id = tokens[5]
         try:
             message = protocol.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError):

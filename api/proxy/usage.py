@@ -80,6 +80,7 @@ class Meter:
         "_writer",
         "agent_id",
         "completion_tokens",
+        "counts_corrected",
         "endpoint",
         "finished",
         "key_id",
@@ -114,6 +115,7 @@ class Meter:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.ttft_ms: int | None = None
+        self.counts_corrected = False  # the agent's token counts were not taken as given
         self.finished = False
 
     def first_token(self) -> None:
@@ -141,5 +143,6 @@ class Meter:
                 "ttft_ms": self.ttft_ms,
                 "duration_ms": int((time.perf_counter() - self._started) * 1000),
                 "request_id": self.request_id,
+                "counts_corrected": self.counts_corrected,
             }
         )

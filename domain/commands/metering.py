@@ -37,6 +37,7 @@ class MeteringCommands(Commands):
         ttft_ms: int | None,
         duration_ms: int,
         request_id: str,
+        counts_corrected: bool = False,
     ) -> UUID:
         """Record how one inference request ended (counts only); idempotent per request id."""
         if status not in USAGE_STATUSES:
@@ -57,6 +58,7 @@ class MeteringCommands(Commands):
             duration_ms=int(duration_ms),
             actor=f"key:{key_id}",
             request_id=request_id,
+            counts_corrected=bool(counts_corrected),
         )
         with contextlib.suppress(IntegrityError):  # already recorded for this request id: exactly one
             self._save_now(record)

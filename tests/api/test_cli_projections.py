@@ -173,3 +173,23 @@ def test_rebuild_names_the_read_models_it_knows(cli: Callable[..., tuple[int, st
     code, output = cli("projections", "rebuild", "directory")  # in-memory: every process rebuilds it at start
     assert code == 2
     assert "unknown projection 'directory'; tracked projections: usage" in output
+
+
+def test_status_shows_the_records_the_usage_view_quarantined(
+    make_settings: Callable[..., Settings], cli: Callable[..., tuple[int, str]]
+) -> None:
+    server = build_services(make_settings(), start_runner=False)
+    try:
+        tenant = uuid.uuid4()
+        for tokens in (1, 2**64 - 1, 2):
+            record(server, tenant, tokens)
+        server.runner.catch_up()
+        quarantined = server.usage.quarantined()
+        assert len(quarantined) == 1 and totals(server, tenant) == (2, 3)
+
+        code, output = cli("projections", "status")
+        assert code == 0, output
+        assert status_rows(output)["usage"][3] == "0"  # no lag: the bad record did not stop the view
+        assert f"usage: 1 records quarantined, not counted (notification ids {quarantined[0][0]})" in output
+    finally:
+        server.close()

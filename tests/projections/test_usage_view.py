@@ -9,13 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.persistence import OperationalError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from api.app import _usage_sink
+from api.cli_projections import quarantine_lines
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.usage import UsageRecord
+from projections.usage_view import MAX_RECORD_VALUE
 
 STATUSES = ("ok", "error", "cancelled", "timeout", "rejected")
 
@@ -191,5 +193,107 @@ def test_a_malformed_agent_id_off_the_wire_never_loses_the_usage_record(make_set
             )  # fmt: skip
         services.runner.catch_up()
         assert totals(services, tenant)[0] == 3
+    finally:
+        services.close()
+
+
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)  # shrinking a slow store-backed example takes minutes
+COUNTS = st.one_of(
+    st.integers(0, 5000),  # normal
+    st.integers(-(2**63), -1),  # negative: would under-bill
+    st.integers(MAX_RECORD_VALUE + 1, 2**64 - 1),  # absurd, up to what raised OverflowError in SQLite
+    st.sampled_from([0, MAX_RECORD_VALUE, 2**63 - 1, 2**63, 2**64 - 1, -1]),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), phases=NO_SHRINK)
+@given(counts=st.lists(st.tuples(COUNTS, COUNTS), min_size=1, max_size=12), batch=st.integers(1, 5))
+def test_a_record_out_of_range_is_quarantined_and_never_stops_the_view(
+    make_settings: Callable[..., Settings], counts: list[tuple[int, int]], batch: int
+) -> None:
+    services = build_services(make_settings(var_dir=f"/tmp/ownllm-prop-{uuid.uuid4().hex}"), start_runner=False)
+    tenant, user = uuid.uuid4(), uuid.uuid4()
+    try:
+        for prompt, completion in counts:
+            services.app.record_usage(
+                tenant_id=tenant, user_id=user, key_id=user, agent_id=None, model="m", endpoint="chat",
+                stream=False, status="ok", prompt_tokens=prompt, completion_tokens=completion, ttft_ms=1,
+                duration_ms=10, request_id=str(uuid.uuid4()),
+            )  # fmt: skip
+        stored = [
+            (n.id, services.app.mapper.to_domain_event(n)) for n in services.app.recorder.select_notifications(1, 10**6)
+        ]  # (PostgreSQL: the schema holds the earlier examples' records too)
+        mine = [n for n, e in stored if getattr(e, "tenant_id", None) == tenant]
+        services.usage.rebuild([])
+        for start in range(0, len(stored), batch):
+            services.usage.process_batch(stored[start : start + batch])
+        fit = [(p, c) for p, c in counts if 0 <= p <= MAX_RECORD_VALUE and 0 <= c <= MAX_RECORD_VALUE]
+        rows = services.usage.query(tenant)
+        assert services.usage.position == stored[-1][0]  # the view went past every record
+        assert sum(r.requests for r in rows) == len(fit)
+        assert sum(r.prompt_tokens for r in rows) == sum(p for p, _ in fit)
+        assert sum(r.completion_tokens for r in rows) == sum(c for _, c in fit)
+        unfit_ids = [n for n, (p, c) in zip(mine, counts, strict=True) if (p, c) not in fit]
+        assert [n for n, _ in services.usage.quarantined() if n in mine] == unfit_ids
+        lines = quarantine_lines({"usage": services.usage})
+        assert bool(lines) == bool(services.usage.quarantined())
+    finally:
+        services.close()
+
+
+def test_a_quarantined_record_does_not_hold_back_the_runner(make_settings: Callable[..., Settings]) -> None:
+    services = build_services(make_settings(), start_runner=False)
+    tenant, user = uuid.uuid4(), uuid.uuid4()
+    try:
+        for prompt in (3, 2**64 - 1, -5, 4):
+            services.app.record_usage(
+                tenant_id=tenant, user_id=user, key_id=user, agent_id=None, model="m", endpoint="chat",
+                stream=False, status="ok", prompt_tokens=prompt, completion_tokens=1, ttft_ms=1,
+                duration_ms=10, request_id=str(uuid.uuid4()),
+            )  # fmt: skip
+        services.runner.catch_up()
+        assert services.runner.tracked_position == services.runner.position
+        assert totals(services, tenant)[:2] == (2, 7)
+        assert [reason for _, reason in services.usage.quarantined()] == ["prompt_tokens out of range"] * 2
+        record(services, tenant, user, user, "ok", 10)  # later events still count
+        services.runner.catch_up()
+        assert totals(services, tenant)[:2] == (3, 17)
+    finally:
+        services.close()
+
+
+def test_the_corrected_flag_is_stored_and_older_records_read_as_uncorrected(
+    make_settings: Callable[..., Settings],
+) -> None:
+    services = build_services(make_settings(), start_runner=False)
+    try:
+        sink = _usage_sink(services)
+        ids = []
+        for corrected in (True, None):
+            fields = {} if corrected is None else {"counts_corrected": corrected}  # None: a proxy from before
+            ids.append(
+                sink(
+                    tenant_id=uuid.uuid4(),
+                    user_id=uuid.uuid4(),
+                    key_id=uuid.uuid4(),
+                    agent_id=None,
+                    model="m",
+                    endpoint="chat",
+                    stream=False,
+                    status="ok",
+                    prompt_tokens=1,
+                    completion_tokens=2,
+                    ttft_ms=1,
+                    duration_ms=10,
+                    request_id=str(uuid.uuid4()),
+                    **fields,
+                )
+            )
+        flags = [services.app.repository.get(i).counts_corrected for i in ids]
+        assert flags == [True, False]
+        stored = [services.app.mapper.to_domain_event(n) for n in services.app.recorder.select_notifications(1, 10**6)]
+        event = next(e for e in stored if isinstance(e, UsageRecord.Recorded) and e.originator_id == ids[0])
+        del event.__dict__["counts_corrected"]  # as an event stored before the field existed decodes
+        assert event.counts_corrected is False
     finally:
         services.close()

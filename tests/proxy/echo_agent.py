@@ -20,6 +20,7 @@ async def main(options: dict[str, object]) -> None:
         model_ids=tuple(options.pop("models")),  # type: ignore[arg-type]
         capacity=int(options.pop("capacity", 4)),  # type: ignore[call-overload]
         token_delay_s=float(options.pop("token_delay_s", 0.0)),  # type: ignore[arg-type]
+        context_length=int(options.pop("context_length", 2048)),  # type: ignore[call-overload]
     )
     backend.load()
     worker = Worker(backend, WorkerConfig(**options))  # type: ignore[arg-type]

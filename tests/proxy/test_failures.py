@@ -247,8 +247,9 @@ def test_job_refused_by_a_stopping_agent_is_offered_again(fresh_stack: Stack) ->
             await nc.publish(msg.reply, protocol.encode(refusal))
             return
         await nc.publish(msg.reply, protocol.encode(Accepted(job.job_id, "second-agent")))
-        await nc.publish(job.reply_to, protocol.encode(protocol.Chunk(job.job_id, 0, "ok", 1)))
-        await nc.publish(job.reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
+        reply_to = protocol.agent_reply_subject(job.reply_to, "second-agent")  # (proxy credentials: any name)
+        await nc.publish(reply_to, protocol.encode(protocol.Chunk(job.job_id, 0, "ok", 1)))
+        await nc.publish(reply_to, protocol.encode(Final(job.job_id, 1, "stop", 1, 1)))
 
     stop, thread = fake_agent(fresh_stack, "handover", on_job)
     secret, principal = fresh_stack.keys.issue()

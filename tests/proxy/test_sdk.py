@@ -163,9 +163,10 @@ def test_usage_record_per_request(stack: Stack) -> None:
     record = records[0]
     assert set(record) == {
         "tenant_id", "user_id", "key_id", "agent_id", "model", "endpoint", "stream", "status",
-        "prompt_tokens", "completion_tokens", "ttft_ms", "duration_ms", "request_id",
+        "prompt_tokens", "completion_tokens", "ttft_ms", "duration_ms", "request_id", "counts_corrected",
     }  # fmt: skip
     assert record["status"] == "ok" and record["prompt_tokens"] == 3 and record["completion_tokens"] == 3
+    assert record["counts_corrected"] is False  # an honest agent's counts are taken as they are
     assert record["agent_id"] and record["endpoint"] == "/v1/chat/completions" and record["stream"] is False
     assert "p q r" not in repr(record)
 
