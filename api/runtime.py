@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -241,7 +242,40 @@ def _banner(
         console.print(f"NATS           {embedded.url} (embedded, core NATS only)")
     if admin_key:
         console.print(f"demo admin key [bold green]{admin_key}[/]")
-        console.print(f"try it         OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY={admin_key} \\")
-        console.print("               python -m api.try_it 'What is the capital of France?'")
+        console.print("try it         (paste these lines into a shell)")
+        for line in try_it_lines(base, admin_key):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)  # never broken by rich
         if not ready:
             console.print("[yellow]the demo agent has not announced a model yet; see var/demo-agent/agent.log[/]")
+
+
+def try_it_lines(base_url: str, key: str, width: int = 80) -> list[str]:
+    """One shell command asking the demo a question with this venv's python, in lines of ``width`` at most.
+
+    Lines end in `` \\`` (a shell continuation), so the block pastes as one command on a terminal of
+    any width; only a single word longer than a line (a very long path) can exceed ``width``.
+    """
+    words = [
+        f"OPENAI_BASE_URL={base_url}/v1",
+        f"OPENAI_API_KEY={key}",
+        sys.executable,
+        "-m",
+        "api.try_it",
+        "What is the capital of France?",
+    ]
+    return shell_lines([shlex.quote(word) for word in words], width)
+
+
+def shell_lines(words: list[str], width: int, indent: str = "  ") -> list[str]:
+    """Shell words joined into lines of at most ``width`` columns, all but the last ending in `` \\``."""
+    lines: list[str] = []
+    line = indent
+    for word in words:
+        candidate = f"{line} {word}" if line.strip() else indent + word
+        if len(candidate) + 2 > width and line.strip():  # room for " \\" unless it is the last word
+            lines.append(line)
+            line = indent + word
+        else:
+            line = candidate
+    lines.append(line)
+    return [f"{text} \\" for text in lines[:-1]] + lines[-1:]

@@ -1,5 +1,5 @@
 """Ctrl-C on `ownllm serve --demo` (what `make run` runs) stops everything it started, in order and
-at once; killing it hard leaves nothing behind for long."""
+at once; killing it hard leaves nothing behind for long; its banner's "try it" command pastes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from api.runtime import shell_lines, try_it_lines
 
 OWNLLM = str(Path(sys.executable).parent / "ownllm")
 REPO = Path(__file__).resolve().parents[2]
@@ -102,3 +104,29 @@ def test_children_do_not_outlive_a_killed_server(demo: Demo) -> None:
     _, alive = psutil.wait_procs(children, timeout=SHUTDOWN_S)
     assert alive == [], [p.cmdline() for p in alive]
     assert not any(listening(port) for port in demo.ports)
+
+
+def test_the_banner_command_fits_80_columns_and_runs_when_pasted(demo: Demo, tmp_path: Path) -> None:
+    lines = demo.output().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("try it"))
+    command = lines[start + 1 : next(i for i in range(start + 1, len(lines)) if not lines[i].endswith("\\")) + 1]
+    banner = lines[next(i for i, line in enumerate(lines) if "OwnLLM is running" in line) : start + len(command) + 1]
+    assert all(len(line) <= 80 for line in banner), banner
+    assert sys.executable in "".join(command) or str(Path(sys.executable).parent) in "".join(command)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PYTHONPATH"))}
+    pasted = subprocess.run(["bash", "-c", "\n".join(command)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert pasted.stdout.strip()
+
+
+def test_shell_lines_stay_within_the_width_and_keep_the_words() -> None:
+    key = "ollm_" + "k" * 43
+    for base in ("http://127.0.0.1:8000", "https://ownllm.example.internal:8443"):
+        lines = try_it_lines(base, key)
+        assert all(len(line) <= 80 for line in lines), lines
+        assert all(line.endswith(" \\") for line in lines[:-1]) and not lines[-1].endswith("\\")
+    words = ["a" * 30, "b" * 30, "c" * 30, "'d e'"]
+    lines = shell_lines(words, 40)
+    assert lines == [f"  {'a' * 30} \\", f"  {'b' * 30} \\", f"  {'c' * 30} 'd e'"]
+    assert " ".join(line.removesuffix(" \\").strip() for line in lines) == " ".join(words)
