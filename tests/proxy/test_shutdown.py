@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -28,9 +30,9 @@ def transport_for(nats: EmbeddedNats) -> Transport:
     )
 
 
-@pytest.mark.parametrize("server_alive", [True, False], ids=["server-up", "server-gone"])
+@pytest.mark.parametrize("server", ["up", "gone", "hung"])
 async def test_close_is_bounded_and_stops_reconnecting(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, server_alive: bool
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, server: str
 ) -> None:
     nats = EmbeddedNats(Settings(var_dir=str(tmp_path / "var"))).start()
     transport = transport_for(nats)
@@ -38,9 +40,11 @@ async def test_close_is_bounded_and_stops_reconnecting(
         await transport.connect()
         nc = transport.nc
         assert nc is not None and nc.is_connected
-        if not server_alive:
+        if server == "gone":
             nats.stop(kill=True)  # what a terminal's Ctrl-C did to the embedded server
             await asyncio.sleep(0.6)  # the client is reconnecting now (every 250 ms)
+        elif server == "hung":
+            os.kill(nats.pid, signal.SIGSTOP)  # connected, but no PONG: a drain would wait 30 s
         caplog.set_level(logging.WARNING, logger="api.proxy.transport")
         started = time.monotonic()
         await transport.close()
@@ -50,4 +54,6 @@ async def test_close_is_bounded_and_stops_reconnecting(
         await asyncio.sleep(0.8)
         assert not [r for r in caplog.records if "nats error" in r.getMessage()]  # no reconnect attempts left
     finally:
+        if server == "hung":
+            os.kill(nats.pid, signal.SIGCONT)
         nats.stop()
