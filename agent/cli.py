@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from pathlib import Path
@@ -73,6 +74,9 @@ def serve_command(
     queue_limit: Annotated[int | None, typer.Option(help="Jobs that may wait beyond capacity")] = None,
     heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats")] = None,
     no_builtin: Annotated[bool, typer.Option(help="Do not serve the built-in SmolLM2 model")] = False,
+    parent_pid: Annotated[
+        int | None, typer.Option(help="Stop when process PID is no longer this agent's parent (for a supervisor)")
+    ] = None,
 ) -> None:
     """Connect to NATS and serve the models until interrupted (Ctrl-C)."""
     from agent.models import ModelError, discover
@@ -110,11 +114,11 @@ def serve_command(
         queue_limit=queue_limit if queue_limit is not None else settings.queue_limit,
         heartbeat_interval_s=heartbeat_interval or settings.heartbeat_interval_s,
     )
-    asyncio.run(_serve(Worker(engine, config)))
+    asyncio.run(_serve(Worker(engine, config), parent_pid))
 
 
-async def _serve(worker: object) -> None:
-    """Run the worker until SIGINT/SIGTERM, then stop it cleanly."""
+async def _serve(worker: object, parent_pid: int | None = None) -> None:
+    """Run the worker until SIGINT/SIGTERM (or its parent ``parent_pid`` is gone), then stop it cleanly."""
     from agent.worker import Worker
 
     assert isinstance(worker, Worker)
@@ -122,8 +126,22 @@ async def _serve(worker: object) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+    watch = asyncio.ensure_future(_stop_when_orphaned(worker, parent_pid)) if parent_pid else None
     await worker.serve_forever()
+    if watch is not None:
+        watch.cancel()
     worker.backend.unload()
+
+
+async def _stop_when_orphaned(worker: object, parent_pid: int, poll_s: float = 0.5) -> None:
+    """Stop the worker once the process that started us has died (we are re-parented then)."""
+    from agent.worker import Worker
+
+    assert isinstance(worker, Worker)
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(poll_s)
+    err.print(f"parent process {parent_pid} is gone: stopping")
+    await worker.stop()
 
 
 @app.command("doctor")

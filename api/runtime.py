@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -79,13 +81,21 @@ def demo_admin_key(services: Services) -> str:
 
 
 class DemoAgent:
-    """A CPU agent in a child process, paired through the real HTTP pairing endpoint."""
+    """A CPU agent in a child process, paired through the real HTTP pairing endpoint.
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    It runs in its own session, so a terminal's Ctrl-C reaches only the API process, which stops
+    the agent first (while NATS is still up, so it leaves cleanly); ``--parent-pid`` makes the agent
+    stop by itself should the API process die without stopping it.
+    """
+
+    def __init__(self, settings: Settings, services: Services, stop_timeout_s: float = 3.0) -> None:
         self.settings = settings
         self.services = services
         self.credentials = Path(settings.var_dir).absolute() / "demo-agent" / "credentials.json"
+        self.stop_timeout_s = stop_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def _paired_and_active(self) -> bool:
         try:
@@ -107,22 +117,28 @@ class DemoAgent:
                 check=True,
             )  # fmt: skip
         log = open(self.credentials.parent / "agent.log", "ab")  # noqa: SIM115 - handed to the child
-        with log:
+        with log, self._lock:
+            if self._stopped:  # shut down while we paired: start nothing that would outlive us
+                return
             self.proc = subprocess.Popen(
                 [script, "serve", "--backend", self.settings.demo_backend,
-                 "--credentials", str(self.credentials)],
+                 "--credentials", str(self.credentials), "--parent-pid", str(os.getpid())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
 
     def stop(self) -> None:
-        """Stop the agent."""
+        """Stop the agent: SIGTERM, then SIGKILL after ``stop_timeout_s``."""
+        with self._lock:
+            self._stopped = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
+                self.proc.wait(self.stop_timeout_s)
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()
 
 
 def _wait_until_up(base_url: str, timeout_s: float = 30) -> bool:
@@ -191,9 +207,11 @@ def serve(settings: Settings, console: Console) -> None:
     threading.Thread(target=after_start, daemon=True).start()
     app = platform.app()
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so cleanup must run as a
-    # shutdown hook, not in a ``finally`` that the re-raised signal would skip.
+    # shutdown hook, not in a ``finally`` that the re-raised signal would skip. The order: the agent
+    # (it leaves NATS cleanly), the app's own hooks (the proxy's NATS client, the services), and
+    # last the nats-server, so no client of ours is left reconnecting to a server that is gone.
     if agent is not None:
-        app.on_shutdown.append(agent.stop)
+        app.on_shutdown.insert(0, agent.stop)
     app.on_shutdown.append(platform.stop)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 
@@ -224,7 +242,40 @@ def _banner(
         console.print(f"NATS           {embedded.url} (embedded, core NATS only)")
     if admin_key:
         console.print(f"demo admin key [bold green]{admin_key}[/]")
-        console.print(f"try it         OPENAI_BASE_URL={base}/v1 OPENAI_API_KEY={admin_key} \\")
-        console.print("               python -m api.try_it 'What is the capital of France?'")
+        console.print("try it         (paste these lines into a shell)")
+        for line in try_it_lines(base, admin_key):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)  # never broken by rich
         if not ready:
             console.print("[yellow]the demo agent has not announced a model yet; see var/demo-agent/agent.log[/]")
+
+
+def try_it_lines(base_url: str, key: str, width: int = 80) -> list[str]:
+    """One shell command asking the demo a question with this venv's python, in lines of ``width`` at most.
+
+    Lines end in `` \\`` (a shell continuation), so the block pastes as one command on a terminal of
+    any width; only a single word longer than a line (a very long path) can exceed ``width``.
+    """
+    words = [
+        f"OPENAI_BASE_URL={base_url}/v1",
+        f"OPENAI_API_KEY={key}",
+        sys.executable,
+        "-m",
+        "api.try_it",
+        "What is the capital of France?",
+    ]
+    return shell_lines([shlex.quote(word) for word in words], width)
+
+
+def shell_lines(words: list[str], width: int, indent: str = "  ") -> list[str]:
+    """Shell words joined into lines of at most ``width`` columns, all but the last ending in `` \\``."""
+    lines: list[str] = []
+    line = indent
+    for word in words:
+        candidate = f"{line} {word}" if line.strip() else indent + word
+        if len(candidate) + 2 > width and line.strip():  # room for " \\" unless it is the last word
+            lines.append(line)
+            line = indent + word
+        else:
+            line = candidate
+    lines.append(line)
+    return [f"{text} \\" for text in lines[:-1]] + lines[-1:]

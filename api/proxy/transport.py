@@ -135,9 +135,8 @@ class Transport:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
         await self._fail_all_and_wait(settle_s=1.0)
-        if self.nc is not None and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self.nc is not None:
+            await _drain_then_close(self.nc, timeout_s=1.0)
         self.nc = None
 
     def every_tick(self, callback: Callable[[], None]) -> None:
@@ -278,3 +277,27 @@ class Transport:
     async def _on_error(self, exc: Exception) -> None:
         """Log NATS client errors by class (never payloads)."""
         log.warning("nats error: %s", type(exc).__name__)
+
+
+async def _drain_then_close(nc: NATS, timeout_s: float) -> None:
+    """Drain for at most ``timeout_s``, then close whatever state the connection is in.
+
+    ``drain()`` refuses a reconnecting connection (which would then go on reconnecting for ever)
+    and waits up to nats-py's 30 s ``drain_timeout`` on a dead one; ``close()`` ends both.
+    """
+    if nc.is_closed:
+        return
+    drain = asyncio.ensure_future(nc.drain())
+    drain.add_done_callback(_log_drain_failure)
+    await asyncio.wait({drain}, timeout=timeout_s)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout_s)
+    if not drain.done():
+        drain.cancel()
+
+
+def _log_drain_failure(drain: asyncio.Future[None]) -> None:
+    """Log (by class) why a drain at shutdown did not finish; the connection is closed regardless."""
+    if not drain.cancelled() and drain.exception() is not None:
+        log.info("nats connection closed without a drain: %s", type(drain.exception()).__name__)
