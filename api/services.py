@@ -36,7 +36,8 @@ from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
 from projections.runner import ProjectionRunner
 from projections.status import FailureLog, failure_log_for
-from projections.usage_view import PostgresUsageView, SQLiteUsageView, UsageProjection, UsageView
+from projections.usage_tables import PostgresUsageView, SQLiteUsageView
+from projections.usage_view import UsageProjection, UsageView
 
 log = logging.getLogger(__name__)
 
