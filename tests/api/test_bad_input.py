@@ -145,3 +145,19 @@ def test_bad_credentials_are_401_problems(api: Api, header: str) -> None:
     check_problem(response)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+DEEP = [b"[" * 1_000_000, b'{"slug": ' + b"[" * 500_000, b'{"a":' * 200_000]
+
+
+@pytest.mark.parametrize("raw", DEEP, ids=["brackets", "in-a-field", "objects"])
+def test_deeply_nested_json_is_a_400_not_a_500(api: Api, raw: bytes) -> None:
+    """msgspec raises RecursionError (not DecodeError) past its depth: still malformed input."""
+    admin = api.signup("deep")["api_key"]["secret"]
+    before = api.services.app.recorder.max_notification_id()
+    for key, path in [(None, "/api/v1/tenants"), (admin, "/api/v1/keys"), (admin, "/api/v1/invites")]:
+        response = api.call("POST", path, key, content=raw, headers={"content-type": "application/json"})
+        check_problem(response)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["type"].endswith("/malformed-body"), response.text
+    assert api.services.app.recorder.max_notification_id() == before

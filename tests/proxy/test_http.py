@@ -114,3 +114,29 @@ def test_errors_never_echo_content(http: httpx.Client) -> None:
     body = {"model": "echo", "messages": [{"role": "user", "content": canary}], "max_tokens": canary}
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400 and canary not in response.text
+
+
+HEAD = b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], '
+DEEP = {  # where the schema takes any JSON, msgspec descends until it raises RecursionError (not DecodeError)
+    "tools": HEAD + b'"tools": ' + b"[" * 500_000,
+    "tool_choice": HEAD + b'"tool_choice": ' + b'{"a":' * 200_000,
+    "image_url": b'{"model": "echo", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": '
+    + b"[" * 500_000,
+}
+DEEP_ELSEWHERE = [b"[" * 1_000_000, b'{"model": "echo", "prompt": ' + b"[" * 500_000, b'{"a":' * 200_000]
+
+
+@pytest.mark.parametrize("raw", DEEP.values(), ids=DEEP.keys())
+def test_deeply_nested_json_is_400_invalid_json(http: httpx.Client, raw: bytes) -> None:
+    response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
+
+
+@pytest.mark.parametrize("raw", DEEP_ELSEWHERE)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_deep_nesting_anywhere_is_a_400(http: httpx.Client, path: str, raw: bytes) -> None:
+    response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert error_of(response)["type"] == "invalid_request_error"
