@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.utils.helpers import unwrap_partial
 
+from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
@@ -107,6 +108,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         guards=[PermissionGuard(services.authenticator)],
         dependencies=dependencies(services),
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=JsonBodyRequest,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         state=State({"inference": inference}),

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
-from api.cli_support import err, out
+from api.cli_support import err, out, shown, visible
 from api.services import Services
 from api.settings import SettingsError, load_settings
 from domain.context import SYSTEM, Ctx
@@ -46,7 +46,7 @@ app.add_typer(projections, name="projections")
 def _ctx(services: Services, slug: str) -> Ctx:
     tenant = services.directory.tenants.get(tenant_id_for(slug))
     if tenant is None:
-        err.print(f"[red]no tenant with slug '{slug}'[/]")
+        err.print(f"[red]no tenant with slug '{shown(slug)}'[/]")
         raise typer.Exit(1)
     return Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"cli-{uuid.uuid4()}")
 
@@ -55,7 +55,7 @@ def _run(services: Services, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return services.command(fn, *args, **kwargs)
     except DomainError as exc:
-        err.print(f"[red]{exc.title}:[/] {exc}")
+        err.print(f"[red]{shown(exc.title)}:[/] {shown(exc)}")
         raise typer.Exit(1) from None
 
 
@@ -76,7 +76,7 @@ def serve(
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
+        err.print(f"[red]configuration error:[/] {shown(exc)}")
         raise typer.Exit(2) from None
     run_server(settings, out)
 
@@ -99,7 +99,7 @@ def tenants_create(
         admin_email=admin_email,
         request_id=f"cli-{uuid.uuid4()}",
     )
-    out.print(f"tenant [bold]{slug}[/] created ({result.tenant_id})")
+    out.print(f"tenant [bold]{shown(slug)}[/] created ({result.tenant_id})")
     out.print(f"admin API key (shown once): [bold green]{result.admin_key.secret}[/]")
 
 
@@ -109,7 +109,8 @@ def tenants_list() -> None:
     services = _services()
     table = Table("slug", "name", "id", "status", "registered")
     for t in sorted(services.directory.tenants.values(), key=lambda t: t.registered_at):
-        table.add_row(t.slug, t.name, str(t.id), "suspended" if t.suspended else "active", t.registered_at.isoformat())
+        status = "suspended" if t.suspended else "active"
+        table.add_row(shown(t.slug), shown(t.name), str(t.id), status, t.registered_at.isoformat())
     out.print(table)
 
 
@@ -141,7 +142,7 @@ def keys_issue(
     users = services.directory.tenant_users(ctx.tenant_id)
     user = next((u for u in users if u.email == wanted and not u.removed), None)  # a re-invited email: the current one
     if user is None:
-        err.print(f"[red]no user with email {email} in {tenant}[/]")
+        err.print(f"[red]no user with email {shown(email)} in {shown(tenant)}[/]")
         raise typer.Exit(1)
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     scopes = [s.value for s in scope] if scope else [Scope.INFERENCE.value]
@@ -154,7 +155,7 @@ def keys_issue(
         scopes=scopes,
         expires_at=expires_at,
     )
-    out.print(f"key {issued.id} ({issued.prefix}...) for {email}, scopes {', '.join(scopes)}")
+    out.print(f"key {issued.id} ({shown(issued.prefix)}...) for {shown(email)}, scopes {shown(', '.join(scopes))}")
     out.print(f"secret (shown once): [bold green]{issued.secret}[/]")
 
 
@@ -187,7 +188,7 @@ def events_tail(
         while True:
             for notification in recorder.select_notifications(position + 1, 500):
                 event = services.app.mapper.to_domain_event(notification)
-                out.print(_render(notification.id, event, reveal), highlight=False, soft_wrap=True)
+                out.print(_render(notification.id, event, reveal), highlight=False, soft_wrap=True, markup=False)
                 position = notification.id
             if not follow:
                 return
@@ -204,7 +205,7 @@ def _render(position: int, event: Any, reveal: bool) -> str:
             continue
         if isinstance(value, PersonalData):
             value = value.value if reveal else ("<erased>" if value.erased else "<sealed>")
-        fields.append(f"{name}={value}")
+        fields.append(f"{name}={visible(value)}")  # the line is printed without markup
     kind = type(event).__qualname__
     return f"{position:>6} {event.timestamp:%Y-%m-%d %H:%M:%S} {kind:<22} {event.originator_id} " + " ".join(fields)
 
@@ -214,5 +215,5 @@ def main() -> None:
     try:
         app()
     except NotFound as exc:  # pragma: no cover - commands report their own errors
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{shown(exc)}[/]")
         sys.exit(1)

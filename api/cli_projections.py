@@ -7,11 +7,10 @@ from datetime import UTC
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from api.cli_support import cli_services as _services
-from api.cli_support import err, out
+from api.cli_support import err, out, shown
 from api.services import Services
 
 projections = typer.Typer(
@@ -33,16 +32,16 @@ def projections_rebuild(
     try:
         model = services.read_models.tracked_named(name)
     except UnknownReadModel as exc:
-        err.print(escape(str(exc)), style="red")
+        err.print(shown(exc), style="red")
         raise typer.Exit(2) from None
     with Progress(console=out) as progress:
-        task = progress.add_task(f"rebuilding {escape(name)}", total=services.runner.log.head())
+        task = progress.add_task(f"rebuilding {shown(name)}", total=services.runner.log.head())
 
         def advance(position: int, head: int) -> None:
             progress.update(task, completed=position, total=head)
 
         replayed, head = rebuild(model, services.runner.log, services.app.mapper.to_domain_event, advance)
-    out.print(f"{escape(name)}: replayed {replayed} events (log head {head})")
+    out.print(f"{shown(name)}: replayed {replayed} events (log head {head})")
 
 
 @projections.command("status")
@@ -67,11 +66,17 @@ def projections_status() -> None:
         if row.last_error_at is not None:
             error += f" at {row.last_error_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
         table.add_row(
-            escape(row.name), row.kind, str(row.position), str(row.head), str(row.lag), str(row.failures), escape(error)
+            shown(row.name),
+            shown(row.kind),
+            str(row.position),
+            str(row.head),
+            str(row.lag),
+            str(row.failures),
+            shown(error),
         )
     out.print(table)
     for line in quarantine_lines(services.read_models.tracked):
-        out.print(escape(line), style="yellow")
+        out.print(shown(line), style="yellow")
 
 
 def quarantine_lines(tracked: Mapping[str, Any], shown: int = 10) -> list[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from api.services import Services, build_services
 from api.settings import SettingsError, load_settings
@@ -11,12 +14,30 @@ from api.settings import SettingsError, load_settings
 out = Console()
 err = Console(stderr=True)
 
+# C0/C1 controls (newlines, carriage returns, terminal escapes), Unicode line and paragraph
+# separators, and the bidirectional overrides that can make a line read as another.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: object) -> str:
+    """Text on one line with its control characters made visible (a newline prints as ``\\n``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def shown(value: object) -> str:
+    """Text from users or agents, safe to print with markup: :func:`visible`, rich markup escaped.
+
+    A name ``[/]`` would otherwise raise rich's ``MarkupError`` (or restyle the output), and a
+    newline in a name or reason would forge a line of its own in a listing or the event tail.
+    """
+    return escape(visible(value))
+
 
 def cli_services() -> Services:
     """The services on the store named by OWNLLM_*; the server, not the CLI, writes the tracked views."""
     try:
         settings = load_settings(inference=False, run_projections=False)
     except SettingsError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
+        err.print(f"[red]configuration error:[/] {shown(exc)}")
         raise typer.Exit(2) from None
     return build_services(settings, start_runner=False)

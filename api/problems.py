@@ -78,6 +78,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         404: "Not found",
         405: "Method not allowed",
         413: "Request body too large",
+        415: "Unsupported media type",
     }
     status = exc.status_code
     response = problem(status, titles.get(status, "Request refused"), str(exc.detail), f"http-{status}")

@@ -5,11 +5,17 @@ the event store and unseals them on the way out. The keys live in a :class:`KeyS
 the event stream; destroying a subject's key erases that subject's data from every event while
 the events themselves (and their hashes in the audit chain) stay untouched. Replay keeps working
 and shows :data:`ERASED` instead of the value.
+
+A sealed value that does not open (altered bytes, or a blob moved into another subject's event:
+the subject id is the AES-GCM associated data) reads as :data:`UNREADABLE` and is logged as an
+error. Raising instead would stop every replay, and the directory that authentication reads,
+at that event; reading it as erased would hide the tampering.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -17,12 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoder, Transcoding
 
 ERASED = "<erased>"
+UNREADABLE = "<unreadable>"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,11 @@ class PersonalData:
     def erased(self) -> bool:
         """True when the subject's key was destroyed and the value is gone."""
         return self.value == ERASED
+
+    @property
+    def unreadable(self) -> bool:
+        """True when the sealed value failed to open (altered, or moved from another subject)."""
+        return self.value == UNREADABLE
 
     def __str__(self) -> str:
         return self.value
@@ -114,9 +129,15 @@ class PersonalDataTranscoding(Transcoding):
         key = self.keys.key_for(subject_id, create=False)
         if key is None or "c" not in data:
             return PersonalData(subject_id, ERASED)
-        blob = base64.b64decode(data["c"])
-        plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], subject_id.bytes)
-        return PersonalData(subject_id, plain.decode())
+        try:
+            blob = base64.b64decode(data["c"], validate=True)
+            plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], subject_id.bytes)
+            return PersonalData(subject_id, plain.decode())
+        except (InvalidTag, ValueError):  # ValueError: bad base64, too short, not UTF-8
+            log.error(
+                "a sealed value of subject %s does not open: altered or moved; read as %s", subject_id, UNREADABLE
+            )
+            return PersonalData(subject_id, UNREADABLE)
 
 
 class SealingMapper(Mapper[UUID]):

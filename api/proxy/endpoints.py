@@ -39,6 +39,10 @@ def _parser(struct: type, build: Callable[[object], Generation]) -> Callable[[by
             request = decoder.decode(body)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
             raise errors.from_validation(exc) from None
+        except RecursionError:  # msgspec's answer to deeply nested JSON (a mebibyte of "[")
+            raise errors.invalid_request(
+                "We could not parse the JSON body of your request: it is nested too deeply.", code="invalid_json"
+            ) from None
         return build(request)
 
     return parse

@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from agent import protocol
 from agent.protocol import Accepted, Error, Job
 from api.auth import CredentialsRejected, bearer_secret
+from api.bodies import declares_json
 from api.principal import Principal
 from api.proxy import errors
 from api.proxy.context import fit_to_context
@@ -190,6 +191,11 @@ class InferenceGateway:
     async def _start(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> JobRun:
         """Check scope, body and limits, then hand the job to an agent; the run owns the meter after."""
         self._require_scope(principal)
+        if not declares_json(request.headers.get("content-type")):  # OpenAI answers a non-JSON body with a 400
+            raise errors.invalid_request(
+                "We could not parse the JSON body of your request. Send it with 'Content-Type: application/json'.",
+                code="unsupported_media_type",
+            )
         generation = endpoint.parse(await request.body())
         meter.model = generation.model
         meter.stream = generation.stream

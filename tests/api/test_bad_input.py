@@ -145,3 +145,44 @@ def test_bad_credentials_are_401_problems(api: Api, header: str) -> None:
     check_problem(response)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+DEEP = [b"[" * 1_000_000, b'{"slug": ' + b"[" * 500_000, b'{"a":' * 200_000]
+
+
+@pytest.mark.parametrize("raw", DEEP, ids=["brackets", "in-a-field", "objects"])
+def test_deeply_nested_json_is_a_400_not_a_500(api: Api, raw: bytes) -> None:
+    """msgspec raises RecursionError (not DecodeError) past its depth: still malformed input."""
+    admin = api.signup("deep")["api_key"]["secret"]
+    before = api.services.app.recorder.max_notification_id()
+    for key, path in [(None, "/api/v1/tenants"), (admin, "/api/v1/keys"), (admin, "/api/v1/invites")]:
+        response = api.call("POST", path, key, content=raw, headers={"content-type": "application/json"})
+        check_problem(response)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["type"].endswith("/malformed-body"), response.text
+    assert api.services.app.recorder.max_notification_id() == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "application/xml", "text/json"],
+)
+def test_a_body_not_declared_as_json_is_a_415(api: Api, content_type: str) -> None:
+    admin = api.signup("declared")["api_key"]["secret"]
+    before = api.services.app.recorder.max_notification_id()
+    signup = {"slug": "sneaky", "name": "S", "admin_name": "A", "admin_email": "a@sneaky.example"}
+    key = {"name": "k", "scopes": ["inference"]}
+    for secret, path, body in [(None, "/api/v1/tenants", signup), (admin, "/api/v1/keys", key)]:
+        response = api.call("POST", path, secret, content=json.dumps(body), headers={"content-type": content_type})
+        check_problem(response)
+        assert response.status_code == 415, (path, response.text)
+        assert "application/json" in response.json()["detail"]
+    assert api.services.app.recorder.max_notification_id() == before  # nothing was served
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", None])
+def test_json_declared_or_undeclared_is_served(api: Api, content_type: str | None) -> None:
+    body = json.dumps({"slug": "plainjson", "name": "P", "admin_name": "A", "admin_email": "a@p.example"})
+    headers = {"content-type": content_type} if content_type else {}
+    response = api.call("POST", "/api/v1/tenants", content=body, headers=headers)
+    assert response.status_code == 201, response.text

@@ -94,3 +94,36 @@ def test_keys_go_to_the_current_user_of_a_re_invited_email(run, tmp_path: Path) 
         assert services.directory.keys[UUID(key_id)].user_id == again.user_id != first.user_id
     finally:
         services.close()
+
+
+def test_names_with_markup_or_newlines_print_as_written_on_one_line(run) -> None:  # type: ignore[no-untyped-def]
+    """rich reads ``[...]`` as markup (``[/]`` raised MarkupError) and a newline forged a line of its own."""
+    run("tenants", "create", "--slug", "markup", "--name", "[/]", "--admin-name", "[bold]Ada[/bold]",
+        "--admin-email", "ada@markup.example")  # fmt: skip
+    run("tenants", "create", "--slug", "forger", "--name", "a\nb\x1b[2J", "--admin-name", "Bo",
+        "--admin-email", "bo@forger.example")  # fmt: skip
+    listed = run("tenants", "list")
+    assert "[/]" in listed and "a\\nb\\x1b[2J" in listed
+    assert "\x1b" not in listed and not any(line.strip(" │┃|") == "b" for line in listed.splitlines())
+
+    issued = run("keys", "issue", "--tenant", "forger", "--email", "bo@forger.example", "--name", "[red]k\n")
+    key_id = re.search(r"key ([0-9a-f-]{36})", issued).group(1)  # type: ignore[union-attr]
+    forged = "    99 2026-01-01 00:00:00 Tenant.Suspended"
+    run("keys", "revoke", key_id, "--tenant", "forger", "--reason", f"lost\n{forged}")
+    for tail in (run("events", "tail", "--limit", "50"), run("events", "tail", "--limit", "50", "--reveal")):
+        lines = tail.splitlines()
+        assert not any(line.startswith(forged.strip()) or line.startswith(forged) for line in lines)
+        assert any("Tenant.Registered" in line and "name=[/]" in line for line in lines)
+        assert any("Tenant.Registered" in line and "name=a\\nb\\x1b[2J" in line for line in lines)
+        assert "\x1b" not in tail
+    revealed = run("events", "tail", "--limit", "50", "--reveal").splitlines()
+    assert any("ApiKey.Revoked" in line and f"reason=lost\\n{forged}" in line for line in revealed)
+    assert any("User.Joined" in line and "name=[bold]Ada[/bold]" in line for line in revealed)
+    assert any("ApiKey.Issued" in line and "name=[red]k" in line for line in revealed)
+
+
+def test_an_error_quoting_user_input_prints_it_literally(run) -> None:  # type: ignore[no-untyped-def]
+    runner: CliRunner = run.runner
+    missing = runner.invoke(app, ["users", "invite", "--tenant", "[/]no\nwhere", "--email", "a@b.example"])
+    assert missing.exit_code == 1, missing.output
+    assert "no tenant with slug '[/]no\\nwhere'" in missing.output

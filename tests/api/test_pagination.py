@@ -14,6 +14,7 @@ def walk(api: Api, key: str, path: str, between_pages: object = None) -> list[di
     rows: list[dict] = []
     url: str | None = path
     while url is not None:
+        assert len(rows) < 1000, f"{path}: the next links never end"
         response = api.call("GET", url, key)
         assert response.status_code == 200, response.text
         rows += response.json()
@@ -62,17 +63,45 @@ def test_next_link_keeps_the_other_query_parameters(api: Api) -> None:
 
 
 def test_every_listing_pages(api: Api) -> None:
+    """Each listing holds several rows; every page size walks them all, once each, oldest first."""
     admin = api.signup("listings")["api_key"]["secret"]
-    for n in range(3):
-        invite = {"email": f"u{n}@x.example", "role": "member"}
-        assert api.call("POST", "/api/v1/invites", admin, json=invite).is_success
-        assert api.call("POST", "/api/v1/pairing-keys", admin).is_success
-    listings = [("/api/v1/invites", 3), ("/api/v1/pairing-keys", 3), ("/api/v1/users", 1), ("/api/v1/agents", 0)]
-    for path, total in listings:
-        response = api.call("GET", f"{path}?limit=1", admin)
-        assert response.status_code == 200, (path, response.text)
-        assert response.headers["x-total-count"] == str(total)
-        assert len(walk(api, admin, f"{path}?limit=1")) == total
+    invites, pairing_keys, users, agents = [], [], ["Admin"], []
+    for n in range(4):
+        invite = api.call("POST", "/api/v1/invites", admin, json={"email": f"u{n}@x.example", "role": "member"})
+        assert invite.status_code == 201, invite.text
+        invites.append(f"u{n}@x.example")
+        pairing = api.call("POST", "/api/v1/pairing-keys", admin)
+        assert pairing.status_code == 201, pairing.text
+        pairing_keys.append(pairing.json()["id"])
+        if n < 3:  # three invites accepted (they stay listed), three pairing keys redeemed
+            accepted = api.call(
+                "POST", "/api/v1/invites/accept", json={"token": invite.json()["token"], "name": f"U{n}"}
+            )
+            assert accepted.status_code == 201, accepted.text
+            users.append(f"U{n}")
+            paired = api.call(
+                "POST", "/api/v1/agents/pair", json={"pairing_key": pairing.json()["secret"], "name": f"a{n}"}
+            )
+            assert paired.status_code == 201, paired.text
+            agents.append(f"a{n}")
+    listings = {
+        "/api/v1/invites": ("email", invites),
+        "/api/v1/pairing-keys": ("id", pairing_keys),
+        "/api/v1/users": ("name", users),
+        "/api/v1/agents": ("name", agents),
+    }
+    for path, (field, expected) in listings.items():
+        everything = api.call("GET", f"{path}?limit=500", admin)
+        assert everything.status_code == 200, (path, everything.text)
+        assert [row[field] for row in everything.json()] == expected, path  # oldest first
+        ids = [row["id"] for row in everything.json()]
+        assert len(set(ids)) == len(expected) >= 3
+        for limit in (1, 2, len(expected) - 1, len(expected)):
+            first = api.call("GET", f"{path}?limit={limit}", admin)
+            assert first.headers["x-total-count"] == str(len(expected)), path
+            assert [row["id"] for row in first.json()] == ids[:limit], (path, limit)
+            assert ("link" in first.headers) == (limit < len(expected)), (path, limit)
+            assert [row["id"] for row in walk(api, admin, f"{path}?limit={limit}")] == ids, (path, limit)
 
 
 def test_bad_paging_parameters_are_422_naming_the_field(api: Api) -> None:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
-from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import Aggregate, event
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from litestar.testing import TestClient
 
+from api.app import create_app
 from api.services import Services, build_services
 from domain.adapters.key_stores import SQLiteKeyStore
-from domain.sealing import ERASED, PersonalData, PersonalDataTranscoding
+from domain.sealing import ERASED, NONCE_BYTES, UNREADABLE, PersonalData, PersonalDataTranscoding
 from tests.support.api_client import Api
 from tests.support.stores import holds, store_bytes
 
@@ -83,16 +90,99 @@ def test_sealing_round_trips_and_detects_tampering(
     assert value not in sealed["c"] or len(value) < 4
     assert transcoding.decode(sealed) == PersonalData(subject, value)
 
-    import base64
-
     blob = bytearray(base64.b64decode(sealed["c"]))
     blob[flip % len(blob)] ^= 0x01
-    with pytest.raises(InvalidTag):
-        transcoding.decode({"s": sealed["s"], "c": base64.b64encode(bytes(blob)).decode()})
+    altered = {"s": sealed["s"], "c": base64.b64encode(bytes(blob)).decode()}
+    assert transcoding.decode(altered) == PersonalData(subject, UNREADABLE)
     other = uuid4()  # a ciphertext moved to another subject does not open either
     keys.key_for(other, create=True)
-    with pytest.raises(InvalidTag):
-        transcoding.decode({"s": other.hex, "c": sealed["c"]})
+    assert transcoding.decode({"s": other.hex, "c": sealed["c"]}) == PersonalData(other, UNREADABLE)
+
+
+def test_the_same_value_sealed_twice_differs(tmp_path: Path) -> None:
+    """A fresh random nonce per seal: equal values do not show as equal blobs (nor reuse a GCM nonce)."""
+    transcoding = PersonalDataTranscoding(SQLiteKeyStore(str(tmp_path / "keys.sqlite")))
+    subject = uuid4()
+    blobs = [transcoding.encode(PersonalData(subject, "same@example.com"))["c"] for _ in range(3)]
+    assert len(set(blobs)) == 3
+    nonces = {base64.b64decode(b)[:NONCE_BYTES] for b in blobs}
+    assert len(nonces) == 3 and bytes(NONCE_BYTES) not in nonces
+    assert {transcoding.decode({"s": subject.hex, "c": b}).value for b in blobs} == {"same@example.com"}
+
+
+def test_a_blob_moved_to_another_subject_does_not_open_even_under_the_same_key(tmp_path: Path) -> None:
+    """The subject id is the AES-GCM associated data: the key alone does not open another subject's blob.
+
+    Two subjects holding the same key (a key row copied by mistake, a restore gone wrong) is the one
+    case where only the associated data stops a moved blob from decrypting as the other person's.
+    """
+    keys = SQLiteKeyStore(str(tmp_path / "keys.sqlite"))
+    transcoding = PersonalDataTranscoding(keys)
+    owner, other = uuid4(), uuid4()
+    sealed = transcoding.encode(PersonalData(owner, "owner@example.com"))
+    shared = keys.key_for(owner, create=False)
+    assert shared is not None
+    assert keys._insert(other, shared) == shared  # the real store, holding one key under two subjects
+
+    assert transcoding.decode({"s": other.hex, "c": sealed["c"]}) == PersonalData(other, UNREADABLE)
+    blob = base64.b64decode(sealed["c"])
+    assert AESGCM(shared).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], owner.bytes) == b"owner@example.com"
+
+
+def _rewrite_state(services: Services, topic: str, change: Any) -> None:
+    """Rewrite the stored state of every event of ``topic`` with ``change(index, state)`` (tampering)."""
+    recorder = services.app.recorder
+    table = recorder.events_table_name  # type: ignore[attr-defined]
+    settings = services.settings
+    if settings.persistence == "sqlite":
+        conn = sqlite3.connect(settings.sqlite_file)
+        rows = conn.execute(f"SELECT rowid, state FROM {table} WHERE topic = ? ORDER BY rowid", (topic,)).fetchall()
+        for index, (rowid, state) in enumerate(rows):
+            new = json.dumps(change(index, json.loads(state))).encode()
+            conn.execute(f"UPDATE {table} SET state = ? WHERE rowid = ?", (new, rowid))
+        conn.commit()
+        conn.close()
+        return
+    with psycopg.connect(settings.postgres_dsn) as pg:
+        name = f'"{settings.postgres_schema}"."{table}"'
+        rows = pg.execute(
+            f"SELECT notification_id, state FROM {name} WHERE topic = %s ORDER BY notification_id", (topic,)
+        ).fetchall()
+        for index, (rowid, state) in enumerate(rows):
+            new = json.dumps(change(index, json.loads(bytes(state)))).encode()
+            pg.execute(f"UPDATE {name} SET state = %s WHERE notification_id = %s", (new, rowid))
+
+
+def test_a_blob_moved_into_another_subjects_event_reads_unreadable_and_replay_goes_on(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin_key = api.signup("moved")["api_key"]["secret"]
+    token = api.call("POST", "/api/v1/invites", admin_key, json={"email": CANARY}).json()["token"]
+    eve = UUID(api.call("POST", "/api/v1/invites/accept", json={"token": token, "name": "Eve"}).json()["user_id"])
+    moved: dict[str, Any] = {}
+
+    def move_admins_name_into_eves(index: int, state: dict[str, Any]) -> dict[str, Any]:
+        if index == 0:
+            moved["c"] = state["name"]["_data_"]["c"]
+        else:
+            state["name"]["_data_"]["c"] = moved["c"]
+        return state
+
+    _rewrite_state(api.services, "domain.user:User.Joined", move_admins_name_into_eves)
+
+    with caplog.at_level(logging.ERROR, logger="domain.sealing"):
+        replayed: Services = build_services(api.services.settings, start_runner=False)
+    try:
+        user = replayed.directory.users[eve]
+        assert (user.name, user.email) == (UNREADABLE, CANARY)  # not "Admin", and the rest still reads
+        assert [u.name for u in replayed.directory.users.values() if u.id != eve] == ["Admin"]
+        assert any(str(eve) in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+        app = create_app(replayed.settings, replayed)
+        with TestClient(app) as client:  # the service still answers, and the admin still authenticates
+            me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {admin_key}"})
+            assert me.status_code == 200, me.text
+    finally:
+        replayed.close()
 
 
 class Note(Aggregate):

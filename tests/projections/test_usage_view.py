@@ -297,3 +297,27 @@ def test_the_corrected_flag_is_stored_and_older_records_read_as_uncorrected(
         assert event.counts_corrected is False
     finally:
         services.close()
+
+
+def test_the_same_request_id_recorded_twice_is_one_event_and_one_count(make_settings: Callable[..., Settings]) -> None:
+    """A retried ``record_usage`` (a resent message, a second code path) must not bill a request twice."""
+    tenant, user, key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    services = build_services(make_settings(), start_runner=False)
+
+    def once(tokens: int, status: str) -> uuid.UUID:
+        return services.app.record_usage(
+            tenant_id=tenant, user_id=user, key_id=key, agent_id=None, model="m", endpoint="chat", stream=True,
+            status=status, prompt_tokens=tokens, completion_tokens=tokens, ttft_ms=1, duration_ms=10,
+            request_id="req-twice",
+        )  # fmt: skip
+
+    try:
+        first, second = once(3, "ok"), once(5, "error")
+        assert first == second
+        topic = f"{UsageRecord.Recorded.__module__}:{UsageRecord.Recorded.__qualname__}"
+        recorded = [n for n in services.app.recorder.select_notifications(1, 10_000) if n.topic == topic]
+        assert [n.originator_id for n in recorded] == [first]
+        services.runner.catch_up()
+        assert totals(services, tenant) == (1, 3, {"ok": 1})  # the first record stands
+    finally:
+        services.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -114,3 +116,61 @@ def test_errors_never_echo_content(http: httpx.Client) -> None:
     body = {"model": "echo", "messages": [{"role": "user", "content": canary}], "max_tokens": canary}
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400 and canary not in response.text
+
+
+HEAD = b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], '
+DEEP = {  # where the schema takes any JSON, msgspec descends until it raises RecursionError (not DecodeError)
+    "tools": HEAD + b'"tools": ' + b"[" * 500_000,
+    "tool_choice": HEAD + b'"tool_choice": ' + b'{"a":' * 200_000,
+    "image_url": b'{"model": "echo", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": '
+    + b"[" * 500_000,
+}
+DEEP_ELSEWHERE = [b"[" * 1_000_000, b'{"model": "echo", "prompt": ' + b"[" * 500_000, b'{"a":' * 200_000]
+
+
+@pytest.mark.parametrize("raw", DEEP.values(), ids=DEEP.keys())
+def test_deeply_nested_json_is_400_invalid_json(http: httpx.Client, raw: bytes) -> None:
+    response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
+
+
+@pytest.mark.parametrize("raw", DEEP_ELSEWHERE)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_deep_nesting_anywhere_is_a_400(http: httpx.Client, path: str, raw: bytes) -> None:
+    response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert error_of(response)["type"] == "invalid_request_error"
+
+
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "x"}]}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data"]
+)
+def test_a_body_not_declared_as_json_is_400_like_openai(http: httpx.Client, content_type: str) -> None:
+    response = http.post("/v1/chat/completions", content=json.dumps(CHAT), headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_media_type")
+    assert "application/json" in error["message"]
+
+
+def test_the_sdk_surfaces_a_non_json_body_as_a_bad_request(stack: Stack) -> None:
+    """400 (not 415) because the SDK maps it to ``BadRequestError``; a 415 is only a bare ``APIStatusError``."""
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys.issue()[0], max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="echo", messages=CHAT["messages"], extra_headers={"Content-Type": "text/plain"}
+        )
+    assert caught.value.code == "unsupported_media_type"
+    assert client.chat.completions.create(model="echo", messages=CHAT["messages"]).choices[0].message.content == "x"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", None])
+def test_json_declared_or_undeclared_is_served(http: httpx.Client, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = http.post("/v1/chat/completions", content=json.dumps(CHAT), headers=headers)
+    assert response.status_code == 200, response.text

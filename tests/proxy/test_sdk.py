@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -178,3 +180,33 @@ def test_a_role_the_matrix_keeps_from_inference_is_refused_even_with_the_scope(s
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client(stack, secret).models.list()
     assert caught.value.code == "insufficient_role"
+
+
+def only_record(stack: Stack, key_id: object) -> dict:
+    """The one usage record of a key, after giving a second (wrong) record time to arrive."""
+    assert stack.usage.wait_for(lambda r: r["key_id"] == key_id)
+    time.sleep(0.3)
+    with stack.usage.lock:
+        records = [r for r in stack.usage.records if r["key_id"] == key_id]
+    assert len(records) == 1, records
+    return records[0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/completions"])
+def test_a_successful_request_is_metered_exactly_once(stack: Stack, endpoint: str, stream: bool) -> None:
+    secret, principal = stack.keys.issue()
+    sdk = client(stack, secret)
+    options: dict = {"stream_options": {"include_usage": True}} if stream else {}
+    if endpoint == "/v1/chat/completions":
+        reply = sdk.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "a b c"}], stream=stream, **options
+        )
+    else:
+        reply = sdk.completions.create(model="echo", prompt="a b c", stream=stream, **options)
+    usage = [c.usage for c in reply][-1] if stream else reply.usage  # type: ignore[union-attr]
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (3, 3)
+
+    record = only_record(stack, principal.key_id)
+    assert (record["status"], record["endpoint"], record["stream"]) == ("ok", endpoint, stream)
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (3, 3)
