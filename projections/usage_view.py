@@ -118,36 +118,31 @@ class UsageProjection:
         counted; when the view went back (a rebuild elsewhere) nothing is applied and the runner reads
         again from the view's position.
         """
+        self._apply([(r.notification_id, r.event) for r in records], through)
+
+    def process_batch(self, events: Sequence[tuple[int, Any]]) -> None:
+        """Apply the usage events of one batch of (notification id, event) newer than the view."""
+        fresh = [(n, e) for n, e in events if n > self.position]
+        if any(_sort_out(fresh)):
+            self._apply(fresh, fresh[-1][0])
+
+    def _apply(self, events: Sequence[tuple[int, Any]], through: int) -> None:
+        """Count what is newer than the view and move it to ``through``; re-read the position on a lost race.
+
+        When the view went back meanwhile (a rebuild elsewhere), nothing is applied: the caller reads
+        again from the view's position rather than count a partial batch.
+        """
         start = self.position
         for _ in range(5):
             if self.position >= through or self.position < start:
                 return
-            usage, quarantined = _sort_out(
-                (r.notification_id, r.event) for r in records if r.notification_id > self.position
-            )
+            usage, quarantined = _sort_out((n, e) for n, e in events if n > self.position)
             try:
                 self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage, quarantined)
             except (StalePosition, IntegrityError):
                 self.position = self.view.position()  # another runner got there first: never count twice
                 continue
             self.position = through
-            return
-        raise StalePosition("usage projection kept losing races; is more than one runner configured?")
-
-    def process_batch(self, events: Sequence[tuple[int, Any]]) -> None:
-        """Apply the usage events of one batch of (notification id, event) newer than the view."""
-        for _ in range(5):
-            fresh = [(n, e) for n, e in events if n > self.position]
-            usage, quarantined = _sort_out(fresh)
-            if not usage and not quarantined:
-                return
-            last = fresh[-1][0]
-            try:
-                self.view.apply(self.position, Tracking(TRACKING_NAME, last), usage, quarantined)
-            except (StalePosition, IntegrityError):
-                self.position = self.view.position()  # another runner got there first: never count twice
-                continue
-            self.position = last
             return
         raise StalePosition("usage projection kept losing races; is more than one runner configured?")
 
