@@ -88,14 +88,3 @@ class PostgresLocks:
         conn = self._held.pop(name)
         with contextlib.suppress(psycopg.Error):
             conn.close()
-
-
-class ProcessLocks:
-    """Every handler runs here (one process by construction: tests, the in-memory store)."""
-
-    def acquire(self, name: str) -> bool:
-        """Always held."""
-        return True
-
-    def release_all(self) -> None:
-        """Nothing to give back."""

@@ -3,8 +3,7 @@
 A :class:`Reaction` names the event topics it wants and handles one event at a time. It may issue
 ordinary commands: the runner runs it inside ``app.reacting(Tracking(name, id))``, so the events
 those commands save are written in ONE transaction with the handler's new position. A reaction
-therefore happens exactly once or not at all, whatever point the process is killed at; commands
-may also key what they create by the causing event (:func:`caused_by`) as a second guard. A handler
+therefore happens exactly once or not at all, whatever point the process is killed at. A handler
 with an effect outside the event store (rewriting NATS's authorization, sending a mail) is run at
 least once: its position is saved after the effect, so the effect must be idempotent.
 
@@ -26,7 +25,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
@@ -97,11 +95,6 @@ class HandlerLock(Protocol):
     def release_all(self) -> None:
         """Give every held lock back."""
         ...
-
-
-def caused_by(handler: str, position: int, what: str = "") -> UUID:
-    """A deterministic id for what a handler creates for one event: a replay finds it already there."""
-    return uuid5(NAMESPACE_URL, f"ownllm:reaction:{handler}:{position}:{what}")
 
 
 @dataclass
