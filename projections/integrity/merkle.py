@@ -1,0 +1,306 @@
+"""An RFC 9162 Merkle tree: append-only, over a store of complete-subtree hashes, with its proofs.
+
+Hashes (RFC 9162 §2.1.1): the empty tree's root is ``SHA-256("")``, a leaf is
+``SHA-256(0x00 || data)``, an interior node ``SHA-256(0x01 || left || right)``. A tree of ``n`` leaves
+splits at the largest power of two below ``n``, so it is a row of complete subtrees ("peaks", one per
+set bit of ``n``, largest first) folded from the right; every node of any such tree that is itself
+complete is the node ``(level, index)`` covering leaves ``[index << level, (index + 1) << level)``.
+
+The store keeps exactly those complete nodes. Appending a leaf writes it and the complete nodes it
+closes (two writes per leaf on average); any root, and any proof for a size up to the current one,
+reads O(log n) stored nodes. The store is an interface (:class:`NodeStore`) so a database table can
+back it; :class:`MemoryStore` keeps one byte array per level.
+
+Verification follows RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency), and also rejects what
+broke other verifiers: a proof against a tree of size 0, an index outside the tree, and a proof whose
+length does not fit the sizes claimed (so one proof cannot verify for several sizes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+_sha256 = hashlib.sha256
+
+
+class ProofError(ValueError):
+    """A proof that does not prove what it claims."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """The hash of one leaf: SHA-256(0x00 || data)."""
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """The hash of an interior node: SHA-256(0x01 || left || right)."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def _split(width: int) -> int:
+    """The largest power of two strictly below ``width`` (``width`` >= 2): where RFC 9162 splits a tree."""
+    return 1 << ((width - 1).bit_length() - 1)
+
+
+class NodeStore(Protocol):
+    """Hashes of complete subtrees by ``(level, index)``, written in append order, never rewritten."""
+
+    def leaf_count(self) -> int:
+        """How many leaves (level-0 nodes) are stored."""
+        ...
+
+    def get(self, level: int, index: int) -> bytes:
+        """The stored hash of node ``(level, index)``; ``KeyError`` when absent."""
+        ...
+
+    def put(self, level: int, index: int, digest: bytes) -> None:
+        """Store node ``(level, index)``, which must be the next one of its level."""
+        ...
+
+
+class MemoryStore:
+    """A :class:`NodeStore` in memory: one byte array per level, 32 bytes per node."""
+
+    def __init__(self) -> None:
+        self._levels: list[bytearray] = []
+
+    def leaf_count(self) -> int:
+        return len(self._levels[0]) // HASH_SIZE if self._levels else 0
+
+    def get(self, level: int, index: int) -> bytes:
+        if index < 0 or level >= len(self._levels):
+            raise KeyError((level, index))
+        start = index * HASH_SIZE
+        digest = bytes(self._levels[level][start : start + HASH_SIZE])
+        if len(digest) != HASH_SIZE:
+            raise KeyError((level, index))
+        return digest
+
+    def put(self, level: int, index: int, digest: bytes) -> None:
+        while len(self._levels) <= level:
+            self._levels.append(bytearray())
+        row = self._levels[level]
+        if index * HASH_SIZE != len(row):
+            raise ValueError(f"node ({level}, {index}) is not the next one of its level (append-only)")
+        row += digest
+
+
+class MerkleTree:
+    """An append-only RFC 9162 tree over a :class:`NodeStore`, answering roots and proofs for past sizes."""
+
+    def __init__(self, store: NodeStore | None = None) -> None:
+        self.store: NodeStore = store if store is not None else MemoryStore()
+        self._size = self.store.leaf_count()
+        # the last node written on each level: the left siblings the next appends close with
+        self._last = [self.store.get(level, (self._size >> level) - 1) for level in range(self._size.bit_length())]
+
+    @property
+    def size(self) -> int:
+        """The number of leaves."""
+        return self._size
+
+    def append(self, data: bytes) -> int:
+        """Append a leaf holding ``data``; its index."""
+        return self.append_hash(leaf_hash(data))
+
+    def extend(self, items: Iterable[bytes]) -> None:
+        """Append a leaf for each item, in order."""
+        for data in items:
+            self.append_hash(leaf_hash(data))
+
+    def append_hash(self, digest: bytes) -> int:
+        """Append a leaf by its leaf hash; its index."""
+        if len(digest) != HASH_SIZE:
+            raise ValueError("a leaf hash is 32 bytes")
+        index = node = self._size
+        level = 0
+        while True:
+            self.store.put(level, node, digest)
+            left = self._last[level] if node & 1 else b""
+            if level == len(self._last):
+                self._last.append(digest)
+            else:
+                self._last[level] = digest
+            if not node & 1:
+                break
+            digest = node_hash(left, digest)
+            level += 1
+            node >>= 1
+        self._size += 1
+        return index
+
+    def leaf_hash_at(self, index: int) -> bytes:
+        """The stored hash of leaf ``index``."""
+        if not 0 <= index < self._size:
+            raise IndexError(index)
+        return self.store.get(0, index)
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root hash of the tree's first ``size`` leaves (default: all)."""
+        size = self._check_size(size)
+        if size == 0:
+            return EMPTY_ROOT
+        if size == self._size:
+            peaks = [self._last[level] for level in reversed(range(size.bit_length())) if size >> level & 1]
+            return _fold(peaks)
+        return self._range_hash(0, size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """The audit path of leaf ``index`` in the tree of the first ``size`` leaves (RFC 9162 §2.1.3.1)."""
+        size = self._check_size(size)
+        if not 0 <= index < size:
+            raise IndexError(f"leaf {index} is not in a tree of size {size}")
+        proof = []
+        for level in range((size - 1).bit_length()):
+            sibling = (index >> level) ^ 1
+            start = sibling << level
+            if start >= size:
+                continue  # no sibling on this level: the node moves up as it is
+            end = min(start + (1 << level), size)
+            proof.append(self.store.get(level, sibling) if end - start == 1 << level else self._range_hash(start, end))
+        return proof
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """The proof that the tree of ``old_size`` leaves is a prefix of that of ``new_size`` (RFC 9162 §2.1.4.1)."""
+        new_size = self._check_size(new_size)
+        if not 0 < old_size <= new_size:
+            raise ValueError(f"no consistency proof from size {old_size} to {new_size}")
+        return self._subproof(old_size, 0, new_size, True)
+
+    def _subproof(self, m: int, start: int, end: int, complete: bool) -> list[bytes]:
+        """RFC 9162's SUBPROOF(m, D[start:end], complete)."""
+        width = end - start
+        if m == width:
+            return [] if complete else [self._range_hash(start, end)]
+        k = _split(width)
+        if m <= k:
+            return [*self._subproof(m, start, start + k, complete), self._range_hash(start + k, end)]
+        return [*self._subproof(m - k, start + k, end, False), self._range_hash(start, start + k)]
+
+    def _range_hash(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for a range starting on a boundary of its largest peak, from its peaks."""
+        peaks = []
+        for level in reversed(range((end - start).bit_length())):
+            if (end - start) >> level & 1:
+                peaks.append(self.store.get(level, start >> level))
+                start += 1 << level
+        return _fold(peaks)
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return self._size
+        if not 0 <= size <= self._size:
+            raise ValueError(f"size {size} is outside 0..{self._size}")
+        return size
+
+
+def _fold(peaks: list[bytes]) -> bytes:
+    """Fold complete-subtree hashes, largest (leftmost) first, from the right into one root."""
+    digest = peaks[-1]
+    for left in reversed(peaks[:-1]):
+        digest = node_hash(left, digest)
+    return digest
+
+
+def root_of(leaf_hashes: Iterable[bytes]) -> tuple[int, bytes]:
+    """The size and root of the tree of these leaf hashes, in one pass with O(log n) memory."""
+    stack: list[bytes] = []  # peaks, largest first
+    size = 0
+    for digest in leaf_hashes:
+        node = size
+        while node & 1:
+            digest = node_hash(stack.pop(), digest)
+            node >>= 1
+        stack.append(digest)
+        size += 1
+    return size, (_fold(stack) if stack else EMPTY_ROOT)
+
+
+def inclusion_proof_size(index: int, size: int) -> int:
+    """How many hashes the inclusion proof of leaf ``index`` in a tree of ``size`` leaves holds."""
+    return sum(1 for level in range((size - 1).bit_length()) if ((index >> level) ^ 1) << level < size)
+
+
+def consistency_proof_size(old_size: int, new_size: int) -> int:
+    """How many hashes the consistency proof from ``old_size`` to ``new_size`` (0 < old <= new) holds."""
+    count, complete, m, n = 0, True, old_size, new_size
+    while m != n:
+        k = _split(n)
+        if m <= k:
+            n = k
+        else:
+            m, n, complete = m - k, n - k, False
+        count += 1
+    return count if complete else count + 1
+
+
+def _check_hashes(*hashes: bytes) -> None:
+    if any(not isinstance(h, bytes) or len(h) != HASH_SIZE for h in hashes):
+        raise ProofError("every hash in a proof is 32 bytes")
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    """Check that ``leaf`` (a leaf hash) is leaf ``index`` of the tree of ``size`` leaves with ``root``."""
+    if size <= 0:
+        raise ProofError("no inclusion proof in an empty tree")
+    if not 0 <= index < size:
+        raise ProofError(f"leaf {index} is not in a tree of size {size}")
+    _check_hashes(leaf, root, *proof)
+    if len(proof) != inclusion_proof_size(index, size):
+        raise ProofError(f"a proof for leaf {index} of {size} holds {inclusion_proof_size(index, size)} hashes")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise ProofError("proof too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or r != root:
+        raise ProofError(f"leaf {index} is not in the tree of size {size} with this root")
+
+
+def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes) -> None:
+    """Check that the tree of ``old_size`` leaves with ``old_root`` is a prefix of ``new_size`` with ``new_root``."""
+    if old_size <= 0:
+        raise ProofError("no consistency proof from an empty tree")
+    if old_size > new_size:
+        raise ProofError(f"size {old_size} cannot be a prefix of size {new_size}")
+    _check_hashes(old_root, new_root, *proof)
+    if len(proof) != consistency_proof_size(old_size, new_size):
+        raise ProofError(f"a proof from {old_size} to {new_size} holds {consistency_proof_size(old_size, new_size)}")
+    if old_size == new_size:
+        if old_root != new_root:
+            raise ProofError(f"two different roots for size {old_size}")
+        return
+    path = [old_root, *proof] if old_size & (old_size - 1) == 0 else list(proof)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("proof too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or fr != old_root or sr != new_root:
+        raise ProofError(f"the tree of size {old_size} is not a prefix of this tree of size {new_size}")
