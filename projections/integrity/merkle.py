@@ -207,18 +207,33 @@ def _fold(peaks: list[bytes]) -> bytes:
     return digest
 
 
-def root_of(leaf_hashes: Iterable[bytes]) -> tuple[int, bytes]:
-    """The size and root of the tree of these leaf hashes, in one pass with O(log n) memory."""
-    stack: list[bytes] = []  # peaks, largest first
-    size = 0
-    for digest in leaf_hashes:
-        node = size
+class CompactRange:
+    """The peaks of a growing tree without storing it: its root at every size, O(log n) memory."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[bytes] = []  # largest first
+
+    def append_hash(self, digest: bytes) -> None:
+        """Add a leaf by its leaf hash."""
+        node = self.size
         while node & 1:
-            digest = node_hash(stack.pop(), digest)
+            digest = node_hash(self._peaks.pop(), digest)
             node >>= 1
-        stack.append(digest)
-        size += 1
-    return size, (_fold(stack) if stack else EMPTY_ROOT)
+        self._peaks.append(digest)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """The root of the leaves added so far."""
+        return _fold(self._peaks) if self._peaks else EMPTY_ROOT
+
+
+def root_of(leaf_hashes: Iterable[bytes]) -> tuple[int, bytes]:
+    """The size and root of the tree of these leaf hashes, in one pass."""
+    compact = CompactRange()
+    for digest in leaf_hashes:
+        compact.append_hash(digest)
+    return compact.size, compact.root()
 
 
 def inclusion_proof_size(index: int, size: int) -> int:

@@ -270,13 +270,13 @@ def open_note(message: str | bytes, verifiers: Iterable[Verifier]) -> OpenedNote
     raw = note.text.encode()
     signed_by: list[Verifier] = []
     for signature in note.signatures:
-        verifier = known.get((signature.name, signature.key_id))
-        if verifier is None:
+        signer = known.get((signature.name, signature.key_id))
+        if signer is None:
             continue
-        if not verifier.verifies(raw, signature):
+        if not signer.verifies(raw, signature):
             raise NoteError(f"the signature by {signature.name} ({signature.key_id.hex()}) does not verify")
-        if verifier not in signed_by:
-            signed_by.append(verifier)
+        if signer not in signed_by:
+            signed_by.append(signer)
     if not signed_by:
         raise NoteError("no signature by a known key")
     return OpenedNote(note.text, tuple(signed_by))
