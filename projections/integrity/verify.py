@@ -249,7 +249,5 @@ def verify_full_log(stored: Iterable[bytes], checkpoints: Iterable[Checkpoint]) 
         position += 1
         if pending and pending[0].size == position:
             check_at_size()
-    problems += [
-        Problem(f"the log ends at {position}, before the checkpoint of size {c.size}", position) for c in pending
-    ]
+    problems += [Problem(f"the log ends before the checkpoint of size {c.size}", position) for c in pending]
     return position, problems
