@@ -178,3 +178,18 @@ class MeOut(msgspec.Struct):
     tenant: TenantOut
     key_id: UUID
     scopes: list[str]
+
+
+class AuditRowOut(msgspec.Struct):
+    """One audit row; names are as of now (``<erased>`` once the subject is erased)."""
+
+    position: int  # notification position: the keyset cursor, and the event's place in the ledger
+    time: datetime
+    actor: str  # user:<id>, key:<id>, agent:<id> or system
+    actor_name: str
+    action: str  # stable dotted name, e.g. api_key.revoked
+    subject_kind: str
+    subject_id: UUID
+    subject_name: str | None
+    summary: str
+    request_id: str
