@@ -67,7 +67,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "commands": _always(commands),
         "directory": _always(services.directory),
         "usage": _always(services.usage),
-        "audit": _always(AuditReader(services.audit, services.runner.log.head)),
+        "audit": _always(AuditReader(services.audit, services.runner.log, services.app.mapper.to_domain_event)),
         "settings": _always(services.settings),
     }
 

@@ -193,3 +193,15 @@ class AuditRowOut(msgspec.Struct):
     subject_name: str | None
     summary: str
     request_id: str
+
+
+class ReplayOut(msgspec.Struct):
+    """A tenant's users, roles, keys and agents as they stood at ``as_of``, rebuilt from events only."""
+
+    as_of: datetime
+    position: int  # the last event of the tenant at or before as_of
+    head: int  # the log's head when replayed
+    tenant: TenantOut | None
+    users: list[UserOut]
+    keys: list[KeyOut]
+    agents: list[AgentOut]

@@ -23,17 +23,19 @@ from api.dependencies import CommandService
 from api.guards import AnyRequest
 from api.pagination import DEFAULT_LIMIT, Limit
 from api.principal import Principal
+from api.views import agent_out, key_out, tenant_out, user_out
 from domain.application import OwnLLM
 from domain.context import Ctx
 from domain.errors import InvalidValue
 from domain.permissions import Action
 from projections.audit_log import AuditFilter, AuditRow, Order, Page
 from projections.directory import Directory
+from projections.replay import Replayed
 
 Position = Annotated[int | None, QueryParameter(ge=0, description="A row's position (keyset cursor).")]
 POSITION = "X-Audit-Position"
 # ``request_id`` is also the name of the injected id of the current request: the filter takes another name.
-OfRequest = Annotated[str | None, QueryParameter(query="request_id", description="Rows of this request id.")]
+OfRequest = Annotated[str | None, QueryParameter(name="request_id", description="Rows of this request id.")]
 AUDIT_HEADERS = [
     ResponseHeader(
         name="Link",
@@ -169,9 +171,37 @@ class AuditController(Controller):
         return Response([row_out(r, names) for r in page.rows], headers=headers)
 
 
+def replay_out(replayed: Replayed, tenant_id: UUID) -> schemas.ReplayOut:
+    """The replayed directory as the API shows it (statuses as of the moment, expiry included)."""
+    d, as_of = replayed.directory, replayed.as_of
+    tenant = d.tenants.get(tenant_id)
+    return schemas.ReplayOut(
+        as_of=as_of, position=replayed.position, head=replayed.head, tenant=tenant_out(tenant) if tenant else None,
+        users=[user_out(u) for u in d.tenant_users(tenant_id)],
+        keys=[key_out(k, as_of) for k in d.tenant_keys(tenant_id)],
+        agents=[agent_out(a) for a in d.tenant_agents(tenant_id)],
+    )  # fmt: skip
+
+
 def _count_headers(audit: AuditReader, where: AuditFilter, position: int) -> dict[str, str]:
     total, exact = audit.count(where)
     return {"X-Total-Count": str(total), "X-Total-Count-Exact": "true" if exact else "false", POSITION: str(position)}
+
+
+class ReplayController(Controller):
+    """Auditor replay: who had which role, key and agent at a past moment."""
+
+    path = "/api/v1/audit/replay"
+    tags = ["audit"]
+
+    @get("/", operation_id="replayAudit", opt={"action": Action.AUDIT_READ}, sync_to_thread=True)
+    def replay(
+        self, principal: NamedDependency[Principal], audit: NamedDependency[AuditReader], as_of: FromQuery[datetime]
+    ) -> schemas.ReplayOut:
+        """The tenant's users, roles, keys and agents as of ``as_of`` (RFC 3339 with a timezone), from events only."""
+        if as_of.tzinfo is None:
+            raise InvalidValue("`as_of` needs a timezone (e.g. 2027-01-31T00:00:00Z)", field="as_of")
+        return replay_out(audit.replay(principal.tenant_id, as_of), principal.tenant_id)
 
 
 def row_out(row: AuditRow, names: Names) -> schemas.AuditRowOut:

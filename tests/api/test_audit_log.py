@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from tests.support.api_client import Api
@@ -122,7 +123,7 @@ def test_pages_walk_both_ways_without_gaps(api: Api) -> None:
 
 
 def test_export_is_a_spreadsheet_and_is_itself_audited(api: Api) -> None:
-    signup = api.signup("sheets", email="ada@sheets.example", name="=HYPERLINK(\"http://evil\")")
+    signup = api.signup("sheets", email="ada@sheets.example", name='=HYPERLINK("http://evil")')
     admin_key = signup["api_key"]["secret"]
     api.call("POST", "/api/v1/keys", admin_key, json={"name": "@SUM(A1)", "scopes": ["inference"]})
 
@@ -164,3 +165,35 @@ def _link(header: str, rel: str) -> str:
             url = part.split(";")[0].strip()[1:-1]
             return url[url.index("/api/") :]
     return ""
+
+
+def test_an_auditor_replays_the_tenant_as_it_was(api: Api) -> None:
+    # Events carry the time they were recorded; the auditor picks moments from the trail itself.
+    signup = api.signup("replay", email="ada@replay.example", name="Ada")
+    admin_key = signup["api_key"]["secret"]
+    bob_key, bob_id = _join(api, admin_key, "bob@replay.example", "member", "Bob")
+    laptop = api.call("POST", "/api/v1/keys", bob_key, json={"name": "laptop", "scopes": ["inference"]}).json()
+    api.call("POST", f"/api/v1/users/{bob_id}/role", admin_key, json={"role": "billing"})
+    api.call("DELETE", f"/api/v1/keys/{laptop['id']}", admin_key)
+    trail = _audit(api, admin_key, "?order=asc").json()
+    monday = next(r["time"] for r in trail if r["subject_id"] == laptop["id"])
+    first = datetime.fromisoformat(trail[0]["time"])
+    before_signup = (first - timedelta(microseconds=1)).isoformat()
+
+    then = api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": monday})
+    assert then.status_code == 200, then.text
+    past = then.json()
+    assert {u["name"]: u["role"] for u in past["users"]} == {"Ada": "admin", "Bob": "member"}
+    assert {k["id"]: k["status"] for k in past["keys"]}[laptop["id"]] == "active"
+    latest = trail[-1]["time"]
+    now = api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": latest}).json()
+    assert {u["name"]: u["role"] for u in now["users"]}["Bob"] == "billing"
+    assert {k["id"]: k["status"] for k in now["keys"]}[laptop["id"]] == "revoked"
+    assert 0 < past["position"] < now["position"] <= now["head"]
+
+    nothing = api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": before_signup}).json()
+    assert (nothing["tenant"], nothing["users"], nothing["position"]) == (None, [], 0)
+    assert (
+        api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": "2027-01-01T00:00:00"}).status_code == 422
+    )
+    assert api.call("GET", "/api/v1/audit/replay", bob_key, params={"as_of": monday}).status_code == 403
