@@ -16,6 +16,7 @@ from litestar.utils.helpers import unwrap_partial
 
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
+from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.tenants import TenantController
@@ -95,6 +96,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         UsageController,
+        AuditController,
+        ReplayController,
     ]
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]

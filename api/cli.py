@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from api.cli_audit import replay
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -41,6 +42,7 @@ app.add_typer(users, name="users")
 app.add_typer(keys, name="keys")
 app.add_typer(events, name="events")
 app.add_typer(projections, name="projections")
+app.command("replay")(replay)
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

@@ -1,7 +1,7 @@
 """What route handlers receive by name through Litestar's DI: the caller, and typed services.
 
 A handler names what it needs (``principal``, ``ctx``, ``request_id``, ``commands``, ``directory``,
-``usage``, ``settings``, ``now``) and never reaches into the app's state. Every provider takes only
+``usage``, ``audit``, ``settings``, ``now``) and never reaches into the app's state. Every provider takes only
 the request (a reserved name) or nothing, so no injected name shows up as a parameter in the OpenAPI.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from litestar.di import NamedDependency, Provide
 
+from api.audit_reader import AuditReader
 from api.guards import AnyRequest, principal_of, request_id_of
 from api.principal import Principal
 from api.services import Services
@@ -66,6 +67,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "commands": _always(commands),
         "directory": _always(services.directory),
         "usage": _always(services.usage),
+        "audit": _always(AuditReader(services.audit, services.runner.log, services.app.mapper.to_domain_event)),
         "settings": _always(services.settings),
     }
 

@@ -178,3 +178,30 @@ class MeOut(msgspec.Struct):
     tenant: TenantOut
     key_id: UUID
     scopes: list[str]
+
+
+class AuditRowOut(msgspec.Struct):
+    """One audit row; names are as of now (``<erased>`` once the subject is erased)."""
+
+    position: int  # notification position: the keyset cursor, and the event's place in the ledger
+    time: datetime
+    actor: str  # user:<id>, key:<id>, agent:<id> or system
+    actor_name: str
+    action: str  # stable dotted name, e.g. api_key.revoked
+    subject_kind: str
+    subject_id: UUID
+    subject_name: str | None
+    summary: str
+    request_id: str
+
+
+class ReplayOut(msgspec.Struct):
+    """A tenant's users, roles, keys and agents as they stood at ``as_of``, rebuilt from events only."""
+
+    as_of: datetime
+    position: int  # the last event of the tenant at or before as_of
+    head: int  # the log's head when replayed
+    tenant: TenantOut | None
+    users: list[UserOut]
+    keys: list[KeyOut]
+    agents: list[AgentOut]

@@ -29,6 +29,8 @@ from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder
 from domain.adapters.sqlite_transactions import begin_writes_immediately
 from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
+from projections.audit_log import AuditProjection, AuditTable
+from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.log import NotificationLog
@@ -53,6 +55,7 @@ class Services:
     keys: KeyStore
     directory: Directory
     usage: UsageProjection
+    audit: AuditProjection
     runner: ProjectionRunner
     reactions: ReactionRunner
     authenticator: KeyAuthenticator
@@ -173,9 +176,12 @@ def build_services(
     )
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
+    audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable
+    audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
     read_models.add_tracked(usage)
+    read_models.add_tracked(audit)
     tracked = list(read_models.tracked.values()) if settings.run_projections else []
     failures = failure_log_for(app.recorder)  # read models' and reactions' failures, for `projections status`
     services = Services(
@@ -184,6 +190,7 @@ def build_services(
         keys=keys,
         directory=directory,
         usage=usage,
+        audit=audit,
         runner=ProjectionRunner(app, list(read_models.in_memory.values()), tracked, failure_log=failures),
         reactions=reaction_runner(settings, app, failures),
         authenticator=KeyAuthenticator(

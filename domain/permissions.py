@@ -25,6 +25,7 @@ class Action(StrEnum):
     USAGE_OWN = "usage.own"
     USAGE_TENANT = "usage.tenant"
     INFERENCE = "inference"
+    AUDIT_READ = "audit.read"  # search, export and replay the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ MATRIX: dict[Action, Rule] = {
     Action.USAGE_OWN: Rule(Scope.ADMIN_READ, _ALL),
     Action.USAGE_TENANT: Rule(Scope.ADMIN_READ, frozenset({Role.ADMIN, Role.BILLING})),
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
+    Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
 }
 
 

@@ -1,0 +1,114 @@
+"""What each domain event says in the audit log: a stable dotted action, its subject and a summary.
+
+Rows hold no personal data: the actor and subject are ids (display names are looked up when the
+log is read, so an erased subject shows ``<erased>``), and summaries name only roles, scopes, key
+prefixes and counts. Sealed free text (a suspension's reason) stays in the event, never here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.agent import Agent
+from domain.api_key import ApiKey
+from domain.audit_export import AuditExport
+from domain.invite import Invite
+from domain.pairing_key import PairingKey
+from domain.tenant import Tenant
+from domain.usage import UsageRecord
+from domain.user import User
+
+USAGE_ACTION = "usage.hourly"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit log, before it has a position."""
+
+    tenant_id: UUID
+    time: datetime
+    actor: str
+    action: str
+    subject_kind: str
+    subject_id: UUID
+    summary: str
+    request_id: str
+
+
+Describe = Callable[[Any], tuple[str, str, UUID, str]]  # -> (action, subject kind, subject id, summary)
+
+
+def _tenant(kind: str, summary: str) -> Describe:
+    return lambda e: (f"tenant.{kind}", "tenant", e.originator_id, summary)
+
+
+def _user(kind: str, summary: Callable[[Any], str]) -> Describe:
+    return lambda e: (f"user.{kind}", "user", e.originator_id, summary(e))
+
+
+def _object(prefix: str, subject: str, kind: str, summary: Callable[[Any], str]) -> Describe:
+    return lambda e: (f"{prefix}.{kind}", subject, e.originator_id, summary(e))
+
+
+def _scopes(e: ApiKey.Issued) -> str:
+    expiry = f", expires {e.expires_at.isoformat()}" if e.expires_at else ""
+    return f"key {e.prefix}… issued to user {e.user_id} with scopes {', '.join(sorted(e.scopes))}{expiry}"
+
+
+DESCRIBE: dict[type, Describe] = {
+    Tenant.Registered: lambda e: ("tenant.registered", "tenant", e.originator_id, f"tenant '{e.slug}' registered"),
+    Tenant.Suspended: _tenant("suspended", "tenant suspended"),
+    Tenant.Reinstated: _tenant("reinstated", "tenant reinstated"),
+    Tenant.AdminAppointed: lambda e: ("tenant.admin_appointed", "user", e.user_id, "appointed admin"),
+    Tenant.AdminSteppedDown: lambda e: ("tenant.admin_stepped_down", "user", e.user_id, "no longer admin"),
+    User.Joined: _user("joined", lambda e: f"joined as {e.role}" + (" by invite" if e.invite_id else "")),
+    User.RoleChanged: _user("role_changed", lambda e: f"role changed to {e.role}"),
+    User.Suspended: _user("suspended", lambda e: "user suspended"),
+    User.Reinstated: _user("reinstated", lambda e: "user reinstated"),
+    User.Removed: _user("removed", lambda e: "user removed"),
+    Invite.Issued: _object("invite", "invite", "issued", lambda e: f"invite as {e.role} for user {e.user_id}"),
+    Invite.Accepted: _object("invite", "invite", "accepted", lambda e: f"accepted by user {e.user_id}"),
+    Invite.Revoked: _object("invite", "invite", "revoked", lambda e: "invite revoked"),
+    ApiKey.Issued: _object("api_key", "api_key", "issued", _scopes),
+    ApiKey.Revoked: _object("api_key", "api_key", "revoked", lambda e: "key revoked"),
+    PairingKey.Issued: _object("pairing_key", "pairing_key", "issued", lambda e: f"pairing key {e.prefix}… issued"),
+    PairingKey.Redeemed: _object("pairing_key", "pairing_key", "redeemed", lambda e: f"redeemed by agent {e.agent_id}"),
+    PairingKey.Revoked: _object("pairing_key", "pairing_key", "revoked", lambda e: "pairing key revoked"),
+    Agent.Paired: _object("agent", "agent", "paired", lambda e: f"agent paired as NATS user {e.nats_user}"),
+    Agent.Revoked: _object("agent", "agent", "revoked", lambda e: "agent revoked"),
+    AuditExport.Made: _object(
+        "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
+    ),
+}
+
+
+def entry_for(event: Any) -> AuditEntry | None:
+    """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
+    if is_usage(event):
+        return None
+    describe = DESCRIBE.get(type(event), _undescribed)
+    action, subject_kind, subject_id, summary = describe(event)
+    tenant_id = event.originator_id if isinstance(event, Tenant.Registered) else event.tenant_id
+    return AuditEntry(tenant_id, event.timestamp, event.actor, action, subject_kind, subject_id, summary,
+                      event.request_id)  # fmt: skip
+
+
+def _undescribed(event: Any) -> tuple[str, str, UUID, str]:
+    """An event no one described yet still gets its row: an audit log never leaves one out."""
+    aggregate, name = type(event).__qualname__.split(".")[-2:]
+    kind = _snake(aggregate)
+    return f"{kind}.{_snake(name)}", kind, event.originator_id, ""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def is_usage(event: Any) -> bool:
+    """Usage records appear as hourly aggregates per key and model, not one row each."""
+    return isinstance(event, UsageRecord.Recorded)

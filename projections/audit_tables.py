@@ -1,0 +1,259 @@
+"""The audit log's tables: :class:`SQLiteAuditTable` (in the embedded store's file) and
+:class:`PostgresAuditTable`, tracking recorders that write rows and position together.
+
+Every query is keyset on ``(tenant_id, position)`` or on an index that starts with the tenant and
+ends with the position, so a page costs the same at row 10 and at row 10 million; nothing uses OFFSET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL, Identifier, Literal
+
+from projections.audit_entries import AuditEntry
+from projections.audit_log import TRACKING_NAME, AuditFilter, AuditRow, Order, StaleAuditPosition, UsageBucket
+
+COLUMNS = (
+    "position, tenant_id, time, actor, action, subject_kind, subject_id, summary, request_id, bucket, "
+    "requests, prompt_tokens, completion_tokens"
+)
+INDEXES = {  # name suffix -> columns; each ends with the position, the keyset cursor
+    "actor": "tenant_id, actor, position",
+    "action": "tenant_id, action, position",
+    "subject": "tenant_id, subject_id, position",
+    "request": "tenant_id, request_id, position",
+    "time": "tenant_id, time, position",
+}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: SQLite compares times as text
+
+
+def _time_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def where_clause(where: AuditFilter, *, sqlite: bool) -> tuple[str, list[Any]]:
+    """SQL conditions (``?`` placeholders) and their parameters for a filter."""
+    clauses: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [str(where.tenant_id)]
+    for column, value in (("action", where.action), ("request_id", where.request_id),
+                          ("subject_id", where.subject_id)):  # fmt: skip
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    if where.actors:
+        clauses.append(f"actor IN ({_marks(where.actors)})")
+        params += list(where.actors)
+    if where.involves is not None:
+        others = f" OR actor IN ({_marks(where.involves_actors)})" if where.involves_actors else ""
+        clauses.append(f"(subject_id = ?{others})")
+        params += [str(where.involves), *where.involves_actors]
+    if where.action_prefix:
+        clauses.append("action >= ? AND action < ?")  # a range, so the (tenant, action) index serves it
+        params += [where.action_prefix, where.action_prefix[:-1] + chr(ord(where.action_prefix[-1]) + 1)]
+    for op, moment in ((">=", where.since), ("<", where.until)):
+        if moment is not None:
+            clauses.append(f"time {op} ?")
+            params.append(_time_text(moment) if sqlite else moment)
+    return " AND ".join(clauses), params
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def cursor_clause(after: int | None, before: int | None) -> tuple[str, list[Any]]:
+    """The keyset bounds: strictly after and strictly before the given positions."""
+    clauses, params = [], []
+    if after is not None:
+        clauses.append("position > ?")
+        params.append(after)
+    if before is not None:
+        clauses.append("position < ?")
+        params.append(before)
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def row_of(values: Sequence[Any]) -> AuditRow:
+    """A stored row back into an :class:`AuditRow`."""
+    position, tenant_id, time, actor, action, kind, subject, summary, request_id, _, req, prompt, completion = values
+    moment = time if isinstance(time, datetime) else datetime.fromisoformat(time)
+    entry = AuditEntry(UUID(str(tenant_id)), moment, actor, action, kind, UUID(str(subject)), summary, request_id)
+    return AuditRow(position, entry, req or 0, prompt or 0, completion or 0)
+
+
+def _entry_params(
+    position: int, e: AuditEntry, bucket: UUID | None, counts: tuple[int, int, int], sqlite: bool
+) -> tuple[Any, ...]:
+    time: Any = _time_text(e.time) if sqlite else e.time
+    return (position, str(e.tenant_id), time, e.actor, e.action, e.subject_kind, str(e.subject_id), e.summary,
+            e.request_id, str(bucket) if bucket else None, *counts)  # fmt: skip
+
+
+def _select(table: str, where: str, cursor: str, order: Order, sqlite: bool) -> str:
+    direction = "ASC" if order == "asc" else "DESC"
+    sql = f"SELECT {COLUMNS} FROM {table} WHERE {where}{cursor} ORDER BY position {direction} LIMIT ?"
+    return sql if sqlite else sql.replace("?", "%s")
+
+
+def _one(curs: Any) -> Any:
+    """The one row a query always returns."""
+    row = curs.fetchone()
+    assert row is not None
+    return row
+
+
+class SQLiteAuditTable(SQLiteTrackingRecorder):
+    """The audit log in the embedded SQLite event store file."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            "CREATE TABLE IF NOT EXISTS audit_log (position INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, "
+            "time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject_kind TEXT NOT NULL, "
+            "subject_id TEXT NOT NULL, summary TEXT NOT NULL, request_id TEXT NOT NULL, bucket TEXT UNIQUE, "
+            "requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER)",
+            "CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, position)",
+            *(f"CREATE INDEX IF NOT EXISTS audit_log_{name} ON audit_log ({cols})" for name, cols in INDEXES.items()),
+            f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
+        ]
+
+    def position(self) -> int:
+        return self.max_tracking_id(TRACKING_NAME) or 0
+
+    def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
+                raise StaleAuditPosition
+            c.executemany(
+                f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_entry_params(r.position, r.entry, None, (0, 0, 0), True) for r in rows],
+            )
+            c.executemany(
+                f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket) DO UPDATE "
+                "SET requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens",
+                [_entry_params(u.position, u.entry, u.bucket, (u.requests, u.prompt_tokens, u.completion_tokens), True)
+                 for u in usage],
+            )  # fmt: skip
+            self._insert_tracking(c, tracking)
+
+    def fetch(
+        self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
+    ) -> list[AuditRow]:
+        conditions, params = where_clause(where, sqlite=True)
+        cursor, cursor_params = cursor_clause(after, before)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_select("audit_log", conditions, cursor, order, True), [*params, *cursor_params, limit])
+            return [row_of(tuple(r)) for r in c.fetchall()]
+
+    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        conditions, params = where_clause(where, sqlite=True)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM audit_log WHERE {conditions} LIMIT ?)", [*params, up_to + 1]
+            )
+            found = int(c.fetchone()[0])
+        return (found, True) if found <= up_to else (up_to, False)
+
+    def clear(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("DELETE FROM audit_log")
+            c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
+
+
+class PostgresAuditTable(PostgresTrackingRecorder):
+    """The audit log in the event store's PostgreSQL schema."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema = Identifier(self.datastore.schema)
+        self.name = "ownllm_audit_log"
+        self.table = SQL("{}.{}").format(schema, Identifier(self.name))
+        self.tracking = SQL("{}.{}").format(schema, Identifier(self.tracking_table_name))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, tenant_id uuid NOT NULL, "
+                "time timestamptz NOT NULL, actor text NOT NULL, action text NOT NULL, subject_kind text NOT NULL, "
+                "subject_id uuid NOT NULL, summary text NOT NULL, request_id text NOT NULL, bucket uuid UNIQUE, "
+                "requests bigint, prompt_tokens bigint, completion_tokens bigint)"
+            ).format(self.table)
+        )
+        for suffix, cols in {"tenant": "tenant_id, position", **INDEXES}.items():
+            self.sql_create_statements.append(
+                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (" + cols + ")").format(
+                    Identifier(f"{self.name}_{suffix}"), self.table
+                )
+            )
+        self.sql_create_statements.append(
+            SQL("INSERT INTO {} VALUES ({}, 0) ON CONFLICT DO NOTHING").format(self.tracking, Literal(TRACKING_NAME))
+        )
+
+    def position(self) -> int:
+        return self.max_tracking_id(TRACKING_NAME) or 0
+
+    def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
+        insert = "INSERT INTO {} (" + COLUMNS + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
+                (TRACKING_NAME,),
+            )
+            found = curs.fetchone()
+            if (found["notification_id"] if found else 0) != expected:
+                raise StaleAuditPosition
+            if rows:
+                curs.executemany(
+                    SQL(insert).format(self.table),
+                    [_entry_params(r.position, r.entry, None, (0, 0, 0), False) for r in rows],
+                )
+            if usage:
+                curs.executemany(
+                    SQL(
+                        insert + " ON CONFLICT (bucket) DO UPDATE SET requests = {t}.requests + excluded.requests, "
+                        "prompt_tokens = {t}.prompt_tokens + excluded.prompt_tokens, "
+                        "completion_tokens = {t}.completion_tokens + excluded.completion_tokens"
+                    ).format(self.table, t=Identifier(self.name)),
+                    [_entry_params(u.position, u.entry, u.bucket, (u.requests, u.prompt_tokens, u.completion_tokens),
+                                   False) for u in usage],
+                )  # fmt: skip
+            self._insert_tracking(curs, tracking)
+
+    def fetch(
+        self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
+    ) -> list[AuditRow]:
+        conditions, params = where_clause(where, sqlite=False)
+        cursor, cursor_params = cursor_clause(after, before)
+        query = SQL(_select("{}", conditions, cursor, order, False)).format(self.table)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, [*params, *cursor_params, limit])
+            return [row_of(tuple(r.values())) for r in curs.fetchall()]
+
+    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        conditions, params = where_clause(where, sqlite=False)
+        sql = "SELECT count(*) AS n FROM (SELECT 1 FROM {} WHERE " + conditions.replace("?", "%s") + " LIMIT %s) AS s"
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL(sql).format(self.table), [*params, up_to + 1])
+            found = int(_one(curs)["n"])
+            if found <= up_to:
+                return found, True
+            plan = SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE " + conditions.replace("?", "%s")).format(
+                self.table
+            )
+            curs.execute(plan, params)
+            estimate = int(_one(curs)["QUERY PLAN"][0]["Plan"]["Plan Rows"])
+        return max(estimate, up_to + 1), False
+
+    def clear(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("DELETE FROM {}").format(self.table))
+            curs.execute(
+                SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
+                (TRACKING_NAME,),
+            )
