@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from projections.audit_log import AuditFilter, AuditProjection, AuditRow, Order, Page
+from projections.audit_log import AuditFilter, AuditProjection, Order, Page
 from projections.log import NotificationLog
 from projections.replay import Replayed, replay
 
@@ -50,6 +50,6 @@ class AuditReader:
         """The tenant's directory as of ``as_of``, rebuilt from its events."""
         return replay(self._log, self._decode, tenant_id, as_of)
 
-    def scan(self, where: AuditFilter) -> Iterator[AuditRow]:
-        """Every matching row, oldest first (exports)."""
-        return self.projection.scan(where)
+    def scan_raw(self, where: AuditFilter) -> Iterator[tuple[Any, ...]]:
+        """Every matching row as stored text, oldest first (exports)."""
+        return self.projection.scan_raw(where)

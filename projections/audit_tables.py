@@ -1,8 +1,10 @@
 """The audit log's tables: :class:`SQLiteAuditTable` (in the embedded store's file) and
 :class:`PostgresAuditTable`, tracking recorders that write rows and position together.
 
-Every query is keyset on ``(tenant_id, position)`` or on an index that starts with the tenant and
-ends with the position, so a page costs the same at row 10 and at row 10 million; nothing uses OFFSET.
+Every query is keyset on an index that starts with the tenant and ends with the position, so a
+page costs the same at row 10 and at row 10 million; nothing uses OFFSET. An action prefix ending
+at a dot (``api_key.*``) is an equality on the action's kind (its own indexed column), and a
+subject's history is the union of two keyset reads (rows about it, rows by it), each on its index.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from psycopg.sql import SQL, Identifier, Literal
 from projections.audit_entries import AuditEntry
 from projections.audit_log import TRACKING_NAME, AuditFilter, AuditRow, Order, StaleAuditPosition, UsageBucket
 
-COLUMNS = (
+STORED = (
     "position, tenant_id, time, actor, action, subject_kind, subject_id, summary, request_id, bucket, "
-    "requests, prompt_tokens, completion_tokens"
+    "requests, prompt_tokens, completion_tokens, action_kind"
 )
+COLUMNS = STORED.removesuffix(", action_kind")  # what a read returns
 INDEXES = {  # name suffix -> columns; each ends with the position, the keyset cursor
     "actor": "tenant_id, actor, position",
     "action": "tenant_id, action, position",
+    "kind": "tenant_id, action_kind, position",
     "subject": "tenant_id, subject_id, position",
     "request": "tenant_id, request_id, position",
     "time": "tenant_id, time, position",
@@ -39,7 +43,7 @@ def _time_text(value: datetime) -> str:
 
 
 def where_clause(where: AuditFilter, *, sqlite: bool) -> tuple[str, list[Any]]:
-    """SQL conditions (``?`` placeholders) and their parameters for a filter."""
+    """SQL conditions (``?`` placeholders) and their parameters for a filter, ``involves`` aside."""
     clauses: list[str] = ["tenant_id = ?"]
     params: list[Any] = [str(where.tenant_id)]
     for column, value in (("action", where.action), ("request_id", where.request_id),
@@ -50,18 +54,30 @@ def where_clause(where: AuditFilter, *, sqlite: bool) -> tuple[str, list[Any]]:
     if where.actors:
         clauses.append(f"actor IN ({_marks(where.actors)})")
         params += list(where.actors)
-    if where.involves is not None:
-        others = f" OR actor IN ({_marks(where.involves_actors)})" if where.involves_actors else ""
-        clauses.append(f"(subject_id = ?{others})")
-        params += [str(where.involves), *where.involves_actors]
-    if where.action_prefix:
+    prefix = where.action_prefix
+    if prefix and prefix.endswith(".") and prefix.count(".") == 1:
+        clauses.append("action_kind = ?")
+        params.append(prefix[:-1])
+    elif prefix:
         clauses.append("action >= ? AND action < ?")  # a range, so the (tenant, action) index serves it
-        params += [where.action_prefix, where.action_prefix[:-1] + chr(ord(where.action_prefix[-1]) + 1)]
+        params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
     for op, moment in ((">=", where.since), ("<", where.until)):
         if moment is not None:
             clauses.append(f"time {op} ?")
             params.append(_time_text(moment) if sqlite else moment)
     return " AND ".join(clauses), params
+
+
+def branches(where: AuditFilter, *, sqlite: bool) -> list[tuple[str, list[Any]]]:
+    """The filter as one or two conditions whose union it is (a subject's history: about it, by it)."""
+    base, params = where_clause(where, sqlite=sqlite)
+    if where.involves is None:
+        return [(base, params)]
+    about = (f"{base} AND subject_id = ?", [*params, str(where.involves)])
+    if not where.involves_actors:
+        return [about]
+    by = (f"{base} AND actor IN ({_marks(where.involves_actors)})", [*params, *where.involves_actors])
+    return [about, by]
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -80,6 +96,32 @@ def cursor_clause(after: int | None, before: int | None) -> tuple[str, list[Any]
     return "".join(f" AND {c}" for c in clauses), params
 
 
+def select_sql(
+    table: str, where: AuditFilter, after: int | None, before: int | None, limit: int, order: Order, *,
+    sqlite: bool, columns: str = COLUMNS,
+) -> tuple[str, list[Any]]:  # fmt: skip
+    """A keyset page (``?`` placeholders); a union of two keyset reads for a subject's history."""
+    direction = "ASC" if order == "asc" else "DESC"
+    cursor, cursor_params = cursor_clause(after, before)
+    parts, params = [], []
+    for conditions, branch_params in branches(where, sqlite=sqlite):
+        parts.append(f"SELECT {columns} FROM {table} WHERE {conditions}{cursor} ORDER BY position {direction} LIMIT ?")
+        params += [*branch_params, *cursor_params, limit]
+    if len(parts) == 1:
+        return parts[0], params
+    union = " UNION ".join(f"SELECT * FROM ({part}) AS b{n}" for n, part in enumerate(parts))
+    return f"SELECT * FROM ({union}) AS u ORDER BY position {direction} LIMIT ?", [*params, limit]
+
+
+def count_sql(table: str, where: AuditFilter, up_to: int, *, sqlite: bool) -> tuple[str, list[Any]]:
+    """Count matching rows, stopping past ``up_to``."""
+    parts, params = [], []
+    for conditions, branch_params in branches(where, sqlite=sqlite):
+        parts.append(f"SELECT position FROM {table} WHERE {conditions}")
+        params += branch_params
+    return f"SELECT count(*) AS n FROM ({' UNION '.join(parts)} LIMIT ?) AS s", [*params, up_to + 1]
+
+
 def row_of(values: Sequence[Any]) -> AuditRow:
     """A stored row back into an :class:`AuditRow`."""
     position, tenant_id, time, actor, action, kind, subject, summary, request_id, _, req, prompt, completion = values
@@ -93,13 +135,15 @@ def _entry_params(
 ) -> tuple[Any, ...]:
     time: Any = _time_text(e.time) if sqlite else e.time
     return (position, str(e.tenant_id), time, e.actor, e.action, e.subject_kind, str(e.subject_id), e.summary,
-            e.request_id, str(bucket) if bucket else None, *counts)  # fmt: skip
+            e.request_id, str(bucket) if bucket else None, *counts, e.action.partition(".")[0])  # fmt: skip
 
 
-def _select(table: str, where: str, cursor: str, order: Order, sqlite: bool) -> str:
-    direction = "ASC" if order == "asc" else "DESC"
-    sql = f"SELECT {COLUMNS} FROM {table} WHERE {where}{cursor} ORDER BY position {direction} LIMIT ?"
-    return sql if sqlite else sql.replace("?", "%s")
+# Text as SQLite stores it, so an export writes PostgreSQL's rows without converting each value.
+RAW_POSTGRES = (
+    COLUMNS.replace("tenant_id", "tenant_id::text")
+    .replace("subject_id", "subject_id::text")
+    .replace("time", "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"') AS time")
+)
 
 
 def _one(curs: Any) -> Any:
@@ -118,7 +162,7 @@ class SQLiteAuditTable(SQLiteTrackingRecorder):
             "CREATE TABLE IF NOT EXISTS audit_log (position INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, "
             "time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject_kind TEXT NOT NULL, "
             "subject_id TEXT NOT NULL, summary TEXT NOT NULL, request_id TEXT NOT NULL, bucket TEXT UNIQUE, "
-            "requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER)",
+            "requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, action_kind TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, position)",
             *(f"CREATE INDEX IF NOT EXISTS audit_log_{name} ON audit_log ({cols})" for name, cols in INDEXES.items()),
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
@@ -132,11 +176,11 @@ class SQLiteAuditTable(SQLiteTrackingRecorder):
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StaleAuditPosition
             c.executemany(
-                f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_entry_params(r.position, r.entry, None, (0, 0, 0), True) for r in rows],
             )
             c.executemany(
-                f"INSERT INTO audit_log ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket) DO UPDATE "
+                f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket) DO UPDATE "
                 "SET requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
                 "completion_tokens = completion_tokens + excluded.completion_tokens",
                 [_entry_params(u.position, u.entry, u.bucket, (u.requests, u.prompt_tokens, u.completion_tokens), True)
@@ -147,18 +191,21 @@ class SQLiteAuditTable(SQLiteTrackingRecorder):
     def fetch(
         self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
     ) -> list[AuditRow]:
-        conditions, params = where_clause(where, sqlite=True)
-        cursor, cursor_params = cursor_clause(after, before)
+        sql, params = select_sql("audit_log", where, after, before, limit, order, sqlite=True)
         with self.datastore.transaction(commit=False) as c:
-            c.execute(_select("audit_log", conditions, cursor, order, True), [*params, *cursor_params, limit])
+            c.execute(sql, params)
             return [row_of(tuple(r)) for r in c.fetchall()]
 
-    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
-        conditions, params = where_clause(where, sqlite=True)
+    def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
+        sql, params = select_sql("audit_log", where, after, None, limit, "asc", sqlite=True)
         with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM audit_log WHERE {conditions} LIMIT ?)", [*params, up_to + 1]
-            )
+            c.execute(sql, params)
+            return [tuple(r) for r in c.fetchall()]
+
+    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        sql, params = count_sql("audit_log", where, up_to, sqlite=True)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
             found = int(c.fetchone()[0])
         return (found, True) if found <= up_to else (up_to, False)
 
@@ -182,7 +229,7 @@ class PostgresAuditTable(PostgresTrackingRecorder):
                 "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, tenant_id uuid NOT NULL, "
                 "time timestamptz NOT NULL, actor text NOT NULL, action text NOT NULL, subject_kind text NOT NULL, "
                 "subject_id uuid NOT NULL, summary text NOT NULL, request_id text NOT NULL, bucket uuid UNIQUE, "
-                "requests bigint, prompt_tokens bigint, completion_tokens bigint)"
+                "requests bigint, prompt_tokens bigint, completion_tokens bigint, action_kind text NOT NULL)"
             ).format(self.table)
         )
         for suffix, cols in {"tenant": "tenant_id, position", **INDEXES}.items():
@@ -199,7 +246,7 @@ class PostgresAuditTable(PostgresTrackingRecorder):
         return self.max_tracking_id(TRACKING_NAME) or 0
 
     def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
-        insert = "INSERT INTO {} (" + COLUMNS + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
@@ -228,25 +275,27 @@ class PostgresAuditTable(PostgresTrackingRecorder):
     def fetch(
         self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
     ) -> list[AuditRow]:
-        conditions, params = where_clause(where, sqlite=False)
-        cursor, cursor_params = cursor_clause(after, before)
-        query = SQL(_select("{}", conditions, cursor, order, False)).format(self.table)
+        sql, params = select_sql("{t}", where, after, before, limit, order, sqlite=False)
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(query, [*params, *cursor_params, limit])
+            curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
             return [row_of(tuple(r.values())) for r in curs.fetchall()]
 
-    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
-        conditions, params = where_clause(where, sqlite=False)
-        sql = "SELECT count(*) AS n FROM (SELECT 1 FROM {} WHERE " + conditions.replace("?", "%s") + " LIMIT %s) AS s"
+    def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
+        sql, params = select_sql("{t}", where, after, None, limit, "asc", sqlite=False, columns=RAW_POSTGRES)
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(SQL(sql).format(self.table), [*params, up_to + 1])
+            curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
+            return [tuple(r.values()) for r in curs.fetchall()]
+
+    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        sql, params = count_sql("{t}", where, up_to, sqlite=False)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
             found = int(_one(curs)["n"])
             if found <= up_to:
                 return found, True
-            plan = SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE " + conditions.replace("?", "%s")).format(
-                self.table
-            )
-            curs.execute(plan, params)
+            sql, params = count_sql("{t}", where, up_to, sqlite=False)
+            plan = "EXPLAIN (FORMAT JSON) " + sql.removeprefix("SELECT count(*) AS n FROM (").rsplit(" LIMIT ?", 1)[0]
+            curs.execute(SQL(plan.replace("?", "%s")).format(t=self.table), params[:-1])
             estimate = int(_one(curs)["QUERY PLAN"][0]["Plan"]["Plan Rows"])
         return max(estimate, up_to + 1), False
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -38,30 +37,46 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier, Literal
 
 SQLITE_INDEX = "ownllm_stored_events_topic"
+_UNDECODED = object()
 POSTGRES_INDEX_SUFFIX = "_topic_id_idx"
 CONCURRENT_BUILD_ABOVE = 100_000  # rows: below this a plain build blocks writers for a fraction of a second
 
 
-@dataclass(frozen=True, slots=True)
 class Recorded:
-    """One notification as stored, with its decoded event.
+    """One notification as stored, with its event decoded on first use.
 
     ``state`` is the bytes exactly as the recorder holds them (personal data sealed, as written),
-    which is what a tamper-evident ledger hashes; ``event`` is what the mapper decoded from them.
+    which is what a tamper-evident ledger hashes; ``event`` is what the mapper decodes from them,
+    only when a reader asks (a ledger never does; the audit log reads usage records' counts from
+    ``state`` directly: decoding is most of the cost of reading the log).
     """
 
-    notification_id: int
-    originator_id: UUID | str
-    originator_version: int
-    topic: str
-    state: bytes
-    event: Any
+    __slots__ = ("_decode", "_event", "_notification", "notification_id", "originator_id", "originator_version",
+                 "state", "topic")  # fmt: skip
+
+    def __init__(
+        self, notification: Notification, decode: Callable[[Notification], Any], event: Any = _UNDECODED
+    ) -> None:  # fmt: skip
+        self.notification_id: int = notification.id
+        self.originator_id: UUID | str = notification.originator_id
+        self.originator_version: int = notification.originator_version
+        self.topic: str = notification.topic
+        self.state: bytes = notification.state
+        self._notification = notification
+        self._decode = decode
+        self._event = event
+
+    @property
+    def event(self) -> Any:
+        """The domain event, decoded by the application's mapper (once)."""
+        if self._event is _UNDECODED:
+            self._event = self._decode(self._notification)
+        return self._event
 
 
 def recorded(notification: Notification, decode: Callable[[Notification], Any]) -> Recorded:
-    """The stored notification with its event decoded by ``decode`` (the application's mapper)."""
-    n = notification
-    return Recorded(n.id, n.originator_id, n.originator_version, n.topic, n.state, decode(n))
+    """The stored notification; its event is decoded by ``decode`` (the application's mapper) when used."""
+    return Recorded(notification, decode)
 
 
 def topics_of(classes: Iterable[type]) -> tuple[str, ...]:

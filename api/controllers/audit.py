@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -139,8 +138,8 @@ class AuditController(Controller):
         query = urlencode([(k, v) for k, v in request.query_params.items() if k != "format"])
         commands.run(OwnLLM.record_audit_export, ctx, format=format, filters=query)
         position = audit.settle()
-        rows: Iterator[schemas.AuditRowOut] = (row_out(r, names) for r in audit.scan(where))
-        lines = csv_lines(rows) if format == "csv" else jsonl_lines(rows)
+        rows = audit.scan_raw(where)
+        lines = csv_lines(rows, names) if format == "csv" else jsonl_lines(rows, names)
         media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
         filename = f"audit-{principal.tenant_id}.{format}"
         disposition = f'attachment; filename="{filename}"'
