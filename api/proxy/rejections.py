@@ -49,6 +49,11 @@ class RejectionCounter:
                     return
             counts[entry] += 1
 
+    def counted(self, tenant_id: UUID) -> int:
+        """A tenant's refusals counted since the last tally."""
+        with self._lock:
+            return sum(n for (tenant, *_), n in self._counts.items() if tenant == tenant_id)
+
     def pending(self) -> int:
         """How many counters wait for the next tally."""
         return len(self._counts)

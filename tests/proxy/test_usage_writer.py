@@ -212,7 +212,9 @@ ACTIONS = st.lists(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS, bound=st.integers(1, 8), batch=st.integers(1, 6))
-def test_stored_request_ids_are_exactly_the_put_ones(tmp_path: Path, actions: list[Any], bound: int, batch: int) -> None:
+def test_stored_request_ids_are_exactly_the_put_ones(
+    tmp_path: Path, actions: list[Any], bound: int, batch: int
+) -> None:
     directory = tmp_path / uuid.uuid4().hex
     store, clock = Store(), Clock()
     usage = UsageWriter(store, spool=Spool(directory), bound=bound, batch_size=batch, clock=clock)
