@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from uuid import UUID
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -27,6 +26,7 @@ from api.guards import PermissionGuard
 from api.problems import EXCEPTION_HANDLERS
 from api.services import Services, build_services
 from api.settings import Settings
+from api.usage_store import agent_uuid, usage_writer
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _inference(settings: Settings, services: Services) -> Any:
         return None
     from api.proxy import InferenceGateway
 
-    gateway = InferenceGateway(settings, services.authenticator, _usage_sink(services))
+    gateway = InferenceGateway(settings, services.authenticator, usage_writer(settings, services.app))
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 
@@ -150,7 +150,7 @@ def _forget_revoked_agents(services: Services, gateway: Any) -> None:
 
 
 def _usage_sink(services: Services) -> Any:
-    """Usage records go straight to the domain command; the runner's next poll projects them.
+    """One usage record straight to the domain command (the proxy writes batches: ``api/usage_store.py``).
 
     No catch-up per record: nobody reads their own usage write, and one query per inference
     request would be pure overhead on the metering thread. The agent id comes off the wire: one
@@ -159,17 +159,6 @@ def _usage_sink(services: Services) -> Any:
     record_usage = services.app.record_usage
 
     def record(*, agent_id: str | None, **fields: Any) -> Any:
-        return record_usage(agent_id=_agent_uuid(agent_id), **fields)
+        return record_usage(agent_id=agent_uuid(agent_id), **fields)
 
     return record
-
-
-def _agent_uuid(agent_id: str | None) -> UUID | None:
-    """The agent's uuid, or None for a missing or malformed one (logged: an agent is misbehaving)."""
-    if not agent_id:
-        return None
-    try:
-        return UUID(agent_id)
-    except ValueError:
-        log.warning("usage recorded without the agent: it answered with a malformed id")
-        return None

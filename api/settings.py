@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504
+    # Usage pipeline (issue 13): batches from a bounded buffer; past the bound, the spool in var_dir.
+    usage_batch_size: int = 500  # records per transaction
+    usage_buffer_bound: int = 20_000  # records held in memory before spilling to var_dir/usage-spool
+    usage_tally_interval_s: float = 60.0  # refused requests (401/403/429): one tally per tenant per interval
     # Demo (make run)
     demo: bool = False
     demo_backend: Literal["transformers", "echo"] = "transformers"  # the demo agent's backend

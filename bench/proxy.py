@@ -13,6 +13,11 @@ nats-py client speaking the wire protocol for the direct path. Prints one table 
     PYTHONPATH=. python bench/proxy.py [--cells nonstream,stream,cpu] [--seconds 2] [--concurrency 1,16,64]
         [--cpu-reps 3] [--cpu-tokens 64] [--pin] [--arrivals staggered|burst]
 
+- ``--real sqlite,postgres``: the same non-stream cells through the REAL composition (``ownllm serve``
+  with SQLite or PostgreSQL, embedded NATS, a tenant signed up and an echo agent paired through the
+  API, usage recorded and projected), printed next to the bare app's figures, with the usage events
+  stored and counted by the view against the requests sent. ``--quick`` runs just that table.
+
 ``--pin`` puts the proxy on core 0 and nats-server, the agent and the clients on core 1 (taskset),
 to separate the proxy's own cost from contention for the two cores.
 """
@@ -182,13 +187,14 @@ class DirectClient:
 class RawHTTP:
     """A minimal HTTP/1.1 keep-alive client (least client-side cost, to measure the proxy)."""
 
-    def __init__(self, port: int, stream: bool) -> None:
+    def __init__(self, port: int, stream: bool, key: str = KEY) -> None:
+        self.sent = 0  # requests written (warm-up included): what the usage records must add up to
         body = msgspec.json.encode(
             {"model": "echo", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64, "stream": stream}
         )
         self.request = (
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-            + KEY.encode()
+            + key.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: "
             + str(len(body)).encode()
             + b"\r\n\r\n"
@@ -206,6 +212,7 @@ class RawHTTP:
         reader = self.reader
         start = time.perf_counter()
         self.writer.write(self.request)
+        self.sent += 1
         head = await reader.readuntil(b"\r\n\r\n")
         ok = head.startswith(b"HTTP/1.1 200")
         if b"chunked" not in head.lower():
@@ -553,7 +560,15 @@ def print_cpu(pairs: list[tuple[Generated, Generated]], max_tokens: int) -> None
 
 
 async def bench(
-    seconds: float, levels: list[int], cells: list[str], reps: int, max_tokens: int, pin: bool, staggered: bool
+    seconds: float,
+    levels: list[int],
+    cells: list[str],
+    reps: int,
+    max_tokens: int,
+    pin: bool,
+    staggered: bool,
+    real: list[str] = (),  # type: ignore[assignment]
+    postgres_dsn: str = "",
 ) -> None:
     from api.embedded_nats import EmbeddedNats
     from api.settings import Settings
@@ -572,6 +587,9 @@ async def bench(
             await echo_cells(rig, stream, seconds, levels, results, staggered)
         if streams:
             print_table(results, levels, streams, pin, staggered)
+        if real:
+            reals = [await real_cells(store, seconds, levels, pin, postgres_dsn, staggered) for store in real]
+            print_real(results, reals, levels, pin)
         if "cpu" in cells:
             print_cpu(await cpu_cell(rig, reps, max_tokens), max_tokens)
     finally:
@@ -626,6 +644,226 @@ def print_table(
     print(f"streaming agent paces tokens at {STREAM_TOKEN_DELAY_S * 1000:.0f} ms; non-streaming at full speed")
 
 
+# ---------------------------------------------------------------- the real composition (issue 13)
+
+USAGE_TOPIC = "domain.usage:UsageRecord.Recorded"
+TARGETS = "targets: proxy CPU <= 0.5 ms/req, added p50 <= 1 ms at 1 client, >= 2,000 req/s at 16 clients"
+
+
+@dataclass
+class Real:
+    """One ``ownllm serve`` run: its cells, and what the store holds afterwards."""
+
+    store: str
+    cells: dict[int, Samples] = field(default_factory=dict)
+    sent: int = 0
+    events: int = -1  # usage events stored, counted after a clean stop
+    projected: int = -1  # requests the usage view counts
+
+
+class Composition:
+    """``ownllm serve`` (SQLite or PostgreSQL, embedded NATS) pinned to core 0, a tenant, keys and an echo agent."""
+
+    def __init__(self, store: str, pin: bool, postgres_dsn: str) -> None:
+        self.store, self.pin, self.dsn = store, pin, postgres_dsn
+        self.var = tempfile.mkdtemp(prefix=f"ownllm-bench-{store}-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.schema = f"bench_{uuid4().hex[:10]}"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Start the server, then sign up a tenant and pair an echo agent through the real API."""
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": path, "OWNLLM_VAR_DIR": self.var, "OWNLLM_PORT": str(self.port),
+               "OWNLLM_LOG_LEVEL": "warning", "OWNLLM_DEFAULT_PLAN": "enterprise"}  # fmt: skip
+        if self.store == "postgres":
+            import psycopg
+
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{self.schema}"')
+            env |= {"OWNLLM_PERSISTENCE": "postgres", "OWNLLM_POSTGRES_DSN": self.dsn,
+                    "OWNLLM_POSTGRES_SCHEMA": self.schema}  # fmt: skip
+        pin = ["taskset", "-c", "0"] if self.pin else []
+        log = open(Path(self.var) / "server.log", "wb")  # noqa: SIM115 - the child's
+        self.server = subprocess.Popen(
+            [*pin, str(Path(sys.executable).parent / "ownllm"), "serve"], env=env, stdout=log, stderr=log
+        )
+        self._wait_healthy()
+        if self.pin:  # the embedded nats-server belongs with the agent and the clients, not the proxy
+            for child in children_of(self.server.pid):
+                os.sched_setaffinity(child, {1})
+
+    def _wait_healthy(self, timeout_s: float = 60) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.server is not None
+            if self.server.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"ownllm serve did not come up; see {self.var}/server.log")
+
+    def tenant(self, keys: int) -> list[str]:
+        """Sign up, issue ``keys`` inference keys (one per client: the per-key limit), pair the echo agent."""
+        import httpx
+
+        slug = f"bench-{uuid4().hex[:8]}"
+        signup = httpx.post(self.base + "/api/v1/tenants", json={"slug": slug, "name": "Bench", "admin_name": "Bench",
+                            "admin_email": f"admin@{slug}.example"}, timeout=30)  # fmt: skip
+        signup.raise_for_status()
+        admin = {"Authorization": f"Bearer {signup.json()['api_key']['secret']}"}
+        secrets = []
+        for i in range(keys):
+            body = {"name": f"c{i}", "scopes": ["inference"]}
+            issued = httpx.post(self.base + "/api/v1/keys/", headers=admin, json=body, timeout=30)
+            issued.raise_for_status()
+            secrets.append(issued.json()["secret"])
+        pairing = httpx.post(self.base + "/api/v1/pairing-keys/", headers=admin, timeout=30)
+        pairing.raise_for_status()
+        paired = httpx.post(
+            self.base + "/api/v1/agents/pair", json={"pairing_key": pairing.json()["secret"]}, timeout=30
+        )
+        paired.raise_for_status()
+        creds = paired.json()
+        config = {"agent_id": creds["agent_id"], "tenant_id": creds["tenant_id"], "nats_url": creds["nats_url"],
+                  "nats_user": creds["nats_user"], "nats_password": creds["nats_password"], "queue_limit": 256,
+                  "token_delay_s": 0.0, "backend": "echo"}  # fmt: skip
+        self.agent = spawn("--serve-agent", config, "1" if self.pin else None)
+        assert self.agent.stdout is not None
+        if self.agent.stdout.readline().strip() != "ready":
+            raise RuntimeError("the echo agent did not start")
+        self._wait_for_model(secrets[0])
+        return secrets
+
+    def _wait_for_model(self, key: str, timeout_s: float = 30) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            listed = httpx.get(self.base + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+            if listed.status_code == 200 and any(m["id"] == "echo" for m in listed.json()["data"]):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the echo agent's model never showed in /v1/models")
+
+    def usage_counts(self) -> tuple[int, int]:
+        """(usage events stored, requests the usage view counts)."""
+        if self.store == "sqlite":
+            import sqlite3
+
+            with sqlite3.connect(Path(self.var) / "events.sqlite") as db:
+                events = db.execute("SELECT count(*) FROM stored_events WHERE topic = ?", (USAGE_TOPIC,)).fetchone()[0]
+                projected = db.execute("SELECT coalesce(sum(requests), 0) FROM usage_daily").fetchone()[0]
+            return int(events), int(projected)
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            events = conn.execute(f'SELECT count(*) FROM "{self.schema}".ownllm_events WHERE topic = %s',
+                                  (USAGE_TOPIC,)).fetchone()  # fmt: skip
+            projected = conn.execute(
+                f'SELECT coalesce(sum(requests), 0) FROM "{self.schema}".ownllm_usage_daily'
+            ).fetchone()
+        return int(events[0]), int(projected[0])  # type: ignore[index]
+
+    def stop(self) -> None:
+        """SIGINT the server (a clean stop flushes the usage writer), stop the agent, drop the schema."""
+        import signal
+
+        for proc in (self.agent, self.server):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT if proc is self.server else signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def drop(self) -> None:
+        if self.store == "postgres":
+            import psycopg
+
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process (from /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+async def real_cells(store: str, seconds: float, levels: list[int], pin: bool, dsn: str, staggered: bool) -> Real:
+    """Non-stream cells through the real ``ownllm serve``; then the stored usage against the requests sent."""
+    composition = Composition(store, pin, dsn)
+    result = Real(store)
+    clients: list[RawHTTP] = []
+    try:
+        composition.start()
+        keys = iter(composition.tenant(sum(levels)))
+
+        async def make_http() -> object:
+            client = RawHTTP(composition.port, False, next(keys, KEY))
+            await client.connect()
+            clients.append(client)
+            return client.one
+
+        assert composition.server is not None
+        for level in levels:
+            result.cells[level] = await run_cell(make_http, level, seconds, False, composition.server.pid, staggered)
+        result.sent = sum(c.sent for c in clients)
+        for client in clients:
+            if client.writer is not None:
+                client.writer.close()
+        deadline = time.monotonic() + 20  # the projection runner catches up while the server runs
+        while time.monotonic() < deadline and composition.usage_counts()[1] < result.sent:
+            await asyncio.sleep(0.2)
+        composition.stop()
+        result.events, result.projected = composition.usage_counts()
+    finally:
+        composition.stop()
+        composition.drop()
+    return result
+
+
+def print_real(results: dict[Any, Samples], reals: list[Real], levels: list[int], pin: bool) -> None:
+    """The real composition next to the bare app of the same run (non-stream, echo agent)."""
+    low, high = min(levels), max(levels)
+    where = "server on core 0; nats-server, the echo agent and the clients on core 1" if pin else "no pinning"
+    print(f"\nreal composition (`ownllm serve`, usage recorded and projected) vs the bare app, non-stream; {where}")
+    print(
+        f"{'proxy':<14} | {'CPU ms/req @' + str(low):>15}{'@' + str(high):>7} | {'p50 @' + str(low):>8}"
+        f"{'added p50':>10} | {'req/s @' + str(high):>10} | {'errors':>6} | {'requests sent':>13}{'usage events':>13}"
+        f"{'projected':>10}"
+    )
+    direct = results.get(("direct", False, low))
+    rows: list[tuple[str, Samples, Samples, str]] = []
+    if ("proxy", False, low) in results and ("proxy", False, high) in results:
+        rows.append(("bare (no-op)", results[("proxy", False, low)], results[("proxy", False, high)], ""))
+    for real in reals:
+        counts = f"{real.sent:>13}{real.events:>13}{real.projected:>10}"
+        rows.append((f"serve {real.store}", real.cells[low], real.cells[high], counts))
+    for name, one, many, counts in rows:
+        added = pct(one.total, 0.5) - pct(direct.total, 0.5) if direct else float("nan")
+        cpu_one, cpu_many = one.cpu_s * 1000 / max(1, one.requests), many.cpu_s * 1000 / max(1, many.requests)
+        print(
+            f"{name:<14} | {cpu_one:>15.3f}{cpu_many:>7.3f} | {pct(one.total, 0.5):>8.2f}{added:>10.2f} | "
+            f"{many.requests / many.elapsed:>10.0f} | "
+            f"{one.errors + many.errors:>6} | {counts}"
+        )
+    print(TARGETS + " (printed, not asserted); usage events and projected must equal requests sent")
+    print("added p50 = proxy p50 minus the direct (client -> NATS -> agent) p50 at 1 client in this run")
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-proxy":
         serve_proxy(json.loads(sys.argv[2]))
@@ -643,14 +881,38 @@ def main() -> None:
     parser.add_argument(
         "--arrivals", choices=("staggered", "burst"), default="staggered", help="clients' first requests"
     )
+    parser.add_argument(
+        "--real",
+        default="",
+        help="also run the real composition (`ownllm serve`) on these stores: sqlite,postgres (non-stream cells)",
+    )
+    parser.add_argument(
+        "--postgres-dsn",
+        default=os.environ.get("OWNLLM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="where --real postgres makes (and drops) its schema",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the issue-13 table only: --cells nonstream --concurrency 1,16 "
+        "--seconds 1 --real sqlite,postgres --pin",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.quick:
+        args.cells, args.concurrency, args.seconds, args.pin = "nonstream", "1,16", 1.0, True
+        args.real = args.real or "sqlite,postgres"
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = set(cells) - {"nonstream", "stream", "cpu"}
     if unknown:
         parser.error(f"unknown cells: {', '.join(sorted(unknown))}")
     levels = [int(x) for x in args.concurrency.split(",")]
     staggered = args.arrivals == "staggered"
-    asyncio.run(bench(args.seconds, levels, cells, args.cpu_reps, args.cpu_tokens, args.pin, staggered))
+    real = [r.strip() for r in args.real.split(",") if r.strip()]
+    if set(real) - {"sqlite", "postgres"}:
+        parser.error("--real takes sqlite and/or postgres")
+    if real and "nonstream" not in cells:
+        parser.error("--real is printed next to the bare non-stream cells: keep nonstream in --cells")
+    asyncio.run(
+        bench(args.seconds, levels, cells, args.cpu_reps, args.cpu_tokens, args.pin, staggered, real, args.postgres_dsn)
+    )
 
 
 if __name__ == "__main__":

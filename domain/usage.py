@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -54,3 +56,34 @@ class UsageRecord(Aggregate):
         self.tenant_id = tenant_id
         self.status = status
         self.counts_corrected = counts_corrected
+
+
+class RejectionTally(Aggregate):
+    """How many requests of one tenant an API process refused (403/429) in one interval, by key and reason.
+
+    Refused requests are counted in memory and recorded as one tally per tenant per interval (issue
+    13), so a flood of them writes a bounded number of events instead of one each.
+    """
+
+    class Counted(Aggregate.Created):
+        tenant_id: UUID
+        since: datetime
+        until: datetime
+        # One entry per (user, key, reason): {"user_id": str, "key_id": str, "reason": str, "count": int}.
+        counts: list[dict[str, Any]]
+        actor: str
+        request_id: str
+
+    @event(Counted)
+    def __init__(
+        self,
+        id: UUID,
+        tenant_id: UUID,
+        since: datetime,
+        until: datetime,
+        counts: list[dict[str, Any]],
+        actor: str,
+        request_id: str,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.total = sum(int(c["count"]) for c in counts)

@@ -14,13 +14,13 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.usage import UsageRecord
-from projections.usage_view import COLUMNS, QUARANTINE, TRACKING_NAME, StalePosition, UsageRow
+from projections.usage_view import COLUMNS, QUARANTINE, TRACKING_NAME, RefusedRow, StalePosition, UsageRow
 
 
-def _params(event: UsageRecord.Recorded) -> tuple[Any, ...]:
+def _params(event: UsageRecord.Recorded | RefusedRow) -> tuple[Any, ...]:
     return (
         str(event.tenant_id), str(event.user_id), str(event.key_id), event.model,
-        event.timestamp.date().isoformat(), event.status, 1, event.prompt_tokens,
+        event.timestamp.date().isoformat(), event.status, getattr(event, "requests", 1), event.prompt_tokens,
         event.completion_tokens, event.duration_ms,
     )  # fmt: skip
 
@@ -69,7 +69,7 @@ class SQLiteUsageView(SQLiteTrackingRecorder):
         self,
         expected: int,
         tracking: Tracking,
-        events: Sequence[UsageRecord.Recorded],
+        events: Sequence[UsageRecord.Recorded | RefusedRow],
         quarantined: Sequence[tuple[int, str]] = (),
     ) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -142,7 +142,7 @@ class PostgresUsageView(PostgresTrackingRecorder):
         self,
         expected: int,
         tracking: Tracking,
-        events: Sequence[UsageRecord.Recorded],
+        events: Sequence[UsageRecord.Recorded | RefusedRow],
         quarantined: Sequence[tuple[int, str]] = (),
     ) -> None:
         with self.datastore.transaction(commit=True) as curs:

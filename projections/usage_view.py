@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from domain.usage import UsageRecord
+from domain.usage import RejectionTally, UsageRecord
 from projections.log import Recorded, topics_of
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,30 @@ class UsageRow:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class RefusedRow:
+    """One entry of a rejection tally, shaped as the view counts a usage record: status "rejected"."""
+
+    tenant_id: UUID
+    user_id: UUID
+    key_id: UUID
+    timestamp: datetime
+    requests: int
+    model: str = ""
+    status: str = "rejected"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_ms: int = 0
+
+
+def refused_rows(tally: RejectionTally.Counted) -> list[RefusedRow]:
+    """A tally's counts as rows of status "rejected" (refused requests are tallied, issue 13)."""
+    return [
+        RefusedRow(tally.tenant_id, UUID(c["user_id"]), UUID(c["key_id"]), tally.timestamp, int(c["count"]))
+        for c in tally.counts
+    ]
+
+
 class UsageView(Protocol):
     """The tracked usage read model, on SQLite or PostgreSQL."""
 
@@ -67,7 +91,7 @@ class UsageView(Protocol):
         self,
         expected: int,
         tracking: Tracking,
-        events: Sequence[UsageRecord.Recorded],
+        events: Sequence[UsageRecord.Recorded | RefusedRow],
         quarantined: Sequence[tuple[int, str]] = (),
     ) -> None:
         """Count ``events``, keep the ``quarantined`` (notification id, reason)s, and move the tracking
@@ -87,8 +111,10 @@ class UsageView(Protocol):
         ...
 
 
-def unfit(event: UsageRecord.Recorded) -> str | None:
+def unfit(event: UsageRecord.Recorded | RefusedRow) -> str | None:
     """Why a usage record cannot be counted (a value out of range), or None when it can."""
+    if not 0 < getattr(event, "requests", 1) <= MAX_RECORD_VALUE:
+        return "requests out of range"
     for name in ("prompt_tokens", "completion_tokens", "duration_ms"):
         value = getattr(event, name, None)
         if type(value) is not int or not 0 <= value <= MAX_RECORD_VALUE:
@@ -100,7 +126,7 @@ class UsageProjection:
     """Feeds ``UsageRecord.Recorded`` events to the view, exactly once, batch by batch."""
 
     name = "usage"
-    topics = topics_of([UsageRecord.Recorded])
+    topics = topics_of([UsageRecord.Recorded, RejectionTally.Counted])
 
     def __init__(self, view: UsageView) -> None:
         self.view = view
@@ -168,17 +194,26 @@ class UsageProjection:
 
 def _sort_out(
     events: Any,
-) -> tuple[list[UsageRecord.Recorded], list[tuple[int, str]]]:
+) -> tuple[list[UsageRecord.Recorded | RefusedRow], list[tuple[int, str]]]:
     """The usage records that can be counted, and the (notification id, reason) of those that cannot."""
-    usage: list[UsageRecord.Recorded] = []
+    usage: list[UsageRecord.Recorded | RefusedRow] = []
     quarantined: list[tuple[int, str]] = []
     for notification_id, event in events:
-        if not isinstance(event, UsageRecord.Recorded):
-            continue
-        reason = unfit(event)
-        if reason is None:
-            usage.append(event)
+        if isinstance(event, RejectionTally.Counted):
+            try:
+                rows: list[UsageRecord.Recorded | RefusedRow] = list(refused_rows(event))
+            except (KeyError, TypeError, ValueError):
+                log.error("rejection tally at notification %d quarantined: malformed counts", notification_id)
+                quarantined.append((notification_id, "malformed rejection tally"))
+                continue
+        elif isinstance(event, UsageRecord.Recorded):
+            rows = [event]
         else:
-            log.error("usage record at notification %d quarantined, not counted: %s", notification_id, reason)
-            quarantined.append((notification_id, reason))
+            continue
+        reasons = [reason for reason in map(unfit, rows) if reason]
+        if not reasons:
+            usage += rows
+        else:
+            log.error("usage record at notification %d quarantined, not counted: %s", notification_id, reasons[0])
+            quarantined.append((notification_id, reasons[0]))
     return usage, quarantined

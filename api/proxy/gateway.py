@@ -27,12 +27,13 @@ from api.proxy.errors import OpenAIError
 from api.proxy.limits import Grant, Limiter, Refused
 from api.proxy.ports import Authenticator, UsageSink
 from api.proxy.registry import AgentRegistry
+from api.proxy.rejections import TALLIED_STATUSES
 from api.proxy.responses import Encoder
 from api.proxy.run import JobRun, agent_error
 from api.proxy.schemas import Model, ModelList
 from api.proxy.translate import Generation
 from api.proxy.transport import Transport
-from api.proxy.usage import Meter, Outcome, UsageWriter
+from api.proxy.usage import Meter, Outcome, UsageWriter, one_by_one
 from api.settings import Settings
 from domain.permissions import Action, allows
 
@@ -70,7 +71,7 @@ class InferenceGateway:
         self,
         settings: Settings,
         authenticator: Authenticator,
-        usage_sink: UsageSink,
+        usage_sink: UsageSink | UsageWriter,
         *,
         limiter: Limiter | None = None,
         keepalive_s: float = 5.0,
@@ -80,7 +81,8 @@ class InferenceGateway:
         self.instance_id = uuid4().hex[:12]
         self.registry = AgentRegistry()
         self.limiter = limiter or Limiter()
-        self.usage = UsageWriter(usage_sink)
+        # The composition passes its own writer (batches, spool); tests and benchmarks a one-record sink.
+        self.usage = usage_sink if isinstance(usage_sink, UsageWriter) else UsageWriter(one_by_one(usage_sink))
         self.transport = Transport(
             url=settings.nats_url,
             user=settings.nats_proxy_user,
@@ -136,10 +138,12 @@ class InferenceGateway:
         try:
             secret = bearer_secret(authorization)
         except CredentialsRejected:
+            self.usage.refused(401, "missing_api_key")  # no tenant: the metrics count it, no event
             raise errors.authentication(_MISSING_KEY, code="missing_api_key") from None  # OpenAI's wording
         try:
             return self.authenticator.authenticate(secret)
         except CredentialsRejected as rejected:
+            self.usage.refused(rejected.status, rejected.code or "refused")
             if rejected.status == 403:
                 raise errors.permission(rejected.message, code=rejected.code) from None
             raise errors.authentication(rejected.message, code=rejected.code) from None
@@ -179,7 +183,10 @@ class InferenceGateway:
         try:
             run = await self._start(request, endpoint, principal, meter)
         except OpenAIError as exc:
-            meter.finish(outcome_of(exc.status))
+            if exc.status in TALLIED_STATUSES:  # refusals are tallied per interval, not one event each
+                meter.refuse(exc.status, exc.body.code)
+            else:
+                meter.finish(outcome_of(exc.status))
             raise
         except BaseException:
             meter.finish("error")
