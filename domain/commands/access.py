@@ -59,11 +59,12 @@ class AccessCommands(Commands):
         """
         if ctx.caller is not None:
             check_may_issue_key_for(ctx.caller, user_id)
-            check_scopes_for_owner(ctx.caller, user_id, scopes)
         tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
         tenant.check_active()
         if not user.active:
             raise InvalidState("keys can only be issued to active users")
+        if ctx.caller is not None:  # after the load: another tenant's user stays "not found"
+            check_scopes_for_owner(ctx.caller, user_id, scopes)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidValue("expires_at needs a timezone", "expires_at")
         if expires_at is not None and expires_at <= self.clock():
