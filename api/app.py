@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Litestar, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -24,8 +25,10 @@ from api.controllers.users import UserController
 from api.dependencies import dependencies
 from api.guards import PermissionGuard
 from api.problems import EXCEPTION_HANDLERS
+from api.proxy.endpoints import OPENAPI_OPERATIONS
 from api.services import Services, build_services
 from api.settings import Settings
+from api.signup_gate import SignupGate, SignupRefused, signup_refused
 from api.usage_store import agent_uuid, usage_writer
 
 log = logging.getLogger(__name__)
@@ -74,13 +77,35 @@ def openapi_config() -> OpenAPIConfig:
         render_plugins=[swagger],
         components=Components(
             security_schemes={
-                "apiKey": SecurityScheme(
+                API_KEY: SecurityScheme(
                     type="http", scheme="bearer", description="An OwnLLM API key: `Authorization: Bearer ollm_...`"
                 )
             }
         ),
-        security=[{"apiKey": []}],
+        # No document-wide security: each operation that needs a key says so (_document_operations),
+        # so signup, invite acceptance, pairing and health read as the public routes they are.
     )
+
+
+API_KEY = "apiKey"
+
+
+def _document_operations(app: Litestar) -> None:
+    """Security per operation, and the /v1 bodies as the gateway reads and writes them.
+
+    A route needs a key when it declares an action (the guard checks it) or is a /v1 route (the
+    gateway checks it); the others are public.
+    """
+    for route in app.routes:
+        proxied = route.path.startswith(PROXY_PREFIX)
+        for handler in getattr(route, "route_handlers", ()):
+            if handler.opt.get("action") is not None or proxied:
+                handler.security = [{API_KEY: []}]
+            if proxied and isinstance(handler.operation_id, str):
+                handler.operation_class = OPENAPI_OPERATIONS.get(handler.operation_id, handler.operation_class)
+
+
+PROXY_PREFIX = "/v1/"
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
@@ -99,6 +124,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         AuditController,
         ReplayController,
     ]
+    gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
     inference = _inference(settings, services)
@@ -109,8 +135,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app = Litestar(
         route_handlers=route_handlers,
         guards=[PermissionGuard(services.authenticator)],
-        dependencies=dependencies(services),
-        exception_handlers=EXCEPTION_HANDLERS,
+        dependencies=dependencies(services) | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused},
         request_class=JsonBodyRequest,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
@@ -121,6 +147,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         debug=False,
     )
     _summaries_from_docstrings(app)
+    _document_operations(app)
     return app
 
 

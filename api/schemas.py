@@ -125,6 +125,7 @@ class KeyOut(msgspec.Struct):
     expires_at: datetime | None
     issued_at: datetime
     revoked_at: datetime | None
+    issued_by: UUID | None = None  # who minted it; null: the operator, signup or joining, or an older key
 
 
 class IssuedKeyOut(msgspec.Struct):

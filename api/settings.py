@@ -8,6 +8,7 @@ from typing import Literal
 
 import msgspec
 
+from api.client_address import parse_networks
 from api.secret_files import PEPPER_HINT, pepper_problem
 from policies.limits import DEFAULT_PLAN
 
@@ -54,6 +55,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     usage_batch_size: int = 500  # records per transaction
     usage_buffer_bound: int = 20_000  # records held in memory before spilling to var_dir/usage-spool
     usage_tally_interval_s: float = 60.0  # refused requests (401/403/429): one tally per tenant per interval
+    # Public signup (README "Locking signup down"): who may sign up, how often, and how many tenants.
+    signup: Literal["open", "invite", "closed"] = "open"  # closed: tenants come from `ownllm tenants create`
+    signup_tokens: str = ""  # invite: comma-separated secrets (16+ characters) sent as X-Signup-Token
+    signup_per_hour: int = 10  # per client address (an IPv6 /64 counts as one), also the burst
+    signup_global_per_hour: int = 100  # all addresses together, so changing addresses does not help
+    signup_addresses: int = 10_000  # addresses remembered; the least recently seen is forgotten first
+    trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For names the client
+    max_tenants: int = 10_000  # tenants this process holds in memory; past it public signup answers 503
     # Demo (make run)
     demo: bool = False
     demo_backend: Literal["transformers", "echo"] = "transformers"  # the demo agent's backend
@@ -95,7 +104,32 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             raise SettingsError(f"OWNLLM_KEY_PEPPER {problem}; {PEPPER_HINT} (or unset it to use a generated one)")
     if settings.persistence == "postgres" and not settings.postgres_dsn:
         raise SettingsError("OWNLLM_POSTGRES_DSN is required when OWNLLM_PERSISTENCE=postgres")
+    _check_signup(settings)
     return settings
+
+
+SIGNUP_TOKEN_MIN = 16
+
+
+def signup_tokens(settings: Settings) -> tuple[str, ...]:
+    """The invite-mode signup tokens, trimmed."""
+    return tuple(t.strip() for t in settings.signup_tokens.split(",") if t.strip())
+
+
+def _check_signup(settings: Settings) -> None:
+    """Refuse signup settings that would not do what they say (an invite mode nobody can pass, ...)."""
+    for name in ("signup_per_hour", "signup_global_per_hour", "signup_addresses", "max_tenants"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1")
+    tokens = signup_tokens(settings)
+    if settings.signup == "invite" and not tokens:
+        raise SettingsError("OWNLLM_SIGNUP=invite needs OWNLLM_SIGNUP_TOKENS (comma-separated secrets)")
+    if any(len(token) < SIGNUP_TOKEN_MIN for token in tokens):
+        raise SettingsError(f"each of OWNLLM_SIGNUP_TOKENS needs at least {SIGNUP_TOKEN_MIN} characters")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"OWNLLM_TRUSTED_PROXIES: {exc}") from None
 
 
 def _env_name(message: str) -> str:

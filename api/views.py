@@ -24,8 +24,9 @@ def invite_out(i: InviteView, now: datetime) -> schemas.InviteOut:
 def key_out(k: KeyView, now: datetime) -> schemas.KeyOut:
     status = "revoked" if k.revoked_at else _unless_expired("active", k.expires_at, now)
     return schemas.KeyOut(
-        k.id, k.user_id, k.name, k.prefix, sorted(k.scopes), status, k.expires_at, k.issued_at, k.revoked_at
-    )
+        k.id, k.user_id, k.name, k.prefix, sorted(k.scopes), status, k.expires_at, k.issued_at, k.revoked_at,
+        k.issued_by,
+    )  # fmt: skip
 
 
 def pairing_out(p: PairingKeyView, now: datetime) -> schemas.PairingKeyOut:

@@ -36,6 +36,10 @@ class ApiKey(Aggregate):
     """Belongs to exactly one user; revocation is effective on the next request."""
 
     class Issued(Aggregate.Created):
+        """``issued_by``: the user who minted the key (None: the operator, or the platform at signup
+        or joining; also every key recorded before the field existed, see ``upcast_v1_v2``)."""
+
+        class_version = 2
         tenant_id: UUID
         user_id: UUID
         name: PersonalData
@@ -45,6 +49,12 @@ class ApiKey(Aggregate):
         expires_at: datetime | None
         actor: str
         request_id: str
+        issued_by: UUID | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Keys issued before issuers were recorded: the issuer is unknown."""
+            state["issued_by"] = None
 
     class Revoked(Aggregate.Event):
         tenant_id: UUID
@@ -69,9 +79,11 @@ class ApiKey(Aggregate):
         expires_at: datetime | None,
         actor: str,
         request_id: str,
+        issued_by: UUID | None,
     ) -> None:
         self.tenant_id = tenant_id
         self.user_id = user_id
+        self.issued_by = issued_by
         self.scopes = tuple(scopes)
         self.expires_at = expires_at
         self.revoked = False

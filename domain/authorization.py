@@ -8,12 +8,14 @@ A refusal is a named domain error, mapped to HTTP in one place (``api/problems.p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
 from domain.context import Caller
 from domain.errors import NotFound, PermissionDenied
 from domain.permissions import Action, allows, authorize
+from domain.roles import Scope
 
 # -- writes: API keys -----------------------------------------------------------------------
 
@@ -26,11 +28,27 @@ def may_act_on_key(role: str, scopes: frozenset[str], actor_user_id: UUID, owner
     return actor_user_id == owner_user_id or allows(role, scopes, Action.KEYS_MANAGE_ALL)
 
 
+# What a key minted for someone else may hold. Every role may issue its own keys (admin:write is
+# self-service), so nobody needs another user to mint them a management key; one minted by someone
+# else would let its issuer act as its owner, even after the issuer was removed.
+SCOPES_FOR_ANOTHER_USER = frozenset({Scope.INFERENCE.value})
+
+
 def check_may_issue_key_for(caller: Caller, owner_user_id: UUID) -> None:
     """:class:`PermissionDenied` unless the caller may issue a key for ``owner_user_id``."""
     authorize(caller.role, caller.scopes, Action.KEYS_OWN)
     if not may_act_on_key(caller.role, caller.scopes, caller.user_id, owner_user_id):
         raise PermissionDenied("only admins may issue keys for another user")
+
+
+def check_scopes_for_owner(caller: Caller, owner_user_id: UUID, scopes: Iterable[str]) -> None:
+    """:class:`PermissionDenied` when a key for another user would hold more than ``inference``."""
+    beyond = sorted(set(scopes) - SCOPES_FOR_ANOTHER_USER)
+    if caller.user_id != owner_user_id and beyond:
+        raise PermissionDenied(
+            f"a key for another user may hold only the 'inference' scope, not {', '.join(beyond)}; "
+            "they issue such keys for themselves"
+        )
 
 
 def check_may_revoke_key_of(caller: Caller, owner_user_id: UUID) -> None:

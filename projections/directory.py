@@ -170,6 +170,7 @@ def _key_issued(d: Directory, e: ApiKey.Issued) -> None:
         frozenset(e.scopes),
         e.expires_at,
         e.timestamp,
+        issued_by=e.issued_by,
     )
     d.keys[key.id] = key
     d.keys_by_hash[key.secret_hash] = key

@@ -53,6 +53,7 @@ class KeyView:
     expires_at: datetime | None
     issued_at: datetime
     revoked_at: datetime | None = None
+    issued_by: UUID | None = None  # the user who minted it; None: operator, signup/joining, or older keys
 
 
 @dataclass(slots=True)

@@ -37,12 +37,19 @@ class KeyController(Controller):
         directory: NamedDependency[Directory],
         now: NamedDependency[datetime],
         all_users: FromQuery[bool] = False,
+        issued_by: FromQuery[UUID | None] = None,
         limit: Limit = DEFAULT_LIMIT,
         after: After = None,
     ) -> Response[list[schemas.KeyOut]]:
-        """The caller's keys, oldest first; ``?all_users=true`` lists the tenant's (admin, compliance, auditor)."""
+        """The caller's keys, oldest first; ``?all_users=true`` lists the tenant's (admin, compliance, auditor).
+
+        ``?issued_by=USER_ID`` keeps the keys that user minted: with ``all_users=true``, what an admin
+        issued for others, to review when they leave (their removal answers with a link to it).
+        """
         owner = whose_rows(principal.caller, KEY_LISTING, all_users=all_users)
         rows = directory.tenant_keys(principal.tenant_id, owner)
+        if issued_by is not None:
+            rows = [k for k in rows if k.issued_by == issued_by]
         return paginate(request, rows, partial(key_out, now=now), limit, after)
 
     @post("/", operation_id="issueKey", opt={"action": Action.KEYS_OWN}, sync_to_thread=True)
@@ -54,7 +61,10 @@ class KeyController(Controller):
         directory: NamedDependency[Directory],
         data: JSONBody[schemas.IssueKeyRequest],
     ) -> schemas.IssuedKeyOut:
-        """Issue a key for yourself (or, as admin, for ``user_id``); the secret is in this answer only."""
+        """Issue a key for yourself (or, as admin, an inference-only one for ``user_id``); the secret is shown once.
+
+        Every key records who issued it (``issued_by`` in listings).
+        """
         owner = data.user_id or principal.user_id
         issued = commands.run(
             OwnLLM.issue_api_key,

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.openapi import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody
 
 from api import schemas
 from api.dependencies import CommandService
+from api.guards import AnyRequest
 from api.principal import Principal
+from api.signup_gate import SignupGate
 from api.views import tenant_out, user_out
 from domain.application import OwnLLM
-from domain.errors import NotFound
+from domain.errors import NotFound, SlugTaken
+from domain.ids import tenant_id_for
 from domain.permissions import Action
 from projections.directory import Directory
+
+# What a taken slug answers an anonymous caller: that this one cannot be had, and nothing about
+# whose it is (no name, id or date of the tenant that holds it, not even the slug echoed back).
+SLUG_UNAVAILABLE = "this slug is not available; choose another"
+TOKEN_DOC = "The operator's signup token, needed when this server takes signups by invitation only"
 
 
 class TenantController(Controller):
@@ -22,23 +33,50 @@ class TenantController(Controller):
     path = "/api/v1"
     tags = ["tenants"]
 
-    @post("/tenants", operation_id="signupTenant", sync_to_thread=True)
+    @post(
+        "/tenants",
+        operation_id="signupTenant",
+        sync_to_thread=True,
+        responses={
+            403: ResponseSpec(None, description="Signup is closed, or needs a signup token (OWNLLM_SIGNUP)"),
+            409: ResponseSpec(None, description="The slug is not available"),
+            429: ResponseSpec(None, description="Too many signups; see Retry-After"),
+            503: ResponseSpec(None, description="The server holds as many organisations as it is configured to"),
+        },
+    )
     def signup(
         self,
+        request: AnyRequest,
         request_id: NamedDependency[str],
         commands: NamedDependency[CommandService],
         directory: NamedDependency[Directory],
+        signup_gate: NamedDependency[SignupGate],
         data: JSONBody[schemas.SignupRequest],
+        signup_token: Annotated[
+            str | None, HeaderParameter(name="X-Signup-Token", max_length=200, description=TOKEN_DOC)
+        ] = None,
     ) -> schemas.SignupResponse:
-        """Sign up an organisation and its first admin; the admin API key is shown only in this answer."""
-        result = commands.run(
-            OwnLLM.signup,
-            slug=data.slug,
-            name=data.name,
-            admin_name=data.admin_name,
-            admin_email=data.admin_email,
-            request_id=request_id,
-        )
+        """Sign up an organisation and its first admin; the admin API key is shown only in this answer.
+
+        Limited per client address; the server may take signups only with an operator's signup token
+        (``X-Signup-Token``), or none at all.
+        """
+        peer = request.client.host if request.client else None
+        signup_gate.admit(peer, request.headers.getall("x-forwarded-for", []), signup_token)
+        with signup_gate.capacity():
+            if tenant_id_for(data.slug) in directory.tenants:
+                raise SlugTaken(SLUG_UNAVAILABLE)  # answered before any work, the same as the store's refusal
+            try:
+                result = commands.run(
+                    OwnLLM.signup,
+                    slug=data.slug,
+                    name=data.name,
+                    admin_name=data.admin_name,
+                    admin_email=data.admin_email,
+                    request_id=request_id,
+                )
+            except SlugTaken:  # another signup took it a moment ago (maybe in another process)
+                raise SlugTaken(SLUG_UNAVAILABLE) from None
         key = result.admin_key
         return schemas.SignupResponse(
             tenant=tenant_out(directory.tenants[result.tenant_id]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post
@@ -108,8 +109,33 @@ class UserController(Controller):
         self,
         ctx: NamedDependency[Ctx],
         commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory],
+        now: NamedDependency[datetime],
         user_id: FromPath[UUID],
         reason: FromQuery[str] = "",
-    ) -> None:
-        """Remove a user from the tenant; their keys stop working at once. ``?reason=`` is recorded."""
+    ) -> Response[None]:
+        """Remove a user from the tenant; their keys stop working at once. ``?reason=`` is recorded.
+
+        Keys they minted for other users keep working (they belong to those users): when any is still
+        usable, the answer carries ``Link: </api/v1/keys?all_users=true&issued_by=ID>; rel="review"``.
+        """
         commands.run(OwnLLM.remove_user, ctx, user_id, reason)
+        headers = {"Link": review_link(user_id)} if minted_for_others(directory, ctx.tenant_id, user_id, now) else {}
+        return Response(None, status_code=204, headers=headers)
+
+
+def review_link(issuer: UUID) -> str:
+    """Where an admin reviews the keys ``issuer`` minted for other users."""
+    return f'</api/v1/keys?all_users=true&issued_by={issuer}>; rel="review"'
+
+
+def minted_for_others(directory: Directory, tenant_id: UUID, issuer: UUID, now: datetime) -> bool:
+    """Whether ``issuer`` minted a key for another user that still works (not revoked, not expired)."""
+    return any(
+        k.issued_by == issuer and k.user_id != issuer and k.revoked_at is None and not _expired(k.expires_at, now)
+        for k in directory.tenant_keys(tenant_id)
+    )
+
+
+def _expired(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is not None and expires_at <= now

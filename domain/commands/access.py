@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from domain import secrets
 from domain.agent import Agent
 from domain.api_key import ApiKey, check_scopes
-from domain.authorization import check_may_issue_key_for, check_may_revoke_key_of
+from domain.authorization import check_may_issue_key_for, check_may_revoke_key_of, check_scopes_for_owner
 from domain.commands.base import Commands, check_name, check_reason
 from domain.context import Ctx
 from domain.errors import AlreadyUsed, Conflict, InvalidState, InvalidValue
@@ -54,7 +54,8 @@ class AccessCommands(Commands):
     ) -> IssuedSecret:
         """Issue a personal key for an active user; the secret is returned once.
 
-        A caller who is not an admin may issue keys only for themselves.
+        A caller who is not an admin may issue keys only for themselves; an admin's key for another
+        user is inference-only and records the admin as its issuer.
         """
         if ctx.caller is not None:
             check_may_issue_key_for(ctx.caller, user_id)
@@ -62,6 +63,8 @@ class AccessCommands(Commands):
         tenant.check_active()
         if not user.active:
             raise InvalidState("keys can only be issued to active users")
+        if ctx.caller is not None:  # after the load: another tenant's user stays "not found"
+            check_scopes_for_owner(ctx.caller, user_id, scopes)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidValue("expires_at needs a timezone", "expires_at")
         if expires_at is not None and expires_at <= self.clock():
@@ -95,6 +98,7 @@ class AccessCommands(Commands):
             expires_at=expires_at,
             actor=ctx.actor,
             request_id=ctx.request_id,
+            issued_by=ctx.caller.user_id if ctx.caller is not None else None,
         )
         return key, IssuedSecret(key.id, secret, secrets.visible_prefix(secret), expires_at)
 
