@@ -184,6 +184,23 @@ def decode(data: bytes) -> Message:
     return _decoder.decode(data)
 
 
+class _Versioned(msgspec.Struct):
+    """Only the version of a message: every other field is skipped, not interpreted."""
+
+    v: int = PROTOCOL_VERSION
+
+
+_version_decoder = msgspec.msgpack.Decoder(_Versioned)
+
+
+def version_of(data: bytes) -> int | None:
+    """The ``v`` of an encoded message (``None`` when unreadable), to tell a newer release from garbage."""
+    try:
+        return _version_decoder.decode(data).v
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+
+
 _TOKEN_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 

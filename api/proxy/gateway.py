@@ -247,7 +247,8 @@ class InferenceGateway:
             prompt=generation.prompt,
             reply_as_agent=True,
         )
-        channel = transport.open(job_id, tenant_id)  # before the offer: replies may beat the accept
+        # Open before the offer (replies may beat the accept); replies past max_tokens end the job.
+        channel = transport.open(job_id, tenant_id, job.sampling.max_tokens)
         try:
             answer = await self._offer(job, tenant_id)
         except NoRespondersError:
@@ -265,7 +266,8 @@ class InferenceGateway:
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
             channel.agent_id = channel.served_by or answer.agent_id  # a claim: watched, never recorded
-            return JobRun(transport, channel, meter, grant, encoder, self.registry.context_length(tenant_id, job.model))
+            context_length = self.registry.context_length(tenant_id, job.model)
+            return JobRun(transport, channel, meter, grant, encoder, context_length, job.sampling.max_tokens)
         transport.close_channel(job_id)
         if isinstance(answer, Error):
             raise agent_error(answer)

@@ -10,6 +10,11 @@ client, is what the proxy can vouch for:
 - completion tokens are ``max(reported, relayed)`` clamped the same way: a count below what the
   proxy relayed is the agent under-billing, so the relayed count is recorded instead.
 
+A chunk that would take the relayed tokens past ``max_tokens`` (the clamped value the proxy sent)
+or the context, or that holds more text than its tokens can, is not relayed: the job ends with an
+error and usage records what was relayed. So do the transport's ends (``OVERRUN``, ``FLOODED``,
+``MALFORMED``, ``BAD_VERSION``), and the agent is told to stop.
+
 Whenever a count was changed the usage record carries ``counts_corrected``.
 """
 
@@ -24,6 +29,7 @@ from litestar.response.streaming import ASGIStreamingResponse, Stream
 
 from agent.protocol import Chunk, Error, Final
 from api.proxy.errors import OpenAIError, agent_timeout, invalid_request, no_agent, rate_limited
+from api.proxy.intake import MAX_CHARS_PER_TOKEN
 from api.proxy.limits import Grant
 from api.proxy.registry import TOKEN_COUNT_CEILING
 from api.proxy.responses import (
@@ -34,11 +40,25 @@ from api.proxy.responses import (
     Encoder,
     sse_error,
 )
-from api.proxy.transport import AGENT_GONE, CLIENT_GONE, KEEPALIVE, LOST, TIMEOUT, JobChannel, Signal, Transport
+from api.proxy.transport import (
+    AGENT_GONE,
+    BAD_VERSION,
+    CLIENT_GONE,
+    FLOODED,
+    KEEPALIVE,
+    LOST,
+    MALFORMED,
+    OVERRUN,
+    TIMEOUT,
+    JobChannel,
+    Signal,
+    Transport,
+)
 from api.proxy.usage import Meter, Outcome
 
 _JSON = "application/json"
-ENDING_SIGNALS = (TIMEOUT, LOST, AGENT_GONE)
+VIOLATIONS = (OVERRUN, FLOODED, MALFORMED, BAD_VERSION)
+ENDING_SIGNALS = (TIMEOUT, LOST, AGENT_GONE, *VIOLATIONS)
 
 
 def agent_error(error: Error) -> OpenAIError:
@@ -69,6 +89,19 @@ def generation_timed_out() -> OpenAIError:
     return agent_timeout("The agent stopped responding.")
 
 
+def agent_broke_rules(signal: Signal) -> OpenAIError:
+    """The client-facing error for a job ended because its agent broke the protocol's bounds."""
+    if signal is BAD_VERSION:
+        return no_agent("No agent can serve this request now (unsupported_version).")
+    if signal is MALFORMED:
+        return OpenAIError(502, "server_error", "The agent sent a malformed reply.", code="agent_error")
+    if signal is FLOODED:
+        message, code = "The agent sent replies faster than they could be relayed.", "agent_flood"
+    else:
+        message, code = "The agent sent more than max_tokens allows; the response was cut short.", "agent_overrun"
+    return OpenAIError(502, "server_error", message, code=code)
+
+
 def chunk_tokens(chunk: Chunk) -> int:
     """The tokens a relayed chunk can hold: its reported count within 0..4 per character (0..1 if empty)."""
     tokens = chunk.tokens
@@ -89,6 +122,7 @@ class JobRun:
         "max_count",
         "meter",
         "settled",
+        "token_limit",
         "transport",
     )
 
@@ -100,8 +134,10 @@ class JobRun:
         grant: Grant,
         encoder: Encoder,
         context_length: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.max_count = TOKEN_COUNT_CEILING if context_length is None else min(context_length, TOKEN_COUNT_CEILING)
+        self.token_limit = self.max_count if max_tokens is None else max(0, min(max_tokens, self.max_count))
         self.transport = transport
         self.channel = channel
         self.meter = meter
@@ -132,6 +168,14 @@ class JobRun:
         if prompt != prompt_tokens or completion != reported:
             self.meter.counts_corrected = True
         return prompt, completion
+
+    def admits(self, chunk: Chunk) -> bool:
+        """Count a chunk as relayed, unless it takes the job past its token limit (then nothing changes)."""
+        tokens = chunk_tokens(chunk)
+        if self.completion_tokens + tokens > self.token_limit or len(chunk.text) > MAX_CHARS_PER_TOKEN * max(tokens, 1):
+            return False
+        self.completion_tokens += tokens
+        return True
 
     def abandon(self, outcome: Outcome) -> None:
         """Stop the job on the agent; settle when its last word (with exact counts) arrives or drain ends."""
@@ -166,9 +210,12 @@ class JobRun:
                 item = await queue.get()
                 while True:
                     if type(item) is Chunk:
+                        if not self.admits(item):
+                            parts.append(sse_error(self._ended_by(OVERRUN)))
+                            yield b"".join(parts)
+                            return
                         if meter.ttft_ms is None:
                             meter.first_token()
-                        self.completion_tokens += chunk_tokens(item)
                         parts.append(encoder.delta(item.text))
                     elif type(item) is Final:
                         prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
@@ -203,9 +250,10 @@ class JobRun:
             while True:
                 item = await queue.get()
                 if type(item) is Chunk:
+                    if not self.admits(item):
+                        raise self._ended_by(OVERRUN)
                     if self.meter.ttft_ms is None:
                         self.meter.first_token()
-                    self.completion_tokens += chunk_tokens(item)
                     parts.append(item.text)
                 elif type(item) is Final:
                     prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
@@ -234,6 +282,9 @@ class JobRun:
             self.abandon("timeout")  # the agent may still be generating: cancel it, settle on its last word
             return generation_timed_out()
         self.settle("error")
+        if signal in VIOLATIONS:
+            self.transport.stop(self.channel)  # it may still be generating; its later replies are dropped
+            return agent_broke_rules(signal)
         return connection_lost() if signal is LOST else agent_gone()
 
     async def _watch_disconnect(self, receive: Any) -> None:

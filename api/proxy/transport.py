@@ -9,17 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import SlowConsumerError
 
 from agent import protocol
-from agent.protocol import Cancel, Chunk, Error, Final, Heartbeat
+from agent.protocol import Cancel, Chunk, Error, Final
+from api.proxy.intake import (
+    MAX_PENDING_CHARS,
+    MAX_PENDING_REPLIES,
+    REPLY_SLACK,
+    HeartbeatIntake,
+    ReplyQueue,
+    decode_reply,
+)
 from api.proxy.registry import AgentRegistry
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,18 @@ TIMEOUT = Signal("timeout")  # nothing heard for generation_timeout_s: give up (
 LOST = Signal("lost")  # the NATS connection dropped: the job's replies cannot arrive
 CLIENT_GONE = Signal("client_gone")  # the HTTP client disconnected (non-streaming requests)
 AGENT_GONE = Signal("agent_gone")  # the agent running the job missed its heartbeats
+# The agent broke the job's rules (issue 13); the job ends and its later replies are dropped unread.
+OVERRUN = Signal("overrun")  # more replies than the job's max_tokens allows
+FLOODED = Signal("flooded")  # more replies or text waiting unread than a job may hold
+MALFORMED = Signal("malformed")  # a reply that does not decode
+BAD_VERSION = Signal("bad_version")  # a reply in another protocol version
+
+# Subscription buffers in the client: past them nats-py drops (counted, see ``_on_error``) instead of
+# growing; the handlers are O(1) per message, so they fill only if the event loop itself stalls.
+REPLY_PENDING = (65_536, 64 * 1024 * 1024)  # messages, bytes
+HEARTBEAT_PENDING = (16_384, 16 * 1024 * 1024)
+TICK_TENANT = "_proxy"  # ollm._proxy.hb.I: a proxy's own tick (no tenant id looks like this)
+REPORT_EVERY_S = 60.0  # how often refusal counts are logged (as totals, never per message)
 
 Item = Chunk | Final | Error | Signal
 OnDrained = Callable[["JobChannel", "Final | Error | None"], None]
@@ -52,19 +74,25 @@ class JobChannel:
 
     __slots__ = (
         "agent_id",
+        "ended",
         "job_id",
         "last_heard",
         "last_keepalive",
+        "max_replies",
         "on_drained",
         "queue",
+        "received",
         "served_by",
         "tenant_id",
     )
 
-    def __init__(self, job_id: str, tenant_id: str, now: float) -> None:
+    def __init__(self, job_id: str, tenant_id: str, now: float, max_tokens: int = 1 << 21) -> None:
         self.job_id = job_id
         self.tenant_id = tenant_id
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.queue = ReplyQueue()
+        self.max_replies = max_tokens + REPLY_SLACK + 1  # chunks, then the final word
+        self.received = 0
+        self.ended = False  # the agent broke the rules: drop whatever else it sends
         self.last_heard = now
         self.last_keepalive = now
         self.on_drained: OnDrained | None = None
@@ -99,6 +127,11 @@ class Transport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._on_tick: list[Callable[[], None]] = []
+        self.rejected: Counter[str] = Counter()  # what agents sent that was refused, by reason
+        self.heartbeats = HeartbeatIntake(registry, self.rejected)
+        self._tick_subject = protocol.heartbeat_subject(TICK_TENANT, instance_id)
+        self._reported: Counter[str] = Counter()
+        self._reported_at = time.monotonic()
 
     @property
     def connected(self) -> bool:
@@ -120,10 +153,15 @@ class Transport:
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
         )
-        await self.nc.subscribe(protocol.reply_wildcard(self.instance_id), cb=self._on_reply)
-        await self.nc.subscribe(protocol.HEARTBEAT_WILDCARD, cb=self._on_heartbeat)
+        await self._subscribe(protocol.reply_wildcard(self.instance_id), self._on_reply, REPLY_PENDING)
+        await self._subscribe(protocol.HEARTBEAT_WILDCARD, self._on_heartbeat, HEARTBEAT_PENDING)
         await self.nc.flush()
         self._watchdog = asyncio.create_task(self._watch())
+
+    async def _subscribe(self, subject: str, callback: Callable[[Msg], Any], pending: tuple[int, int]) -> None:
+        """Subscribe with deliberate client-side buffer bounds (see ``REPLY_PENDING``)."""
+        assert self.nc is not None
+        await self.nc.subscribe(subject, cb=callback, pending_msgs_limit=pending[0], pending_bytes_limit=pending[1])
 
     async def close(self) -> None:
         """Stop the watchdog and close the connection."""
@@ -143,9 +181,9 @@ class Transport:
         """Run ``callback`` on each watchdog tick (housekeeping)."""
         self._on_tick.append(callback)
 
-    def open(self, job_id: str, tenant_id: str) -> JobChannel:
+    def open(self, job_id: str, tenant_id: str, max_tokens: int = 1 << 21) -> JobChannel:
         """Register a job's channel before its request goes out (replies may beat the accept)."""
-        channel = JobChannel(job_id, tenant_id, time.monotonic())
+        channel = JobChannel(job_id, tenant_id, time.monotonic(), max_tokens)
         self.channels[job_id] = channel
         return channel
 
@@ -163,6 +201,10 @@ class Transport:
         """Tell the agents to stop the job; ``on_drained`` gets its last word, or ``None`` after drain_s."""
         channel.on_drained = on_drained
         channel.last_heard = time.monotonic()
+        self.stop(channel)
+
+    def stop(self, channel: JobChannel) -> None:
+        """Tell the agents to stop the job (fire and forget)."""
         self._spawn(self._publish(protocol.cancel_subject(channel.tenant_id), protocol.encode(Cancel(channel.job_id))))
 
     def _spawn(self, coro: Any) -> None:
@@ -177,27 +219,33 @@ class Transport:
             if self.nc is not None:
                 await self.nc.publish(subject, payload)
         except Exception as exc:
-            log.warning("cancel not published: %s", type(exc).__name__)
+            log.warning("not published on %s: %s", subject.split(".", 2)[-1], type(exc).__name__)
 
     async def _on_reply(self, msg: Msg) -> None:
         """Dispatch a chunk/final/error to its job (``ollm.T.reply.I.J[.A]``, within the job's tenant).
 
         A sixth token names the agent: only that agent may publish there (``agent_permissions``).
+        Everything before the decode is O(1): a flood for unknown, ended or full jobs costs no decoding.
         """
         tokens = msg.subject.split(".")
-        if len(tokens) not in (5, 6):
+        channel = self.channels.get(tokens[4]) if len(tokens) in (5, 6) else None
+        if channel is None or channel.ended or tokens[1] != channel.tenant_id:
+            self.rejected["reply.no_job"] += 1  # never into another tenant's job, nor a finished one
             return
-        channel = self.channels.get(tokens[4])
-        if channel is None or tokens[1] != channel.tenant_id:
-            return  # another tenant's agent may publish on its own reply subjects only: never into this job
+        data = msg.data
+        channel.received += 1
+        if channel.received > channel.max_replies:
+            self._end(channel, OVERRUN, "reply.beyond_max_tokens")
+            return
+        queue = channel.queue
+        if queue.qsize() >= MAX_PENDING_REPLIES or queue.pending_chars + len(data) > MAX_PENDING_CHARS:
+            self._end(channel, FLOODED, "reply.flooded")
+            return
         if len(tokens) == 6 and channel.served_by is None:
             channel.served_by = channel.agent_id = tokens[5]
-        try:
-            message = protocol.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            log.warning("malformed reply for job %s dropped", channel.job_id)
-            return
-        if not isinstance(message, Chunk | Final | Error):
+        message, problem = decode_reply(data)
+        if message is None:
+            self._end(channel, BAD_VERSION if problem == "version" else MALFORMED, f"reply.{problem}")
             return
         channel.last_heard = time.monotonic()
         if channel.on_drained is not None:
@@ -205,17 +253,30 @@ class Transport:
                 self.channels.pop(channel.job_id, None)
                 channel.on_drained(channel, message)
             return
-        channel.queue.put_nowait(message)
+        queue.put_nowait(message)
+
+    def _end(self, channel: JobChannel, signal: Signal, reason: str) -> None:
+        """End a job whose agent broke the rules: its request settles with what was relayed."""
+        self.rejected[reason] += 1
+        channel.ended = True
+        if channel.on_drained is not None:
+            self.channels.pop(channel.job_id, None)
+            channel.on_drained(channel, None)
+        else:
+            channel.queue.put_nowait(signal)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        """Feed the live-agent registry; the tenant is the subject's, not the message's claim."""
-        try:
-            message = protocol.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            return
-        _, tenant_id, _, agent_id = msg.subject.split(".", 3)
-        if isinstance(message, Heartbeat) and message.agent_id == agent_id:
-            self.registry.beat(tenant_id, message)  # the subject, which NATS vouches for, names both
+        """Feed the live-agent registry (the subject names tenant and agent), or note our own tick."""
+        if msg.subject == self._tick_subject:
+            if len(msg.data) == 8:
+                self.registry.heard_until(struct.unpack("!d", msg.data)[0])
+        elif not msg.subject.startswith(self._tick_subject[: -len(self.instance_id)]):  # other proxies' ticks
+            self.heartbeats.take(msg.subject, msg.data)
+
+    def _tick(self) -> None:
+        """Publish a tick on the heartbeat subscription: reading it back tells how far we have read."""
+        if self.connected:
+            self._spawn(self._publish(self._tick_subject, struct.pack("!d", self.registry.clock())))
 
     async def _watch(self) -> None:
         """Keepalives, generation timeouts, drain deadlines, and housekeeping, once per tick."""
@@ -223,7 +284,9 @@ class Transport:
         while True:
             await asyncio.sleep(tick)
             try:
+                self._tick()
                 self._check_channels(time.monotonic())
+                self._report(time.monotonic())
                 for callback in self._on_tick:
                     callback()
             except Exception as exc:  # the watchdog must survive a bug in one tick
@@ -246,6 +309,17 @@ class Transport:
             elif now - max(channel.last_heard, channel.last_keepalive) >= self.keepalive_s:
                 channel.last_keepalive = now
                 channel.queue.put_nowait(KEEPALIVE)
+
+    def _report(self, now: float) -> None:
+        """Log refusal counts since the last report, at most once per ``REPORT_EVERY_S``; prune spacing."""
+        if now - self._reported_at < REPORT_EVERY_S:
+            return
+        self._reported_at = now
+        self.heartbeats.prune()
+        new = self.rejected - self._reported
+        if new:
+            self._reported = self.rejected.copy()
+            log.warning("refused from agents: %s", ", ".join(f"{k}={v}" for k, v in sorted(new.items())))
 
     async def _on_disconnected(self) -> None:
         """Fail every waiting job at once: its replies cannot arrive on this connection."""
@@ -275,7 +349,10 @@ class Transport:
         log.info("reconnected to NATS")
 
     async def _on_error(self, exc: Exception) -> None:
-        """Log NATS client errors by class (never payloads)."""
+        """Log NATS client errors by class (never payloads); count dropped messages (one call each)."""
+        if isinstance(exc, SlowConsumerError):
+            self.rejected["nats.slow_consumer"] += 1
+            return
         log.warning("nats error: %s", type(exc).__name__)
 
 
