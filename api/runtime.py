@@ -213,7 +213,10 @@ def serve(settings: Settings, console: Console) -> None:
     if agent is not None:
         app.on_shutdown.insert(0, agent.stop)
     app.on_shutdown.append(platform.stop)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from loopback peers; the client
+    # address is ours to derive (OWNLLM_TRUSTED_PROXIES, api/client_address.py), from one setting only.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                proxy_headers=False)  # fmt: skip
 
 
 def _wait_for_a_model(base_url: str, key: str, timeout_s: float = 120) -> bool:
