@@ -196,8 +196,34 @@ class InferenceGateway:
         return await run.collect(request.receive)
 
     async def _start(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> JobRun:
-        """Check scope, body and limits, then hand the job to an agent; the run owns the meter after."""
+        """Check scope and limits, then the body, then hand the job to an agent; the run owns the meter after.
+
+        The rate limit comes before the body is read: a key flooding malformed bodies is refused
+        (429, tallied, no event each) like any other flood, instead of writing one usage event per 400.
+        """
         self._require_scope(principal)
+        grant = self.limiter.admit(principal.plan, principal.tenant_id, principal.key_id)
+        if isinstance(grant, Refused):
+            raise errors.rate_limited(
+                f"Rate limit reached for {grant.limit} on this {grant.scope}. "
+                f"Retry after {grant.retry_after_header} s.",
+                grant.retry_after_header,
+            )
+        try:
+            generation = await self._read(request, endpoint, principal, meter)
+            encoder: Encoder = endpoint.encoder(
+                endpoint.id_prefix + meter.request_id,
+                generation.model,
+                int(time.time()),
+                generation.include_usage,
+            )
+            return await self._dispatch(generation, str(principal.tenant_id), meter, grant, encoder)
+        except BaseException:
+            grant.release(0)
+            raise
+
+    async def _read(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> Generation:
+        """The request's generation, its ``max_tokens`` fitted to the model's context."""
         if not declares_json(request.headers.get("content-type")):  # OpenAI answers a non-JSON body with a 400
             raise errors.invalid_request(
                 "We could not parse the JSON body of your request. Send it with 'Content-Type: application/json'.",
@@ -206,27 +232,7 @@ class InferenceGateway:
         generation = endpoint.parse(await request.body())
         meter.model = generation.model
         meter.stream = generation.stream
-        generation = fit_to_context(
-            generation, self.registry.context_length(str(principal.tenant_id), generation.model)
-        )
-        grant = self.limiter.admit(principal.plan, principal.tenant_id, principal.key_id)
-        if isinstance(grant, Refused):
-            raise errors.rate_limited(
-                f"Rate limit reached for {grant.limit} on this {grant.scope}. "
-                f"Retry after {grant.retry_after_header} s.",
-                grant.retry_after_header,
-            )
-        encoder: Encoder = endpoint.encoder(
-            endpoint.id_prefix + meter.request_id,
-            generation.model,
-            int(time.time()),
-            generation.include_usage,
-        )
-        try:
-            return await self._dispatch(generation, str(principal.tenant_id), meter, grant, encoder)
-        except BaseException:
-            grant.release(0)
-            raise
+        return fit_to_context(generation, self.registry.context_length(str(principal.tenant_id), generation.model))
 
     async def _dispatch(
         self, generation: Generation, tenant_id: str, meter: Meter, grant: Grant, encoder: Encoder

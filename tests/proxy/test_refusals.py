@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 
+from api.proxy.limits import Limiter
+from policies.limits import PlanLimits, RateLimits
 from tests.proxy.conftest import TENANT_A, Stack
 
 X = [{"role": "user", "content": "x"}]
@@ -36,3 +39,21 @@ def test_unauthenticated_requests_are_counted_in_the_metrics_only(stack: Stack) 
     assert totals[(401, "invalid_api_key")] - before == 30
     time.sleep(0.2)
     assert len(stack.usage.records) == records
+
+
+def test_a_flood_of_malformed_bodies_meets_the_rate_limit_before_the_parser(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = RateLimits(requests_per_minute=5, tokens_per_minute=10**9, concurrent_streams=100)
+    monkeypatch.setattr(
+        stack.gateway, "limiter", Limiter(plans=lambda _: PlanLimits(per_key=limits, per_tenant=limits))
+    )
+    secret, principal = stack.keys.issue()
+    statuses = [
+        httpx.post(stack.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                   json={"model": "echo", "messages": "not a list"}).status_code
+        for _ in range(40)
+    ]  # fmt: skip
+    assert statuses == [400] * 5 + [429] * 35
+    time.sleep(0.2)
+    assert len([r for r in stack.usage.records if r["key_id"] == principal.key_id]) == 5  # not 40
