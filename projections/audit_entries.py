@@ -20,7 +20,7 @@ from domain.audit_export import AuditExport
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
-from domain.usage import UsageRecord
+from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
 
 USAGE_ACTION = "usage.hourly"
@@ -60,6 +60,14 @@ def _scopes(e: ApiKey.Issued) -> str:
     return f"key {e.prefix}… issued to user {e.user_id} with scopes {', '.join(sorted(e.scopes))}{expiry}"
 
 
+def _refusals(e: RejectionTally.Counted) -> str:
+    by_reason: dict[str, int] = {}
+    for count in e.counts:
+        by_reason[str(count.get("reason"))] = by_reason.get(str(count.get("reason")), 0) + int(count.get("count", 0))
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(by_reason.items()))
+    return f"{sum(by_reason.values())} requests refused from {e.since.isoformat()} to {e.until.isoformat()}: {reasons}"
+
+
 DESCRIBE: dict[type, Describe] = {
     Tenant.Registered: lambda e: ("tenant.registered", "tenant", e.originator_id, f"tenant '{e.slug}' registered"),
     Tenant.Suspended: _tenant("suspended", "tenant suspended"),
@@ -81,6 +89,7 @@ DESCRIBE: dict[type, Describe] = {
     PairingKey.Revoked: _object("pairing_key", "pairing_key", "revoked", lambda e: "pairing key revoked"),
     Agent.Paired: _object("agent", "agent", "paired", lambda e: f"agent paired as NATS user {e.nats_user}"),
     Agent.Revoked: _object("agent", "agent", "revoked", lambda e: "agent revoked"),
+    RejectionTally.Counted: lambda e: ("usage.refusals_counted", "tenant", e.tenant_id, _refusals(e)),
     AuditExport.Made: _object(
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
