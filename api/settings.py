@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nats_public_url: str = ""  # the URL handed to agents at pairing; default nats_url
     nats_auth_file: str = ""  # generated authorization include; default {var_dir}/nats/auth.conf
     nats_reload_command: str = ""  # run after the auth file changes (production); embedded: SIGHUP
+    # NATS hardening (issue 13): a private CA for tls:// URLs (default: the system's CAs)
+    nats_ca_file: str = ""
     default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504
