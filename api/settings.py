@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -91,9 +93,55 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         problem = pepper_problem(settings.key_pepper)
         if problem:  # set but empty or weak: never fall back to a generated one
             raise SettingsError(f"OWNLLM_KEY_PEPPER {problem}; {PEPPER_HINT} (or unset it to use a generated one)")
+    nats_problem = agent_nats_url_problem(settings)
+    if nats_problem:
+        raise SettingsError(nats_problem)
     if settings.persistence == "postgres" and not settings.postgres_dsn:
         raise SettingsError("OWNLLM_POSTGRES_DSN is required when OWNLLM_PERSISTENCE=postgres")
     return settings
+
+
+# -- NATS hardening (issue 13): which NATS URL agents are told --------------------------------
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address: a URL that never leaves this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def agent_nats_url(settings: Settings) -> str:
+    """The NATS URL handed to agents at pairing: the public one, else a loopback ``nats_url``; else ``""``.
+
+    A non-loopback ``nats_url`` is the internal address of the cluster the proxy uses: never handed out.
+    """
+    if settings.nats_public_url:
+        return settings.nats_public_url
+    first = settings.nats_url.split(",")[0].strip()
+    return settings.nats_url if first and is_loopback_host(urlsplit(first).hostname) else ""
+
+
+def agent_nats_url_problem(settings: Settings) -> str | None:
+    """Why agents could not be given a safe NATS URL with these settings, or None."""
+    if settings.nats_url and not agent_nats_url(settings):
+        return (
+            "OWNLLM_NATS_PUBLIC_URL is required when OWNLLM_NATS_URL is not on loopback: agents are told the "
+            "public URL at pairing (e.g. tls://nats.example.com:4222), never the proxy's internal one"
+        )
+    for url in filter(None, (u.strip() for u in settings.nats_public_url.split(","))):
+        parts = urlsplit(url)
+        if parts.scheme not in ("tls", "wss") and not is_loopback_host(parts.hostname):
+            return (
+                f"OWNLLM_NATS_PUBLIC_URL {url!r} is not TLS: agents would send their NATS password in clear; "
+                "use tls://HOST:PORT (or wss://HOST:PORT for the websocket listener)"
+            )
+    return None
 
 
 def _env_name(message: str) -> str:
