@@ -18,7 +18,6 @@ from nats.aio.subscription import Subscription
 
 from agent import protocol
 from agent.backends.base import Backend, Finished, GenerationRequest, RequestError, TextDelta
-from agent.nats_tls import tls_options
 from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job
 
 log = logging.getLogger("ownllm.agent.worker")
@@ -118,7 +117,7 @@ class Worker:
         cfg = self.config
         self.nc = await nats.connect(
             servers=[cfg.nats_url],
-            **tls_options(cfg.nats_url, cfg.nats_ca_file),
+            **protocol.tls_options(cfg.nats_url, cfg.nats_ca_file),
             user=cfg.nats_user,
             password=cfg.nats_password,
             name=f"ownllm-agent {cfg.agent_id}",

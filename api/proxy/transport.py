@@ -19,7 +19,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from agent import protocol
-from agent.nats_tls import tls_options
 from agent.protocol import Cancel, Chunk, Error, Final, Heartbeat
 from api.proxy.registry import AgentRegistry
 
@@ -109,12 +108,12 @@ class Transport:
     async def connect(self, ca_file: str | None = None) -> None:
         """Connect (reconnecting forever afterwards) and subscribe to replies and heartbeats.
 
-        A ``tls://`` URL requires TLS from the first byte (``agent.nats_tls``), verified against the
+        A ``tls://`` URL requires TLS from the first byte (``agent.protocol.tls_options``), verified against the
         system's CAs or ``ca_file``.
         """
         self.nc = await nats.connect(
             servers=[self.url],
-            **tls_options(self.url, ca_file),
+            **protocol.tls_options(self.url, ca_file),
             user=self.user or None,
             password=self.password or None,
             name=f"ownllm-proxy {self.instance_id}",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.backends.echo import EchoBackend
-from agent.nats_tls import NatsUrlError, tls_options
+from agent.protocol import NatsUrlError, tls_options
 from agent.worker import Worker, WorkerConfig
 from api.proxy.registry import AgentRegistry
 from api.proxy.transport import Transport
