@@ -110,6 +110,7 @@ def serve_command(
         nats_url=nats_url or settings.nats_url or stored.nats_url,
         nats_user=stored.nats_user or None,
         nats_password=stored.nats_password or None,
+        nats_ca_file=settings.nats_ca_file,
         capacity=capacity or settings.capacity,
         queue_limit=queue_limit if queue_limit is not None else settings.queue_limit,
         heartbeat_interval_s=heartbeat_interval or settings.heartbeat_interval_s,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 import httpx
 import msgspec
 
@@ -14,6 +17,32 @@ class PairingError(RuntimeError):
     """Pairing failed; the message says why in words a newcomer understands."""
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a URL over which the pairing key (a bearer credential) would travel in clear."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return
+    if parts.scheme == "http":
+        raise PairingError(
+            f"refusing to send the pairing key over plain http to {parts.hostname}: anyone on the way could read "
+            "it and pair in your place; use the platform's https:// URL (http:// is allowed only for "
+            "localhost, 127.0.0.1 and [::1])"
+        )
+    raise PairingError(f"the platform URL must start with https:// (got {base_url!r})")
+
+
 def pair_url(base_url: str) -> str:
     """The pairing endpoint under the platform's base URL."""
     return base_url.rstrip("/") + PAIR_PATH
@@ -21,6 +50,7 @@ def pair_url(base_url: str) -> str:
 
 def pair(base_url: str, pairing_key: str, name: str, client: httpx.Client | None = None) -> Credentials:
     """POST the pairing key; return the credentials from a 201 answer or raise :class:`PairingError`."""
+    check_base_url(base_url)
     url = pair_url(base_url)
     owned = client is None
     http = client or httpx.Client(timeout=15.0)

@@ -34,7 +34,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Literal
+import ssl
+from typing import Literal, TypedDict
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -270,3 +272,42 @@ def agent_permissions(tenant_id: str, agent_id: str) -> dict[str, object]:
         "subscribe": {"allow": [f"{root}.job.>", cancel_subject(tenant_id)]},
         "allow_responses": {"max": 1, "expires": "1m"},
     }
+
+
+# -- the connection: a tls:// URL means TLS from the first byte ------------------------------
+#
+# nats-py 2.16 upgrades a connection to TLS only when the server's plaintext INFO line says
+# ``tls_required``, even for a ``tls://`` URL and even when given an SSLContext (seen: against a
+# plaintext server it connects and sends the password in clear), so a man in the middle who answers
+# with a plaintext INFO strips TLS. ``tls_handshake_first`` makes the client start the handshake
+# before reading anything: a plaintext peer fails it and no credential is sent. The server must
+# take the handshake first (``tls { handshake_first: true }``, deploy/nats/nats-server.conf).
+# ``wss://`` is TLS by its scheme; it gets the same context so a private CA works there too.
+
+SECURE_SCHEMES = frozenset({"tls", "wss"})
+
+
+class TlsOptions(TypedDict, total=False):
+    """The ``nats.connect`` keyword arguments this module sets."""
+
+    tls: ssl.SSLContext
+    tls_handshake_first: bool
+
+
+class NatsUrlError(ValueError):
+    """The NATS URLs would let a connection fall back to plaintext."""
+
+
+def tls_options(servers: str | list[str], ca_file: str | None = None) -> TlsOptions:
+    """``nats.connect`` keyword arguments that require verified TLS for ``tls://``/``wss://`` URLs."""
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    schemes = {urlsplit(url).scheme.lower() or "nats" for url in urls}
+    secure = schemes & SECURE_SCHEMES
+    if not secure:
+        return TlsOptions()
+    if schemes - SECURE_SCHEMES:
+        raise NatsUrlError(f"mixing TLS and plaintext NATS URLs lets a connection skip TLS: {', '.join(urls)}")
+    options = TlsOptions(tls=ssl.create_default_context(cafile=ca_file or None))
+    if "tls" in secure:
+        options["tls_handshake_first"] = True
+    return options

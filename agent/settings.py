@@ -25,6 +25,7 @@ class AgentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_dir: str | None = None
     builtin_model: bool = True
     nats_url: str | None = None
+    nats_ca_file: str | None = None  # a private CA for tls:// or wss:// NATS URLs (default: the system's CAs)
     capacity: int | None = None
     queue_limit: int = 8
     heartbeat_interval_s: float = 5.0

@@ -31,6 +31,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     nats_url: str
     nats_user: str | None = None
     nats_password: str | None = None
+    nats_ca_file: str | None = None  # a private CA for tls:// or wss:// (default: the system's CAs)
     capacity: int | None = None  # None: the backend's own capacity
     queue_limit: int = 8
     heartbeat_interval_s: float = 5.0
@@ -116,6 +117,7 @@ class Worker:
         cfg = self.config
         self.nc = await nats.connect(
             servers=[cfg.nats_url],
+            **protocol.tls_options(cfg.nats_url, cfg.nats_ca_file),
             user=cfg.nats_user,
             password=cfg.nats_password,
             name=f"ownllm-agent {cfg.agent_id}",

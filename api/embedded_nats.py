@@ -55,6 +55,14 @@ def auth_file(settings: Settings) -> Path:
     return Path(settings.nats_auth_file or os.path.join(settings.var_dir, "nats", "auth.conf")).absolute()
 
 
+# Limits for every connection (deploy/nats/nats-server.conf sets the same). nats-server's config
+# mode has no per-user limits (only JWT mode has them), so these bound each agent connection, and
+# the proxy's too, which needs only three subscriptions. An agent subscribes once per model it
+# serves plus its tenant's cancel subject; 256 leaves room for any real model shelf.
+MAX_SUBSCRIPTIONS = 256
+MAX_CONNECTIONS = 4096  # all clients together; the per-tenant agent cap (policies.limits) keeps tenants apart
+
+
 def server_config(port: int, auth_include: str, pid_path: Path, max_payload: int) -> str:
     """The embedded server's config text (``auth_include`` relative to the config's directory)."""
     return "\n".join(
@@ -63,6 +71,8 @@ def server_config(port: int, auth_include: str, pid_path: Path, max_payload: int
             f"listen: 127.0.0.1:{port}",
             f"pid_file: {json.dumps(str(pid_path))}",
             f"max_payload: {max_payload}",
+            f"max_subscriptions: {MAX_SUBSCRIPTIONS}",
+            f"max_connections: {MAX_CONNECTIONS}",
             "debug: false",
             "trace: false",
             "logtime: true",

@@ -64,10 +64,24 @@ def proxy_permissions() -> dict[str, object]:
     return {"publish": {"allow": subjects}, "subscribe": {"allow": subjects}}
 
 
+# Who may log in on which listener (nats-server ``allowed_connection_types``). The proxy logs in
+# only on the standard client port, which production binds to the private network; agents come
+# over the internet to the websocket listener (``wss://``, port 443: it also passes egress proxies
+# and firewalls that only let HTTPS out). So the port agents reach refuses the proxy's login even
+# with the right password. Agents may also use the standard port (the embedded server, a VPN).
+PROXY_CONNECTION_TYPES = ["STANDARD"]
+AGENT_CONNECTION_TYPES = ["STANDARD", "WEBSOCKET"]
+
+
 def render(proxy_user: str, proxy_password_bcrypt: str, accounts: Iterable[AgentAccount]) -> str:
     """The include's text: the proxy user, then one user per agent, in a stable order."""
     users: list[dict[str, object]] = [
-        {"user": proxy_user, "password": proxy_password_bcrypt, "permissions": proxy_permissions()}
+        {
+            "user": proxy_user,
+            "password": proxy_password_bcrypt,
+            "permissions": proxy_permissions(),
+            "allowed_connection_types": PROXY_CONNECTION_TYPES,
+        }
     ]
     for account in sorted(accounts, key=lambda a: (a.tenant_id, a.agent_id)):
         users.append(
@@ -75,6 +89,7 @@ def render(proxy_user: str, proxy_password_bcrypt: str, accounts: Iterable[Agent
                 "user": account.user,
                 "password": account.password_bcrypt,
                 "permissions": agent_permissions(account.tenant_id, account.agent_id),
+                "allowed_connection_types": AGENT_CONNECTION_TYPES,
             }
         )
     return HEADER + "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"

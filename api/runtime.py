@@ -22,7 +22,7 @@ from rich.console import Console
 
 from api.embedded_nats import EmbeddedNats, auth_file, proxy_password
 from api.nats_auth import AgentAccount, NatsAuthorization, command_reload
-from api.reactions import NatsAuthorizationResync
+from api.reactions import NatsAuthorizationResync, nats_accounts
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.application import utc_now
@@ -35,11 +35,8 @@ DEMO_EMAIL = "admin@demo.ownllm.local"
 
 
 def agent_accounts(services: Services) -> list[AgentAccount]:
-    """The NATS logins of every active agent, from the directory projection."""
-    return [
-        AgentAccount(str(a.id), str(a.tenant_id), a.nats_user, a.nats_password_bcrypt)
-        for a in services.directory.active_agents()
-    ]
+    """The NATS logins of every active agent of a tenant in good standing, from the directory projection."""
+    return nats_accounts(services.directory)
 
 
 def attach_nats_authorization(services: Services, authorization: NatsAuthorization) -> None:

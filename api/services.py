@@ -174,6 +174,7 @@ def build_services(
         invite_ttl=timedelta(seconds=settings.invite_ttl_s),
         pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
     )
+    app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -48,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nats_public_url: str = ""  # the URL handed to agents at pairing; default nats_url
     nats_auth_file: str = ""  # generated authorization include; default {var_dir}/nats/auth.conf
     nats_reload_command: str = ""  # run after the auth file changes (production); embedded: SIGHUP
+    # NATS hardening (issue 13): a private CA for tls:// URLs (default: the system's CAs)
+    nats_ca_file: str = ""
     default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504
@@ -102,6 +106,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         problem = pepper_problem(settings.key_pepper)
         if problem:  # set but empty or weak: never fall back to a generated one
             raise SettingsError(f"OWNLLM_KEY_PEPPER {problem}; {PEPPER_HINT} (or unset it to use a generated one)")
+    nats_problem = agent_nats_url_problem(settings)
+    if nats_problem:
+        raise SettingsError(nats_problem)
     if settings.persistence == "postgres" and not settings.postgres_dsn:
         raise SettingsError("OWNLLM_POSTGRES_DSN is required when OWNLLM_PERSISTENCE=postgres")
     _check_signup(settings)
@@ -130,6 +137,49 @@ def _check_signup(settings: Settings) -> None:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"OWNLLM_TRUSTED_PROXIES: {exc}") from None
+
+
+# -- NATS hardening (issue 13): which NATS URL agents are told --------------------------------
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address: a URL that never leaves this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def agent_nats_url(settings: Settings) -> str:
+    """The NATS URL handed to agents at pairing: the public one, else a loopback ``nats_url``; else ``""``.
+
+    A non-loopback ``nats_url`` is the internal address of the cluster the proxy uses: never handed out.
+    """
+    if settings.nats_public_url:
+        return settings.nats_public_url
+    first = settings.nats_url.split(",")[0].strip()
+    return settings.nats_url if first and is_loopback_host(urlsplit(first).hostname) else ""
+
+
+def agent_nats_url_problem(settings: Settings) -> str | None:
+    """Why agents could not be given a safe NATS URL with these settings, or None."""
+    if settings.nats_url and not agent_nats_url(settings):
+        return (
+            "OWNLLM_NATS_PUBLIC_URL is required when OWNLLM_NATS_URL is not on loopback: agents are told the "
+            "public URL at pairing (e.g. tls://nats.example.com:4222), never the proxy's internal one"
+        )
+    for url in filter(None, (u.strip() for u in settings.nats_public_url.split(","))):
+        parts = urlsplit(url)
+        if parts.scheme not in ("tls", "wss") and not is_loopback_host(parts.hostname):
+            return (
+                f"OWNLLM_NATS_PUBLIC_URL {url!r} is not TLS: agents would send their NATS password in clear; "
+                "use tls://HOST:PORT (or wss://HOST:PORT for the websocket listener)"
+            )
+    return None
 
 
 def _env_name(message: str) -> str:

@@ -61,3 +61,9 @@ class LastAdmin(Conflict):
 
 class InvalidState(Conflict):
     """The object's lifecycle does not allow this command (e.g. revoking a revoked key)."""
+
+
+class AgentLimitReached(Conflict):
+    """The tenant already holds as many active agents as its plan allows."""
+
+    title = "Agent limit reached"

@@ -58,6 +58,20 @@ DEFAULT_PLAN = "team"  # the tier of a tenant without a plan of its own (until b
 FALLBACK_PLAN = "free"  # the tier an unknown plan name gets: the smallest (fail closed, not open)
 
 
+# Paired agents (GPU boxes) a tenant may hold at once, per tier. Each agent is a NATS login with its
+# own connection and subscriptions, so this caps what one tenant can ask of the shared NATS server
+# (nats-server's config mode has no per-user connection limit; see deploy/nats/README.md).
+# Free: one box and a spare while replacing it. Team: "a few GPU boxes for a department" with room
+# to rotate credentials (pair the new one before revoking the old). Enterprise: a fleet, kept well
+# under the few thousand users where one generated authorization file stops being practical.
+MAX_AGENTS: dict[str, int] = {"free": 2, "team": 16, "enterprise": 256}
+
+
+def max_agents_for(plan: str) -> int:
+    """Active agents a tenant on this plan may hold; an unknown plan gets the free tier's (fail closed)."""
+    return MAX_AGENTS.get(plan, MAX_AGENTS[FALLBACK_PLAN])
+
+
 def limits_for(plan: str) -> PlanLimits:
     """The limits of a plan; an unknown plan name gets the free tier (fail closed, not open)."""
     return PLAN_LIMITS.get(plan, PLAN_LIMITS[FALLBACK_PLAN])

@@ -30,10 +30,14 @@ def persistence(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+PUBLIC_NATS = "tls://nats.ownllm.test:4222"
+
+
 @pytest.fixture
 def make_settings(persistence: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
     """Settings for the parametrised store, in a private var dir (and schema on PostgreSQL)."""
-    extra: dict[str, Any] = {"var_dir": str(tmp_path / "var"), "inference": False}
+    # inference off: no NATS here, so pairing needs the URL agents would be told (api/settings.agent_nats_url)
+    extra: dict[str, Any] = {"var_dir": str(tmp_path / "var"), "inference": False, "nats_public_url": PUBLIC_NATS}
     if persistence == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         extra |= {"persistence": "postgres", "postgres_dsn": dsn, "postgres_schema": create_schema(dsn)}

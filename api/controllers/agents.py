@@ -8,6 +8,7 @@ from uuid import UUID
 
 from litestar import Controller, Response, delete, post
 from litestar.di import NamedDependency
+from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import schemas
@@ -15,7 +16,7 @@ from api.dependencies import CommandService
 from api.guards import AnyRequest
 from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.principal import Principal
-from api.settings import Settings
+from api.settings import Settings, agent_nats_url
 from api.views import agent_out, pairing_out
 from domain.application import OwnLLM
 from domain.context import Ctx
@@ -81,8 +82,12 @@ class AgentController(Controller):
         data: JSONBody[schemas.PairRequest],
     ) -> schemas.PairedOut:
         """Redeem a pairing key (the key is the credential); returns the agent's NATS credentials once."""
+        nats_url = agent_nats_url(settings)
+        if not nats_url:  # checked before redeeming, so the key stays usable once the operator fixes it
+            raise ServiceUnavailableException(
+                detail="this platform has no NATS URL for agents yet: its operator must set OWNLLM_NATS_PUBLIC_URL"
+            )
         paired = commands.run(OwnLLM.redeem_pairing_key, secret=data.pairing_key, name=data.name, request_id=request_id)
-        nats_url = settings.nats_public_url or settings.nats_url
         return schemas.PairedOut(paired.agent_id, paired.tenant_id, nats_url, paired.nats_user, paired.nats_password)
 
     @listing("listAgents", Action.AGENTS_READ)

@@ -99,7 +99,7 @@ class InferenceGateway:
         """Start the usage writer and connect to NATS (replies and heartbeats subscribed)."""
         self._loop = asyncio.get_running_loop()
         self.usage.start()
-        await self.transport.connect()
+        await self.transport.connect(ca_file=self.settings.nats_ca_file or None)
         self.transport.every_tick(self._prune)
 
     async def stop(self) -> None:

@@ -138,10 +138,15 @@ class Transport:
         """Whether jobs can be sent now."""
         return self.nc is not None and self.nc.is_connected
 
-    async def connect(self) -> None:
-        """Connect (reconnecting forever afterwards) and subscribe to replies and heartbeats."""
+    async def connect(self, ca_file: str | None = None) -> None:
+        """Connect (reconnecting forever afterwards) and subscribe to replies and heartbeats.
+
+        A ``tls://`` URL requires TLS from the first byte (``agent.protocol.tls_options``), verified against the
+        system's CAs or ``ca_file``.
+        """
         self.nc = await nats.connect(
             servers=[self.url],
+            **protocol.tls_options(self.url, ca_file),
             user=self.user or None,
             password=self.password or None,
             name=f"ownllm-proxy {self.instance_id}",

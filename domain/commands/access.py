@@ -12,10 +12,11 @@ from domain.api_key import ApiKey, check_scopes
 from domain.authorization import check_may_issue_key_for, check_may_revoke_key_of, check_scopes_for_owner
 from domain.commands.base import Commands, check_name, check_reason
 from domain.context import Ctx
-from domain.errors import AlreadyUsed, Conflict, InvalidState, InvalidValue
+from domain.errors import AgentLimitReached, AlreadyUsed, Conflict, InvalidState, InvalidValue
 from domain.pairing_key import PairingKey
 from domain.sealing import PersonalData
 from domain.user import User
+from policies.limits import DEFAULT_PLAN, max_agents_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class PairedAgent:
 
 class AccessCommands(Commands):
     """Secrets that grant access: each is shown once, stored only as a keyed hash, and revocable."""
+
+    default_plan: str = DEFAULT_PLAN  # the plan of a tenant without one (the API sets the operator's choice)
 
     # -- API keys ----------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class AccessCommands(Commands):
         """Pair an agent: the key is used up and the agent gets NATS credentials, once."""
         key = self._by_secret(PairingKey, secret, "pairing key")
         self._tenant(key.tenant_id).check_active()
+        self._check_agent_room(key.tenant_id)
         agent_id = uuid4()
         ctx = Ctx(actor=f"agent:{agent_id}", tenant_id=key.tenant_id, request_id=request_id)
         key.redeem(ctx, agent_id, self.clock())
@@ -147,6 +151,25 @@ class AccessCommands(Commands):
         )
         self._save(key, agent, conflict=AlreadyUsed("pairing key was already redeemed"))
         return PairedAgent(agent_id=agent_id, tenant_id=key.tenant_id, nats_user=nats_user, nats_password=password)
+
+    def _check_agent_room(self, tenant_id: UUID) -> None:
+        """Refuse pairing beyond the plan's cap on active agents.
+
+        Counted from the directory, which this process brings up to date after every command; two
+        pairings racing (or in two API processes) may each see room for one more, so a tenant can
+        exceed the cap by the pairings in flight at once: bounded, and visible in its agent list.
+        """
+        if self.directory is None:
+            return
+        row = self.directory.tenants.get(tenant_id)
+        plan = (row.plan if row is not None else "") or self.default_plan
+        cap = max_agents_for(plan)
+        active = sum(1 for agent in self.directory.tenant_agents(tenant_id) if agent.revoked_at is None)
+        if active >= cap:
+            raise AgentLimitReached(
+                f"the tenant already has {active} active agents, the most its plan ({plan}) allows; "
+                "revoke one it no longer uses, or move to a larger plan"
+            )
 
     def revoke_agent(self, ctx: Ctx, agent_id: UUID, reason: str) -> None:
         """Revoke an agent's credentials."""

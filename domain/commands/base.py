@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -29,11 +29,38 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class AgentRow(Protocol):
+    """An agent as the directory lists it: revoked or not."""
+
+    @property
+    def revoked_at(self) -> datetime | None:
+        """When its credentials were revoked (None while active)."""
+        ...
+
+
+class TenantRow(Protocol):
+    """A tenant as the directory lists it: its plan (empty for the default plan)."""
+
+    @property
+    def plan(self) -> str:
+        """The plan's name, or "" when none was assigned."""
+        ...
+
+
 class Directory(Protocol):
     """What commands need to know across aggregates; implemented by the directory projection."""
 
+    @property
+    def tenants(self) -> Mapping[UUID, TenantRow]:
+        """Every tenant by id."""
+        ...
+
     def email_taken(self, tenant_id: UUID, email: str, now: datetime) -> bool:
         """A current (not removed) user or open invite of the tenant has this email."""
+        ...
+
+    def tenant_agents(self, tenant_id: UUID) -> Sequence[AgentRow]:
+        """A tenant's agents, active and revoked."""
         ...
 
 
