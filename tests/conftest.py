@@ -43,7 +43,10 @@ def make_settings(persistence: str, tmp_path: Path, request: pytest.FixtureReque
         extra |= {"persistence": "postgres", "postgres_dsn": dsn, "postgres_schema": create_schema(dsn)}
 
     def make(**overrides: Any) -> Settings:
-        return load_settings({}, **(extra | overrides))
+        settings = extra | overrides
+        if overrides.get("inference") and "nats_public_url" not in overrides:
+            del settings["nats_public_url"]  # the embedded nats-server: agents are told its loopback URL
+        return load_settings({}, **settings)
 
     return make
 
