@@ -309,9 +309,12 @@ class ExLlamaBase:
         running = self._running.get(job_id)
         if running is None:
             return
-        for event in running.mapper.feed(result):
-            running.deliver(event)
+        events = running.mapper.feed(result)
         if running.mapper.done:
+            # Stop the engine's job before its Finished is delivered: whoever sees the job end may
+            # count on the engine no longer generating it (a flaky test read the cancel too early).
             del self._running[job_id]
             if not result.get("eos"):
                 self.generator.cancel(running.engine_job)
+        for event in events:
+            running.deliver(event)
