@@ -132,7 +132,7 @@ def audit_export(
         ledger.checkpoint()
         keys = public_keys(ledger.signer, services.settings)
         recorder = services.app.recorder
-        with ledger.tables.reading() as snapshot:  # type: ignore[attr-defined]
+        with ledger.tables.reading() as snapshot:
             bundle = build_bundle(
                 snapshot, lambda ids: stored_states(recorder, ids), ledger.origin, str(tenant_id), keys, start, end
             )
@@ -188,7 +188,7 @@ def verify_database(services: Services, keys: list[str], origin: str) -> tuple[l
     """The --live check: the event store's bytes, in notification order, against every signed global checkpoint."""
     ledger = services.ledger
     assert ledger is not None
-    with ledger.tables.reading() as snapshot:  # type: ignore[attr-defined]
+    with ledger.tables.reading() as snapshot:
         notes = [row.note for row in snapshot.checkpoints(GLOBAL)]
     verifiers = [Verifier.parse(k) for k in keys]
     checkpoints, problems = [], []

@@ -179,7 +179,7 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
         self.checkpoint_table = SQL("{}.{}").format(Identifier(schema), Identifier("ownllm_integrity_checkpoints"))
         self.tracking = SQL("{}.{}").format(Identifier(schema), Identifier(self.tracking_table_name))
         self.sql_create_statements += [
-            SQL(postgres_store.create_table_sql(self.nodes_name)),  # type: ignore[arg-type]
+            SQL(postgres_store.create_table_sql(self.nodes_name)).format(),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (leaf bigint PRIMARY KEY, notification_id bigint NOT NULL UNIQUE, "
                 "tenant text, tenant_leaf bigint, time timestamptz)"

@@ -250,7 +250,8 @@ def check_manifest(files: Mapping[str, bytes]) -> list[Problem]:
 
 def split_pinned(notes: Iterable[str], origin: str) -> tuple[list[str], list[str]]:
     """Pinned checkpoints of the global log and of other logs (the tenant's), by their unverified origin line."""
-    global_notes, others = [], []
+    global_notes: list[str] = []
+    others: list[str] = []
     for note in notes:
         try:
             own = parse_checkpoint(parse_note(note).text).origin == origin

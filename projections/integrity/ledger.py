@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -130,6 +131,14 @@ class LedgerTables(Protocol):
 
     def clear(self) -> None:
         """Drop the nodes, leaves and position (checkpoints stay: they were given out)."""
+        ...
+
+    def checkpoints(self, trees: Sequence[str], after: int, limit: int) -> list[CheckpointRow]:
+        """Checkpoints of ``trees`` cut after global size ``after``, in the order they were cut."""
+        ...
+
+    def reading(self) -> AbstractContextManager[Any]:
+        """A read transaction with trees for proofs (``projections.integrity.export.Snapshot``)."""
         ...
 
 
