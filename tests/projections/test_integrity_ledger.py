@@ -117,7 +117,9 @@ def test_every_stored_event_is_a_leaf_in_order_and_in_its_tenants_tree(quiet: Se
                 own.append(tenant_leaf_data(leaf.leaf, leaf_hash(stored[leaf.leaf][1])))
             assert snapshot.tree(str(tenant_id)).root() == own.root()
             notes = [r.note for r in snapshot.checkpoints(str(tenant_id))]
-            newest, _ = open_checkpoint(notes[-1], [ledger.signer.verifier], tenant_origin(ledger.origin, str(tenant_id)))  # type: ignore[union-attr]
+            newest, _ = open_checkpoint(
+                notes[-1], [ledger.signer.verifier], tenant_origin(ledger.origin, str(tenant_id))
+            )  # type: ignore[union-attr]
             assert newest.root == own.root(newest.size)
         checkpoints = [open_checkpoint(r.note, [ledger.signer.verifier], ledger.origin)[0]  # type: ignore[union-attr]
                        for r in snapshot.checkpoints(GLOBAL)]  # fmt: skip
