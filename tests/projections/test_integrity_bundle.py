@@ -168,7 +168,7 @@ def insert_event(files: Files, world: World, i: int, j: int) -> Files:
     events, proofs = _events(files), _proofs(files)
     k = i % len(events)
     fake = dict(events[k], stored=base64.b64encode(b'{"forged": %d}' % j).decode())
-    return _with(files, events[: k + 1] + [fake] + events[k + 1 :], proofs[: k + 1] + [proofs[k]] + proofs[k + 1 :])
+    return _with(files, [*events[: k + 1], fake, *events[k + 1 :]], [*proofs[: k + 1], proofs[k], *proofs[k + 1 :]])
 
 
 def swap_events(files: Files, world: World, i: int, j: int) -> Files:
