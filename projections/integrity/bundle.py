@@ -417,3 +417,23 @@ def _completeness(bundle: Bundle, size: int, firsts: list[str]) -> list[Problem]
     firsts.append(f"tenant leaf {missing[0]}")
     shown = ", ".join(str(k) for k in missing[:10]) + (", ..." if len(missing) > 10 else "")
     return [Problem(f"tenant leaves missing from the bundle ({len(missing)} of the {size} signed): {shown}")]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m projections.integrity.bundle BUNDLE [--pinned FILE]... [--key VKEY]...``: this package alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Verify an OwnLLM audit bundle offline.")
+    parser.add_argument("bundle")
+    parser.add_argument("--pinned", action="append", default=[], help="a checkpoint saved earlier (repeat)")
+    parser.add_argument("--key", action="append", default=None, help="trust this vkey, not the bundle's (repeat)")
+    args = parser.parse_args(argv)
+    notes = [note for path in args.pinned for note in read_pinned(Path(path).read_text())]
+    report = verify_bundle(args.bundle, notes, args.key)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
