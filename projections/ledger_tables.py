@@ -253,12 +253,15 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                     for r in leaves:
                         copy.write_row((r.leaf, r.notification_id, r.tenant, r.tenant_leaf, r.time))
             if checkpoints:
-                curs.executemany(
-                    SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING").format(
-                        self.checkpoint_table
-                    ),
-                    [(r.tree, r.size, r.global_size, r.signed_at, r.note) for r in checkpoints],
-                )
+                curs.execute(  # one statement for a cut's hundreds of tenant checkpoints
+                    SQL(
+                        "INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
+                        "%s::timestamptz[], %s::text[]) ON CONFLICT DO NOTHING"
+                    ).format(self.checkpoint_table),
+                    [list(column) for column in zip(
+                        *((r.tree, r.size, r.global_size, r.signed_at, r.note) for r in checkpoints), strict=True
+                    )],
+                )  # fmt: skip
             if through > expected:
                 self._insert_tracking(curs, Tracking(TRACKING_NAME, through))
 
