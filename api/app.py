@@ -19,6 +19,7 @@ from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
+from api.controllers.ledger import LedgerController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
@@ -123,6 +124,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         UsageController,
         AuditController,
         ReplayController,
+        LedgerController,
     ]
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []

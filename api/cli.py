@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from api.cli_audit import replay
+from api.cli_audit import audit, replay
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -43,6 +43,7 @@ app.add_typer(keys, name="keys")
 app.add_typer(events, name="events")
 app.add_typer(projections, name="projections")
 app.command("replay")(replay)
+app.add_typer(audit, name="audit")
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

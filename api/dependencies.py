@@ -69,6 +69,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "usage": _always(services.usage),
         "audit": _always(AuditReader(services.audit, services.runner.log, services.app.mapper.to_domain_event)),
         "settings": _always(services.settings),
+        "ledger": _always(services.ledger),
     }
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -49,8 +50,9 @@ def private_file(path: str | os.PathLike[str]) -> Path:
     return file
 
 
-def read_or_create_secret(path: Path) -> str:
-    """The secret kept in ``path``, created (0600, never overwritten) on first use.
+def read_or_create_secret(path: Path, generate: Callable[[], str] | None = None) -> str:
+    """The secret kept in ``path``, created (0600, never overwritten) on first use (by ``generate``, default
+    32 random bytes in URL-safe base64).
 
     The value is written to a temporary file, flushed to disk, then hard-linked to ``path``: the
     link fails when ``path`` exists (``O_EXCL`` semantics), so of two processes starting at once one
@@ -63,7 +65,7 @@ def read_or_create_secret(path: Path) -> str:
         return _read(path)
     except FileNotFoundError:
         pass
-    value = secrets.token_urlsafe(32)
+    value = generate() if generate is not None else secrets.token_urlsafe(32)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w") as handle:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.ledger_keys import build_ledger
 from api.secret_files import (
     PEPPER_HINT,
     SecretFileError,
@@ -33,6 +34,8 @@ from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
+from projections.integrity.ledger import Ledger
+from projections.ledger_tables import PostgresLedgerTables, SQLiteLedgerTables
 from projections.log import NotificationLog
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
@@ -60,6 +63,7 @@ class Services:
     reactions: ReactionRunner
     authenticator: KeyAuthenticator
     read_models: ReadModels
+    ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,6 +110,8 @@ class Services:
             return
         self._closed = True
         self.reactions.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
         self.runner.stop()
         self.app.close()
         self.keys.close()
@@ -183,6 +189,10 @@ def build_services(
     read_models.add_in_memory("directory", directory)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
+    # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
+    ledger_class = SQLiteLedgerTables if settings.persistence == "sqlite" else PostgresLedgerTables
+    ledger = build_ledger(settings, app.factory.tracking_recorder(ledger_class), clock)
+    read_models.add_tracked(ledger)
     tracked = list(read_models.tracked.values()) if settings.run_projections else []
     failures = failure_log_for(app.recorder)  # read models' and reactions' failures, for `projections status`
     services = Services(
@@ -198,12 +208,15 @@ def build_services(
             directory, secret_pepper, lambda: clock().timestamp(), default_plan=settings.default_plan
         ),
         read_models=read_models,
+        ledger=ledger,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:
         services.runner.start()
         services.reactions.start()
+        if settings.run_projections:
+            ledger.start_timer()
     else:
         services.runner.catch_up()
     return services

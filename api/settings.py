@@ -71,6 +71,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     demo: bool = False
     demo_backend: Literal["transformers", "echo"] = "transformers"  # the demo agent's backend
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Integrity ledger (api/ledger_keys.py): signed checkpoints of the event log
+    ledger_signing_key_file: str = ""  # Ed25519 signing key (note skey text); default var/secrets/, generated
+    ledger_origin: str = ""  # checkpoints' origin and the key's name; default: the key's name ("<public host>/ownllm")
+    ledger_retired_keys: str = ""  # verifier keys (vkeys) of retired signing keys, comma-separated: still accepted
+    checkpoint_every_events: int = 1000
+    checkpoint_every_s: float = 60.0
 
     @property
     def sqlite_file(self) -> str:

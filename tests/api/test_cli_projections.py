@@ -172,7 +172,7 @@ def test_status_lists_a_failing_reaction_of_another_process(
 def test_rebuild_names_the_read_models_it_knows(cli: Callable[..., tuple[int, str]]) -> None:
     code, output = cli("projections", "rebuild", "directory")  # in-memory: every process rebuilds it at start
     assert code == 2
-    assert "unknown projection 'directory'; tracked projections: audit, usage" in output
+    assert "unknown projection 'directory'; tracked projections: audit, integrity, usage" in output
 
 
 def test_status_shows_the_records_the_usage_view_quarantined(
@@ -193,3 +193,23 @@ def test_status_shows_the_records_the_usage_view_quarantined(
         assert f"usage: 1 records quarantined, not counted (notification ids {quarantined[0][0]})" in output
     finally:
         server.close()
+
+
+def test_rebuild_integrity_replays_the_ledger_to_the_same_trees(
+    make_settings: Callable[..., Settings], cli: Callable[..., tuple[int, str]]
+) -> None:
+    from projections.integrity.ledger import GLOBAL
+
+    services = build_services(make_settings(run_projections=True), start_runner=False)
+    try:
+        services.app.signup(slug="acme", name="A", admin_name="Ada", admin_email="a@acme.example", request_id="r")
+        services.runner.catch_up()
+        assert services.ledger is not None
+        with services.ledger.tables.reading() as snapshot:
+            before = snapshot.tree(GLOBAL).root()
+        code, output = cli("projections", "rebuild", "integrity")
+        assert code == 0 and "integrity: replayed 3 events" in output, output
+        with services.ledger.tables.reading() as snapshot:
+            assert snapshot.tree(GLOBAL).root() == before and snapshot.tree(GLOBAL).size == 3
+    finally:
+        services.close()

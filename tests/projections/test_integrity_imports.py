@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "projections" / "integrity"
 ALLOWED = {*sys.stdlib_module_names, "cryptography", "projections", "policies"}
@@ -28,11 +30,12 @@ def test_the_integrity_modules_import_only_the_standard_library_and_cryptography
     assert wrong == []
 
 
-def test_importing_the_verifier_loads_nothing_of_the_product() -> None:
+@pytest.mark.parametrize("module", ["verify", "bundle", "ledger", "export"])
+def test_importing_the_verifier_loads_nothing_of_the_product(module: str) -> None:
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import projections.integrity.verify\n"
+        f"import projections.integrity.{module}\n"
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout

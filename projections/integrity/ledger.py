@@ -1,0 +1,346 @@
+"""The integrity ledger: every stored event a leaf of a Merkle tree, per tenant too, with signed checkpoints.
+
+What it keeps (a tracked read model, ``ownllm projections rebuild integrity`` replays it):
+
+- The global tree: one leaf per stored event, in notification order, whose data is the event's bytes
+  exactly as the recorder holds them (``Recorded.state``: personal data sealed, so crypto-shredding
+  never changes a leaf). Notification ids may have gaps; leaf indexes are dense, and the leaf table
+  maps one to the other (with the event's tenant, its index in the tenant's tree, and its time).
+- One tree per tenant: its leaves are the tenant's events in order, each leaf holding the event's
+  8-byte global leaf index and its global leaf hash (:func:`~projections.integrity.bundle.tenant_leaf_data`).
+- Checkpoints (C2SP ``tlog-checkpoint`` signed notes, Ed25519): of the global tree, origin
+  ``<origin>``, and of every tenant tree that grew since the last one, origin
+  ``<origin>/tenant/<tenant id>``, all signed together, stored with the global size they were cut at.
+
+Why a tenant tree. A tenant's bundle must prove its events without showing other tenants': each
+event comes with an inclusion proof in the global tree. That proves each event shown is in the log,
+not that none is missing: an operator could drop an event together with its proof, and the global
+tree alone cannot say which leaves are the tenant's. The tenant tree's signed size is the tenant's
+count of events, K; the bundle must hold tenant leaves 0..K-1, each proven in both trees (the tenant
+leaf commits to the global index and bytes, so an event of another tenant, or another position,
+fails there). A removed event either leaves a hole below K, or needs a tenant tree re-signed with a
+smaller size or another root, which a checkpoint the tenant pinned earlier refuses (its consistency
+proof to the newest tenant checkpoint fails). Simpler designs were weighed: a per-tenant counter in
+each global leaf proves no holes but cannot show a cut tail (the count itself must be signed);
+a per-tenant hash chain proves the count but makes "this log extends my pinned state" cost the
+whole chain; a tenant tree gives both with O(log n) proofs.
+
+Exactly once: the node rows, leaf rows, checkpoint rows and the tracking position of a batch are
+written in ONE transaction (:class:`LedgerTables.apply` checks the stored position first), so a kill
+at any point loses or duplicates nothing; on any failure the in-memory trees are dropped and
+reloaded from the committed rows. Appends write only: a tree in memory keeps the last node of each
+level (its right edge), so a batch costs its inserts and nothing else.
+
+Signing happens in the ledger's own process step (and :meth:`Ledger.checkpoint` for the timer and
+``ownllm audit checkpoint``), not in a separate reaction: a checkpoint of size S is then written in
+the transaction that makes the tree size S, so no checkpoint ever names a root the tables do not
+hold, and a reaction would need its own copy of the trees. Checkpoints are cut at every multiple of
+``every_events`` leaves and at the end of a batch ``every_s`` seconds after the previous one; a
+quiet log's tail is signed by :meth:`Ledger.checkpoint_if_due`, which a timer calls. The signing key
+is only in the process (a file the database never holds); without one the ledger appends but signs
+nothing. A rebuild keeps the checkpoints (tenants may have pinned them): the replayed tree is the
+same, so they stay valid, and ``ownllm audit verify --live`` checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from projections.integrity.bundle import tenant_leaf_data, tenant_origin
+from projections.integrity.merkle import MerkleTree, leaf_hash
+from projections.integrity.notes import Checkpoint, Signer, sign_checkpoint
+
+log = logging.getLogger(__name__)
+GLOBAL = ""  # the global tree's key in the node table (tenant trees are keyed by the tenant's id)
+TRACKING_NAME = "ownllm/integrity"
+
+
+class StaleLedgerPosition(Exception):
+    """Another process moved the ledger on (or rebuilt it); reload and retry."""
+
+
+class NoSigningKey(RuntimeError):
+    """The ledger has no signing key configured."""
+
+
+class StoredRecord(Protocol):
+    """What the runner hands over per event (``projections.log.Recorded``)."""
+
+    @property
+    def notification_id(self) -> int: ...
+
+    @property
+    def state(self) -> bytes: ...
+
+    @property
+    def event(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRow:
+    """Where one event sits: global leaf, notification id, tenant (None: no tenant's), tenant leaf, time."""
+
+    leaf: int
+    notification_id: int
+    tenant: str | None
+    tenant_leaf: int | None
+    time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A signed checkpoint as stored: its tree (``GLOBAL`` or a tenant id), size, the global size then, the note."""
+
+    tree: str
+    size: int
+    global_size: int
+    signed_at: datetime
+    note: str
+
+
+Node = tuple[str, int, int, bytes]  # (tree, level, index, hash)
+
+
+class LedgerTables(Protocol):
+    """The ledger's rows on SQLite or PostgreSQL (see ``projections/ledger_tables.py``)."""
+
+    def position(self) -> int:
+        """The last notification id applied (0 when new)."""
+        ...
+
+    def peaks(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
+        """The committed size of ``tree`` and the last node of each level (what appending needs)."""
+        ...
+
+    def checkpoint_state(self) -> tuple[int, datetime | None, set[str]]:
+        """The newest global checkpoint's size and time, and the tenants with leaves after it."""
+        ...
+
+    def apply(
+        self, expected: int, through: int, nodes: Sequence[Node], leaves: Sequence[LeafRow],
+        checkpoints: Sequence[CheckpointRow],
+    ) -> None:  # fmt: skip
+        """Write the rows and move the position from ``expected`` to ``through``, atomically."""
+        ...
+
+    def clear(self) -> None:
+        """Drop the nodes, leaves and position (checkpoints stay: they were given out)."""
+        ...
+
+    def checkpoints(self, trees: Sequence[str], after: int, limit: int) -> list[CheckpointRow]:
+        """Checkpoints of ``trees`` cut after global size ``after``, in the order they were cut."""
+        ...
+
+    def reading(self) -> AbstractContextManager[Any]:
+        """A read transaction with trees for proofs (``projections.integrity.export.Snapshot``)."""
+        ...
+
+
+class Pending:
+    """A node store for appending: the right edge it was loaded with, and a sink for the nodes written."""
+
+    def __init__(self, tree: str, size: int, nodes: dict[tuple[int, int], bytes], sink: list[Node]) -> None:
+        self.tree, self.size, self.nodes, self.sink = tree, size, nodes, sink
+
+    def leaf_count(self) -> int:
+        return self.size
+
+    def get(self, level: int, index: int) -> bytes:
+        return self.nodes[(level, index)]
+
+    def put(self, level: int, index: int, digest: bytes) -> None:
+        self.sink.append((self.tree, level, index, digest))
+
+
+def tenant_of_event(event: Any) -> Any:
+    """The tenant an event belongs to: a tenant's own creation, or its ``tenant_id`` (None: no tenant)."""
+    tenant = getattr(event, "tenant_id", None)
+    if tenant is None and type(event).__qualname__ == "Tenant.Registered":
+        return event.originator_id
+    return tenant
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Ledger:
+    """Appends every stored event to the global and its tenant's tree, and signs checkpoints, exactly once."""
+
+    tables: LedgerTables
+    signer: Signer | None = None
+    origin: str = "ownllm"
+    every_events: int = 1000
+    every_s: float = 60.0
+    clock: Callable[[], datetime] = _utc_now
+    tenant_of: Callable[[Any], Any] = tenant_of_event
+    name: str = "integrity"
+    topics: tuple[str, ...] = ()  # every event
+    position: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.every_events < 1 or self.every_s <= 0:
+            raise ValueError("checkpoints need every_events >= 1 and every_s > 0")
+        self._lock = threading.RLock()
+        self._sink: list[Node] = []
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget everything in memory; the committed rows are the truth."""
+        self.position = self.tables.position()
+        self._trees: dict[str, MerkleTree] = {}
+        self._sink.clear()
+        self._last_size, self._last_at, self._dirty = self.tables.checkpoint_state()
+
+    def stored_position(self) -> int:
+        """The position as the tracking record says."""
+        return self.tables.position()
+
+    def clear(self) -> None:
+        """Drop the trees and go back to position 0 (before a rebuild)."""
+        with self._lock:
+            self.tables.clear()
+            self._reset()
+
+    def _tree(self, key: str) -> MerkleTree:
+        tree = self._trees.get(key)
+        if tree is None:
+            size, nodes = self.tables.peaks(key)
+            tree = self._trees[key] = MerkleTree(Pending(key, size, nodes, self._sink))
+        return tree
+
+    @property
+    def size(self) -> int:
+        """Leaves in the global tree (as applied by this process)."""
+        with self._lock:
+            return self._tree(GLOBAL).size
+
+    def process_records(self, records: Sequence[StoredRecord], through: int) -> None:
+        """Append the records after the position, sign what is due, move to ``through``: one transaction."""
+        with self._lock:
+            start = self.position
+            for _ in range(5):
+                if self.position >= through or self.position < start:
+                    return
+                try:
+                    self._apply(records, through)
+                except StaleLedgerPosition:
+                    self._reset()
+                    continue
+                except BaseException:
+                    self._reset()
+                    raise
+                return
+            raise StaleLedgerPosition("the ledger kept losing races; is more than one runner configured?")
+
+    def _apply(self, records: Sequence[StoredRecord], through: int) -> None:
+        self._sink.clear()
+        leaves: list[LeafRow] = []
+        checkpoints: list[CheckpointRow] = []
+        global_tree = self._tree(GLOBAL)
+        now = self.clock()
+        for record in records:
+            if record.notification_id <= self.position:
+                continue
+            digest = leaf_hash(record.state)
+            index = global_tree.append_hash(digest)
+            tenant = self.tenant_of(record.event)
+            key = None if tenant is None else str(tenant)
+            tenant_index = None
+            if key is not None:
+                tenant_index = self._tree(key).append(tenant_leaf_data(index, digest))
+                self._dirty.add(key)
+            leaves.append(
+                LeafRow(index, record.notification_id, key, tenant_index, getattr(record.event, "timestamp", None))
+            )
+            if self.signer is not None and global_tree.size % self.every_events == 0:
+                checkpoints += self._sign(now)
+        if self._due(now):
+            checkpoints += self._sign(now)
+        self.tables.apply(self.position, through, list(self._sink), leaves, checkpoints)
+        self._sink.clear()
+        self.position = through
+
+    def _due(self, now: datetime) -> bool:
+        """A checkpoint is due: there is a key, the tree grew, and ``every_s`` passed since the last one."""
+        if self.signer is None or self._tree(GLOBAL).size <= self._last_size:
+            return False
+        return self._last_at is None or (now - self._last_at).total_seconds() >= self.every_s
+
+    def _sign(self, now: datetime) -> list[CheckpointRow]:
+        """Checkpoints of the global tree and of every tenant tree that grew since the last ones."""
+        assert self.signer is not None
+        signers = [self.signer]
+        global_tree = self._tree(GLOBAL)
+        size = global_tree.size
+        rows = [
+            CheckpointRow(
+                GLOBAL, size, size, now, sign_checkpoint(Checkpoint(self.origin, size, global_tree.root()), signers)
+            )
+        ]
+        for key in sorted(self._dirty):
+            tree = self._tree(key)
+            checkpoint = Checkpoint(tenant_origin(self.origin, key), tree.size, tree.root())
+            rows.append(CheckpointRow(key, tree.size, size, now, sign_checkpoint(checkpoint, signers)))
+        self._dirty = set()
+        self._last_size, self._last_at = size, now
+        return rows
+
+    def checkpoint(self) -> int:
+        """Sign the committed trees now if they grew since the last checkpoint; the global size signed at."""
+        if self.signer is None:
+            raise NoSigningKey("no ledger signing key (OWNLLM_LEDGER_SIGNING_KEY_FILE)")
+        with self._lock:
+            for _ in range(5):
+                if self.tables.position() != self.position:
+                    self._reset()
+                size = self._tree(GLOBAL).size
+                if size == 0 or size == self._last_size:
+                    return self._last_size
+                try:
+                    self.tables.apply(self.position, self.position, (), (), self._sign(self.clock()))
+                except StaleLedgerPosition:
+                    self._reset()
+                    continue
+                except BaseException:
+                    self._reset()
+                    raise
+                return size
+            raise StaleLedgerPosition("could not sign: the ledger kept moving")
+
+    def checkpoint_if_due(self) -> None:
+        """Sign the tail of a quiet log once ``every_s`` passed (what the timer calls)."""
+        with self._lock:
+            if self.tables.position() == self.position and self._due(self.clock()):
+                self.checkpoint()
+
+    def start_timer(self, interval_s: float | None = None) -> None:
+        """Call :meth:`checkpoint_if_due` from a daemon thread until :meth:`stop`."""
+        if self.signer is None or self._timer is not None:
+            return
+        every = interval_s if interval_s is not None else min(self.every_s, 5.0)
+
+        def run() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.checkpoint_if_due()
+                except Exception as exc:  # the next tick retries
+                    log.warning("ledger checkpoint failed (%s); retrying", type(exc).__name__)
+
+        self._timer = threading.Thread(target=run, name="ledger-checkpoints", daemon=True)
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Stop the timer."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout=5)
