@@ -14,7 +14,7 @@ from api.services import build_services
 from api.settings import Settings
 from tests.support.clock import ManualClock
 
-PUBLIC = {"signupTenant", "acceptInvite", "pairAgent", "health"}
+PUBLIC = {"signupTenant", "acceptInvite", "pairAgent", "health", "auditPublicKey"}  # verifier keys: anyone may verify
 BEARER = [{"apiKey": []}]
 
 

@@ -107,7 +107,7 @@ def test_the_in_memory_read_asks_only_for_the_directory_topics(
         asked.clear()
         services.runner.catch_up()
         # usage records and refusal tallies; the audit log reads every event
-        assert asked == [Directory.topics, UsageProjection.topics, ()]
+        assert asked == [Directory.topics, UsageProjection.topics, (), ()]  # audit log and integrity ledger
     finally:
         services.close()
 
