@@ -44,6 +44,20 @@ def projections_rebuild(
     out.print(f"{shown(name)}: replayed {replayed} events (log head {head})")
 
 
+@projections.command("run")
+def projections_run(
+    parent_pid: Annotated[int | None, typer.Option(help="Stop when this process is gone (ownllm serve's pid)")] = None,
+) -> None:
+    """Keep the tracked read models (usage, audit log, integrity ledger) current until stopped.
+
+    `ownllm serve` starts this itself (OWNLLM_PROJECTOR=process); run it by hand when the API
+    processes run with OWNLLM_RUN_PROJECTIONS=false (exactly one should run per event store).
+    """
+    from api.projector import run_until_stopped
+
+    run_until_stopped(parent_pid)
+
+
 @projections.command("status")
 def projections_status() -> None:
     """Each read model's and reaction's position, the head of the event log, the lag and the last failure.

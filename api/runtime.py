@@ -17,11 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import msgspec
 from litestar import Litestar
 from rich.console import Console
 
 from api.embedded_nats import EmbeddedNats, auth_file, proxy_password
 from api.nats_auth import AgentAccount, NatsAuthorization, command_reload
+from api.projector import Projector
 from api.reactions import NatsAuthorizationResync, nats_accounts
 from api.services import Services, build_services
 from api.settings import Settings
@@ -185,8 +187,13 @@ def serve(settings: Settings, console: Console) -> None:
     """Run everything this process is configured for until interrupted."""
     import uvicorn
 
+    projector = Projector(settings) if settings.run_projections and settings.projector == "process" else None
+    if projector is not None:  # the tracked read models run in the child; this process only reads them
+        settings = msgspec.structs.replace(settings, run_projections=False)
     platform = start_platform(settings)
     settings, services = platform.settings, platform.services
+    if projector is not None:
+        projector.start()
     admin_key = demo_admin_key(services) if settings.demo else None
     agent = DemoAgent(settings, services) if settings.demo and settings.inference else None
     base = settings.base_url
@@ -209,6 +216,8 @@ def serve(settings: Settings, console: Console) -> None:
     # last the nats-server, so no client of ours is left reconnecting to a server that is gone.
     if agent is not None:
         app.on_shutdown.insert(0, agent.stop)
+    if projector is not None:
+        app.on_shutdown.append(projector.stop)
     app.on_shutdown.append(platform.stop)
     # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from loopback peers; the client
     # address is ours to derive (OWNLLM_TRUSTED_PROXIES, api/client_address.py), from one setting only.

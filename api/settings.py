@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     postgres_schema: str = "public"
     postgres_pool_size: int = 8
     run_projections: bool = True  # write the tracked read models; exactly one process should (others read)
+    # where `ownllm serve` runs them: a child process off the request path (api/projector.py), or threads
+    projector: Literal["process", "in-process"] = "process"
     # Secrets: the pepper keys API-key hashes (HMAC-SHA256); generated into var/ when empty.
     key_pepper: str = ""
     # HTTP

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -659,6 +660,7 @@ class Real:
     sent: int = 0
     events: int = -1  # usage events stored, counted after a clean stop
     projected: int = -1  # requests the usage view counts
+    projector_ms: float = float("nan")  # the projector child's CPU per request sent (tracked read models)
 
 
 class Composition:
@@ -691,9 +693,18 @@ class Composition:
             [*pin, str(Path(sys.executable).parent / "ownllm"), "serve"], env=env, stdout=log, stderr=log
         )
         self._wait_healthy()
-        if self.pin:  # the embedded nats-server belongs with the agent and the clients, not the proxy
+        if self.pin:  # the embedded nats-server and the projector belong off the proxy's core
             for child in children_of(self.server.pid):
                 os.sched_setaffinity(child, {1})
+
+    def projector_pid(self) -> int | None:
+        """The child running the tracked read models (``ownllm projections run``), if any."""
+        assert self.server is not None
+        for child in children_of(self.server.pid):
+            with contextlib.suppress(OSError):
+                if b"projections\0run" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return child
+        return None
 
     def _wait_healthy(self, timeout_s: float = 60) -> None:
         import httpx
@@ -818,6 +829,8 @@ async def real_cells(store: str, seconds: float, levels: list[int], pin: bool, d
             return client.one
 
         assert composition.server is not None
+        projector = composition.projector_pid()
+        projector_start = cpu_seconds(projector) if projector else 0.0
         for level in levels:
             result.cells[level] = await run_cell(make_http, level, seconds, False, composition.server.pid, staggered)
         result.sent = sum(c.sent for c in clients)
@@ -827,6 +840,8 @@ async def real_cells(store: str, seconds: float, levels: list[int], pin: bool, d
         deadline = time.monotonic() + 20  # the projection runner catches up while the server runs
         while time.monotonic() < deadline and composition.usage_counts()[1] < result.sent:
             await asyncio.sleep(0.2)
+        if projector:
+            result.projector_ms = (cpu_seconds(projector) - projector_start) * 1000 / max(1, result.sent)
         composition.stop()
         result.events, result.projected = composition.usage_counts()
     finally:
@@ -860,6 +875,9 @@ def print_real(results: dict[Any, Samples], reals: list[Real], levels: list[int]
             f"{many.requests / many.elapsed:>10.0f} | "
             f"{one.errors + many.errors:>6} | {counts}"
         )
+    for real in reals:
+        print(f"serve {real.store}: the projector process (usage view, audit log, integrity ledger, on core 1) "
+              f"spent {real.projector_ms:.3f} ms CPU per request, off the proxy's process")  # fmt: skip
     print(TARGETS + " (printed, not asserted); usage events and projected must equal requests sent")
     print("added p50 = proxy p50 minus the direct (client -> NATS -> agent) p50 at 1 client in this run")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -130,3 +131,22 @@ def test_shell_lines_stay_within_the_width_and_keep_the_words() -> None:
     lines = shell_lines(words, 40)
     assert lines == [f"  {'a' * 30} \\", f"  {'b' * 30} \\", f"  {'c' * 30} 'd e'"]
     assert " ".join(line.removesuffix(" \\").strip() for line in lines) == " ".join(words)
+
+
+def test_the_tracked_read_models_run_in_a_process_of_their_own(demo: Demo) -> None:
+    names = [" ".join(p.cmdline()) for p in demo.processes]
+    assert any("projections run" in n for n in names), names  # OWNLLM_PROJECTOR=process, the default
+    key = re.search(r"demo admin key\s+(ollm_\S+)", demo.output())
+    assert key, demo.output()
+    base, headers = f"http://127.0.0.1:{demo.ports[0]}", {"Authorization": f"Bearer {key.group(1)}"}
+    model = httpx.get(f"{base}/v1/models", headers=headers, timeout=5).json()["data"][0]["id"]
+    answer = httpx.post(f"{base}/v1/chat/completions", headers=headers, timeout=30,
+                        json={"model": model, "messages": [{"role": "user", "content": "hello there"}]})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    deadline, usage = time.monotonic() + 10, []
+    while not usage and time.monotonic() < deadline:  # projected by the child, read by the server
+        usage = httpx.get(f"{base}/api/v1/usage", headers=headers, timeout=5).json()
+        time.sleep(0.1)
+    assert usage and usage[0]["requests"] >= 1
+    trail = httpx.get(f"{base}/api/v1/audit?action=usage.*", headers=headers, timeout=5).json()
+    assert trail and trail[0]["action"] == "usage.hourly"
