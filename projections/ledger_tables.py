@@ -329,8 +329,8 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
             if tiles:
                 curs.execute(
                     SQL(
-                        "INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bigint[], %s::smallint[], "
-                        "%s::bytea[]) ON CONFLICT (tree, level, idx) DO UPDATE SET width = excluded.width, "
+                        "INSERT INTO {} SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::smallint[], "
+                        "%b::bytea[]) ON CONFLICT (tree, level, idx) DO UPDATE SET width = excluded.width, "
                         "hashes = excluded.hashes"
                     ).format(self.tiles),
                     [list(column) for column in zip(
@@ -339,7 +339,8 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                     )],
                 )  # fmt: skip
             if leaves:
-                with curs.copy(SQL("COPY {} FROM STDIN").format(self.leaves)) as copy:
+                with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(self.leaves)) as copy:
+                    copy.set_types(["int8", "int8", "text", "int8", "timestamptz"])
                     for r in leaves:
                         copy.write_row((r.leaf, r.notification_id, r.tenant, r.tenant_leaf, r.time))
             if checkpoints:

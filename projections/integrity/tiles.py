@@ -24,6 +24,7 @@ which never change, with the levels already hashed, in a shared :class:`TileCach
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -100,21 +101,25 @@ class TileCache:
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
         self._tiles: OrderedDict[tuple[str, int, int], Tile] = OrderedDict()
+        self._lock = threading.Lock()  # readers in several threads share one cache
 
     def get(self, key: tuple[str, int, int]) -> Tile | None:
-        tile = self._tiles.get(key)
-        if tile is not None:
-            self._tiles.move_to_end(key)
-        return tile
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
 
     def put(self, key: tuple[str, int, int], tile: Tile) -> None:
-        self._tiles[key] = tile
-        self._tiles.move_to_end(key)
-        while len(self._tiles) > self.capacity:
-            self._tiles.popitem(last=False)
+        with self._lock:
+            self._tiles[key] = tile
+            self._tiles.move_to_end(key)
+            while len(self._tiles) > self.capacity:
+                self._tiles.popitem(last=False)
 
     def clear(self) -> None:
-        self._tiles.clear()
+        with self._lock:
+            self._tiles.clear()
 
 
 class TileStore:
@@ -132,6 +137,7 @@ class TileStore:
         self._held: dict[TileKey, bytearray] = {key: bytearray(value) for key, value in (tiles or {}).items()}
         self._views: dict[TileKey, Tile] = {}
         self._dirty: set[TileKey] = set()
+        self._recent: dict[TileKey, Tile] = {}  # what the last fetch brought, whatever the cache drops since
         self._fetch, self._cache, self._name = fetch, cache, name
 
     def leaf_count(self) -> int:
@@ -172,11 +178,14 @@ class TileStore:
         missing = sorted(key for key in wanted if key not in self._held and self._cached(key) is None)
         if not missing:
             return
+        self._recent = {}
         for key, bottom in self._fetch(missing).items():
-            if len(bottom) == TILE_BYTES and self._cache is not None:
-                self._cache.put((self._name, *key), Tile(bottom))
-            else:
-                self._held[key] = bytearray(bottom)
+            if len(bottom) < TILE_BYTES:
+                self._held[key] = bytearray(bottom)  # a partial tile: this store's size decides its width
+                continue
+            tile = self._recent[key] = Tile(bottom)
+            if self._cache is not None:
+                self._cache.put((self._name, *key), tile)
 
     def take_dirty(self) -> list[tuple[int, int, bytes]]:
         """The tiles grown since the last call, as ``(tile level, tile index, hashes)``; then :meth:`trim`."""
@@ -195,7 +204,10 @@ class TileStore:
             self._views.pop(key, None)
 
     def _cached(self, key: TileKey) -> Tile | None:
-        return None if self._cache is None else self._cache.get((self._name, *key))
+        tile = self._recent.get(key)
+        if tile is None and self._cache is not None:
+            tile = self._cache.get((self._name, *key))
+        return tile
 
     def _tile(self, key: TileKey) -> Tile | None:
         tile = self._views.get(key)
