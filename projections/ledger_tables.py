@@ -257,7 +257,8 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
         super().create_table()
         with self.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT to_regclass(%s) AS found", (self.old_nodes.as_string(),))
-            if curs.fetchone()["found"] is None:
+            row = curs.fetchone()
+            if row is None or row["found"] is None:
                 return
         try:  # a store from before tiles: replay the log into tiles (module docstring)
             with self.datastore.transaction(commit=True) as curs:
