@@ -123,10 +123,10 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
         return _edge(last)
 
     def fetch_tiles(self, cursor: Any, tree: str, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
-        marks = ",".join("(?, ?)" for _ in keys)
+        # one primary-key lookup per tile (SQLite scans the tree's rows for a row-value IN list)
+        one = "SELECT level, idx, hashes FROM integrity_tiles WHERE tree = ? AND level = ? AND idx = ?"
         rows = cursor.execute(
-            f"SELECT level, idx, hashes FROM integrity_tiles WHERE tree = ? AND (level, idx) IN (VALUES {marks})",
-            [tree, *(part for key in keys for part in key)],
+            " UNION ALL ".join([one] * len(keys)), [part for key in keys for part in (tree, *key)]
         ).fetchall()
         return {(r[0], r[1]): bytes(r[2]) for r in rows}
 
