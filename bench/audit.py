@@ -1,15 +1,23 @@
-"""Integrity ledger benchmark on PostgreSQL: append through the real tracked model, full verification, proofs.
+"""Integrity ledger benchmark on PostgreSQL and SQLite: append through the real tracked model, proofs, verification.
 
-The ledger (``projections.integrity.ledger.Ledger`` over ``PostgresLedgerTables``, exactly as
-``build_services`` wires it) is fed batches of 1,000 stored records of ``--size`` random bytes spread
-over 100 tenants, as the runner feeds it (the runner's own read and decode of the log are not
-included: FACTS.md measured that at about 60,000 events/s). Each batch is one transaction: node rows
-of both trees and leaf rows by COPY, checkpoints every 1,000 leaves, the tracking position. Baseline
-in the same run: hashlib's SHA-256 of the same leaves. Then: the whole log verified in one pass
-against the signed checkpoints; inclusion proofs generated from the PostgreSQL node table at the size
-reached, and in memory at ``--memory-leaves``. Prints a markdown table; asserts nothing.
+Per store, in the same run as the baseline (hashlib's SHA-256 of each leaf):
 
-    PYTHONPATH=. .venv/bin/python bench/audit.py [--leaves 200000] [--memory-leaves 1000000]
+- append: the ledger (``projections.integrity.ledger.Ledger`` over the store's ``LedgerTables``,
+  exactly as ``build_services`` wires it) fed batches of 1,000 records of ``--size`` random bytes
+  spread over 100 tenants, as the runner hands them over (its read and decode excluded). Each batch
+  is one transaction: tile rows of both trees, leaf rows, checkpoints every 1,000 leaves, position.
+- append with the runner's read and decode: ``--events`` real encoded events bulk-inserted into the
+  event store (tenants through the application's commands, then usage records), and
+  ``ownllm projections rebuild integrity`` timed (read, decode, append), next to the bare read and
+  decode of the same log.
+- full verification: the appended log verified in one pass against its signed checkpoints.
+- inclusion proofs from the database at ``--leaves`` and at ``--proof-leaves`` (a tree of that size
+  written straight into the tile table, its fill time reported): p50/p99 over ``--samples`` random
+  leaves in one read transaction, with the LRU of full tiles, and with it off (every tile fetched).
+
+Prints a markdown table; asserts nothing.
+
+    PYTHONPATH=. .venv/bin/python bench/audit.py [--leaves 1000000] [--proof-leaves 10000000] [--stores postgres,sqlite]
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,13 +37,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.services import build_services
-from api.settings import load_settings
-from projections.integrity.ledger import GLOBAL
-from projections.integrity.merkle import MerkleTree
+from api.services import Services, build_services
+from api.settings import Settings
+from bench.startup import add_tenants, bulk_usage, msgspec_replace, store, usage_templates
+from projections.integrity.ledger import GLOBAL, Ledger
+from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.notes import open_checkpoint
+from projections.integrity.tiles import TileCache, TileStore
 from projections.integrity.verify import verify_full_log
-from tests.support.postgres import create_schema, server_dsn, throwaway_database
+from projections.runner import BATCH, rebuild
+
+BIG_TREE = "bench-proofs"  # the tree written straight into the tile table for proofs at --proof-leaves
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Record:
 
 def p50_p99(samples: list[float]) -> str:
     cuts = statistics.quantiles(samples, n=100)
-    return f"p50 {cuts[49] * 1e6:.0f} µs, p99 {cuts[98] * 1e6:.0f} µs"
+    return f"p50 {cuts[49] * 1e3:.2f} ms, p99 {cuts[98] * 1e3:.2f} ms"
 
 
 def timed(calls: list[Any]) -> list[float]:
@@ -66,19 +77,112 @@ def timed(calls: list[Any]) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leaves", type=int, default=200_000)
-    parser.add_argument("--size", type=int, default=300)
-    parser.add_argument("--memory-leaves", type=int, default=1_000_000)
-    parser.add_argument("--samples", type=int, default=2_000)
-    args = parser.parse_args()
-    n, rng = args.leaves, random.Random(1)
-    blob = os.urandom(n + args.size)
-    states = [blob[i : i + args.size] for i in range(n)]
+def ledger_of(services: Services) -> Ledger:
+    assert services.ledger is not None and services.ledger.signer is not None
+    return services.ledger
+
+
+def append(settings: Settings, states: list[bytes], rows: list[tuple[str, str]], kind: str, raw: float) -> None:
+    """Fake records through the real ledger; then full verification and proofs at that size."""
+    n = len(states)
     tenants = [uuid.uuid4() for _ in range(100)]
     now = datetime.now(UTC)
     records = [Record(i + 1, states[i], Event(tenants[i % 100], now)) for i in range(n)]
+    services = build_services(settings, start_runner=False)
+    try:
+        ledger = ledger_of(services)
+        start = time.perf_counter()
+        for at in range(0, n, 1000):
+            batch = records[at : at + 1000]
+            ledger.process_records(batch, batch[-1].notification_id)
+        rate = n / (time.perf_counter() - start)
+        rows.append((f"{kind}: ledger append, real tracked model (both trees, leaf map, checkpoints), {n:,} leaves",
+                     f"{rate:,.0f} leaves/s ({rate / raw:.3f} x raw hash)"))  # fmt: skip
+        with ledger.tables.reading() as snapshot:
+            notes = [r.note for r in snapshot.checkpoints(GLOBAL)]
+        checkpoints = [open_checkpoint(note, [ledger.signer.verifier])[0] for note in notes]  # type: ignore[union-attr]
+        start = time.perf_counter()
+        read, problems = verify_full_log(states, checkpoints)
+        full = read / (time.perf_counter() - start)
+        assert not problems
+        rows.append((f"{kind}: full verification against {len(checkpoints):,} signed checkpoints (one pass)",
+                     f"{full:,.0f} events/s ({full / raw:.2f} x raw hash)"))  # fmt: skip
+        proofs(ledger, GLOBAL, n, rows, kind)
+    finally:
+        services.close()
+
+
+def proofs(ledger: Ledger, tree: str, n: int, rows: list[tuple[str, str]], kind: str, samples: int = 2000) -> None:
+    """Inclusion proofs of random leaves from the tile table, with the full-tile LRU and without."""
+    rng = random.Random(1)
+    tables: Any = ledger.tables
+    for label, cache in (("LRU of full tiles", tables.tile_cache), ("no cache", TileCache(0))):
+        saved, tables.tile_cache = tables.tile_cache, cache
+        try:
+            with ledger.tables.reading() as snapshot:
+                merkle = snapshot.tree(tree)
+                assert merkle.size == n
+                indexes = [rng.randrange(n) for _ in range(samples)]
+                took = timed([lambda i=i, m=merkle: m.inclusion_proof(i, n) for i in indexes])
+        finally:
+            tables.tile_cache = saved
+        rows.append((f"{kind}: inclusion proof from the tile table at {n:,} leaves ({label})", p50_p99(took)))
+
+
+def big_tree(ledger: Ledger, n: int) -> float:
+    """A tree of ``n`` leaves written straight into the tile table (hashed in memory, upserted 1M leaves at a time)."""
+    start = time.perf_counter()
+    store = TileStore(0)
+    merkle = MerkleTree(store)
+    seed = os.urandom(32)
+    position = ledger.tables.position()
+    for at in range(0, n, 1_000_000):
+        for i in range(at, min(n, at + 1_000_000)):
+            merkle.append_hash(leaf_hash(seed + i.to_bytes(8, "big")))
+        ledger.tables.apply(position, position, [(BIG_TREE, *t) for t in store.take_dirty()], (), ())
+    return time.perf_counter() - start
+
+
+def with_reads(settings: Settings, events: int, rows: list[tuple[str, str]], kind: str) -> None:
+    """Real events in the store; the bare read + decode, and the ledger's rebuild (read, decode, append)."""
+    services = build_services(settings, start_runner=False)
+    try:
+        tenancy = add_tenants(services.app, 0, 20)
+        bulk_usage(services, usage_templates(services.app, tenancy, 500), events)
+        log, decode = services.runner.log, services.app.mapper.to_domain_event
+        head, after, count = log.head(), 0, 0
+        start = time.perf_counter()
+        while after < head:
+            batch = log.read(after, head, (), BATCH)
+            for notification in batch:
+                decode(notification)
+            count += len(batch)
+            if len(batch) < BATCH:
+                break
+            after = batch[-1].id
+        bare = count / (time.perf_counter() - start)
+        start = time.perf_counter()
+        replayed, _ = rebuild(ledger_of(services), log, decode)
+        rate = replayed / (time.perf_counter() - start)
+        rows.append((f"{kind}: baseline: the runner's bare read + decode of {count:,} real events",
+                     f"{bare:,.0f} events/s"))  # fmt: skip
+        rows.append((f"{kind}: ledger rebuild with the runner's read + decode (`projections rebuild integrity`)",
+                     f"{rate:,.0f} leaves/s"))  # fmt: skip
+    finally:
+        services.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=1_000_000)
+    parser.add_argument("--proof-leaves", type=int, default=10_000_000)
+    parser.add_argument("--events", type=int, default=200_000, help="real events for the read + decode figure")
+    parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--stores", default="postgres,sqlite")
+    args = parser.parse_args()
+    n = args.leaves
+    blob = os.urandom(n + args.size)
+    states = [blob[i : i + args.size] for i in range(n)]
     rows: list[tuple[str, str]] = []
 
     start = time.perf_counter()
@@ -87,52 +191,26 @@ def main() -> None:
     raw = n / (time.perf_counter() - start)
     rows.append((f"baseline: hashlib SHA-256 of each leaf ({args.size} B)", f"{raw:,.0f} leaves/s"))
 
-    with server_dsn() as server, throwaway_database(server) as dsn, tempfile.TemporaryDirectory() as var:
-        settings = load_settings(
-            {}, persistence="postgres", postgres_dsn=dsn, postgres_schema=create_schema(dsn), var_dir=var,
-            inference=False, run_projections=False,
-        )  # fmt: skip
-        services = build_services(settings, start_runner=False)
-        ledger = services.ledger
-        assert ledger is not None and ledger.signer is not None
-        start = time.perf_counter()
-        for at in range(0, n, 1000):
-            batch = records[at : at + 1000]
-            ledger.process_records(batch, batch[-1].notification_id)
-        append = n / (time.perf_counter() - start)
-        rows.append(
-            ("ledger append, real tracked model on PostgreSQL (global + tenant trees, leaf map, checkpoints)",
-             f"{append:,.0f} leaves/s ({append / raw:.3f} x raw hash)")
-        )  # fmt: skip
-        with ledger.tables.reading() as snapshot:
-            notes = [r.note for r in snapshot.checkpoints(GLOBAL)]
-            tree = snapshot.tree(GLOBAL)
-            indexes = [rng.randrange(n) for _ in range(args.samples)]
-            proofs = timed([lambda i=i: tree.inclusion_proof(i, n) for i in indexes])
-            rows.append((f"inclusion proof from the PostgreSQL node table at {n:,} leaves", p50_p99(proofs)))
-        checkpoints = [open_checkpoint(note, [ledger.signer.verifier])[0] for note in notes]
-        start = time.perf_counter()
-        read, problems = verify_full_log(states, checkpoints)
-        full = read / (time.perf_counter() - start)
-        assert not problems
-        rows.append(
-            (f"full verification against {len(checkpoints):,} signed checkpoints (one pass)",
-             f"{full:,.0f} events/s ({full / raw:.2f} x raw hash)")
-        )  # fmt: skip
-        services.close()
+    for kind in args.stores.split(","):
+        with store(kind, None) as settings:
+            print(f"{kind}: append {n:,} ...", flush=True)
+            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw)
+        with store(kind, None) as settings:
+            settings = msgspec_replace(settings, run_projections=False)
+            print(f"{kind}: read + decode + append {args.events:,} ...", flush=True)
+            with_reads(settings, args.events, rows, kind)
+            if args.proof_leaves:
+                print(f"{kind}: filling a tree of {args.proof_leaves:,} leaves ...", flush=True)
+                services = build_services(settings, start_runner=False)
+                try:
+                    took = big_tree(ledger_of(services), args.proof_leaves)
+                    rows.append((f"{kind}: fill of a {args.proof_leaves:,}-leaf tree straight into tiles",
+                                 f"{took:.0f} s"))  # fmt: skip
+                    proofs(ledger_of(services), BIG_TREE, args.proof_leaves, rows, kind)
+                finally:
+                    services.close()
 
-    m = args.memory_leaves
-    memory = MerkleTree()
-    memory.extend(blob[i : i + 32] for i in range(m))
-    indexes = [rng.randrange(m) for _ in range(args.samples * 5)]
-    rows.append(
-        (
-            f"inclusion proof in memory at {m:,} leaves",
-            p50_p99(timed([lambda i=i: memory.inclusion_proof(i) for i in indexes])),
-        )
-    )
-
-    print(f"\nIntegrity ledger, {n:,} leaves, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    print(f"\nIntegrity ledger, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -1,12 +1,20 @@
 """The integrity ledger's tables: :class:`SQLiteLedgerTables` (in the embedded store's file) and
-:class:`PostgresLedgerTables`, tracking recorders that write nodes, leaves, checkpoints and position together.
+:class:`PostgresLedgerTables`, tracking recorders that write tiles, leaves, checkpoints and position together.
 
-- ``integrity_nodes``: complete-subtree hashes of every tree (global ``''``, tenants by id), written once.
+- ``integrity_tiles``: every tree's hashes (global ``''``, tenants by id) as tiles, one row per
+  (tree, tile level, tile index) holding up to 256 concatenated hashes and their count
+  (:mod:`projections.integrity.tiles`); a partial tile's row is rewritten as it grows.
 - ``integrity_leaves``: global leaf index <-> notification id (ids may have gaps, leaves are dense),
   with the event's tenant, its index in the tenant's tree and its time (what an export selects by).
 - ``integrity_checkpoints``: the signed notes, by tree and size, with the global size they were cut at.
 
-On PostgreSQL a batch's nodes and leaves go in with ``COPY`` (one round trip each).
+On PostgreSQL a batch's leaves go in with ``COPY`` and its tiles in one upsert; a tree's edge and
+a proof's tiles are read in one query each (a small LRU keeps full tiles, which never change).
+
+Migration: stores from before tiles hold ``integrity_nodes`` (``ownllm_integrity_nodes``) instead.
+On opening one, the old table is dropped and the ledger's leaves and position cleared in one
+transaction; the runner then replays the log into tiles. The trees are the same, so the kept
+checkpoints still verify (``ownllm audit verify --live``).
 """
 
 from __future__ import annotations
@@ -19,20 +27,23 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.errors import UndefinedTable
 from psycopg.sql import SQL, Identifier, Literal
 
-from projections.integrity import postgres_store, sqlite_store
-from projections.integrity.ledger import GLOBAL, TRACKING_NAME, CheckpointRow, LeafRow, Node, StaleLedgerPosition
-from projections.integrity.merkle import MerkleTree
-from projections.integrity.postgres_store import PostgresStore
-from projections.integrity.sqlite_store import SQLiteStore
+from projections.integrity.ledger import GLOBAL, TRACKING_NAME, CheckpointRow, LeafRow, StaleLedgerPosition, TileRow
+from projections.integrity.merkle import HASH_SIZE, MerkleTree
+from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey, TileStore, edge_tiles, size_of
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: SQLite compares times as text
 
 
-def _edge(size: int) -> list[tuple[int, int]]:
-    """The nodes a tree of ``size`` leaves appends next to: the last one of each level."""
-    return [(level, (size >> level) - 1) for level in range(size.bit_length())]
+def _edge(last: dict[int, list[tuple[int, int, bytes]]]) -> tuple[int, dict[TileKey, bytes]]:
+    """A tree's size and edge tiles from the last two tiles of each tile level ``(index, width, hashes)``."""
+    if not last.get(0):
+        return 0, {}
+    size = size_of(last[0][0][0], last[0][0][1])
+    found = {(level, index): hashes for level, rows in last.items() for index, _, hashes in rows}
+    return size, {key: found[key] for key in edge_tiles(size)}
 
 
 def _time(value: Any) -> datetime | None:
@@ -52,8 +63,10 @@ class LedgerSnapshot:
         self._tables, self._cursor = tables, cursor
 
     def tree(self, key: str) -> MerkleTree:
-        """The committed tree ``key`` (``GLOBAL`` or a tenant id), reading its nodes as proofs need them."""
-        return MerkleTree(self._tables.store(self._cursor, key))
+        """The committed tree ``key`` (``GLOBAL`` or a tenant id), reading its tiles as proofs need them."""
+        size, tiles = self._tables.edge_tiles(self._cursor, key)
+        fetch = lambda keys: self._tables.fetch_tiles(self._cursor, key, keys)  # noqa: E731
+        return MerkleTree(TileStore(size, tiles, fetch, self._tables.tile_cache, key))
 
     def tenant_leaves(self, tenant: str, below: int, since: datetime | None, until: datetime | None) -> list[LeafRow]:
         """The tenant's leaves with a tenant index below ``below``, at or after ``since``, before ``until``."""
@@ -67,10 +80,15 @@ class LedgerSnapshot:
 class SQLiteLedgerTables(SQLiteTrackingRecorder):
     """The ledger in the embedded SQLite event store file."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tile_cache = TileCache()
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            sqlite_store.create_table_sql("integrity_nodes"),
+            "CREATE TABLE IF NOT EXISTS integrity_tiles (tree TEXT NOT NULL, level INTEGER NOT NULL, "
+            "idx INTEGER NOT NULL, width INTEGER NOT NULL, hashes BLOB NOT NULL, PRIMARY KEY (tree, level, idx))",
             "CREATE TABLE IF NOT EXISTS integrity_leaves (leaf INTEGER PRIMARY KEY, notification_id INTEGER NOT NULL "
             "UNIQUE, tenant TEXT, tenant_leaf INTEGER, time TEXT)",
             "CREATE INDEX IF NOT EXISTS integrity_leaves_tenant ON integrity_leaves (tenant, tenant_leaf)",
@@ -80,17 +98,41 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
         ]
 
+    def _create_table(self, c: Any) -> None:
+        super()._create_table(c)
+        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'integrity_nodes'")
+        if c.fetchone():  # a store from before tiles: replay the log into tiles (module docstring)
+            c.execute("DROP TABLE integrity_nodes")
+            c.execute("DELETE FROM integrity_tiles")
+            c.execute("DELETE FROM integrity_leaves")
+            c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
+
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
 
-    def store(self, cursor: Any, tree: str) -> SQLiteStore:
-        return SQLiteStore(cursor, "integrity_nodes", tree, create=False)
+    def edge_tiles(self, cursor: Any, tree: str) -> tuple[int, dict[TileKey, bytes]]:
+        last: dict[int, list[tuple[int, int, bytes]]] = {}
+        for level in range(MAX_TILE_LEVELS):
+            rows = cursor.execute(
+                "SELECT idx, width, hashes FROM integrity_tiles WHERE tree = ? AND level = ? ORDER BY idx DESC LIMIT 2",
+                (tree, level),
+            ).fetchall()
+            if not rows:
+                break
+            last[level] = [(r[0], r[1], bytes(r[2])) for r in rows]
+        return _edge(last)
 
-    def peaks(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
+    def fetch_tiles(self, cursor: Any, tree: str, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        # one primary-key lookup per tile (SQLite scans the tree's rows for a row-value IN list)
+        one = "SELECT level, idx, hashes FROM integrity_tiles WHERE tree = ? AND level = ? AND idx = ?"
+        rows = cursor.execute(
+            " UNION ALL ".join([one] * len(keys)), [part for key in keys for part in (tree, *key)]
+        ).fetchall()
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}
+
+    def edge(self, tree: str) -> tuple[int, dict[TileKey, bytes]]:
         with self.datastore.transaction(commit=False) as c:
-            store = self.store(c.sqlite_cursor, tree)
-            size = store.leaf_count()
-            return size, {node: store.get(*node) for node in _edge(size)}
+            return self.edge_tiles(c.sqlite_cursor, tree)
 
     def checkpoint_state(self) -> tuple[int, datetime | None, set[str]]:
         with self.datastore.transaction(commit=False) as c:
@@ -103,13 +145,17 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
             return size, at, {r[0] for r in c.fetchall()}
 
     def apply(
-        self, expected: int, through: int, nodes: Sequence[Node], leaves: Sequence[LeafRow],
+        self, expected: int, through: int, tiles: Sequence[TileRow], leaves: Sequence[LeafRow],
         checkpoints: Sequence[CheckpointRow],
     ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as c:
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StaleLedgerPosition
-            c.executemany("INSERT INTO integrity_nodes (tree, level, idx, hash) VALUES (?, ?, ?, ?)", nodes)
+            c.executemany(
+                "INSERT INTO integrity_tiles VALUES (?, ?, ?, ?, ?) ON CONFLICT (tree, level, idx) "
+                "DO UPDATE SET width = excluded.width, hashes = excluded.hashes",
+                [(tree, level, idx, len(hashes) // HASH_SIZE, hashes) for tree, level, idx, hashes in tiles],
+            )
             c.executemany(
                 "INSERT INTO integrity_leaves VALUES (?, ?, ?, ?, ?)",
                 [(r.leaf, r.notification_id, r.tenant, r.tenant_leaf, _text(r.time)) for r in leaves],
@@ -122,8 +168,9 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
                 self._insert_tracking(c, Tracking(TRACKING_NAME, through))
 
     def clear(self) -> None:
+        self.tile_cache.clear()
         with self.datastore.transaction(commit=True) as c:
-            c.execute("DELETE FROM integrity_nodes")
+            c.execute("DELETE FROM integrity_tiles")
             c.execute("DELETE FROM integrity_leaves")
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
 
@@ -173,13 +220,19 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         schema = self.datastore.schema
-        self.nodes_name = f'"{schema}"."ownllm_integrity_nodes"'
-        self.nodes = SQL(self.nodes_name)
+        self.tile_cache = TileCache()
+        self.old_nodes = SQL("{}.{}").format(Identifier(schema), Identifier("ownllm_integrity_nodes"))
+        self.tiles = SQL("{}.{}").format(Identifier(schema), Identifier("ownllm_integrity_tiles"))
         self.leaves = SQL("{}.{}").format(Identifier(schema), Identifier("ownllm_integrity_leaves"))
         self.checkpoint_table = SQL("{}.{}").format(Identifier(schema), Identifier("ownllm_integrity_checkpoints"))
         self.tracking = SQL("{}.{}").format(Identifier(schema), Identifier(self.tracking_table_name))
         self.sql_create_statements += [
-            SQL(postgres_store.create_table_sql(self.nodes_name)).format(),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tree text NOT NULL, level smallint NOT NULL, idx bigint NOT NULL, "
+                "width smallint NOT NULL, hashes bytea NOT NULL, PRIMARY KEY (tree, level, idx))"
+            ).format(self.tiles),
+            # random hashes never compress: store them out of line without trying
+            SQL("ALTER TABLE {} ALTER COLUMN hashes SET STORAGE EXTERNAL").format(self.tiles),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (leaf bigint PRIMARY KEY, notification_id bigint NOT NULL UNIQUE, "
                 "tenant text, tenant_leaf bigint, time timestamptz)"
@@ -200,21 +253,51 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
 
-    def store(self, cursor: Any, tree: str) -> PostgresStore:
-        return PostgresStore(cursor, self.nodes_name, tree)
-
-    def peaks(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
+    def create_table(self) -> None:
+        super().create_table()
         with self.datastore.transaction(commit=False) as curs:
-            size = self.store(curs, tree).leaf_count()
-            edge = _edge(size)
-            if not edge:
-                return 0, {}
-            curs.execute(
-                SQL("SELECT level, idx, hash FROM {} WHERE tree = %s AND (level, idx) IN "
-                    "(SELECT * FROM unnest(%s::smallint[], %s::bigint[]))").format(self.nodes),
-                (tree, [lv for lv, _ in edge], [i for _, i in edge]),
-            )  # fmt: skip
-            return size, {(r["level"], r["idx"]): bytes(r["hash"]) for r in curs.fetchall()}
+            curs.execute("SELECT to_regclass(%s) AS found", (self.old_nodes.as_string(),))
+            row = curs.fetchone()
+            if row is None or row["found"] is None:
+                return
+        try:  # a store from before tiles: replay the log into tiles (module docstring)
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(SQL("DROP TABLE {}").format(self.old_nodes))  # waits for a concurrent migration
+                curs.execute(SQL("DELETE FROM {}").format(self.tiles))
+                curs.execute(SQL("DELETE FROM {}").format(self.leaves))
+                curs.execute(
+                    SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
+                    (TRACKING_NAME,),
+                )
+        except UndefinedTable:
+            pass
+
+    def edge_tiles(self, cursor: Any, tree: str) -> tuple[int, dict[TileKey, bytes]]:
+        cursor.execute(
+            SQL(
+                "SELECT l.level, t.idx, t.width, t.hashes FROM generate_series(0, %s) AS l(level) CROSS JOIN LATERAL "
+                "(SELECT idx, width, hashes FROM {} WHERE tree = %s AND level = l.level ORDER BY idx DESC LIMIT 2) t"
+            ).format(self.tiles),
+            (MAX_TILE_LEVELS - 1, tree),
+        )
+        last: dict[int, list[tuple[int, int, bytes]]] = {}
+        for r in cursor.fetchall():
+            last.setdefault(r["level"], []).append((r["idx"], r["width"], bytes(r["hashes"])))
+        return _edge(last)
+
+    def fetch_tiles(self, cursor: Any, tree: str, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        cursor.execute(
+            SQL(
+                "SELECT level, idx, hashes FROM {} WHERE tree = %s AND (level, idx) IN "
+                "(SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
+            ).format(self.tiles),
+            (tree, [level for level, _ in keys], [index for _, index in keys]),
+        )
+        return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in cursor.fetchall()}
+
+    def edge(self, tree: str) -> tuple[int, dict[TileKey, bytes]]:
+        with self.datastore.transaction(commit=False) as curs:
+            return self.edge_tiles(curs, tree)
 
     def checkpoint_state(self) -> tuple[int, datetime | None, set[str]]:
         with self.datastore.transaction(commit=False) as curs:
@@ -233,7 +316,7 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
             return size, at, {r["tenant"] for r in curs.fetchall()}
 
     def apply(
-        self, expected: int, through: int, nodes: Sequence[Node], leaves: Sequence[LeafRow],
+        self, expected: int, through: int, tiles: Sequence[TileRow], leaves: Sequence[LeafRow],
         checkpoints: Sequence[CheckpointRow],
     ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as curs:
@@ -244,12 +327,21 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
             found = curs.fetchone()
             if (found["notification_id"] if found else 0) != expected:
                 raise StaleLedgerPosition
-            if nodes:
-                with curs.copy(SQL("COPY {} (tree, level, idx, hash) FROM STDIN").format(self.nodes)) as copy:
-                    for node in nodes:
-                        copy.write_row(node)
+            if tiles:
+                curs.execute(
+                    SQL(
+                        "INSERT INTO {} SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::smallint[], "
+                        "%b::bytea[]) ON CONFLICT (tree, level, idx) DO UPDATE SET width = excluded.width, "
+                        "hashes = excluded.hashes"
+                    ).format(self.tiles),
+                    [list(column) for column in zip(
+                        *((tree, level, idx, len(hashes) // HASH_SIZE, hashes) for tree, level, idx, hashes in tiles),
+                        strict=True,
+                    )],
+                )  # fmt: skip
             if leaves:
-                with curs.copy(SQL("COPY {} FROM STDIN").format(self.leaves)) as copy:
+                with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(self.leaves)) as copy:
+                    copy.set_types(["int8", "int8", "text", "int8", "timestamptz"])
                     for r in leaves:
                         copy.write_row((r.leaf, r.notification_id, r.tenant, r.tenant_leaf, r.time))
             if checkpoints:
@@ -266,8 +358,9 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                 self._insert_tracking(curs, Tracking(TRACKING_NAME, through))
 
     def clear(self) -> None:
+        self.tile_cache.clear()
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {}").format(self.nodes))
+            curs.execute(SQL("DELETE FROM {}").format(self.tiles))
             curs.execute(SQL("DELETE FROM {}").format(self.leaves))
             curs.execute(
                 SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),

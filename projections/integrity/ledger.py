@@ -25,11 +25,17 @@ each global leaf proves no holes but cannot show a cut tail (the count itself mu
 a per-tenant hash chain proves the count but makes "this log extends my pinned state" cost the
 whole chain; a tenant tree gives both with O(log n) proofs.
 
-Exactly once: the node rows, leaf rows, checkpoint rows and the tracking position of a batch are
+Storage: each tree's hashes are tiles (:mod:`projections.integrity.tiles`, the C2SP tlog-tiles
+layout): one row per 256 hashes of every eighth level, the levels between hashed again when read.
+A tree in memory holds its right edge only (the last node of each level, and the partial tile of
+each tile level, which grows in place), so a batch of B leaves writes about B/256 new rows plus one
+rewritten partial row per tile level and tree it touched, instead of two rows per leaf and tree;
+a proof reads at most ``ceil(height / 8)`` tiles, in one query.
+
+Exactly once: the tile rows, leaf rows, checkpoint rows and the tracking position of a batch are
 written in ONE transaction (:class:`LedgerTables.apply` checks the stored position first), so a kill
 at any point loses or duplicates nothing; on any failure the in-memory trees are dropped and
-reloaded from the committed rows. Appends write only: a tree in memory keeps the last node of each
-level (its right edge), so a batch costs its inserts and nothing else.
+reloaded from the committed rows.
 
 Signing happens in the ledger's own process step (and :meth:`Ledger.checkpoint` for the timer and
 ``ownllm audit checkpoint``), not in a separate reaction: a checkpoint of size S is then written in
@@ -55,9 +61,10 @@ from typing import Any, Protocol
 from projections.integrity.bundle import tenant_leaf_data, tenant_origin
 from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.notes import Checkpoint, Signer, sign_checkpoint
+from projections.integrity.tiles import TileStore
 
 log = logging.getLogger(__name__)
-GLOBAL = ""  # the global tree's key in the node table (tenant trees are keyed by the tenant's id)
+GLOBAL = ""  # the global tree's key in the tile table (tenant trees are keyed by the tenant's id)
 TRACKING_NAME = "ownllm/integrity"
 
 
@@ -104,7 +111,7 @@ class CheckpointRow:
     note: str
 
 
-Node = tuple[str, int, int, bytes]  # (tree, level, index, hash)
+TileRow = tuple[str, int, int, bytes]  # (tree, tile level, tile index, its bottom row's hashes)
 
 
 class LedgerTables(Protocol):
@@ -114,8 +121,8 @@ class LedgerTables(Protocol):
         """The last notification id applied (0 when new)."""
         ...
 
-    def peaks(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
-        """The committed size of ``tree`` and the last node of each level (what appending needs)."""
+    def edge(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
+        """The committed size of ``tree`` and its edge tiles by (tile level, index) (``tiles.edge_tiles``)."""
         ...
 
     def checkpoint_state(self) -> tuple[int, datetime | None, set[str]]:
@@ -123,14 +130,14 @@ class LedgerTables(Protocol):
         ...
 
     def apply(
-        self, expected: int, through: int, nodes: Sequence[Node], leaves: Sequence[LeafRow],
+        self, expected: int, through: int, tiles: Sequence[TileRow], leaves: Sequence[LeafRow],
         checkpoints: Sequence[CheckpointRow],
     ) -> None:  # fmt: skip
-        """Write the rows and move the position from ``expected`` to ``through``, atomically."""
+        """Write the rows (a tile row replaces the stored one) and move the position, atomically."""
         ...
 
     def clear(self) -> None:
-        """Drop the nodes, leaves and position (checkpoints stay: they were given out)."""
+        """Drop the tiles, leaves and position (checkpoints stay: they were given out)."""
         ...
 
     def checkpoints(self, trees: Sequence[str], after: int, limit: int) -> list[CheckpointRow]:
@@ -140,22 +147,6 @@ class LedgerTables(Protocol):
     def reading(self) -> AbstractContextManager[Any]:
         """A read transaction with trees for proofs (``projections.integrity.export.Snapshot``)."""
         ...
-
-
-class Pending:
-    """A node store for appending: the right edge it was loaded with, and a sink for the nodes written."""
-
-    def __init__(self, tree: str, size: int, nodes: dict[tuple[int, int], bytes], sink: list[Node]) -> None:
-        self.tree, self.size, self.nodes, self.sink = tree, size, nodes, sink
-
-    def leaf_count(self) -> int:
-        return self.size
-
-    def get(self, level: int, index: int) -> bytes:
-        return self.nodes[(level, index)]
-
-    def put(self, level: int, index: int, digest: bytes) -> None:
-        self.sink.append((self.tree, level, index, digest))
 
 
 def tenant_of_event(event: Any) -> Any:
@@ -189,7 +180,6 @@ class Ledger:
         if self.every_events < 1 or self.every_s <= 0:
             raise ValueError("checkpoints need every_events >= 1 and every_s > 0")
         self._lock = threading.RLock()
-        self._sink: list[Node] = []
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
         self._reset()
@@ -198,7 +188,7 @@ class Ledger:
         """Forget everything in memory; the committed rows are the truth."""
         self.position = self.tables.position()
         self._trees: dict[str, MerkleTree] = {}
-        self._sink.clear()
+        self._stores: dict[str, TileStore] = {}
         self._last_size, self._last_at, self._dirty = self.tables.checkpoint_state()
 
     def stored_position(self) -> int:
@@ -214,8 +204,10 @@ class Ledger:
     def _tree(self, key: str) -> MerkleTree:
         tree = self._trees.get(key)
         if tree is None:
-            size, nodes = self.tables.peaks(key)
-            tree = self._trees[key] = MerkleTree(Pending(key, size, nodes, self._sink))
+            size, tiles = self.tables.edge(key)
+            store = self._stores[key] = TileStore(size, tiles)
+            tree = self._trees[key] = MerkleTree(store)
+            store.trim()  # the tree keeps its right edge; the full tiles behind it are not needed to append
         return tree
 
     @property
@@ -243,10 +235,10 @@ class Ledger:
             raise StaleLedgerPosition("the ledger kept losing races; is more than one runner configured?")
 
     def _apply(self, records: Sequence[StoredRecord], through: int) -> None:
-        self._sink.clear()
         leaves: list[LeafRow] = []
         checkpoints: list[CheckpointRow] = []
         global_tree = self._tree(GLOBAL)
+        touched = {GLOBAL}
         now = self.clock()
         for record in records:
             if record.notification_id <= self.position:
@@ -259,6 +251,7 @@ class Ledger:
             if key is not None:
                 tenant_index = self._tree(key).append(tenant_leaf_data(index, digest))
                 self._dirty.add(key)
+                touched.add(key)
             leaves.append(
                 LeafRow(index, record.notification_id, key, tenant_index, getattr(record.event, "timestamp", None))
             )
@@ -266,8 +259,8 @@ class Ledger:
                 checkpoints += self._sign(now)
         if self._due(now):
             checkpoints += self._sign(now)
-        self.tables.apply(self.position, through, list(self._sink), leaves, checkpoints)
-        self._sink.clear()
+        tiles = [(key, *tile) for key in sorted(touched) for tile in self._stores[key].take_dirty()]
+        self.tables.apply(self.position, through, tiles, leaves, checkpoints)
         self.position = through
 
     def _due(self, now: datetime) -> bool:

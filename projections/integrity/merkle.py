@@ -9,7 +9,9 @@ complete is the node ``(level, index)`` covering leaves ``[index << level, (inde
 The store keeps exactly those complete nodes. Appending a leaf writes it and the complete nodes it
 closes (two writes per leaf on average); any root, and any proof for a size up to the current one,
 reads O(log n) stored nodes. The store is an interface (:class:`NodeStore`) so a database table can
-back it; :class:`MemoryStore` keeps one byte array per level.
+back it; :class:`MemoryStore` keeps one byte array per level. A store may also offer
+``prefetch(nodes)``: proofs and past roots name every node they will read to it first, so a store
+over a database reads them in one query (:mod:`projections.integrity.tiles`).
 
 Verification follows RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency), and also rejects what
 broke other verifiers: a proof against a tree of size 0, an index outside the tree, and a proof whose
@@ -155,41 +157,42 @@ class MerkleTree:
         size = self._check_size(size)
         if not 0 <= index < size:
             raise IndexError(f"leaf {index} is not in a tree of size {size}")
-        proof = []
+        ranges = []
         for level in range((size - 1).bit_length()):
-            sibling = (index >> level) ^ 1
-            start = sibling << level
-            if start >= size:
-                continue  # no sibling on this level: the node moves up as it is
-            end = min(start + (1 << level), size)
-            proof.append(self.store.get(level, sibling) if end - start == 1 << level else self._range_hash(start, end))
-        return proof
+            start = ((index >> level) ^ 1) << level  # the sibling's first leaf
+            if start < size:  # else no sibling on this level: the node moves up as it is
+                ranges.append((start, min(start + (1 << level), size)))
+        return self._range_hashes(ranges)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """The proof that the tree of ``old_size`` leaves is a prefix of that of ``new_size`` (RFC 9162 §2.1.4.1)."""
         new_size = self._check_size(new_size)
         if not 0 < old_size <= new_size:
             raise ValueError(f"no consistency proof from size {old_size} to {new_size}")
-        return self._subproof(old_size, 0, new_size, True)
+        return self._range_hashes(self._subproof(old_size, 0, new_size, True))
 
-    def _subproof(self, m: int, start: int, end: int, complete: bool) -> list[bytes]:
-        """RFC 9162's SUBPROOF(m, D[start:end], complete)."""
+    def _subproof(self, m: int, start: int, end: int, complete: bool) -> list[tuple[int, int]]:
+        """RFC 9162's SUBPROOF(m, D[start:end], complete), as the leaf ranges whose hashes it lists."""
         width = end - start
         if m == width:
-            return [] if complete else [self._range_hash(start, end)]
+            return [] if complete else [(start, end)]
         k = _split(width)
         if m <= k:
-            return [*self._subproof(m, start, start + k, complete), self._range_hash(start + k, end)]
-        return [*self._subproof(m - k, start + k, end, False), self._range_hash(start, start + k)]
+            return [*self._subproof(m, start, start + k, complete), (start + k, end)]
+        return [*self._subproof(m - k, start + k, end, False), (start, start + k)]
 
     def _range_hash(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a range starting on a boundary of its largest peak, from its peaks."""
-        peaks = []
-        for level in reversed(range((end - start).bit_length())):
-            if (end - start) >> level & 1:
-                peaks.append(self.store.get(level, start >> level))
-                start += 1 << level
-        return _fold(peaks)
+        return self._range_hashes([(start, end)])[0]
+
+    def _range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH of each range, reading every stored node they need at once (a tiled store fetches in one query)."""
+        peaks = [_peaks(start, end) for start, end in ranges]
+        prefetch = getattr(self.store, "prefetch", None)
+        if prefetch is not None:
+            prefetch([node for nodes in peaks for node in nodes])
+        get = self.store.get
+        return [_fold([get(level, index) for level, index in nodes]) for nodes in peaks]
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
@@ -197,6 +200,16 @@ class MerkleTree:
         if not 0 <= size <= self._size:
             raise ValueError(f"size {size} is outside 0..{self._size}")
         return size
+
+
+def _peaks(start: int, end: int) -> list[tuple[int, int]]:
+    """The stored nodes ``(level, index)`` of the complete subtrees of ``[start, end)``, largest first."""
+    nodes = []
+    for level in reversed(range((end - start).bit_length())):
+        if (end - start) >> level & 1:
+            nodes.append((level, start >> level))
+            start += 1 << level
+    return nodes
 
 
 def _fold(peaks: list[bytes]) -> bytes:
