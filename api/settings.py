@@ -77,7 +77,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ledger_signing_key_file: str = ""  # Ed25519 signing key (note skey text); default var/secrets/, generated
     ledger_origin: str = ""  # checkpoints' origin and the key's name; default: the key's name ("<public host>/ownllm")
     ledger_retired_keys: str = ""  # verifier keys (vkeys) of retired signing keys, comma-separated: still accepted
-    checkpoint_every_events: int = 1000
+    checkpoint_every_events: int = 100_000  # and every checkpoint_every_s, whichever comes first
     checkpoint_every_s: float = 60.0
 
     @property

@@ -168,7 +168,7 @@ class Ledger:
     tables: LedgerTables
     signer: Signer | None = None
     origin: str = "ownllm"
-    every_events: int = 1000
+    every_events: int = 100_000
     every_s: float = 60.0
     clock: Callable[[], datetime] = _utc_now
     tenant_of: Callable[[Any], Any] = tenant_of_event
