@@ -23,6 +23,7 @@ HEADER = ("position", "time", "actor", "actor_name", "action", "subject_kind", "
           "summary", "request_id")  # fmt: skip
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would evaluate these (OWASP CSV injection)
 ROWS_PER_CHUNK = 1000
+NAMED_KINDS = frozenset({"tenant", "user", "api_key", "agent"})  # subjects with a display name
 
 
 def safe_cell(value: str | None) -> str:
@@ -46,11 +47,13 @@ class ExportRows:
         actor_name = self._actors.get(actor)
         if actor_name is None:
             actor_name = self._actors[actor] = self._names.actor(actor)
-        key = (kind, subject)
-        if key in self._subjects:
-            subject_name = self._subjects[key]
-        else:
-            subject_name = self._subjects[key] = self._names.subject(kind, UUID(subject))
+        subject_name = None
+        if kind in NAMED_KINDS:
+            key = (kind, subject)
+            if key in self._subjects:
+                subject_name = self._subjects[key]
+            else:
+                subject_name = self._subjects[key] = self._names.subject(kind, UUID(subject))
         text = summary_of(action, summary, requests, prompt, completion)
         return position, time, actor, actor_name, action, kind, subject, subject_name, text, request_id
 

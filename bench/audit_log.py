@@ -72,6 +72,16 @@ def fill(settings: Settings, tenants: int, events: int) -> tuple[int, list[Any]]
         services.close()
 
 
+def vacuum(settings: Settings) -> None:
+    """What autovacuum does after a bulk load: statistics, and the visibility map index-only scans need."""
+    if settings.persistence != "postgres":
+        return
+    import psycopg
+
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'VACUUM (ANALYZE) "{settings.postgres_schema}".ownllm_audit_log')
+
+
 def bare_read(services: Services) -> float:
     """Events per second to read and decode the whole log (the floor of any rebuild)."""
     log, decode = services.runner.log, services.app.mapper.to_domain_event
@@ -101,8 +111,8 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, float]:
 
 def queries(
     services: Services, tenant_id: Any, users: list[Any], keys: list[Any], runs: int
-) -> dict[str, tuple[float, float]]:
-    """Page (100 rows) plus count for five typical filters."""
+) -> dict[str, tuple[float, float, float, float]]:
+    """p50/p99 of a page of 100 rows alone, then with its count, for typical filters."""
     audit = services.audit
     newest = audit.page(AuditFilter(tenant_id), limit=1).rows[0]
     middle = newest.entry.time.replace(minute=0, second=0, microsecond=0)
@@ -115,10 +125,13 @@ def queries(
         "since an hour": AuditFilter(tenant_id, since=middle),
     }
 
-    def run(where: AuditFilter) -> Callable[[], Any]:
+    def page(where: AuditFilter) -> Callable[[], Any]:
+        return lambda: audit.page(where, limit=100)
+
+    def counted(where: AuditFilter) -> Callable[[], Any]:
         return lambda: (audit.page(where, limit=100), audit.count(where))
 
-    return {name: timed(run(where), runs) for name, where in filters.items()}
+    return {name: (*timed(page(where), runs), *timed(counted(where), runs)) for name, where in filters.items()}
 
 
 def export(services: Services, tenant_id: Any) -> tuple[int, float, float]:
@@ -148,6 +161,7 @@ def measure(kind: str, events: int, tenants: int, runs: int) -> dict[str, Any]:
             started = time.perf_counter()
             replayed, _ = rebuild(services.audit, services.runner.log, services.app.mapper.to_domain_event)
             rebuild_rate = replayed / (time.perf_counter() - started)
+            vacuum(settings)
             rows = services.audit.count(AuditFilter(tenancy[0][0]))[0]
             tenant_id, users, keys = tenancy[0]
             latencies = queries(services, tenant_id, users, keys, runs)
@@ -169,13 +183,16 @@ def table(results: list[dict[str, Any]]) -> str:
                      f"{r['rebuild']:,.0f} events/s | ≥ {TARGETS['rebuild']:,} |")  # fmt: skip
     lines += [
         "",
-        "| store | filter (a page of 100 + its count) | p50 ms | p99 ms | target p99 |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| store | filter | page of 100: p50 ms | p99 ms | page + X-Total-Count: p50 ms | p99 ms | target p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        for name, (p50, p99) in r["queries"].items():
+        for name, (p50, p99, c50, c99) in r["queries"].items():
             rows, target = r["tenant_rows"], TARGETS["query_p99_ms"]
-            lines.append(f"| {r['kind']} | {name} (tenant of {rows:,} rows) | {p50:.2f} | {p99:.2f} | ≤ {target} |")
+            lines.append(
+                f"| {r['kind']} | {name} (tenant of {rows:,} rows) | {p50:.2f} | {p99:.2f} | {c50:.2f} | {c99:.2f} "
+                f"| ≤ {target} |"
+            )
     lines += [
         "",
         "| store | CSV export | rows/s | peak Python memory | target |",

@@ -170,25 +170,28 @@ class AuditProjection:
         """One page of the tenant's rows in ``order``; ``after``/``before`` are positions (keyset).
 
         A page is fetched walking away from its cursor (so ``before`` on an oldest-first listing
-        gives the rows just before it) and shown in ``order``; one probe of a row on each side says
-        whether a previous and a next page exist.
+        gives the rows just before it) and shown in ``order``. One extra row fetched says whether
+        more lie beyond it; on the cursor's side lies the page the cursor came from (one query).
         """
         walk: Order = "asc" if after is not None else "desc" if before is not None else order
-        rows = self.table.fetch(where, after=after, before=before, limit=limit, order=walk)
+        rows = self.table.fetch(where, after=after, before=before, limit=limit + 1, order=walk)
+        further = len(rows) > limit  # one more row lies beyond the page, in the walking direction
+        rows = rows[:limit]
+        if walk == "asc":
+            more_before, more_after = (after is not None), further
+        else:
+            more_before, more_after = further, (before is not None)
         if walk != order:
             rows.reverse()
         if not rows:
             return Page(rows, more_before=False, more_after=False)
-        low, high = min(rows[0].position, rows[-1].position), max(rows[0].position, rows[-1].position)
-        below = bool(self.table.fetch(where, after=None, before=low, limit=1, order="desc"))
-        above = bool(self.table.fetch(where, after=high, before=None, limit=1, order="asc"))
-        return Page(rows, more_before=below, more_after=above)
+        return Page(rows, more_before=more_before, more_after=more_after)
 
     def count(self, where: AuditFilter) -> tuple[int, bool]:
         """Matching rows: (count, exact)."""
         return self.table.count(where, EXACT_COUNT_UP_TO)
 
-    def scan_raw(self, where: AuditFilter, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
+    def scan_raw(self, where: AuditFilter, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """Every matching row as stored text, oldest first, a page at a time (exports: flat memory)."""
         after = None
         while True:
@@ -261,7 +264,7 @@ def rows_of(records: Iterable[Recorded]) -> tuple[list[AuditRow], list[UsageBuck
 def _count(buckets: dict[tuple[str, str, str, str], _Bucket], record: Recorded) -> None:
     try:
         u = _read_usage(record.state)
-        tenant_id, key_id, hour = UUID(u.tenant_id.data).hex, UUID(u.key_id.data).hex, _hour(u.timestamp.data)
+        tenant_id, key_id, hour = _hex(u.tenant_id.data), _hex(u.key_id.data), _hour(u.timestamp.data)
         model, prompt, completion = u.model, u.prompt_tokens, u.completion_tokens
     except (msgspec.DecodeError, ValueError):  # another encoding: the mapper knows it
         e = record.event
@@ -276,6 +279,13 @@ def _count(buckets: dict[tuple[str, str, str, str], _Bucket], record: Recorded) 
     bucket.requests += 1
     bucket.prompt_tokens += prompt
     bucket.completion_tokens += completion
+
+
+def _hex(value: str) -> str:
+    """A uuid's 32 lowercase hex digits (as eventsourcing stores them), checked without parsing."""
+    if len(value) == 32 and value == value.lower():
+        return value
+    return UUID(value).hex
 
 
 def _hour(timestamp: str) -> str:

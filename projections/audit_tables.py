@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 from projections.audit_entries import AuditEntry
@@ -126,8 +127,13 @@ def row_of(values: Sequence[Any]) -> AuditRow:
     """A stored row back into an :class:`AuditRow`."""
     position, tenant_id, time, actor, action, kind, subject, summary, request_id, _, req, prompt, completion = values
     moment = time if isinstance(time, datetime) else datetime.fromisoformat(time)
-    entry = AuditEntry(UUID(str(tenant_id)), moment, actor, action, kind, UUID(str(subject)), summary, request_id)
+    entry = AuditEntry(_uuid(tenant_id), moment, actor, action, kind, _uuid(subject), summary, request_id)
     return AuditRow(position, entry, req or 0, prompt or 0, completion or 0)
+
+
+def _uuid(value: UUID | str) -> UUID:
+    """psycopg already gives UUIDs; SQLite gives text."""
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _entry_params(
@@ -255,11 +261,10 @@ class PostgresAuditTable(PostgresTrackingRecorder):
             found = curs.fetchone()
             if (found["notification_id"] if found else 0) != expected:
                 raise StaleAuditPosition
-            if rows:
-                curs.executemany(
-                    SQL(insert).format(self.table),
-                    [_entry_params(r.position, r.entry, None, (0, 0, 0), False) for r in rows],
-                )
+            if rows:  # COPY: a rebuild's rows go in at the server's pace, not one statement each
+                with curs.copy(SQL("COPY {} (" + STORED + ") FROM STDIN").format(self.table)) as copy:
+                    for r in rows:
+                        copy.write_row(_entry_params(r.position, r.entry, None, (0, 0, 0), False))
             if usage:
                 curs.executemany(
                     SQL(
@@ -276,19 +281,19 @@ class PostgresAuditTable(PostgresTrackingRecorder):
         self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
     ) -> list[AuditRow]:
         sql, params = select_sql("{t}", where, after, before, limit, order, sqlite=False)
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.cursor() as curs:  # one statement: no BEGIN/ROLLBACK round trips
             curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
             return [row_of(tuple(r.values())) for r in curs.fetchall()]
 
     def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
         sql, params = select_sql("{t}", where, after, None, limit, "asc", sqlite=False, columns=RAW_POSTGRES)
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
-            return [tuple(r.values()) for r in curs.fetchall()]
+            return curs.fetchall()
 
     def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
         sql, params = count_sql("{t}", where, up_to, sqlite=False)
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.cursor() as curs:
             curs.execute(SQL(sql.replace("?", "%s")).format(t=self.table), params)
             found = int(_one(curs)["n"])
             if found <= up_to:
