@@ -22,6 +22,7 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from projections.audit_entries import AuditEntry
 from projections.audit_log import TRACKING_NAME, AuditFilter, AuditRow, Order, StaleAuditPosition, UsageBucket
+from projections.tracking import check_locked_position
 
 STORED = (
     "position, tenant_id, time, actor, action, subject_kind, subject_id, summary, request_id, bucket, "
@@ -254,13 +255,7 @@ class PostgresAuditTable(PostgresTrackingRecorder):
     def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
         insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
-                (TRACKING_NAME,),
-            )
-            found = curs.fetchone()
-            if (found["notification_id"] if found else 0) != expected:
-                raise StaleAuditPosition
+            check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StaleAuditPosition)
             if rows:  # COPY: a rebuild's rows go in at the server's pace, not one statement each
                 with curs.copy(SQL("COPY {} (" + STORED + ") FROM STDIN").format(self.table)) as copy:
                     for r in rows:

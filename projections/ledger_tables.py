@@ -33,6 +33,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from projections.integrity.ledger import GLOBAL, TRACKING_NAME, CheckpointRow, LeafRow, StaleLedgerPosition, TileRow
 from projections.integrity.merkle import HASH_SIZE, MerkleTree
 from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey, TileStore, edge_tiles, size_of
+from projections.tracking import check_locked_position
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: SQLite compares times as text
 
@@ -320,13 +321,7 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
         checkpoints: Sequence[CheckpointRow],
     ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
-                (TRACKING_NAME,),
-            )
-            found = curs.fetchone()
-            if (found["notification_id"] if found else 0) != expected:
-                raise StaleLedgerPosition
+            check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StaleLedgerPosition)
             if tiles:
                 curs.execute(
                     SQL(

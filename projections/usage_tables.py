@@ -14,6 +14,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.usage import UsageRecord
+from projections.tracking import check_locked_position
 from projections.usage_view import COLUMNS, QUARANTINE, TRACKING_NAME, RefusedRow, StalePosition, UsageRow
 
 
@@ -146,13 +147,7 @@ class PostgresUsageView(PostgresTrackingRecorder):
         quarantined: Sequence[tuple[int, str]] = (),
     ) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(self.tracking),
-                (TRACKING_NAME,),
-            )
-            found = curs.fetchone()
-            if (found["notification_id"] if found else 0) != expected:
-                raise StalePosition
+            check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StalePosition)
             if quarantined:
                 curs.executemany(
                     SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.quarantine),
