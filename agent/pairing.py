@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
 from agent.credentials import Credentials
+from agent.protocol import is_loopback_host
 
 PAIR_PATH = "/api/v1/agents/pair"
 
@@ -17,22 +17,12 @@ class PairingError(RuntimeError):
     """Pairing failed; the message says why in words a newcomer understands."""
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_base_url(base_url: str) -> None:
     """Refuse a URL over which the pairing key (a bearer credential) would travel in clear."""
     parts = urlsplit(base_url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
         return
     if parts.scheme == "http":
         raise PairingError(

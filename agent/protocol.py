@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import re
 import ssl
 from typing import Literal, TypedDict
@@ -296,6 +297,18 @@ class TlsOptions(TypedDict, total=False):
 
 class NatsUrlError(ValueError):
     """The NATS URLs would let a connection fall back to plaintext."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def tls_options(servers: str | list[str], ca_file: str | None = None) -> TlsOptions:

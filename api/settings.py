@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Literal
@@ -10,6 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.protocol import is_loopback_host
 from api.client_address import parse_networks
 from api.secret_files import PEPPER_HINT, pepper_problem
 from policies.limits import DEFAULT_PLAN
@@ -148,18 +148,6 @@ def _check_signup(settings: Settings) -> None:
 
 
 # -- NATS hardening (issue 13): which NATS URL agents are told --------------------------------
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """``localhost`` or a loopback address: a URL that never leaves this machine."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def agent_nats_url(settings: Settings) -> str:
