@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 
 from api.audit_names import Names
-from projections.audit_log import summary_of
+from projections.audit_log import AuditFilter, AuditProjection, summary_of
 
 BOM = "\ufeff"  # so a spreadsheet reads the file as UTF-8
 HEADER = ("position", "time", "actor", "actor_name", "action", "subject_kind", "subject_id", "subject_name",
@@ -56,6 +56,16 @@ class ExportRows:
                 subject_name = self._subjects[key] = self._names.subject(kind, UUID(subject))
         text = summary_of(action, summary, requests, prompt, completion)
         return position, time, actor, actor_name, action, kind, subject, subject_name, text, request_id
+
+
+def csv_export(projection: AuditProjection, where: AuditFilter, names: Names) -> Iterator[bytes]:
+    """The CSV export: formatted by PostgreSQL itself where the table can (``COPY``), else row by row here."""
+    copy_csv = getattr(projection.table, "copy_csv", None)
+    if copy_csv is None or where.involves is not None:
+        yield from (chunk.encode() for chunk in csv_lines(projection.scan_raw(where), names))
+        return
+    yield (BOM + ",".join(f'"{column}"' for column in HEADER) + "\r\n").encode()
+    yield from copy_csv(where, names.every_actor(), names.every_subject())
 
 
 def csv_lines(rows: Iterable[tuple[Any, ...]], names: Names) -> Iterator[str]:

@@ -45,6 +45,24 @@ class Names:
         found = d.in_tenant(table, subject_id, self._tenant_id) if table is not None else None
         return getattr(found, "name", None)
 
+    def every_actor(self) -> dict[str, str]:
+        """Each of the tenant's actor names (``user:``, ``key:``, ``agent:``) with its display name (exports)."""
+        d, tenant = self._directory, self._tenant_id
+        names = {f"user:{u.id}": u.name for u in d.tenant_users(tenant)}
+        names |= {f"agent:{a.id}": a.name for a in d.tenant_agents(tenant)}
+        names |= {f"key:{k.id}": self.actor(f"key:{k.id}") for k in d.tenant_keys(tenant)}
+        return names
+
+    def every_subject(self) -> dict[str, str]:
+        """Each named subject of the tenant (itself, users, keys, agents) by id, with its display name (exports)."""
+        d, tenant = self._directory, self._tenant_id
+        names = {str(u.id): u.name for u in d.tenant_users(tenant)}
+        names |= {str(k.id): k.name for k in d.tenant_keys(tenant)}
+        names |= {str(a.id): a.name for a in d.tenant_agents(tenant)}
+        if (found := d.tenants.get(tenant)) is not None:
+            names[str(tenant)] = found.name
+        return names
+
     def actors_of(self, subject_id: UUID) -> tuple[str, ...]:
         """The actor names a subject acts under: a user through each of its keys, a key or an agent itself."""
         d = self._directory

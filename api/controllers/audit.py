@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from api import schemas
-from api.audit_export import csv_lines, jsonl_lines
+from api.audit_export import csv_export, jsonl_lines
 from api.audit_names import Names
 from api.audit_reader import AuditReader
 from api.dependencies import CommandService
@@ -138,8 +139,10 @@ class AuditController(Controller):
         query = urlencode([(k, v) for k, v in request.query_params.items() if k != "format"])
         commands.run(OwnLLM.record_audit_export, ctx, format=format, filters=query)
         position = audit.settle()
-        rows = audit.scan_raw(where)
-        lines = csv_lines(rows, names) if format == "csv" else jsonl_lines(rows, names)
+        if format == "csv":
+            lines: Iterator[Any] = csv_export(audit.projection, where, names)
+        else:
+            lines = jsonl_lines(audit.scan_raw(where), names)
         media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
         filename = f"audit-{principal.tenant_id}.{format}"
         disposition = f'attachment; filename="{filename}"'

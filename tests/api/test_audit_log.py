@@ -197,3 +197,31 @@ def test_an_auditor_replays_the_tenant_as_it_was(api: Api) -> None:
         api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": "2027-01-01T00:00:00"}).status_code == 422
     )
     assert api.call("GET", "/api/v1/audit/replay", bob_key, params={"as_of": monday}).status_code == 403
+
+
+def test_the_server_formatted_export_equals_the_row_by_row_one(api: Api) -> None:
+    """On PostgreSQL the CSV comes from COPY; it must say exactly what the row-by-row writer says."""
+    from api.audit_export import csv_export, csv_lines
+    from api.audit_names import Names
+    from projections.audit_log import AuditFilter
+
+    signup = api.signup("copies", email="ada@copies.example", name="=Ada")
+    admin_key = signup["api_key"]["secret"]
+    api.call("POST", "/api/v1/keys", admin_key, json={"name": "+plus", "scopes": ["inference"]})
+    tenant_id = uuid.UUID(signup["tenant"]["id"])
+    key_id = api.services.directory.tenant_keys(tenant_id)[0].id
+    for n in range(3):
+        api.services.app.record_usage(
+            tenant_id=tenant_id, user_id=uuid.UUID(signup["admin"]["id"]), key_id=key_id, agent_id=None, model="m",
+            endpoint="chat", stream=False, status="ok", prompt_tokens=n, completion_tokens=1, ttft_ms=1,
+            duration_ms=1, request_id=f"r{n}",
+        )  # fmt: skip
+    assert _audit(api, admin_key).status_code == 200  # settles the log
+    names, where = Names(api.services.directory, tenant_id), AuditFilter(tenant_id)
+    served = b"".join(csv_export(api.services.audit, where, names)).decode()
+    written = "".join(csv_lines(api.services.audit.scan_raw(where), names))
+    assert list(csv.reader(io.StringIO(served))) == list(csv.reader(io.StringIO(written)))
+    assert "3 requests, 3 prompt and 3 completion tokens on m" in served and "'=Ada" in served
+    prefix = AuditFilter(tenant_id, action_prefix="api_key.")
+    only_keys = list(csv.reader(io.StringIO(b"".join(csv_export(api.services.audit, prefix, names)).decode()[1:])))
+    assert {row[4] for row in only_keys[1:]} == {"api_key.issued"}
