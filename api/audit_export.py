@@ -64,7 +64,7 @@ def csv_export(projection: AuditProjection, where: AuditFilter, names: Names) ->
     if copy_csv is None or where.involves is not None:
         yield from (chunk.encode() for chunk in csv_lines(projection.scan_raw(where), names))
         return
-    yield (BOM + ",".join(f'"{column}"' for column in HEADER) + "\r\n").encode()
+    yield (BOM + ",".join(f'"{column}"' for column in HEADER) + "\n").encode()  # COPY ends rows with LF
     yield from copy_csv(where, names.every_actor(), names.every_subject())
 
 
