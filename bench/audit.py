@@ -39,13 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.services import Services, build_services
 from api.settings import Settings
+from bench.audit_log import bare_read
 from bench.startup import add_tenants, bulk_usage, msgspec_replace, store, usage_templates
 from projections.integrity.ledger import GLOBAL, Ledger
 from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.notes import open_checkpoint
 from projections.integrity.tiles import TileCache, TileStore
 from projections.integrity.verify import verify_full_log
-from projections.runner import BATCH, rebuild
+from projections.runner import rebuild
 
 BIG_TREE = "bench-proofs"  # the tree written straight into the tile table for proofs at --proof-leaves
 
@@ -150,17 +151,7 @@ def with_reads(settings: Settings, events: int, rows: list[tuple[str, str]], kin
         tenancy = add_tenants(services.app, 0, 20)
         bulk_usage(services, usage_templates(services.app, tenancy, 500), events)
         log, decode = services.runner.log, services.app.mapper.to_domain_event
-        head, after, count = log.head(), 0, 0
-        start = time.perf_counter()
-        while after < head:
-            batch = log.read(after, head, (), BATCH)
-            for notification in batch:
-                decode(notification)
-            count += len(batch)
-            if len(batch) < BATCH:
-                break
-            after = batch[-1].id
-        bare = count / (time.perf_counter() - start)
+        count, bare = log.head(), bare_read(services)
         start = time.perf_counter()
         replayed, _ = rebuild(ledger_of(services), log, decode)
         rate = replayed / (time.perf_counter() - start)
