@@ -31,13 +31,8 @@ def replay(
     as_of: Annotated[str, typer.Option("--as-of", help="RFC 3339 with a timezone, e.g. 2027-01-31T00:00:00Z")],
 ) -> None:
     """Rebuild the tenant's directory from events only, as it stood at --as-of (erased: <erased>)."""
-    try:
-        moment = datetime.fromisoformat(as_of)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        err.print(f"[red]--as-of must be RFC 3339 with a timezone, e.g. 2027-01-31T00:00:00Z; got {shown(as_of)}[/]")
-        raise typer.Exit(2)
+    moment = _moment("--as-of", as_of)
+    assert moment is not None
     services = _services()
     try:
         tenant_id = tenant_id_for(tenant)

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from litestar import Controller, Response, get
 from litestar.datastructures import ResponseHeader
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
@@ -55,6 +55,21 @@ AUDIT_HEADERS = [
 ]
 
 
+def provide_where(
+    principal: NamedDependency[Principal],
+    directory: NamedDependency[Directory],
+    actor: FromQuery[str | None] = None,
+    action: FromQuery[str | None] = None,
+    subject: FromQuery[UUID | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    of_request: OfRequest = None,
+) -> AuditFilter:
+    """The filter the query names (a dependency of the listing and the export, which take the same filters)."""
+    names = Names(directory, principal.tenant_id)
+    return audit_filter(names, principal.tenant_id, actor, action, subject, since, until, of_request)
+
+
 def audit_filter(
     names: Names, tenant_id: UUID, actor: str | None, action: str | None, subject: UUID | None, since: datetime | None,
     until: datetime | None, request_id: str | None,
@@ -85,6 +100,7 @@ class AuditController(Controller):
 
     path = "/api/v1/audit"
     tags = ["audit"]
+    dependencies = {"where": Provide(provide_where, sync_to_thread=False)}
 
     @get("/", operation_id="listAudit", opt={"action": Action.AUDIT_READ}, response_headers=AUDIT_HEADERS,
          sync_to_thread=True)  # fmt: skip
@@ -94,12 +110,7 @@ class AuditController(Controller):
         principal: NamedDependency[Principal],
         audit: NamedDependency[AuditReader],
         directory: NamedDependency[Directory],
-        actor: FromQuery[str | None] = None,
-        action: FromQuery[str | None] = None,
-        subject: FromQuery[UUID | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        of_request: OfRequest = None,
+        where: NamedDependency[AuditFilter],
         order: FromQuery[Literal["asc", "desc"]] = "desc",
         limit: Limit = DEFAULT_LIMIT,
         after: Position = None,
@@ -107,7 +118,6 @@ class AuditController(Controller):
     ) -> Response[list[schemas.AuditRowOut]]:
         """Search the audit log, newest first (``order=asc`` for oldest first); keyset pages."""
         names = Names(directory, principal.tenant_id)
-        where = audit_filter(names, principal.tenant_id, actor, action, subject, since, until, of_request)
         position = audit.settle()
         page = audit.page(where, after=after, before=before, limit=limit, order=order)
         headers = _count_headers(audit, where, position)
@@ -125,17 +135,11 @@ class AuditController(Controller):
         commands: NamedDependency[CommandService],
         audit: NamedDependency[AuditReader],
         directory: NamedDependency[Directory],
+        where: NamedDependency[AuditFilter],
         format: FromQuery[Literal["csv", "jsonl"]] = "csv",
-        actor: FromQuery[str | None] = None,
-        action: FromQuery[str | None] = None,
-        subject: FromQuery[UUID | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        of_request: OfRequest = None,
     ) -> Stream:
         """Stream the matching rows, oldest first, as CSV (a spreadsheet opens it) or JSON lines."""
         names = Names(directory, principal.tenant_id)
-        where = audit_filter(names, principal.tenant_id, actor, action, subject, since, until, of_request)
         query = urlencode([(k, v) for k, v in request.query_params.items() if k != "format"])
         commands.run(OwnLLM.record_audit_export, ctx, format=format, filters=query)
         position = audit.settle()
