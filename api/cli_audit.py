@@ -16,9 +16,10 @@ from api.ledger_keys import public_keys
 from api.services import Services
 from domain.ids import tenant_id_for
 from projections.integrity.bundle import BundleError, read_pinned, verify_bundle, write
+from projections.integrity.checkpoints import open_checkpoint
 from projections.integrity.export import ExportError, build_bundle
-from projections.integrity.ledger import GLOBAL
-from projections.integrity.notes import NoteError, Verifier, open_checkpoint
+from projections.integrity.ledger_rows import GLOBAL
+from projections.integrity.note_keys import NoteError, Verifier
 from projections.integrity.verify import verify_full_log
 from projections.ledger_tables import stored_states
 from projections.log import recorded

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from api.secret_files import SecretFileError, read_or_create_secret
 from api.settings import Settings, SettingsError
 from projections.integrity.ledger import Ledger
-from projections.integrity.notes import NoteError, Signer, Verifier
+from projections.integrity.note_keys import NoteError, Signer, Verifier
 
 
 def default_origin(settings: Settings) -> str:

@@ -35,7 +35,8 @@ from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
-from projections.ledger_tables import PostgresLedgerTables, SQLiteLedgerTables
+from projections.ledger_postgres import PostgresLedgerTables
+from projections.ledger_sqlite import SQLiteLedgerTables
 from projections.log import NotificationLog
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels

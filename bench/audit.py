@@ -41,9 +41,10 @@ from api.services import Services, build_services
 from api.settings import Settings
 from bench.audit_log import bare_read
 from bench.startup import add_tenants, bulk_usage, msgspec_replace, store, usage_templates
-from projections.integrity.ledger import GLOBAL, Ledger
+from projections.integrity.checkpoints import open_checkpoint
+from projections.integrity.ledger import Ledger
+from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MerkleTree, leaf_hash
-from projections.integrity.notes import open_checkpoint
 from projections.integrity.tiles import TileCache, TileStore
 from projections.integrity.verify import verify_full_log
 from projections.runner import rebuild

@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from projections.integrity.merkle import MerkleTree, leaf_hash, verify_inclusion
-from projections.integrity.notes import Checkpoint
+from projections.integrity.checkpoints import Checkpoint
+from projections.integrity.merkle import MerkleTree, leaf_hash
+from projections.integrity.proofs import verify_inclusion
 from projections.integrity.verify import verify_full_log
 
 

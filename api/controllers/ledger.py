@@ -17,7 +17,8 @@ from api.pagination import DEFAULT_LIMIT, PAGE_HEADERS, Limit
 from api.principal import Principal
 from api.settings import Settings
 from domain.permissions import Action
-from projections.integrity.ledger import GLOBAL, CheckpointRow, Ledger
+from projections.integrity.ledger import Ledger
+from projections.integrity.ledger_rows import GLOBAL, CheckpointRow
 
 AfterSize = Annotated[
     int, QueryParameter(ge=0, description="Only checkpoints cut after this global tree size (keyset cursor).")

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from projections.integrity.bundle import Bundle, BundleEvent
-from projections.integrity.ledger import GLOBAL, CheckpointRow, LeafRow
+from projections.integrity.bundle_format import Bundle, BundleEvent
+from projections.integrity.ledger_rows import GLOBAL, CheckpointRow, LeafRow
 from projections.integrity.merkle import MerkleTree
 from projections.integrity.verify import InclusionProof
 

@@ -7,7 +7,7 @@ What it keeps (a tracked read model, ``ownllm projections rebuild integrity`` re
   never changes a leaf). Notification ids may have gaps; leaf indexes are dense, and the leaf table
   maps one to the other (with the event's tenant, its index in the tenant's tree, and its time).
 - One tree per tenant: its leaves are the tenant's events in order, each leaf holding the event's
-  8-byte global leaf index and its global leaf hash (:func:`~projections.integrity.bundle.tenant_leaf_data`).
+  8-byte global leaf index and its global leaf hash (:func:`~projections.integrity.bundle_format.tenant_leaf_data`).
 - Checkpoints (C2SP ``tlog-checkpoint`` signed notes, Ed25519): of the global tree, origin
   ``<origin>``, and of every tenant tree that grew since the last one, origin
   ``<origin>/tenant/<tenant id>``, all signed together, stored with the global size they were cut at.
@@ -53,100 +53,29 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from projections.integrity.bundle import tenant_leaf_data, tenant_origin
+from projections.integrity.bundle_format import tenant_leaf_data, tenant_origin
+from projections.integrity.checkpoints import Checkpoint, sign_checkpoint
+from projections.integrity.ledger_rows import (
+    GLOBAL,
+    CheckpointRow,
+    LeafRow,
+    LedgerTables,
+    StaleLedgerPosition,
+    StoredRecord,
+)
 from projections.integrity.merkle import MerkleTree, leaf_hash
-from projections.integrity.notes import Checkpoint, Signer, sign_checkpoint
+from projections.integrity.note_keys import Signer
 from projections.integrity.tiles import TileStore
 
 log = logging.getLogger(__name__)
-GLOBAL = ""  # the global tree's key in the tile table (tenant trees are keyed by the tenant's id)
-TRACKING_NAME = "ownllm/integrity"
-
-
-class StaleLedgerPosition(Exception):
-    """Another process moved the ledger on (or rebuilt it); reload and retry."""
 
 
 class NoSigningKey(RuntimeError):
     """The ledger has no signing key configured."""
-
-
-class StoredRecord(Protocol):
-    """What the runner hands over per event (``projections.log.Recorded``)."""
-
-    @property
-    def notification_id(self) -> int: ...
-
-    @property
-    def state(self) -> bytes: ...
-
-    @property
-    def event(self) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LeafRow:
-    """Where one event sits: global leaf, notification id, tenant (None: no tenant's), tenant leaf, time."""
-
-    leaf: int
-    notification_id: int
-    tenant: str | None
-    tenant_leaf: int | None
-    time: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointRow:
-    """A signed checkpoint as stored: its tree (``GLOBAL`` or a tenant id), size, the global size then, the note."""
-
-    tree: str
-    size: int
-    global_size: int
-    signed_at: datetime
-    note: str
-
-
-TileRow = tuple[str, int, int, bytes]  # (tree, tile level, tile index, its bottom row's hashes)
-
-
-class LedgerTables(Protocol):
-    """The ledger's rows on SQLite or PostgreSQL (see ``projections/ledger_tables.py``)."""
-
-    def position(self) -> int:
-        """The last notification id applied (0 when new)."""
-        ...
-
-    def edge(self, tree: str) -> tuple[int, dict[tuple[int, int], bytes]]:
-        """The committed size of ``tree`` and its edge tiles by (tile level, index) (``tiles.edge_tiles``)."""
-        ...
-
-    def checkpoint_state(self) -> tuple[int, datetime | None, set[str]]:
-        """The newest global checkpoint's size and time, and the tenants with leaves after it."""
-        ...
-
-    def apply(
-        self, expected: int, through: int, tiles: Sequence[TileRow], leaves: Sequence[LeafRow],
-        checkpoints: Sequence[CheckpointRow],
-    ) -> None:  # fmt: skip
-        """Write the rows (a tile row replaces the stored one) and move the position, atomically."""
-        ...
-
-    def clear(self) -> None:
-        """Drop the tiles, leaves and position (checkpoints stay: they were given out)."""
-        ...
-
-    def checkpoints(self, trees: Sequence[str], after: int, limit: int) -> list[CheckpointRow]:
-        """Checkpoints of ``trees`` cut after global size ``after``, in the order they were cut."""
-        ...
-
-    def reading(self) -> AbstractContextManager[Any]:
-        """A read transaction with trees for proofs (``projections.integrity.export.Snapshot``)."""
-        ...
 
 
 def tenant_of_event(event: Any) -> Any:
@@ -223,16 +152,21 @@ class Ledger:
             for _ in range(5):
                 if self.position >= through or self.position < start:
                     return
-                try:
-                    self._apply(records, through)
-                except StaleLedgerPosition:
-                    self._reset()
-                    continue
-                except BaseException:
-                    self._reset()
-                    raise
-                return
+                if self._attempt(lambda: self._apply(records, through)):
+                    return
             raise StaleLedgerPosition("the ledger kept losing races; is more than one runner configured?")
+
+    def _attempt(self, write: Callable[[], None]) -> bool:
+        """Run ``write``; False when another process moved the ledger on. On any failure memory is reloaded."""
+        try:
+            write()
+        except StaleLedgerPosition:
+            self._reset()
+            return False
+        except BaseException:
+            self._reset()
+            raise
+        return True
 
     def _apply(self, records: Sequence[StoredRecord], through: int) -> None:
         leaves: list[LeafRow] = []
@@ -299,16 +233,13 @@ class Ledger:
                 size = self._tree(GLOBAL).size
                 if size == 0 or size == self._last_size:
                     return self._last_size
-                try:
-                    self.tables.apply(self.position, self.position, (), (), self._sign(self.clock()))
-                except StaleLedgerPosition:
-                    self._reset()
-                    continue
-                except BaseException:
-                    self._reset()
-                    raise
-                return size
+                if self._attempt(self._sign_and_write):
+                    return size
             raise StaleLedgerPosition("could not sign: the ledger kept moving")
+
+    def _sign_and_write(self) -> None:
+        """Sign the committed trees and write the checkpoints, the position unchanged."""
+        self.tables.apply(self.position, self.position, (), (), self._sign(self.clock()))
 
     def checkpoint_if_due(self) -> None:
         """Sign the tail of a quiet log once ``every_s`` passed (what the timer calls)."""

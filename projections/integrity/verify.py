@@ -22,15 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.integrity.merkle import (
-    EMPTY_ROOT,
-    CompactRange,
-    ProofError,
-    leaf_hash,
-    verify_consistency,
-    verify_inclusion,
-)
-from projections.integrity.notes import Checkpoint, NoteError, Verifier, open_checkpoint
+from projections.integrity.checkpoints import Checkpoint, open_checkpoint
+from projections.integrity.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from projections.integrity.note_keys import NoteError, Verifier
+from projections.integrity.proofs import ProofError, verify_consistency, verify_inclusion
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +70,24 @@ class Report:
 
     def lines(self) -> list[str]:
         """The summary an auditor reads."""
-        lines = [
-            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid",
-            f"{self.events_verified}/{self.events_total} events verified",
-        ]
-        if self.pinned_total:
-            lines.append(f"{self.pinned_extended}/{self.pinned_total} pinned checkpoints extended by the newest")
-        lines += [p.what if p.position is None else f"position {p.position}: {p.what}" for p in self.problems]
-        return lines
+        pinned = (self.pinned_extended, self.pinned_total)
+        counts = count_lines(
+            (self.checkpoints_valid, self.checkpoints_total), (self.events_verified, self.events_total), pinned
+        )
+        return counts + problem_lines(self.problems)
+
+
+def count_lines(checkpoints: tuple[int, int], events: tuple[int, int], pinned: tuple[int, int]) -> list[str]:
+    """The (valid, total) counts as an auditor reads them, in the words of CloudTrail's validator."""
+    lines = [f"{checkpoints[0]}/{checkpoints[1]} checkpoints valid", f"{events[0]}/{events[1]} events verified"]
+    if pinned[1]:
+        lines.append(f"{pinned[0]}/{pinned[1]} pinned checkpoints extended by the newest")
+    return lines
+
+
+def problem_lines(problems: Iterable[Problem]) -> list[str]:
+    """One line per problem, with the position it concerns."""
+    return [p.what if p.position is None else f"position {p.position}: {p.what}" for p in problems]
 
 
 @dataclass

@@ -198,7 +198,7 @@ def test_status_shows_the_records_the_usage_view_quarantined(
 def test_rebuild_integrity_replays_the_ledger_to_the_same_trees(
     make_settings: Callable[..., Settings], cli: Callable[..., tuple[int, str]]
 ) -> None:
-    from projections.integrity.ledger import GLOBAL
+    from projections.integrity.ledger_rows import GLOBAL
 
     services = build_services(make_settings(run_projections=True), start_runner=False)
     try:

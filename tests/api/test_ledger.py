@@ -15,7 +15,8 @@ from api.services import build_services
 from api.settings import load_settings
 from domain.context import SYSTEM, Ctx
 from domain.ids import tenant_id_for
-from projections.integrity.notes import Verifier, open_checkpoint
+from projections.integrity.checkpoints import open_checkpoint
+from projections.integrity.note_keys import Verifier
 from tests.api.test_audit_log import _join
 from tests.support.api_client import Api
 

@@ -21,8 +21,10 @@ from api.settings import load_settings
 from domain.context import SYSTEM, Ctx
 from projections.integrity import bundle as bundles
 from projections.integrity.export import build_bundle
-from projections.integrity.ledger import GLOBAL, Ledger
-from projections.integrity.notes import Signer, parse_note, sign_note
+from projections.integrity.ledger import Ledger
+from projections.integrity.ledger_rows import GLOBAL
+from projections.integrity.note_keys import Signer
+from projections.integrity.notes import parse_note, sign_note
 from projections.ledger_tables import stored_states
 from tests.support.clock import ManualClock
 

@@ -15,9 +15,10 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.context import SYSTEM, Ctx
 from projections.integrity.bundle import tenant_leaf_data, tenant_origin
-from projections.integrity.ledger import GLOBAL, Ledger
+from projections.integrity.checkpoints import open_checkpoint
+from projections.integrity.ledger import Ledger
+from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MemoryStore, MerkleTree, leaf_hash
-from projections.integrity.notes import open_checkpoint
 from projections.integrity.verify import verify_full_log
 from projections.log import NotificationLog
 from projections.runner import rebuild

@@ -8,16 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.integrity.merkle import (
-    EMPTY_ROOT,
-    CompactRange,
-    MemoryStore,
-    MerkleTree,
+from projections.integrity.merkle import EMPTY_ROOT, CompactRange, MemoryStore, MerkleTree, leaf_hash, root_of
+from projections.integrity.proofs import (
     ProofError,
     consistency_proof_size,
     inclusion_proof_size,
-    leaf_hash,
-    root_of,
     verify_consistency,
     verify_inclusion,
 )

@@ -8,20 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.integrity import notes
-from projections.integrity.notes import (
-    Checkpoint,
-    NoteError,
-    Signer,
-    Verifier,
-    key_id,
-    open_checkpoint,
-    open_note,
-    parse_checkpoint,
-    parse_note,
-    sign_checkpoint,
-    sign_note,
-)
+from projections.integrity import note_keys
+from projections.integrity.checkpoints import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
+from projections.integrity.note_keys import NoteError, Signer, Verifier, key_id
+from projections.integrity.notes import open_note, parse_note, sign_note
 
 # golang.org/x/mod/sumdb/note's example: a key pair, a text and the note Go writes for them
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -115,7 +105,7 @@ def test_unknown_signatures_are_ignored_but_a_bad_known_one_rejects_the_note() -
 def test_two_verifiers_sharing_name_and_id_with_different_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     note = sign_note("t\n", [NEW])
     assert open_note(note, [NEW.verifier, NEW.verifier]).signed_by == (NEW.verifier,)
-    monkeypatch.setattr(notes, "key_id", lambda name, public_key: b"\0\0\0\0")  # a collision, cheaply
+    monkeypatch.setattr(note_keys, "key_id", lambda name, public_key: b"\0\0\0\0")  # a collision, cheaply
     with pytest.raises(NoteError, match="share the name and id"):
         open_note(note, [NEW.verifier, Verifier(NEW.name, OTHER.verifier.public_key)])
 

@@ -20,7 +20,8 @@ from api.ledger_keys import public_keys
 from api.services import Services, build_services
 from api.settings import Settings
 from projections.integrity.bundle import tenant_leaf_data
-from projections.integrity.ledger import GLOBAL, Ledger
+from projections.integrity.ledger import Ledger
+from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.tiles import TileCache, TileKey, TileStore, edge_tiles
 from tests.support.clock import ManualClock

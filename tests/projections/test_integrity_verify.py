@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from projections.integrity.checkpoints import Checkpoint, sign_checkpoint
 from projections.integrity.merkle import MerkleTree
-from projections.integrity.notes import Checkpoint, Signer, sign_checkpoint
+from projections.integrity.note_keys import Signer
 from projections.integrity.verify import InclusionProof, Report, verify_full_log, verify_log
 
 ORIGIN = "log.example/ownllm"
