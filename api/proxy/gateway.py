@@ -24,12 +24,13 @@ from api.proxy.context import fit_to_context
 from api.proxy.controllers import build_router
 from api.proxy.endpoints import Endpoint
 from api.proxy.errors import OpenAIError
+from api.proxy.job_errors import agent_error
 from api.proxy.limits import Grant, Limiter, Refused
 from api.proxy.ports import Authenticator, UsageSink
 from api.proxy.registry import AgentRegistry
 from api.proxy.rejections import TALLIED_STATUSES
 from api.proxy.responses import Encoder
-from api.proxy.run import JobRun, agent_error
+from api.proxy.run import JobRun
 from api.proxy.schemas import Model, ModelList
 from api.proxy.translate import Generation
 from api.proxy.transport import Transport

@@ -2,7 +2,7 @@
 
 Every agent message arrives on the one NATS connection that also carries every other tenant's
 replies, so each is judged in O(1) before any decoding: heartbeats by size and per-agent spacing,
-replies by their job's budget (see ``transport``). Decoding is a typed msgspec decode of the one
+replies by their job's budget (see ``channels``). Decoding is a typed msgspec decode of the one
 expected shape; a message of another protocol version (``v``) is refused, never half-read.
 Refusals are counted by reason (``Counter`` keys like ``heartbeat.too_soon``), never logged one by one.
 """

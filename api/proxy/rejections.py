@@ -11,7 +11,9 @@ tenant falls into that tenant's unattributed counter; past twice the bound, only
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -71,3 +73,36 @@ class RejectionCounter:
              "until": until.isoformat(), "counts": entries}
             for tenant_id, entries in by_tenant.items()
         ]  # fmt: skip
+
+
+class TallySchedule:
+    """When, and under which ids, the refusal counters become tally records (one per tenant per interval)."""
+
+    def __init__(
+        self,
+        counter: RejectionCounter,
+        interval_s: float,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self.counter = counter
+        self._interval_s = interval_s
+        self._clock, self._wall_clock = clock, wall_clock
+        self._prefix = uuid.uuid4().hex  # this process's tallies: ids unique across processes
+        self._seq = 0
+        self._since = wall_clock()
+        self._next = clock() + interval_s
+
+    def due(self, force: bool = False) -> list[dict[str, Any]]:
+        """The tally records when the interval is over (or ``force``), else none."""
+        now = self._clock()
+        if not force and now < self._next:
+            return []
+        self._next = now + self._interval_s
+        if not self.counter.pending():
+            return []
+        until = self._wall_clock()
+        self._seq += 1
+        tallies = self.counter.drain(f"{self._prefix}:{self._seq}", self._since, until)
+        self._since = until
+        return tallies

@@ -25,22 +25,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Response
-from litestar.response.streaming import ASGIStreamingResponse, Stream
+from litestar.response.streaming import Stream
 
 from agent.protocol import Chunk, Error, Final
-from api.proxy.errors import OpenAIError, agent_timeout, invalid_request, no_agent, rate_limited
-from api.proxy.intake import MAX_CHARS_PER_TOKEN
-from api.proxy.limits import Grant
-from api.proxy.registry import TOKEN_COUNT_CEILING
-from api.proxy.responses import (
-    SSE_ACCEPTED,
-    SSE_HEADERS,
-    SSE_KEEPALIVE,
-    SSE_MEDIA_TYPE,
-    Encoder,
-    sse_error,
-)
-from api.proxy.transport import (
+from api.proxy.channels import (
     AGENT_GONE,
     BAD_VERSION,
     CLIENT_GONE,
@@ -52,54 +40,20 @@ from api.proxy.transport import (
     TIMEOUT,
     JobChannel,
     Signal,
-    Transport,
 )
+from api.proxy.errors import OpenAIError
+from api.proxy.intake import MAX_CHARS_PER_TOKEN
+from api.proxy.job_errors import agent_broke_rules, agent_error, agent_gone, connection_lost, generation_timed_out
+from api.proxy.limits import Grant
+from api.proxy.registry import TOKEN_COUNT_CEILING
+from api.proxy.responses import SSE_ACCEPTED, SSE_KEEPALIVE, Encoder, sse_error
+from api.proxy.streaming import guarded_sse
+from api.proxy.transport import Transport
 from api.proxy.usage import Meter, Outcome
 
 _JSON = "application/json"
 VIOLATIONS = (OVERRUN, FLOODED, MALFORMED, BAD_VERSION)
 ENDING_SIGNALS = (TIMEOUT, LOST, AGENT_GONE, *VIOLATIONS)
-
-
-def agent_error(error: Error) -> OpenAIError:
-    """The client-facing error for an agent's :class:`Error` (its message never holds content)."""
-    if error.code == "busy":
-        retry = str(max(1, round(error.retry_after_s or 1)))
-        return rate_limited("The model is at capacity for your organization; retry shortly.", retry, code="agent_busy")
-    if error.code == "bad_request":
-        code = "context_length_exceeded" if error.reason == "context_length_exceeded" else None
-        return invalid_request(f"The agent cannot serve this request: {error.message}", code=code)
-    if error.code in ("model_not_loaded", "unsupported_version", "stopping"):
-        return no_agent(f"No agent can serve this request now ({error.code}).")
-    return OpenAIError(502, "server_error", "The agent failed while generating.", code="agent_error")
-
-
-def connection_lost() -> OpenAIError:
-    """The bus to the agents dropped mid-request."""
-    return no_agent("The connection to the agents was lost; retry shortly.")
-
-
-def agent_gone() -> OpenAIError:
-    """The agent running the job stopped sending heartbeats."""
-    return OpenAIError(502, "server_error", "The agent serving this request went away.", code="agent_gone")
-
-
-def generation_timed_out() -> OpenAIError:
-    """No word from the agent for too long."""
-    return agent_timeout("The agent stopped responding.")
-
-
-def agent_broke_rules(signal: Signal) -> OpenAIError:
-    """The client-facing error for a job ended because its agent broke the protocol's bounds."""
-    if signal is BAD_VERSION:
-        return no_agent("No agent can serve this request now (unsupported_version).")
-    if signal is MALFORMED:
-        return OpenAIError(502, "server_error", "The agent sent a malformed reply.", code="agent_error")
-    if signal is FLOODED:
-        message, code = "The agent sent replies faster than they could be relayed.", "agent_flood"
-    else:
-        message, code = "The agent sent more than max_tokens allows; the response was cut short.", "agent_overrun"
-    return OpenAIError(502, "server_error", message, code=code)
 
 
 def chunk_tokens(chunk: Chunk) -> int:
@@ -218,8 +172,7 @@ class JobRun:
                             meter.first_token()
                         parts.append(encoder.delta(item.text))
                     elif type(item) is Final:
-                        prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
-                        self.settle("ok", prompt, completion)
+                        prompt, completion = self._finished(item)
                         parts.append(encoder.final(item.finish_reason, prompt, completion))
                         yield b"".join(parts)
                         return
@@ -256,8 +209,7 @@ class JobRun:
                         self.meter.first_token()
                     parts.append(item.text)
                 elif type(item) is Final:
-                    prompt, completion = self.vouched(item.prompt_tokens, item.completion_tokens)
-                    self.settle("ok", prompt, completion)
+                    prompt, completion = self._finished(item)
                     body = self.encoder.complete("".join(parts), item.finish_reason, prompt, completion)
                     return Response(body, status_code=200, media_type=_JSON)
                 elif type(item) is Error:
@@ -270,6 +222,12 @@ class JobRun:
         finally:
             watcher.cancel()
             self.abandon("cancelled")
+
+    def _finished(self, final: Final) -> tuple[int, int]:
+        """Settle a job the agent finished; the counts as vouched for (billed and shown)."""
+        prompt, completion = self.vouched(final.prompt_tokens, final.completion_tokens)
+        self.settle("ok", prompt, completion)
+        return prompt, completion
 
     def _failed(self, error: Error) -> OpenAIError:
         """Settle a job the agent ended with an error; the client-facing error."""
@@ -297,65 +255,4 @@ class JobRun:
 
     def stream_response(self) -> Stream:
         """The SSE response; the ASGI layer abandons the job if the client disconnects mid-send."""
-        return GuardedStream(
-            self.events(),
-            on_close=self.abandon,
-            status_code=200,
-            media_type=SSE_MEDIA_TYPE,
-            headers=SSE_HEADERS,
-        )
-
-
-class _GuardedASGIStream(ASGIStreamingResponse):
-    """Litestar's streaming response plus a synchronous close hook that always runs."""
-
-    __slots__ = ("on_close",)
-
-    def __init__(self, *, on_close: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.on_close = on_close
-
-    async def send_body(self, send: Any, receive: Any) -> None:
-        """Stream; then, however it ended, run the close hook (idempotent, never awaits)."""
-        try:
-            await super().send_body(send, receive)
-        finally:
-            self.on_close("cancelled")
-
-
-class GuardedStream(Stream):
-    """A :class:`Stream` whose ASGI response runs ``on_close`` when sending ends or fails."""
-
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Any, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
-
-    def to_asgi_response(  # type: ignore[override]
-        self,
-        app: Any,
-        request: Any,
-        *,
-        background: Any = None,
-        cookies: Any = None,
-        encoded_headers: Any = None,
-        headers: dict[str, str] | None = None,
-        is_head_response: bool = False,
-        media_type: Any = None,
-        status_code: int | None = None,
-        type_encoders: Any = None,
-    ) -> ASGIStreamingResponse:
-        """Build the guarded ASGI response (as ``Stream.to_asgi_response`` does)."""
-        merged = {**headers, **self.headers} if headers is not None else self.headers
-        return _GuardedASGIStream(
-            on_close=self._on_close,
-            background=self.background or background,
-            content_length=0,
-            cookies=self.cookies if cookies is None else [*self.cookies, *cookies],
-            encoded_headers=encoded_headers,
-            encoding=self.encoding,
-            headers=merged,
-            is_head_response=is_head_response,
-            iterator=self.iterator,  # type: ignore[arg-type]
-            media_type=self.media_type or media_type or SSE_MEDIA_TYPE,
-            status_code=self.status_code or status_code,
-        )
+        return guarded_sse(self.events(), on_close=self.abandon)

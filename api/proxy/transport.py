@@ -1,7 +1,7 @@
 """The proxy's NATS side: one connection, one reply subscription, per-job queues, a watchdog.
 
 Replies for every job of this instance arrive on one wildcard subscription and are dispatched by
-job id to the job's :class:`asyncio.Queue`; nothing is subscribed per request.
+job id to the job's :class:`asyncio.Queue` (see ``channels``); nothing is subscribed per request.
 """
 
 from __future__ import annotations
@@ -21,42 +21,13 @@ from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
 from agent import protocol
-from agent.protocol import Cancel, Chunk, Error, Final
-from api.proxy.intake import (
-    MAX_PENDING_CHARS,
-    MAX_PENDING_REPLIES,
-    REPLY_SLACK,
-    HeartbeatIntake,
-    ReplyQueue,
-    decode_reply,
-)
+from agent.protocol import Cancel
+from api.proxy.channels import JobChannel, OnDrained, check_idle, fail_all, take_reply
+from api.proxy.intake import HeartbeatIntake
+from api.proxy.nats_close import drain_then_close
 from api.proxy.registry import AgentRegistry
 
 log = logging.getLogger(__name__)
-
-
-class Signal:
-    """A watchdog or transport event put into a job's queue next to the agent's messages."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"Signal({self.name})"
-
-
-KEEPALIVE = Signal("keepalive")  # nothing heard for a while: streams send an SSE comment
-TIMEOUT = Signal("timeout")  # nothing heard for generation_timeout_s: give up (504)
-LOST = Signal("lost")  # the NATS connection dropped: the job's replies cannot arrive
-CLIENT_GONE = Signal("client_gone")  # the HTTP client disconnected (non-streaming requests)
-AGENT_GONE = Signal("agent_gone")  # the agent running the job missed its heartbeats
-# The agent broke the job's rules (issue 13); the job ends and its later replies are dropped unread.
-OVERRUN = Signal("overrun")  # more replies than the job's max_tokens allows
-FLOODED = Signal("flooded")  # more replies or text waiting unread than a job may hold
-MALFORMED = Signal("malformed")  # a reply that does not decode
-BAD_VERSION = Signal("bad_version")  # a reply in another protocol version
 
 # Subscription buffers in the client: past them nats-py drops (counted, see ``_on_error``) instead of
 # growing; the handlers are O(1) per message, so they fill only if the event loop itself stalls.
@@ -64,40 +35,6 @@ REPLY_PENDING = (65_536, 64 * 1024 * 1024)  # messages, bytes
 HEARTBEAT_PENDING = (16_384, 16 * 1024 * 1024)
 TICK_TENANT = "_proxy"  # ollm._proxy.hb.I: a proxy's own tick (no tenant id looks like this)
 REPORT_EVERY_S = 60.0  # how often refusal counts are logged (as totals, never per message)
-
-Item = Chunk | Final | Error | Signal
-OnDrained = Callable[["JobChannel", "Final | Error | None"], None]
-
-
-class JobChannel:
-    """Where one job's replies land; after a cancel it drains until the agent's last word."""
-
-    __slots__ = (
-        "agent_id",
-        "ended",
-        "job_id",
-        "last_heard",
-        "last_keepalive",
-        "max_replies",
-        "on_drained",
-        "queue",
-        "received",
-        "served_by",
-        "tenant_id",
-    )
-
-    def __init__(self, job_id: str, tenant_id: str, now: float, max_tokens: int = 1 << 21) -> None:
-        self.job_id = job_id
-        self.tenant_id = tenant_id
-        self.queue = ReplyQueue()
-        self.max_replies = max_tokens + REPLY_SLACK + 1  # chunks, then the final word
-        self.received = 0
-        self.ended = False  # the agent broke the rules: drop whatever else it sends
-        self.last_heard = now
-        self.last_keepalive = now
-        self.on_drained: OnDrained | None = None
-        self.agent_id: str | None = None  # whom the watchdog watches (the accept's claim, then served_by)
-        self.served_by: str | None = None  # the agent named by the subject of its first reply (NATS vouches)
 
 
 class Transport:
@@ -179,7 +116,7 @@ class Transport:
             await asyncio.wait(list(self._tasks), timeout=2)
         await self._fail_all_and_wait(settle_s=1.0)
         if self.nc is not None:
-            await _drain_then_close(self.nc, timeout_s=1.0)
+            await drain_then_close(self.nc, timeout_s=1.0)
         self.nc = None
 
     def every_tick(self, callback: Callable[[], None]) -> None:
@@ -227,48 +164,8 @@ class Transport:
             log.warning("not published on %s: %s", subject.split(".", 2)[-1], type(exc).__name__)
 
     async def _on_reply(self, msg: Msg) -> None:
-        """Dispatch a chunk/final/error to its job (``ollm.T.reply.I.J[.A]``, within the job's tenant).
-
-        A sixth token names the agent: only that agent may publish there (``agent_permissions``).
-        Everything before the decode is O(1): a flood for unknown, ended or full jobs costs no decoding.
-        """
-        tokens = msg.subject.split(".")
-        channel = self.channels.get(tokens[4]) if len(tokens) in (5, 6) else None
-        if channel is None or channel.ended or tokens[1] != channel.tenant_id:
-            self.rejected["reply.no_job"] += 1  # never into another tenant's job, nor a finished one
-            return
-        data = msg.data
-        channel.received += 1
-        if channel.received > channel.max_replies:
-            self._end(channel, OVERRUN, "reply.beyond_max_tokens")
-            return
-        queue = channel.queue
-        if queue.qsize() >= MAX_PENDING_REPLIES or queue.pending_chars + len(data) > MAX_PENDING_CHARS:
-            self._end(channel, FLOODED, "reply.flooded")
-            return
-        if len(tokens) == 6 and channel.served_by is None:
-            channel.served_by = channel.agent_id = tokens[5]
-        message, problem = decode_reply(data)
-        if message is None:
-            self._end(channel, BAD_VERSION if problem == "version" else MALFORMED, f"reply.{problem}")
-            return
-        channel.last_heard = time.monotonic()
-        if channel.on_drained is not None:
-            if not isinstance(message, Chunk):
-                self.channels.pop(channel.job_id, None)
-                channel.on_drained(channel, message)
-            return
-        queue.put_nowait(message)
-
-    def _end(self, channel: JobChannel, signal: Signal, reason: str) -> None:
-        """End a job whose agent broke the rules: its request settles with what was relayed."""
-        self.rejected[reason] += 1
-        channel.ended = True
-        if channel.on_drained is not None:
-            self.channels.pop(channel.job_id, None)
-            channel.on_drained(channel, None)
-        else:
-            channel.queue.put_nowait(signal)
+        """Dispatch a chunk/final/error to its job (see ``channels.take_reply``)."""
+        take_reply(self.channels, self.rejected, msg.subject, msg.data)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """Feed the live-agent registry (the subject names tenant and agent), or note our own tick."""
@@ -299,21 +196,7 @@ class Transport:
 
     def _check_channels(self, now: float) -> None:
         """Signal idle jobs and close drains that waited long enough."""
-        for channel in list(self.channels.values()):
-            idle = now - channel.last_heard
-            if channel.on_drained is not None:
-                if idle >= self.drain_s:
-                    self.channels.pop(channel.job_id, None)
-                    channel.on_drained(channel, None)
-            elif idle >= self.generation_timeout_s:
-                channel.last_heard = now
-                channel.queue.put_nowait(TIMEOUT)
-            elif channel.agent_id is not None and self.registry.gone(channel.tenant_id, channel.agent_id):
-                channel.agent_id = None  # signal once
-                channel.queue.put_nowait(AGENT_GONE)
-            elif now - max(channel.last_heard, channel.last_keepalive) >= self.keepalive_s:
-                channel.last_keepalive = now
-                channel.queue.put_nowait(KEEPALIVE)
+        check_idle(self.channels, self.registry, now, self.drain_s, self.generation_timeout_s, self.keepalive_s)
 
     def _report(self, now: float) -> None:
         """Log refusal counts since the last report, at most once per ``REPORT_EVERY_S``; prune spacing."""
@@ -335,12 +218,7 @@ class Transport:
 
     def _fail_all(self) -> None:
         """Every job's replies are lost: settle the drains now, tell the running jobs."""
-        for channel in list(self.channels.values()):
-            if channel.on_drained is not None:
-                self.channels.pop(channel.job_id, None)
-                channel.on_drained(channel, None)
-            else:
-                channel.queue.put_nowait(LOST)
+        fail_all(self.channels)
 
     async def _fail_all_and_wait(self, settle_s: float) -> None:
         """At shutdown: fail every job and give their requests a moment to record usage before we go."""
@@ -359,27 +237,3 @@ class Transport:
             self.rejected["nats.slow_consumer"] += 1
             return
         log.warning("nats error: %s", type(exc).__name__)
-
-
-async def _drain_then_close(nc: NATS, timeout_s: float) -> None:
-    """Drain for at most ``timeout_s``, then close whatever state the connection is in.
-
-    ``drain()`` refuses a reconnecting connection (which would then go on reconnecting for ever)
-    and waits up to nats-py's 30 s ``drain_timeout`` on a dead one; ``close()`` ends both.
-    """
-    if nc.is_closed:
-        return
-    drain = asyncio.ensure_future(nc.drain())
-    drain.add_done_callback(_log_drain_failure)
-    await asyncio.wait({drain}, timeout=timeout_s)
-    if not nc.is_closed:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.close(), timeout_s)
-    if not drain.done():
-        drain.cancel()
-
-
-def _log_drain_failure(drain: asyncio.Future[None]) -> None:
-    """Log (by class) why a drain at shutdown did not finish; the connection is closed regardless."""
-    if not drain.cancelled() and drain.exception() is not None:
-        log.info("nats connection closed without a drain: %s", type(drain.exception()).__name__)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from agent import protocol
 from agent.protocol import Accepted, Chunk, Final, Heartbeat, Job, ModelInfo
+from api.proxy.channels import BAD_VERSION, FLOODED, MALFORMED, OVERRUN
 from api.proxy.intake import (
     MAX_HEARTBEAT_BYTES,
     MAX_MODELS_PER_HEARTBEAT,
@@ -39,7 +40,7 @@ from api.proxy.intake import (
     HeartbeatIntake,
 )
 from api.proxy.registry import INTERVAL_RANGE_S, MAX_AGENTS_PER_TENANT, MAX_LAG_S, MISSED_BEATS, AgentRegistry
-from api.proxy.transport import BAD_VERSION, FLOODED, MALFORMED, OVERRUN, Transport
+from api.proxy.transport import Transport
 from tests.proxy.conftest import REPO, TENANT_A, TENANT_B, Agent, Stack, build_stack, teardown_stack
 from tests.proxy.test_failures import fake_agent, sdk
 

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 from agent import protocol
 from agent.protocol import Chunk, Heartbeat, ModelInfo
 from api.proxy import InferenceGateway
+from api.proxy.channels import LOST
 from api.proxy.registry import FORGET_AFTER_S, AgentRegistry
-from api.proxy.transport import LOST, Transport
+from api.proxy.transport import Transport
 from api.settings import Settings
 
 
