@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier, Literal
@@ -50,7 +51,40 @@ def _filters(tenant_id: UUID, user_id: UUID | None, since: date | None, until: d
     return " AND ".join(clauses), params
 
 
-class SQLiteUsageView(SQLiteTrackingRecorder):
+_SELECT = "SELECT day, model, user_id, key_id, status, requests, prompt_tokens, completion_tokens, duration_ms FROM "
+
+
+class _UsageTable(TrackingRecorder):
+    """What both tables do alike: the position, each event as its stored values, and the folded read."""
+
+    def position(self) -> int:
+        return self.max_tracking_id(TRACKING_NAME) or 0
+
+    def apply(
+        self,
+        expected: int,
+        tracking: Tracking,
+        events: Sequence[UsageRecord.Recorded | RefusedRow],
+        quarantined: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        self._write(expected, tracking, [_params(e) for e in events], quarantined)
+
+    def rows(self, tenant_id: UUID, user_id: UUID | None, since: date | None, until: date | None) -> list[UsageRow]:
+        where, params = _filters(tenant_id, user_id, since, until)
+        return _fold(self._select(where, params))
+
+    @abstractmethod
+    def _write(
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
+    ) -> None:
+        """Add ``rows`` (stored values) to the counts, keep the ``quarantined``, move the tracking, atomically."""
+
+    @abstractmethod
+    def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """The per-status rows matching ``where`` (``?`` placeholders), as tuples."""
+
+
+class SQLiteUsageView(_UsageTable, SQLiteTrackingRecorder):
     """The usage view in the embedded SQLite event store file."""
 
     def construct_create_table_statements(self) -> list[str]:
@@ -63,41 +97,29 @@ class SQLiteUsageView(SQLiteTrackingRecorder):
             f"CREATE TABLE IF NOT EXISTS {QUARANTINE} (notification_id INTEGER PRIMARY KEY, reason TEXT NOT NULL)",
         ]
 
-    def position(self) -> int:
-        return self.max_tracking_id(TRACKING_NAME) or 0
-
-    def apply(
-        self,
-        expected: int,
-        tracking: Tracking,
-        events: Sequence[UsageRecord.Recorded | RefusedRow],
-        quarantined: Sequence[tuple[int, str]] = (),
+    def _write(
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
     ) -> None:
         with self.datastore.transaction(commit=True) as c:
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StalePosition
             for notification_id, reason in quarantined:
                 c.execute(f"INSERT INTO {QUARANTINE} VALUES (?, ?) ON CONFLICT DO NOTHING", (notification_id, reason))
-            for event in events:
+            for row in rows:
                 c.execute(
                     f"INSERT INTO usage_daily ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (tenant_id, user_id, key_id, model, day, status) DO UPDATE SET "
                     "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
                     "completion_tokens = completion_tokens + excluded.completion_tokens, "
                     "duration_ms = duration_ms + excluded.duration_ms",
-                    _params(event),
+                    row,
                 )
             self._insert_tracking(c, tracking)
 
-    def rows(self, tenant_id: UUID, user_id: UUID | None, since: date | None, until: date | None) -> list[UsageRow]:
-        where, params = _filters(tenant_id, user_id, since, until)
+    def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                "SELECT day, model, user_id, key_id, status, requests, prompt_tokens, completion_tokens, duration_ms "
-                f"FROM usage_daily WHERE {where}",
-                params,
-            )
-            return _fold([tuple(r) for r in c.fetchall()])
+            c.execute(f"{_SELECT}usage_daily WHERE {where}", params)
+            return [tuple(r) for r in c.fetchall()]
 
     def quarantined(self) -> list[tuple[int, str]]:
         with self.datastore.transaction(commit=False) as c:
@@ -111,7 +133,7 @@ class SQLiteUsageView(SQLiteTrackingRecorder):
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
 
 
-class PostgresUsageView(PostgresTrackingRecorder):
+class PostgresUsageView(_UsageTable, PostgresTrackingRecorder):
     """The usage view in the event store's PostgreSQL schema."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -136,15 +158,8 @@ class PostgresUsageView(PostgresTrackingRecorder):
             SQL("INSERT INTO {} VALUES ({}, 0) ON CONFLICT DO NOTHING").format(self.tracking, Literal(TRACKING_NAME))
         )
 
-    def position(self) -> int:
-        return self.max_tracking_id(TRACKING_NAME) or 0
-
-    def apply(
-        self,
-        expected: int,
-        tracking: Tracking,
-        events: Sequence[UsageRecord.Recorded | RefusedRow],
-        quarantined: Sequence[tuple[int, str]] = (),
+    def _write(
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
     ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StalePosition)
@@ -153,7 +168,7 @@ class PostgresUsageView(PostgresTrackingRecorder):
                     SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.quarantine),
                     list(quarantined),
                 )
-            if events:
+            if rows:
                 curs.executemany(
                     SQL(
                         "INSERT INTO {} (" + COLUMNS + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
@@ -163,19 +178,15 @@ class PostgresUsageView(PostgresTrackingRecorder):
                         "completion_tokens = {t}.completion_tokens + excluded.completion_tokens, "
                         "duration_ms = {t}.duration_ms + excluded.duration_ms"
                     ).format(self.table, t=Identifier("ownllm_usage_daily")),
-                    [_params(e) for e in events],
+                    rows,
                 )
             self._insert_tracking(curs, tracking)
 
-    def rows(self, tenant_id: UUID, user_id: UUID | None, since: date | None, until: date | None) -> list[UsageRow]:
-        where, params = _filters(tenant_id, user_id, since, until)
-        query = SQL(
-            "SELECT day, model, user_id, key_id, status, requests, prompt_tokens, completion_tokens, duration_ms "
-            "FROM {} WHERE " + where.replace("?", "%s")
-        ).format(self.table)
+    def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        query = SQL(_SELECT + "{} WHERE " + where.replace("?", "%s")).format(self.table)
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(query, params)
-            return _fold([tuple(r.values()) for r in curs.fetchall()])
+            return [tuple(r.values()) for r in curs.fetchall()]
 
     def quarantined(self) -> list[tuple[int, str]]:
         with self.datastore.transaction(commit=False) as curs:
