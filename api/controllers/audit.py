@@ -141,8 +141,8 @@ class AuditController(Controller):
         """Stream the matching rows, oldest first, as CSV (a spreadsheet opens it) or JSON lines."""
         names = Names(directory, principal.tenant_id)
         query = urlencode([(k, v) for k, v in request.query_params.items() if k != "format"])
+        position = audit.settle()  # before recording the export: it need not wait for its own event's row
         commands.run(OwnLLM.record_audit_export, ctx, format=format, filters=query)
-        position = audit.settle()
         if format == "csv":
             lines: Iterator[Any] = csv_export(audit.projection, where, names)
         else:
