@@ -7,6 +7,7 @@ before it is served.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+
+KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class InvalidCatalogue(ValueError):
@@ -24,7 +27,7 @@ class InvalidCatalogue(ValueError):
 class ModelLicence:
     """What one family of models is licensed under, and what that licence asks of the customer."""
 
-    key: str  # a stable id for acceptances: the first pattern, e.g. "llama-3*"
+    key: str  # the entry's stable `id`, under which acceptances are recorded, e.g. "llama-3"
     patterns: tuple[str, ...]
     publisher: str
     licence: str
@@ -87,11 +90,14 @@ def load(path: Path | None = None) -> Catalogue:
 def _entry(raw: dict[str, object], index: int) -> ModelLicence:
     try:
         patterns = _strings(raw["patterns"])
+        key = str(raw["id"])
+        if not KEY.fullmatch(key):
+            raise InvalidCatalogue(f"model entry {index}: id must be lower-case letters, digits and dashes")
         limit = raw.get("commercial_mau_limit")
         if limit is not None and (not isinstance(limit, int) or limit <= 0):
             raise InvalidCatalogue(f"model entry {index}: commercial_mau_limit must be a positive integer")
         return ModelLicence(
-            key=patterns[0],
+            key=key,
             patterns=patterns,
             publisher=str(raw["publisher"]),
             licence=str(raw["licence"]),

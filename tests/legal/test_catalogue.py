@@ -65,7 +65,8 @@ def test_every_bundled_entry_is_complete_and_keys_are_unique():
         "[[model]]\npatterns = []\n",
         "[[model]]\npatterns = ['a']\n",
         "not toml [",
-        "[[model]]\npatterns=['a']\n"
+        "[[model]]\nid='Not An Id'\npatterns=['a']\n",
+        "[[model]]\nid='a'\npatterns=['a']\n"
         "publisher='p'\nlicence='l'\nlicence_ids=['x']\nurl='u'\ncommercial_use='c'\nprohibited_uses='p'\n"
         "commercial_mau_limit=-1\n",
     ],
