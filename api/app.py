@@ -20,6 +20,7 @@ from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
+from api.controllers.licences import LicenceController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
@@ -121,6 +122,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         KeyController,
         PairingKeyController,
         AgentController,
+        LicenceController,
         UsageController,
         AuditController,
         ReplayController,
@@ -167,8 +169,12 @@ def _inference(settings: Settings, services: Services) -> Any:
     if not settings.inference:
         return None
     from api.proxy import InferenceGateway
+    from api.proxy.licences import LicenceGate
+    from legal import catalogue
 
-    gateway = InferenceGateway(settings, services.authenticator, usage_writer(settings, services.app))
+    licences = LicenceGate(catalogue.bundled(), services.directory.accepted_licences)
+    usage = usage_writer(settings, services.app)
+    gateway = InferenceGateway(settings, services.authenticator, usage, licences=licences)
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 

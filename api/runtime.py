@@ -28,12 +28,15 @@ from api.reactions import NatsAuthorizationResync, nats_accounts
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.application import utc_now
+from domain.commands.licences import licence_key_for
 from domain.context import SYSTEM, Ctx
 from domain.ids import tenant_id_for
 from domain.roles import SCOPES_BY_ROLE, Role
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.ownllm.local"
+# The model each demo backend announces (agent/models.py BUILTIN_ID, agent/backends/echo.py ECHO_MODEL).
+DEMO_MODELS = {"transformers": "smollm2-135m-instruct", "echo": "echo"}
 
 
 def agent_accounts(services: Services) -> list[AgentAccount]:
@@ -55,8 +58,24 @@ def external_authorization(settings: Settings) -> NatsAuthorization:
     return NatsAuthorization(auth_file(settings), settings.nats_proxy_user, proxy_password(settings), reload)
 
 
-def demo_admin_key(services: Services) -> str:
+def demo_admin_key(services: Services, demo_model: str) -> str:
     """Create the demo tenant on first run; on every run issue its admin a fresh key to print."""
+    key = _demo_signup(services)
+    _accept_demo_licence(services, demo_model)
+    return key
+
+
+def _accept_demo_licence(services: Services, model: str) -> None:
+    """The demo serves one model: accept its licence for the demo tenant (SmolLM2: Apache-2.0) once."""
+    tenant_id = tenant_id_for(DEMO_SLUG)
+    if licence_key_for(model) in services.directory.accepted_licences(tenant_id):
+        return
+    ctx = Ctx(actor=SYSTEM, tenant_id=tenant_id, request_id=f"demo-{uuid.uuid4()}")
+    services.command(services.app.accept_model_licence, ctx, model=model, acknowledge_unlisted=True)
+
+
+def _demo_signup(services: Services) -> str:
+    """The demo admin's key: from the signup on the first run, freshly issued on later runs."""
     tenant = services.directory.tenants.get(tenant_id_for(DEMO_SLUG))
     if tenant is None:
         result = services.command(
@@ -194,7 +213,7 @@ def serve(settings: Settings, console: Console) -> None:
     settings, services = platform.settings, platform.services
     if projector is not None:
         projector.start()
-    admin_key = demo_admin_key(services) if settings.demo else None
+    admin_key = demo_admin_key(services, DEMO_MODELS[settings.demo_backend]) if settings.demo else None
     agent = DemoAgent(settings, services) if settings.demo and settings.inference else None
     base = settings.base_url
 

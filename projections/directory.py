@@ -11,6 +11,7 @@ from uuid import UUID
 from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.invite import Invite
+from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
 from domain.user import User
@@ -47,6 +48,7 @@ class Directory:
     pairing_keys: dict[UUID, PairingKeyView] = field(default_factory=dict)
     agents: dict[UUID, AgentView] = field(default_factory=dict)
     by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
+    licence_keys: dict[UUID, str] = field(default_factory=dict)  # acceptance id -> licence key
     agents_version: int = 0  # bumped whenever the set of agent credentials changes
     topics: ClassVar[tuple[str, ...]]  # the events it reads: those of its handler table (set below)
 
@@ -85,6 +87,10 @@ class Directory:
     def tenant_pairing_keys(self, tenant_id: UUID) -> list[PairingKeyView]:
         """A tenant's pairing keys, oldest first."""
         return self.rows(tenant_id).pairing_keys[:]
+
+    def accepted_licences(self, tenant_id: UUID) -> frozenset[str]:
+        """The model-licence keys the tenant has accepted (an O(1) read for the proxy)."""
+        return self.by_tenant.get(tenant_id, _NO_ROWS).licences
 
     def tenant_agents(self, tenant_id: UUID) -> list[AgentView]:
         """A tenant's agents, oldest first."""
@@ -208,6 +214,18 @@ def _agent_revoked(d: Directory, e: Agent.Revoked) -> None:
     d.agents_version += 1
 
 
+def _licence_accepted(d: Directory, e: ModelLicence.Accepted | ModelLicence.Reaccepted) -> None:
+    rows = d._add(e.tenant_id)
+    key = e.key if isinstance(e, ModelLicence.Accepted) else d.licence_keys[e.originator_id]
+    d.licence_keys[e.originator_id] = key
+    rows.licences = rows.licences | {key}
+
+
+def _licence_withdrawn(d: Directory, e: ModelLicence.Withdrawn) -> None:
+    rows = d._add(e.tenant_id)
+    rows.licences = rows.licences - {d.licence_keys[e.originator_id]}
+
+
 _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
@@ -227,5 +245,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     PairingKey.Revoked: _pairing_revoked,
     Agent.Paired: _agent_paired,
     Agent.Revoked: _agent_revoked,
+    ModelLicence.Accepted: _licence_accepted,
+    ModelLicence.Reaccepted: _licence_accepted,
+    ModelLicence.Withdrawn: _licence_withdrawn,
 }
 Directory.topics = topics_of(_HANDLERS)

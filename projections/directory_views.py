@@ -106,3 +106,4 @@ class TenantRows:
     invites: list[InviteView] = field(default_factory=list)
     pairing_keys: list[PairingKeyView] = field(default_factory=list)
     agents: list[AgentView] = field(default_factory=list)
+    licences: frozenset[str] = frozenset()  # accepted model-licence keys; replaced whole, never mutated

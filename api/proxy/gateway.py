@@ -25,13 +25,14 @@ from api.proxy.controllers import build_router
 from api.proxy.endpoints import Endpoint
 from api.proxy.errors import OpenAIError
 from api.proxy.job_errors import agent_error
+from api.proxy.licences import LicenceGate
 from api.proxy.limits import Grant, Limiter, Refused
 from api.proxy.ports import Authenticator, UsageSink
 from api.proxy.registry import AgentRegistry
 from api.proxy.rejections import TALLIED_STATUSES
 from api.proxy.responses import Encoder
 from api.proxy.run import JobRun
-from api.proxy.schemas import Model, ModelList
+from api.proxy.schemas import LicensedModel, Model, ModelList
 from api.proxy.translate import Generation
 from api.proxy.transport import Transport
 from api.proxy.usage import Meter, Outcome, UsageWriter, one_by_one
@@ -75,9 +76,11 @@ class InferenceGateway:
         usage_sink: UsageSink | UsageWriter,
         *,
         limiter: Limiter | None = None,
+        licences: LicenceGate | None = None,
         keepalive_s: float = 5.0,
     ) -> None:
         self.settings = settings
+        self.licences = licences  # None: every model is served (a bare gateway in tests and benchmarks)
         self.authenticator = authenticator
         self.instance_id = uuid4().hex[:12]
         self.registry = AgentRegistry()
@@ -154,7 +157,7 @@ class InferenceGateway:
         principal = self.authenticate(authorization)
         self._require_scope(principal)
         served = self.registry.models(str(principal.tenant_id))
-        listing = ModelList([Model(id=m, created=int(seen), owned_by="ownllm") for m, seen in sorted(served.items())])
+        listing = ModelList([self._model(principal, m, seen) for m, seen in sorted(served.items())])
         return _encode(listing)
 
     def model(self, authorization: str | None, model_id: str) -> bytes:
@@ -164,7 +167,14 @@ class InferenceGateway:
         seen = self.registry.models(str(principal.tenant_id)).get(model_id)
         if seen is None:
             raise errors.model_not_found(model_id)
-        return _encode(Model(id=model_id, created=int(seen), owned_by="ownllm"))
+        return _encode(self._model(principal, model_id, seen))
+
+    def _model(self, principal: Principal, model_id: str, seen: float) -> Model:
+        """One entry of the model list, with its licence where the licence gate is on."""
+        if self.licences is None:
+            return Model(id=model_id, created=int(seen), owned_by="ownllm")
+        licence = self.licences.describe(principal.tenant_id, model_id)
+        return LicensedModel(id=model_id, created=int(seen), owned_by="ownllm", licence=licence)
 
     @staticmethod
     def _require_scope(principal: Principal) -> None:
@@ -233,6 +243,9 @@ class InferenceGateway:
         generation = endpoint.parse(await request.body())
         meter.model = generation.model
         meter.stream = generation.stream
+        if self.licences is not None:
+            tenant = str(principal.tenant_id)
+            self.licences.check(principal.tenant_id, generation.model, lambda: self.registry.models(tenant))
         return fit_to_context(generation, self.registry.context_length(str(principal.tenant_id), generation.model))
 
     async def _dispatch(

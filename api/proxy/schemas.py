@@ -215,6 +215,22 @@ class Model(msgspec.Struct):
     object: str = "model"
 
 
+class LicenceInfo(msgspec.Struct):
+    """A model's licence as ``GET /v1/models`` shows it (terms §9)."""
+
+    key: str  # what an admin accepts (POST /api/v1/licences)
+    name: str  # the licence, "" for a model outside the catalogue
+    url: str
+    accepted: bool
+    catalogued: bool
+
+
+class LicensedModel(Model):
+    """A model with the licence that governs it (where the licence gate is on)."""
+
+    licence: LicenceInfo | None = None
+
+
 class ModelList(msgspec.Struct):
     """``GET /v1/models``."""
 

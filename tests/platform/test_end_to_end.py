@@ -96,6 +96,10 @@ def stack(make_settings: Any, tmp_path: Path) -> Iterator[Stack]:
         body = {"slug": "acme", "name": "Acme", "admin_name": "Ada", "admin_email": "ada@acme.example"}
         admin_key = httpx.post(server.base_url + "/api/v1/tenants", json=body).json()["api_key"]["secret"]
         built = Stack(platform, server, admin_key, tmp_path, [])
+        # The admin accepts the licences of the models its agents serve (terms §9) before anyone calls them.
+        assert built.api("POST", "/api/v1/licences", json={"key": "smollm2"}).status_code == 201
+        unlisted = {"model": "echo", "acknowledge_unlisted": True}
+        assert built.api("POST", "/api/v1/licences", json=unlisted).status_code == 201
         yield built
     finally:
         for proc in built.agents:
@@ -119,6 +123,10 @@ def test_a_user_calls_a_paired_agent_and_nothing_keeps_the_prompt(stack: Stack, 
         agent_log = tmp_path / "agent.log"
         stack.start_agent(credentials, agent_log)
         stack.wait_for_models(present=True)
+        (listed,) = stack.api("GET", "/v1/models").json()["data"]
+        assert listed["licence"] == {
+            "key": "unlisted:echo", "name": "", "url": "", "accepted": True, "catalogued": False,
+        }  # fmt: skip
 
         canary = f"CANARY{uuid.uuid4().hex[:12]}"
         client = stack.sdk()
@@ -216,6 +224,8 @@ def test_the_real_cpu_model_answers_through_the_whole_path(stack: Stack, tmp_pat
     stack.start_agent(credentials, tmp_path / "agent.log", backend="transformers")
     model = "smollm2-135m-instruct"
     stack.wait_for_models(present=True, timeout_s=120, model=model)
+    licence = stack.api("GET", f"/v1/models/{model}").json()["licence"]
+    assert licence["name"] == "Apache License 2.0" and licence["accepted"] is True
     question = [{"role": "user", "content": "What is the capital of France?"}]
     answer = stack.sdk().chat.completions.create(model=model, messages=question, temperature=0, max_tokens=24)
     assert "Paris" in (answer.choices[0].message.content or "")
