@@ -173,7 +173,8 @@ class InferenceGateway:
         """One entry of the model list, with its licence where the licence gate is on."""
         if self.licences is None:
             return Model(id=model_id, created=int(seen), owned_by="ownllm")
-        licence = self.licences.describe(principal.tenant_id, model_id)
+        announced = self.registry.announced_licences(str(principal.tenant_id), model_id)
+        licence = self.licences.describe(principal.tenant_id, model_id, announced)
         return LicensedModel(id=model_id, created=int(seen), owned_by="ownllm", licence=licence)
 
     @staticmethod

@@ -6,6 +6,7 @@ tenant's accepted keys, which the directory keeps current in every process as ac
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from legal.catalogue import Catalogue, ModelLicence
 
 _CACHE_LIMIT = 4096  # model ids remembered; a flood of made-up ids only costs a lookup each past this
 ACCEPT_PATH = "/api/v1/licences"
+log = logging.getLogger(__name__)
 
 
 class LicenceGate:
@@ -58,16 +60,21 @@ class LicenceGate:
             code="model_licence_not_accepted",
         )
 
-    def describe(self, tenant_id: UUID, model: str) -> LicenceInfo:
-        """The model's licence and whether the tenant accepted it."""
+    def describe(self, tenant_id: UUID, model: str, announced: set[str]) -> LicenceInfo:
+        """The model's licence, whether the tenant accepted it, and whether its agents' claims agree."""
         key = self.key_of(model)
         entry: ModelLicence | None = self.catalogue.by_key(key)
+        agrees = entry is None or all(entry.announced_agrees(claim) for claim in announced)
+        if not agrees:
+            log.warning("agents announce licence %s for %s; the catalogue says %s", sorted(announced), model, key)
         return LicenceInfo(
             key=key,
             name=entry.licence if entry else "",
             url=entry.url if entry else "",
             accepted=key in self.accepted(tenant_id),
             catalogued=entry is not None,
+            announced=sorted(announced),
+            announced_agrees=agrees,
         )
 
     def knows(self, model: str) -> bool:

@@ -133,6 +133,10 @@ class AgentRegistry:
         lengths = [m.context_length for a in self.live(tenant_id) for m in a.models if m.id == model]
         return min(max(lengths), TOKEN_COUNT_CEILING) if lengths else None
 
+    def announced_licences(self, tenant_id: str, model: str) -> set[str]:
+        """The licence ids the tenant's live agents announce for ``model`` (a claim, checked by the gate)."""
+        return {m.licence for a in self.live(tenant_id) for m in a.models if m.id == model and m.licence}
+
     def models(self, tenant_id: str) -> dict[str, float]:
         """Model id -> when the first live agent serving it was first seen (unix seconds)."""
         served: dict[str, float] = {}

@@ -223,6 +223,8 @@ class LicenceInfo(msgspec.Struct):
     url: str
     accepted: bool
     catalogued: bool
+    announced: list[str] = []  # what the serving agents claim; the catalogue's entry governs
+    announced_agrees: bool = True  # False: an agent claims a licence the catalogue does not list for it
 
 
 class LicensedModel(Model):

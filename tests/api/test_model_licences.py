@@ -130,3 +130,20 @@ def test_the_acceptance_is_an_event_with_who_and_which_licence(whole_app: tuple[
         services.app.withdraw_model_licence(ctx, "qwen-licence")
     with pytest.raises(InvalidValue):
         services.app.accept_model_licence(ctx, model="")
+
+
+def test_an_agent_cannot_relabel_a_models_licence_and_made_up_ids_do_not_grow_memory():
+    from uuid import uuid4
+
+    from api.proxy.licences import LicenceGate
+    from legal import catalogue
+
+    tenant = uuid4()
+    gate = LicenceGate(catalogue.bundled(), lambda _t: frozenset({"llama-3"}))
+    honest = gate.describe(tenant, LLAMA, {"llama3.1"})
+    relabelled = gate.describe(tenant, LLAMA, {"llama3.1", "apache-2.0"})
+    assert honest.accepted and honest.announced_agrees
+    assert relabelled.name.startswith("Llama 3") and not relabelled.announced_agrees
+    for i in range(5000):
+        gate.key_of(f"made-up-{i}")
+    assert len(gate._keys) <= 4096

@@ -126,6 +126,7 @@ def test_a_user_calls_a_paired_agent_and_nothing_keeps_the_prompt(stack: Stack, 
         (listed,) = stack.api("GET", "/v1/models").json()["data"]
         assert listed["licence"] == {
             "key": "unlisted:echo", "name": "", "url": "", "accepted": True, "catalogued": False,
+            "announced": ["Apache-2.0"], "announced_agrees": True,
         }  # fmt: skip
 
         canary = f"CANARY{uuid.uuid4().hex[:12]}"
@@ -226,6 +227,7 @@ def test_the_real_cpu_model_answers_through_the_whole_path(stack: Stack, tmp_pat
     stack.wait_for_models(present=True, timeout_s=120, model=model)
     licence = stack.api("GET", f"/v1/models/{model}").json()["licence"]
     assert licence["name"] == "Apache License 2.0" and licence["accepted"] is True
+    assert licence["announced_agrees"] is True  # the agent's "apache-2.0" is what the catalogue lists
     question = [{"role": "user", "content": "What is the capital of France?"}]
     answer = stack.sdk().chat.completions.create(model=model, messages=question, temperature=0, max_tokens=24)
     assert "Paris" in (answer.choices[0].message.content or "")
