@@ -11,7 +11,7 @@ from api.principal import Principal
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.secrets import API_KEY_PREFIX, keyed_hash
 from policies.limits import DEFAULT_PLAN
-from projections.directory import Directory
+from projections.directory import Directory, TenantView
 
 
 class CredentialsRejected(Exception):
@@ -69,6 +69,7 @@ class KeyAuthenticator:
         self.pepper = pepper
         self.clock = clock
         self.default_plan = default_plan
+        self.on_use: Callable[[TenantView, str], object] | None = None  # e.g. acceptance of terms by use
 
     def authenticate(self, secret: str) -> Principal:
         """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason.
@@ -94,6 +95,8 @@ class KeyAuthenticator:
         tenant = self.directory.tenants[key.tenant_id]
         if tenant.suspended:
             raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
+        if self.on_use is not None:
+            self.on_use(tenant, f"key:{key.id}")
         return Principal(
             tenant_id=key.tenant_id,
             user_id=key.user_id,

@@ -23,11 +23,15 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
     """Base of request bodies: unknown fields are refused."""
 
 
+TermsRef = Annotated[str, Meta(max_length=40, description="The terms accepted, e.g. terms-1 (GET /api/v1/legal)")]
+
+
 class SignupRequest(Body):
     slug: Slug
     name: Name
     admin_name: Name
     admin_email: Email
+    accept_terms: TermsRef  # explicit acceptance of the terms in force, by version (terms §18)
 
 
 class InviteRequest(Body):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from uuid import UUID, uuid4
 
 from eventsourcing.utils import get_topic
 
@@ -24,11 +25,13 @@ from api.secret_files import (
     read_or_create_secret,
 )
 from api.settings import Settings
+from api.terms_use import ContinuedUse
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
 from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
 from domain.adapters.sqlite_transactions import begin_writes_immediately
 from domain.application import OwnLLM, utc_now
+from domain.context import Ctx
 from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
@@ -65,6 +68,7 @@ class Services:
     authenticator: KeyAuthenticator
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
+    terms_use: ContinuedUse | None = None  # records acceptance of new terms by use (api/terms_use.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,6 +114,8 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        if self.terms_use is not None:
+            self.terms_use.close()
         self.reactions.stop()
         if self.ledger is not None:
             self.ledger.stop()
@@ -213,6 +219,8 @@ def build_services(
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
+    services.terms_use = continued_use(services, clock)
+    services.authenticator.on_use = services.terms_use
     if start_runner:
         services.runner.start()
         services.reactions.start()
@@ -221,6 +229,16 @@ def build_services(
     else:
         services.runner.catch_up()
     return services
+
+
+def continued_use(services: Services, clock: Callable[[], datetime]) -> ContinuedUse:
+    """Acceptance of the terms in force by a tenant's first use after they take effect (terms §18)."""
+
+    def record(tenant_id: UUID, ref: str, actor: str) -> object:
+        ctx = Ctx(actor=actor, tenant_id=tenant_id, request_id=f"use-{uuid4()}")
+        return services.command(services.app.accept_terms, ctx, ref, "continued_use")
+
+    return ContinuedUse(services.app.documents(), clock, record)
 
 
 def reaction_runner(settings: Settings, app: OwnLLM, failures: FailureLog | None = None) -> ReactionRunner:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent import protocol  # noqa: E402
 from agent.protocol import Chunk, Error, Final, Job, Sampling  # noqa: E402
+from legal.documents import bundled, in_force  # noqa: E402
 
 TENANT = "00000000-0000-4000-8000-0000000000be"
 KEY = "sk-bench"
@@ -111,6 +112,15 @@ def serve_agent(config: dict[str, object]) -> None:
 
 
 # ---------------------------------------------------------------- measurements
+
+
+def _terms() -> str:
+    """The terms in force, which a signup accepts by name."""
+    from datetime import UTC, datetime
+
+    current = in_force(bundled(), "terms", datetime.now(UTC))
+    assert current is not None
+    return current.ref
 
 
 @dataclass
@@ -728,9 +738,11 @@ class Composition:
 
         slug = f"bench-{uuid4().hex[:8]}"
         signup = httpx.post(self.base + "/api/v1/tenants", json={"slug": slug, "name": "Bench", "admin_name": "Bench",
-                            "admin_email": f"admin@{slug}.example"}, timeout=30)  # fmt: skip
+                            "admin_email": f"admin@{slug}.example", "accept_terms": _terms()}, timeout=30)  # fmt: skip
         signup.raise_for_status()
         admin = {"Authorization": f"Bearer {signup.json()['api_key']['secret']}"}
+        echo = {"model": "echo", "acknowledge_unlisted": True}  # its licence, as an admin accepts it (terms §9)
+        httpx.post(self.base + "/api/v1/licences", headers=admin, json=echo, timeout=30).raise_for_status()
         secrets = []
         for i in range(keys):
             body = {"name": f"c{i}", "scopes": ["inference"]}

@@ -20,6 +20,7 @@ from domain.commands.compliance import ComplianceCommands
 from domain.commands.licences import LicenceCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
+from domain.commands.terms import TermsCommands
 from domain.sealing import KeyStore, SealingMapper
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, LicenceCommands):
+class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, LicenceCommands, TermsCommands):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 
     name = "ownllm"

@@ -22,6 +22,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -145,3 +146,14 @@ def _instant(value: str, source: str) -> datetime:
     if instant.tzinfo is None:
         raise InvalidDocument(f"{source}: {value!r} needs a time zone (use Z for UTC)")
     return instant
+
+
+@lru_cache(maxsize=1)
+def bundled() -> tuple[LegalDocument, ...]:
+    """The documents shipped with OwnLLM (read and checked once)."""
+    return load()
+
+
+def by_ref(documents: Iterable[LegalDocument], ref: str) -> LegalDocument | None:
+    """The document version ``ref`` (``terms-2``), or None."""
+    return next((d for d in documents if d.ref == ref), None)

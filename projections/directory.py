@@ -14,6 +14,7 @@ from domain.invite import Invite
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
+from domain.terms import TermsAnswer
 from domain.user import User
 from projections.directory_views import (
     AgentView,
@@ -226,6 +227,12 @@ def _licence_withdrawn(d: Directory, e: ModelLicence.Withdrawn) -> None:
     rows.licences = rows.licences - {d.licence_keys[e.originator_id]}
 
 
+def _terms_accepted(d: Directory, e: TermsAnswer.Accepted) -> None:
+    tenant = d.tenants.get(e.tenant_id)
+    if e.document == "terms" and tenant is not None and e.version > tenant.terms_version:
+        tenant.terms_version = e.version
+
+
 _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
@@ -248,5 +255,6 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ModelLicence.Accepted: _licence_accepted,
     ModelLicence.Reaccepted: _licence_accepted,
     ModelLicence.Withdrawn: _licence_withdrawn,
+    TermsAnswer.Accepted: _terms_accepted,
 }
 Directory.topics = topics_of(_HANDLERS)

@@ -18,6 +18,7 @@ class TenantView:
     registered_at: datetime
     suspended: bool = False
     plan: str = ""  # empty until billing assigns one: the settings' default plan applies
+    terms_version: int = 0  # the latest version of the terms the tenant accepted (0: none recorded)
 
 
 @dataclass(slots=True)

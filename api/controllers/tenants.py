@@ -74,6 +74,7 @@ class TenantController(Controller):
                     admin_name=data.admin_name,
                     admin_email=data.admin_email,
                     request_id=request_id,
+                    accept_terms=data.accept_terms,
                 )
             except SlugTaken:  # another signup took it a moment ago (maybe in another process)
                 raise SlugTaken(SLUG_UNAVAILABLE) from None

@@ -17,6 +17,8 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from domain import secrets
 from domain.errors import Conflict, InvalidValue, NotFound
 from domain.tenant import Tenant
+from legal.documents import LegalDocument
+from legal.documents import bundled as bundled_documents
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MAX_NAME = 200
@@ -107,6 +109,11 @@ class Commands(Application[UUID]):
     invite_ttl: timedelta
     pairing_ttl: timedelta
     hash_credential: CredentialHasher
+    legal_documents: Sequence[LegalDocument] = ()  # empty: the bundled documents (tests give their own)
+
+    def documents(self) -> Sequence[LegalDocument]:
+        """The legal documents this application knows, in every version."""
+        return self.legal_documents or bundled_documents()
 
     # -- reactions ---------------------------------------------------------------------------
 

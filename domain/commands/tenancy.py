@@ -9,12 +9,14 @@ from domain import secrets
 from domain.commands.access import AccessCommands, IssuedSecret
 from domain.commands.base import check_name, check_reason, normalise_email
 from domain.context import Ctx
-from domain.errors import AlreadyMember, AlreadyUsed, Conflict, SlugTaken
+from domain.errors import AlreadyMember, AlreadyUsed, Conflict, InvalidValue, SlugTaken
 from domain.invite import Invite
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.sealing import PersonalData
 from domain.tenant import Tenant, check_slug
+from domain.terms import TermsAnswer
 from domain.user import User, check_role
+from legal.documents import LegalDocument, in_force
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,16 @@ class Joined:
 class TenancyCommands(AccessCommands):
     """Tenants, their users and invites; every user change keeps the tenant's acting admins in step."""
 
-    def signup(self, *, slug: str, name: str, admin_name: str, admin_email: str, request_id: str) -> SignedUp:
-        """Register a tenant with its first admin, who gets an admin API key."""
+    def signup(
+        self, *, slug: str, name: str, admin_name: str, admin_email: str, request_id: str, accept_terms: str = ""
+    ) -> SignedUp:
+        """Register a tenant with its first admin, who gets an admin API key.
+
+        ``accept_terms`` names the version of the terms the admin explicitly accepted (the one in force);
+        it is recorded with the tenant, atomically. Empty: no acceptance (an operator creating a tenant).
+        """
         check_slug(slug)
+        terms = self._terms_to_accept(accept_terms)
         org_name = check_name(name, "name")
         admin_id = uuid4()
         actor = f"user:{admin_id}"
@@ -58,8 +67,21 @@ class TenancyCommands(AccessCommands):
         )
         ctx = Ctx(actor=actor, tenant_id=tenant.id, request_id=request_id)
         key, issued = self._new_api_key(ctx, admin, "signup admin key", list(SCOPES_BY_ROLE[Role.ADMIN]), None)
-        self._save(tenant, admin, key, conflict=SlugTaken(f"slug '{slug}' is taken"))
+        answers = [
+            TermsAnswer.accept(tenant.id, t.kind, t.version, t.sha256, "explicit", actor, request_id) for t in terms
+        ]
+        self._save(tenant, admin, key, *answers, conflict=SlugTaken(f"slug '{slug}' is taken"))
         return SignedUp(tenant_id=tenant.id, admin_user_id=admin_id, admin_key=issued)
+
+    def _terms_to_accept(self, ref: str) -> list[LegalDocument]:
+        """The terms in force when ``ref`` names them; a stale or unknown version is refused."""
+        if not ref:
+            return []
+        current = in_force(self.documents(), "terms", self.clock())
+        if current is None or ref != current.ref:
+            expected = current.ref if current else "none"
+            raise InvalidValue(f"accept_terms must name the terms in force: {expected}", "accept_terms")
+        return [current]
 
     def suspend_tenant(self, ctx: Ctx, reason: str) -> None:
         """Operator action: stop all access for the tenant."""

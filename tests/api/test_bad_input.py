@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from api import schemas
 from tests.support.api_client import Api
+from tests.support.terms import TERMS
 
 USER = "00000000-0000-4000-8000-000000000001"
 ENDPOINTS: list[tuple[str, str, type[msgspec.Struct] | None]] = [
@@ -113,7 +114,7 @@ def test_malformed_json_is_a_400_naming_the_problem(api: Api, raw: bytes) -> Non
 
 
 def test_unknown_fields_and_wrong_types_name_the_field(api: Api) -> None:
-    body = {"slug": "fields", "name": "n", "admin_name": "a", "admin_email": "a@b.example"}
+    body = {"slug": "fields", "name": "n", "admin_name": "a", "admin_email": "a@b.example", "accept_terms": TERMS}
     unknown = api.call("POST", "/api/v1/tenants", json={**body, "plan": "free"})
     assert unknown.status_code == 422 and unknown.json()["field"] == "plan"
     wrong = api.call("POST", "/api/v1/tenants", json={**body, "name": 42})
@@ -170,7 +171,13 @@ def test_deeply_nested_json_is_a_400_not_a_500(api: Api, raw: bytes) -> None:
 def test_a_body_not_declared_as_json_is_a_415(api: Api, content_type: str) -> None:
     admin = api.signup("declared")["api_key"]["secret"]
     before = api.services.app.recorder.max_notification_id()
-    signup = {"slug": "sneaky", "name": "S", "admin_name": "A", "admin_email": "a@sneaky.example"}
+    signup = {
+        "slug": "sneaky",
+        "name": "S",
+        "admin_name": "A",
+        "admin_email": "a@sneaky.example",
+        "accept_terms": TERMS,
+    }
     key = {"name": "k", "scopes": ["inference"]}
     for secret, path, body in [(None, "/api/v1/tenants", signup), (admin, "/api/v1/keys", key)]:
         response = api.call("POST", path, secret, content=json.dumps(body), headers={"content-type": content_type})
@@ -182,7 +189,9 @@ def test_a_body_not_declared_as_json_is_a_415(api: Api, content_type: str) -> No
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", None])
 def test_json_declared_or_undeclared_is_served(api: Api, content_type: str | None) -> None:
-    body = json.dumps({"slug": "plainjson", "name": "P", "admin_name": "A", "admin_email": "a@p.example"})
+    body = json.dumps(
+        {"slug": "plainjson", "name": "P", "admin_name": "A", "admin_email": "a@p.example", "accept_terms": TERMS}
+    )
     headers = {"content-type": content_type} if content_type else {}
     response = api.call("POST", "/api/v1/tenants", content=body, headers=headers)
     assert response.status_code == 201, response.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.support.api_client import Api
+from tests.support.terms import TERMS
 
 
 def test_a_tenants_first_day(api: Api) -> None:
@@ -134,7 +135,7 @@ def test_another_tenants_objects_look_like_missing_ones(api: Api) -> None:
 
 def test_signup_refuses_taken_reserved_and_malformed_slugs(api: Api) -> None:
     api.signup("taken")
-    body = {"name": "X", "admin_name": "Y", "admin_email": "y@x.example"}
+    body = {"name": "X", "admin_name": "Y", "admin_email": "y@x.example", "accept_terms": TERMS}
     assert api.call("POST", "/api/v1/tenants", json={"slug": "taken", **body}).status_code == 409
     assert (
         api.call("POST", "/api/v1/tenants", json={"slug": "api", **body}).json()["detail"] == "slug 'api' is reserved"

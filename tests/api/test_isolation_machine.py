@@ -33,6 +33,7 @@ from api.services import build_services
 from api.settings import Settings, load_settings
 from tests.support.clock import ManualClock
 from tests.support.postgres import create_schema
+from tests.support.terms import TERMS
 
 TENANTS = ("alpha", "bravo")
 
@@ -100,7 +101,13 @@ class TwoTenants(RuleBasedStateMachine):
     @initialize(target=users)
     def sign_up_both(self) -> Any:
         for slug in TENANTS:
-            body = {"slug": slug, "name": slug, "admin_name": "Admin", "admin_email": f"admin@{slug}.example"}
+            body = {
+                "slug": slug,
+                "name": slug,
+                "admin_name": "Admin",
+                "admin_email": f"admin@{slug}.example",
+                "accept_terms": TERMS,
+            }
             answer = self.client.post("/api/v1/tenants", json=body).json()
             admin = ModelUser(slug, answer["admin"]["id"])
             key = ModelKey(slug, admin, answer["api_key"]["id"], answer["api_key"]["secret"])

@@ -19,6 +19,7 @@ from api.settings import Settings
 from domain.context import SYSTEM, Ctx
 from domain.errors import InvalidState, InvalidValue
 from domain.model_licence import ModelLicence
+from tests.support.terms import TERMS
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -36,7 +37,13 @@ def whole_app(make_settings: Callable[..., Settings]) -> Iterator[tuple[TestClie
 
 
 def signup(client: TestClient[Any], slug: str) -> tuple[UUID, dict[str, str]]:
-    body = {"slug": slug, "name": slug.title(), "admin_name": "Admin", "admin_email": "admin@example.com"}
+    body = {
+        "slug": slug,
+        "name": slug.title(),
+        "admin_name": "Admin",
+        "admin_email": "admin@example.com",
+        "accept_terms": TERMS,
+    }
     created = client.post("/api/v1/tenants", json=body)
     assert created.status_code == 201, created.text
     auth = {"Authorization": f"Bearer {created.json()['api_key']['secret']}"}

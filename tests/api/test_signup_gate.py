@@ -22,6 +22,7 @@ from api.settings import Settings, SettingsError, load_settings
 from tests.support.api_client import Api
 from tests.support.clock import ManualClock
 from tests.support.server import ServerThread
+from tests.support.terms import TERMS
 
 TOKEN = "operator-signup-token-0123"
 MakeApi = Callable[..., Api]
@@ -42,7 +43,13 @@ def make_api(make_settings: Callable[..., Settings], clock: ManualClock) -> Iter
 
 
 def body(slug: str) -> dict[str, str]:
-    return {"slug": slug, "name": slug.title(), "admin_name": "Admin", "admin_email": f"admin@{slug}.example"}
+    return {
+        "slug": slug,
+        "name": slug.title(),
+        "admin_name": "Admin",
+        "admin_email": f"admin@{slug}.example",
+        "accept_terms": TERMS,
+    }
 
 
 def signup(api: Api, slug: str, **headers: str) -> httpx.Response:

@@ -15,6 +15,7 @@ from api.embedded_nats import EmbeddedNats
 from api.services import Services, build_services
 from api.settings import Settings
 from domain.context import SYSTEM, Ctx
+from tests.support.terms import TERMS
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "x"}]}
 
@@ -33,7 +34,13 @@ def whole_app(make_settings: Callable[..., Settings]) -> Iterator[tuple[TestClie
 
 
 def signup(client: TestClient[Any], slug: str) -> tuple[UUID, str]:
-    body = {"slug": slug, "name": slug.title(), "admin_name": "Admin", "admin_email": "admin@example.com"}
+    body = {
+        "slug": slug,
+        "name": slug.title(),
+        "admin_name": "Admin",
+        "admin_email": "admin@example.com",
+        "accept_terms": TERMS,
+    }
     created = client.post("/api/v1/tenants", json=body)
     assert created.status_code == 201, created.text
     return UUID(created.json()["tenant"]["id"]), created.json()["api_key"]["secret"]

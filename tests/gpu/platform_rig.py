@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.terms import TERMS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -145,7 +147,13 @@ class GpuPlatform:
             self.platform = start_platform(settings)
             self.server = ServerThread(self.platform.app()).start()
             self.base = self.server.base_url
-        body = {"slug": "gpu", "name": "GPU runs", "admin_name": "Ada", "admin_email": "ada@gpu.example"}
+        body = {
+            "slug": "gpu",
+            "name": "GPU runs",
+            "admin_name": "Ada",
+            "admin_email": "ada@gpu.example",
+            "accept_terms": TERMS,
+        }
         response = httpx.post(self.base + "/api/v1/tenants", json=body, timeout=30)
         response.raise_for_status()
         signed_up = response.json()
@@ -305,6 +313,9 @@ class GpuPlatform:
         if not link.exists():
             link.symlink_to(folder.absolute(), target_is_directory=True)
         credentials = self.pair(name)
+        accept = {"model": model_id, "acknowledge_unlisted": True}  # the admin accepts its licence (terms §9)
+        if self.api("POST", "/api/v1/licences", json=accept).status_code not in (201, 409):
+            raise RuntimeError(f"could not accept the licence of {model_id}")
         log = self.workdir / f"agent-{name}.log"
         args = ["serve", "--backend", engine, "--model-dir", str(model_dir), "--no-builtin",
                 "--credentials", str(credentials), "--heartbeat-interval", str(heartbeat_interval_s)]  # fmt: skip

@@ -25,6 +25,7 @@ from api.settings import Settings
 from domain.context import SYSTEM, Ctx
 from tests.support.server import ServerThread
 from tests.support.stores import holds, store_bytes
+from tests.support.terms import TERMS
 
 AGENT_CLI = str(Path(sys.executable).parent / "ownllm-agent")
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +94,13 @@ def stack(make_settings: Any, tmp_path: Path) -> Iterator[Stack]:
     platform = start_platform(settings)
     server = ServerThread(platform.app()).start()
     try:
-        body = {"slug": "acme", "name": "Acme", "admin_name": "Ada", "admin_email": "ada@acme.example"}
+        body = {
+            "slug": "acme",
+            "name": "Acme",
+            "admin_name": "Ada",
+            "admin_email": "ada@acme.example",
+            "accept_terms": TERMS,
+        }
         admin_key = httpx.post(server.base_url + "/api/v1/tenants", json=body).json()["api_key"]["secret"]
         built = Stack(platform, server, admin_key, tmp_path, [])
         # The admin accepts the licences of the models its agents serve (terms §9) before anyone calls them.

@@ -9,6 +9,7 @@ from litestar.testing import TestClient
 
 from api.services import Services
 from tests.support.clock import ManualClock
+from tests.support.terms import TERMS
 
 
 class Api:
@@ -26,7 +27,7 @@ class Api:
         return self.client.request(method, path, headers=headers, **kwargs)
 
     def signup(self, slug: str, email: str = "admin@example.com", name: str = "Admin") -> dict[str, Any]:
-        body = {"slug": slug, "name": slug.title(), "admin_name": name, "admin_email": email}
+        body = {"slug": slug, "name": slug.title(), "admin_name": name, "admin_email": email, "accept_terms": TERMS}
         response = self.call("POST", "/api/v1/tenants", json=body)
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
