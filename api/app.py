@@ -20,6 +20,7 @@ from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
+from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
@@ -123,6 +124,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         LicenceController,
+        LegalController,
+        TermsController,
         UsageController,
         AuditController,
         ReplayController,

@@ -23,7 +23,7 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
     """Base of request bodies: unknown fields are refused."""
 
 
-TermsRef = Annotated[str, Meta(max_length=40, description="The terms accepted, e.g. terms-1 (GET /api/v1/legal)")]
+TermsRef = Annotated[str, Meta(min_length=1, max_length=40, description="The terms accepted: terms-N")]
 
 
 class SignupRequest(Body):

@@ -33,6 +33,7 @@ from domain.adapters.sqlite_transactions import begin_writes_immediately
 from domain.application import OwnLLM, utc_now
 from domain.context import Ctx
 from domain.sealing import KeyStore
+from legal.documents import load as load_documents
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
@@ -188,6 +189,8 @@ def build_services(
         pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
     )
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
+    if settings.legal_dir:  # the operator's own documents instead of the bundled ones
+        app.legal_documents = load_documents(Path(settings.legal_dir))
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable

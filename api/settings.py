@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signup_addresses: int = 10_000  # addresses remembered; the least recently seen is forgotten first
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For names the client
     max_tenants: int = 10_000  # tenants this process holds in memory; past it public signup answers 503
+    # Legal documents (README "Your own terms"): a folder of terms/privacy/dpa versions; default: ours, bundled
+    legal_dir: str = ""
     # Demo (make run)
     demo: bool = False
     demo_backend: Literal["transformers", "echo"] = "transformers"  # the demo agent's backend

@@ -14,7 +14,7 @@ from domain.invite import Invite
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
-from domain.terms import TermsAnswer
+from domain.terms import Publication, TermsAnswer
 from domain.user import User
 from projections.directory_views import (
     AgentView,
@@ -50,6 +50,7 @@ class Directory:
     agents: dict[UUID, AgentView] = field(default_factory=dict)
     by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
     licence_keys: dict[UUID, str] = field(default_factory=dict)  # acceptance id -> licence key
+    publications: dict[str, datetime] = field(default_factory=dict)  # legal document ref -> published at
     agents_version: int = 0  # bumped whenever the set of agent credentials changes
     topics: ClassVar[tuple[str, ...]]  # the events it reads: those of its handler table (set below)
 
@@ -227,6 +228,16 @@ def _licence_withdrawn(d: Directory, e: ModelLicence.Withdrawn) -> None:
     rows.licences = rows.licences - {d.licence_keys[e.originator_id]}
 
 
+def _published(d: Directory, e: Publication.Published) -> None:
+    d.publications[f"{e.document}-{e.version}"] = e.published_at
+
+
+def _terms_rejected(d: Directory, e: TermsAnswer.Rejected) -> None:
+    tenant = d.tenants.get(e.tenant_id)
+    if e.document == "terms" and tenant is not None:
+        tenant.terms_rejected = e.version
+
+
 def _terms_accepted(d: Directory, e: TermsAnswer.Accepted) -> None:
     tenant = d.tenants.get(e.tenant_id)
     if e.document == "terms" and tenant is not None and e.version > tenant.terms_version:
@@ -256,5 +267,7 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ModelLicence.Reaccepted: _licence_accepted,
     ModelLicence.Withdrawn: _licence_withdrawn,
     TermsAnswer.Accepted: _terms_accepted,
+    TermsAnswer.Rejected: _terms_rejected,
+    Publication.Published: _published,
 }
 Directory.topics = topics_of(_HANDLERS)

@@ -19,6 +19,7 @@ class TenantView:
     suspended: bool = False
     plan: str = ""  # empty until billing assigns one: the settings' default plan applies
     terms_version: int = 0  # the latest version of the terms the tenant accepted (0: none recorded)
+    terms_rejected: int = 0  # a version of the terms the tenant rejected in its notice period (0: none)
 
 
 @dataclass(slots=True)
