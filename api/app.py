@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar, get
@@ -18,7 +19,7 @@ from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
-from api.controllers.keys import KeyController
+from api.controllers.keys import KeyController, KeySharingController
 from api.controllers.ledger import LedgerController
 from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
@@ -124,6 +125,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         LicenceController,
+        KeySharingController,
         LegalController,
         TermsController,
         UsageController,
@@ -171,13 +173,24 @@ def _inference(settings: Settings, services: Services) -> Any:
     """The OpenAI-compatible proxy and its NATS side (see api/proxy), or None when disabled."""
     if not settings.inference:
         return None
+    from api.key_sharing import SharingReporter
     from api.proxy import InferenceGateway
     from api.proxy.licences import LicenceGate
+    from api.proxy.sharing import SharingDetector
     from legal import catalogue
+    from policies.sharing import SharingLimits
 
     licences = LicenceGate(catalogue.bundled(), services.directory.accepted_licences)
+    reporter = SharingReporter(services)
+    limits = SharingLimits(
+        settings.key_sharing_networks,
+        settings.key_sharing_user_agents,
+        timedelta(seconds=settings.key_sharing_window_s),
+    )
+    sharing = SharingDetector(reporter.report, limits)
     usage = usage_writer(settings, services.app)
-    gateway = InferenceGateway(settings, services.authenticator, usage, licences=licences)
+    gateway = InferenceGateway(settings, services.authenticator, usage, licences=licences, sharing=sharing)
+    services.on_close(reporter.close)
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 

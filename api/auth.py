@@ -87,6 +87,12 @@ class KeyAuthenticator:
             raise CredentialsRejected(401, "key_revoked", "this API key was revoked")
         if key.expires_at is not None and key.expires_at.timestamp() <= self.clock():
             raise CredentialsRejected(401, "key_expired", "this API key has expired")
+        if key.suspended:
+            raise CredentialsRejected(
+                403,
+                "key_suspended",
+                "this API key is suspended (suspected shared); an admin of your organisation can reinstate it",
+            )
         user = self.directory.users[key.user_id]
         if user.removed:
             raise CredentialsRejected(401, "user_removed", "the owner of this API key was removed")

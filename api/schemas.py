@@ -130,6 +130,7 @@ class KeyOut(msgspec.Struct):
     issued_at: datetime
     revoked_at: datetime | None
     issued_by: UUID | None = None  # who minted it; null: the operator, signup or joining, or an older key
+    sharing_suspected_at: datetime | None = None  # when the key-sharing detector last reported it
 
 
 class IssuedKeyOut(msgspec.Struct):

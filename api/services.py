@@ -71,6 +71,7 @@ class Services:
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     terms_use: ContinuedUse | None = None  # records acceptance of new terms by use (api/terms_use.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
+    closers: list[Callable[[], object]] = field(default_factory=list)  # run first on close, newest first
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
@@ -89,6 +90,10 @@ class Services:
             except Exception as exc:
                 log.warning("projections not caught up after a command (%s); the next poll retries", type(exc).__name__)
             self.reactions.wake()
+
+    def on_close(self, closer: Callable[[], object]) -> None:
+        """Run ``closer`` when the services close, before the runners and stores stop."""
+        self.closers.append(closer)
 
     def on_agents_changed(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` now and whenever an agent is paired or revoked (not on every event)."""
@@ -115,6 +120,8 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        for closer in reversed(self.closers):
+            closer()
         if self.terms_use is not None:
             self.terms_use.close()
         self.reactions.stop()

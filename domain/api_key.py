@@ -62,6 +62,28 @@ class ApiKey(Aggregate):
         request_id: str
         reason: PersonalData  # free text may name people: sealed
 
+    class SharingSuspected(Aggregate.Event):
+        """Used from more networks or programs within the window than one person uses (terms §3).
+
+        Counts only: the addresses themselves stay in the detecting process's memory for the window.
+        """
+
+        tenant_id: UUID
+        network_count: int
+        user_agent_count: int
+        window_s: int
+        suspended: bool  # the tenant chose to suspend suspected keys; otherwise its admins are told only
+        actor: str
+        request_id: str
+
+    class Reinstated(Aggregate.Event):
+        """A suspended key works again."""
+
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+
     @staticmethod
     def create_id(secret_hash: str, **_: Any) -> UUID:
         """The key's id follows from its hash."""
@@ -87,6 +109,7 @@ class ApiKey(Aggregate):
         self.scopes = tuple(scopes)
         self.expires_at = expires_at
         self.revoked = False
+        self.suspended = False
 
     def revoke(self, ctx: Ctx, reason: str) -> None:
         """Stop the key working."""
@@ -99,6 +122,43 @@ class ApiKey(Aggregate):
             reason=PersonalData(self.user_id, reason),
         )
 
+    def suspect_sharing(
+        self, ctx: Ctx, network_count: int, user_agent_count: int, window_s: int, suspend: bool
+    ) -> None:
+        """Record the suspicion; suspend the key too when the tenant chose so (not a revoked one)."""
+        if self.revoked:
+            raise InvalidState("key is revoked")
+        self._sharing_suspected(
+            tenant_id=self.tenant_id, network_count=network_count, user_agent_count=user_agent_count,
+            window_s=window_s, suspended=suspend and not self.suspended, actor=ctx.actor, request_id=ctx.request_id,
+        )  # fmt: skip
+
+    def reinstate(self, ctx: Ctx, reason: str) -> None:
+        """Let a suspended key work again."""
+        if not self.suspended or self.revoked:
+            raise InvalidState("key is not suspended")
+        self._reinstated(
+            tenant_id=self.tenant_id, actor=ctx.actor, request_id=ctx.request_id,
+            reason=PersonalData(self.user_id, reason),
+        )  # fmt: skip
+
     @event(Revoked)
     def _revoked(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
         self.revoked = True
+
+    @event(SharingSuspected)
+    def _sharing_suspected(
+        self,
+        tenant_id: UUID,
+        network_count: int,
+        user_agent_count: int,
+        window_s: int,
+        suspended: bool,
+        actor: str,
+        request_id: str,
+    ) -> None:
+        self.suspended = self.suspended or suspended
+
+    @event(Reinstated)
+    def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+        self.suspended = False

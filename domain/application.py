@@ -19,6 +19,7 @@ from domain.commands.base import CredentialHasher, Directory, utc_now
 from domain.commands.compliance import ComplianceCommands
 from domain.commands.licences import LicenceCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
+from domain.commands.sharing import SharingCommands
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
 from domain.commands.terms import TermsCommands
 from domain.sealing import KeyStore, SealingMapper
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, LicenceCommands, TermsCommands):
+class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, LicenceCommands, TermsCommands, SharingCommands):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 
     name = "ownllm"

@@ -228,6 +228,16 @@ def _licence_withdrawn(d: Directory, e: ModelLicence.Withdrawn) -> None:
     rows.licences = rows.licences - {d.licence_keys[e.originator_id]}
 
 
+def _key_sharing_suspected(d: Directory, e: ApiKey.SharingSuspected) -> None:
+    key = d.keys[e.originator_id]
+    key.sharing_suspected_at = e.timestamp
+    key.suspended = key.suspended or e.suspended
+
+
+def _key_reinstated(d: Directory, e: ApiKey.Reinstated) -> None:
+    d.keys[e.originator_id].suspended = False
+
+
 def _published(d: Directory, e: Publication.Published) -> None:
     d.publications[f"{e.document}-{e.version}"] = e.published_at
 
@@ -267,6 +277,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ModelLicence.Reaccepted: _licence_accepted,
     ModelLicence.Withdrawn: _licence_withdrawn,
     TermsAnswer.Accepted: _terms_accepted,
+    ApiKey.SharingSuspected: _key_sharing_suspected,
+    ApiKey.Reinstated: _key_reinstated,
     TermsAnswer.Rejected: _terms_rejected,
     Publication.Published: _published,
 }

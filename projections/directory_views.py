@@ -56,6 +56,8 @@ class KeyView:
     issued_at: datetime
     revoked_at: datetime | None = None
     issued_by: UUID | None = None  # the user who minted it; None: operator, signup/joining, or older keys
+    suspended: bool = False  # suspected shared and suspended by the tenant's policy, until reinstated
+    sharing_suspected_at: datetime | None = None  # the last time the detector reported it
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ from datetime import datetime
 from functools import partial
 from uuid import UUID
 
-from litestar import Controller, Response, delete, post
+import msgspec
+from litestar import Controller, Response, delete, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -87,3 +88,41 @@ class KeyController(Controller):
     ) -> None:
         """Revoke a key; it is refused from the next request on."""
         commands.run(OwnLLM.revoke_api_key, ctx, key_id, reason)
+
+    @post(
+        "/{key_id:uuid}/reinstate",
+        operation_id="reinstateKey",
+        opt={"action": Action.KEYS_MANAGE_ALL},
+        sync_to_thread=True,
+        status_code=204,
+    )
+    def reinstate(
+        self,
+        ctx: NamedDependency[Ctx],
+        commands: NamedDependency[CommandService],
+        key_id: FromPath[UUID],
+        reason: FromQuery[str] = "",
+    ) -> None:
+        """Let a key suspended as suspected shared work again (admins; the suspicion stays on record)."""
+        commands.run(OwnLLM.reinstate_api_key, ctx, key_id, reason)
+
+
+class KeySharingPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """Whether keys the detector suspects of being shared are suspended (true) or only reported (false)."""
+
+    suspend_shared_keys: bool
+
+
+class KeySharingController(Controller):
+    """The tenant's response to suspected shared keys (terms §3)."""
+
+    path = "/api/v1/tenant/key-sharing"
+    tags = ["keys"]
+
+    @put("/", operation_id="setKeySharingPolicy", opt={"action": Action.KEYS_MANAGE_ALL}, sync_to_thread=True)
+    def set_policy(
+        self, ctx: NamedDependency[Ctx], commands: NamedDependency[CommandService], data: JSONBody[KeySharingPolicy]
+    ) -> KeySharingPolicy:
+        """Choose whether suspected shared keys are suspended at once or only reported to the admins."""
+        commands.run(OwnLLM.set_key_sharing_policy, ctx, data.suspend_shared_keys)
+        return data

@@ -18,6 +18,7 @@ from agent import protocol
 from agent.protocol import Accepted, Error, Job
 from api.auth import CredentialsRejected, bearer_secret
 from api.bodies import declares_json
+from api.client_address import client_address, parse_networks
 from api.principal import Principal
 from api.proxy import errors
 from api.proxy.context import fit_to_context
@@ -33,6 +34,7 @@ from api.proxy.rejections import TALLIED_STATUSES
 from api.proxy.responses import Encoder
 from api.proxy.run import JobRun
 from api.proxy.schemas import LicensedModel, Model, ModelList
+from api.proxy.sharing import SharingDetector
 from api.proxy.translate import Generation
 from api.proxy.transport import Transport
 from api.proxy.usage import Meter, Outcome, UsageWriter, one_by_one
@@ -77,10 +79,13 @@ class InferenceGateway:
         *,
         limiter: Limiter | None = None,
         licences: LicenceGate | None = None,
+        sharing: SharingDetector | None = None,
         keepalive_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.licences = licences  # None: every model is served (a bare gateway in tests and benchmarks)
+        self.sharing = sharing  # None: no key-sharing detection
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.authenticator = authenticator
         self.instance_id = uuid4().hex[:12]
         self.registry = AgentRegistry()
@@ -122,6 +127,8 @@ class InferenceGateway:
             self._last_prune = now
             self.limiter.prune()
             self.registry.prune()
+            if self.sharing is not None:
+                self.sharing.prune()
 
     def forget_agents(self, agents: Iterable[tuple[str, str]]) -> None:
         """Drop revoked (tenant id, agent id)s from the live registry; safe to call from any thread."""
@@ -188,6 +195,8 @@ class InferenceGateway:
     async def generate(self, request: Request, endpoint: Endpoint) -> Response:
         """Handle a chat or completion request end to end; exactly one usage record once authenticated."""
         principal = self.authenticate(authorization_of(request.scope["headers"]))
+        if self.sharing is not None:
+            self._observe(request, principal)
         meter = Meter(self.usage, uuid4().hex, endpoint.path, principal.tenant_id, principal.user_id, principal.key_id)
         # The app echoes scope["state"]["request_id"] as X-Request-ID: make it this server-made id,
         # which also names the job and keys the (idempotent) usage record; a client's own id may repeat.
@@ -206,6 +215,20 @@ class InferenceGateway:
         if meter.stream:
             return run.stream_response()
         return await run.collect(request.receive)
+
+    def _observe(self, request: Request, principal: Principal) -> None:
+        """Show the key-sharing detector this request's network and program."""
+        forwarded: list[str] = []
+        user_agent = ""
+        for name, value in request.scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value[:256].decode("latin-1")
+            elif name == b"x-forwarded-for" and self.trusted_proxies:
+                forwarded.append(value.decode("latin-1"))
+        peer = request.scope.get("client")
+        address = client_address(peer[0] if peer else None, forwarded, self.trusted_proxies)
+        assert self.sharing is not None
+        self.sharing.observe(principal.key_id, address, user_agent)
 
     async def _start(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> JobRun:
         """Check scope and limits, then the body, then hand the job to an agent; the run owns the meter after.
