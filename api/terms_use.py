@@ -3,7 +3,7 @@
 Checked on every authenticated request of both APIs, from memory: one integer comparison while the
 tenant has accepted the terms in force. The recording itself runs on one background thread, once per
 tenant and version in this process; the domain makes it idempotent across processes (one answer per
-tenant and version).
+tenant and version). Only changes are accepted this way: nothing is recorded while the first version is in force.
 """
 
 from __future__ import annotations
@@ -66,7 +66,10 @@ class ContinuedUse:
     def _refresh(self) -> None:
         now = self._clock()
         current = in_force(self._documents, "terms", now)
-        self._version, self._ref = (current.version, current.ref) if current else (0, "")
+        # Only a CHANGE is accepted by use (terms §18): the first version is accepted at signup, or by the
+        # operator's contract for a tenant it created, so while version 1 is in force nothing is recorded.
+        due = current is not None and current.version > 1
+        self._version, self._ref = (current.version, current.ref) if due and current else (0, "")
         later = [d.effective_at for d in self._documents if d.effective_at > now]
         self._valid_until = min(later).timestamp() if later else float("inf")
 

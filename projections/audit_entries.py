@@ -18,8 +18,11 @@ from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.audit_export import AuditExport
 from domain.invite import Invite
+from domain.key_sharing import SharingPolicy
+from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
+from domain.terms import Publication, TermsAnswer
 from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
 
@@ -68,6 +71,10 @@ def _refusals(e: RejectionTally.Counted) -> str:
     return f"{sum(by_reason.values())} requests refused from {e.since.isoformat()} to {e.until.isoformat()}: {reasons}"
 
 
+def _sharing_policy(e: SharingPolicy.Chosen | SharingPolicy.Changed) -> str:
+    return "suspected shared keys are " + ("suspended" if e.suspend_shared_keys else "reported only")
+
+
 DESCRIBE: dict[type, Describe] = {
     Tenant.Registered: lambda e: ("tenant.registered", "tenant", e.originator_id, f"tenant '{e.slug}' registered"),
     Tenant.Suspended: _tenant("suspended", "tenant suspended"),
@@ -93,12 +100,37 @@ DESCRIBE: dict[type, Describe] = {
     AuditExport.Made: _object(
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
+    ModelLicence.Accepted: _object("licence", "model_licence", "accepted", lambda e: f"{e.key} accepted: {e.licence}"),
+    ModelLicence.Withdrawn: _object("licence", "model_licence", "withdrawn", lambda e: "licence withdrawn"),
+    ModelLicence.Reaccepted: _object("licence", "model_licence", "accepted", lambda e: f"accepted again: {e.licence}"),
+    TermsAnswer.Accepted: _object(
+        "terms", "terms", "accepted", lambda e: f"{e.document}-{e.version} accepted ({e.how.replace('_', ' ')})"
+    ),
+    TermsAnswer.Rejected: _object(
+        "terms",
+        "terms",
+        "rejected",
+        lambda e: f"{e.document}-{e.version} rejected; refund due {e.refund_due_cents} {e.currency} cents",
+    ),
+    ApiKey.SharingSuspected: _object(
+        "api_key",
+        "api_key",
+        "sharing_suspected",
+        lambda e: (
+            f"used from {e.network_count} networks and {e.user_agent_count} programs within {e.window_s} s"
+            + ("; key suspended" if e.suspended else "")
+        ),
+    ),
+    ApiKey.Reinstated: _object("api_key", "api_key", "reinstated", lambda e: "key reinstated"),
+    SharingPolicy.Chosen: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
+    SharingPolicy.Changed: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
 }
+PLATFORM_EVENTS = (Publication.Published,)  # no tenant's: in the integrity ledger and replay, not a tenant's log
 
 
 def entry_for(event: Any) -> AuditEntry | None:
     """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
-    if is_usage(event):
+    if is_usage(event) or isinstance(event, PLATFORM_EVENTS):
         return None
     describe = DESCRIBE.get(type(event), _undescribed)
     action, subject_kind, subject_id, summary = describe(event)

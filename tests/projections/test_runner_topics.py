@@ -20,6 +20,7 @@ from projections.directory import Directory
 from projections.log import NotificationLog, Recorded, topics_of
 from projections.status import Failures
 from projections.usage_view import UsageProjection
+from tests.support.terms import TERMS
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
 
@@ -35,7 +36,7 @@ def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:
 def signup(services: Services, slug: str) -> Any:
     return services.command(
         services.app.signup, slug=slug, name=slug.title(), admin_name="Ada", admin_email=f"ada@{slug}.example",
-        request_id=f"r-{slug}",
+        request_id=f"r-{slug}", accept_terms=TERMS,  # else the first request records acceptance by use
     )  # fmt: skip
 
 
