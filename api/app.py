@@ -18,6 +18,7 @@ from litestar.utils.helpers import unwrap_partial
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
+from api.controllers.features import FeatureController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController, KeySharingController
 from api.controllers.ledger import LedgerController
@@ -125,6 +126,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         LicenceController,
+        FeatureController,
         KeySharingController,
         LegalController,
         TermsController,

@@ -27,6 +27,7 @@ class Action(StrEnum):
     INFERENCE = "inference"
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
     LICENCES_MANAGE = "licences.manage"  # accept and withdraw model licences for the tenant
+    FEATURES_MANAGE = "features.manage"  # turn opt-in (beta) features on and off for the tenant
     TERMS_ANSWER = "terms.answer"  # accept or reject a version of the terms for the tenant
 
 
@@ -58,6 +59,7 @@ MATRIX: dict[Action, Rule] = {
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
     Action.LICENCES_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
+    Action.FEATURES_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.TERMS_ANSWER: Rule(Scope.ADMIN_WRITE, _ADMIN),
 }
 

@@ -17,6 +17,7 @@ from uuid import UUID
 from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.audit_export import AuditExport
+from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.key_sharing import SharingPolicy
 from domain.model_licence import ModelLicence
@@ -124,6 +125,11 @@ DESCRIBE: dict[type, Describe] = {
     ApiKey.Reinstated: _object("api_key", "api_key", "reinstated", lambda e: "key reinstated"),
     SharingPolicy.Chosen: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
     SharingPolicy.Changed: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
+    FeatureOptIn.OptedIn: _object(
+        "feature", "feature", "turned_on", lambda e: f"{e.feature} turned on" + (" (beta)" if e.beta else "")
+    ),
+    FeatureOptIn.OptedInAgain: _object("feature", "feature", "turned_on", lambda e: "turned on again"),
+    FeatureOptIn.OptedOut: _object("feature", "feature", "turned_off", lambda e: "turned off"),
 }
 PLATFORM_EVENTS = (Publication.Published,)  # no tenant's: in the integrity ledger and replay, not a tenant's log
 

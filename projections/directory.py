@@ -10,6 +10,7 @@ from uuid import UUID
 
 from domain.agent import Agent
 from domain.api_key import ApiKey
+from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
@@ -51,6 +52,7 @@ class Directory:
     by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
     licence_keys: dict[UUID, str] = field(default_factory=dict)  # acceptance id -> licence key
     publications: dict[str, datetime] = field(default_factory=dict)  # legal document ref -> published at
+    feature_names: dict[UUID, str] = field(default_factory=dict)  # opt-in id -> feature name
     agents_version: int = 0  # bumped whenever the set of agent credentials changes
     topics: ClassVar[tuple[str, ...]]  # the events it reads: those of its handler table (set below)
 
@@ -89,6 +91,10 @@ class Directory:
     def tenant_pairing_keys(self, tenant_id: UUID) -> list[PairingKeyView]:
         """A tenant's pairing keys, oldest first."""
         return self.rows(tenant_id).pairing_keys[:]
+
+    def features_on(self, tenant_id: UUID) -> frozenset[str]:
+        """The opt-in features the tenant has turned on."""
+        return self.by_tenant.get(tenant_id, _NO_ROWS).features
 
     def accepted_licences(self, tenant_id: UUID) -> frozenset[str]:
         """The model-licence keys the tenant has accepted (an O(1) read for the proxy)."""
@@ -238,6 +244,18 @@ def _key_reinstated(d: Directory, e: ApiKey.Reinstated) -> None:
     d.keys[e.originator_id].suspended = False
 
 
+def _feature_on(d: Directory, e: FeatureOptIn.OptedIn | FeatureOptIn.OptedInAgain) -> None:
+    name = e.feature if isinstance(e, FeatureOptIn.OptedIn) else d.feature_names[e.originator_id]
+    d.feature_names[e.originator_id] = name
+    rows = d._add(e.tenant_id)
+    rows.features = rows.features | {name}
+
+
+def _feature_off(d: Directory, e: FeatureOptIn.OptedOut) -> None:
+    rows = d._add(e.tenant_id)
+    rows.features = rows.features - {d.feature_names[e.originator_id]}
+
+
 def _published(d: Directory, e: Publication.Published) -> None:
     d.publications[f"{e.document}-{e.version}"] = e.published_at
 
@@ -281,5 +299,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ApiKey.Reinstated: _key_reinstated,
     TermsAnswer.Rejected: _terms_rejected,
     Publication.Published: _published,
+    FeatureOptIn.OptedIn: _feature_on,
+    FeatureOptIn.OptedInAgain: _feature_on,
+    FeatureOptIn.OptedOut: _feature_off,
 }
 Directory.topics = topics_of(_HANDLERS)

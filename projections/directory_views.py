@@ -111,3 +111,4 @@ class TenantRows:
     pairing_keys: list[PairingKeyView] = field(default_factory=list)
     agents: list[AgentView] = field(default_factory=list)
     licences: frozenset[str] = frozenset()  # accepted model-licence keys; replaced whole, never mutated
+    features: frozenset[str] = frozenset()  # opt-in features turned on; replaced whole, never mutated

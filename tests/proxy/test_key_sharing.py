@@ -137,6 +137,13 @@ def test_a_shared_key_is_suspended_when_the_tenant_chose_so_and_an_admin_reinsta
     ack = {"model": "echo", "acknowledge_unlisted": True}
     assert httpx.post(base + "/api/v1/licences", headers=admin, json=ack).status_code == 201
     policy = {"suspend_shared_keys": True}
+    beta = httpx.put(base + "/api/v1/tenant/key-sharing", headers=admin, json=policy)
+    assert beta.status_code == 409 and "key-sharing-suspension" in beta.text  # a beta feature: opt in first
+    features = {f["name"]: f for f in httpx.get(base + "/api/v1/features", headers=admin).json()}
+    assert features["key-sharing-suspension"] == {**features["key-sharing-suspension"], "beta": True, "on": False}
+    assert httpx.put(base + "/api/v1/features/key-sharing-suspension", headers=admin, json={"on": True}).is_success
+    assert httpx.get(base + "/api/v1/features", headers=admin).json()[0]["on"] is True
+    assert httpx.put(base + "/api/v1/features/no-such", headers=admin, json={"on": True}).status_code == 404
     assert httpx.put(base + "/api/v1/tenant/key-sharing", headers=admin, json=policy).status_code == 200
     issued = httpx.post(base + "/api/v1/keys", headers=admin, json={"name": "shared", "scopes": ["inference"]}).json()
     key_id = UUID(issued["id"])
