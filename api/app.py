@@ -183,16 +183,21 @@ def _inference(settings: Settings, services: Services) -> Any:
     from policies.sharing import SharingLimits
 
     licences = LicenceGate(catalogue.bundled(), services.directory.accepted_licences)
-    reporter = SharingReporter(services)
-    limits = SharingLimits(
-        settings.key_sharing_networks,
-        settings.key_sharing_user_agents,
-        timedelta(seconds=settings.key_sharing_window_s),
-    )
-    sharing = SharingDetector(reporter.report, limits)
+    sharing = None
+    if settings.key_sharing:
+        reporter = SharingReporter(services)
+        window = timedelta(seconds=settings.key_sharing_window_s)
+        limits = SharingLimits(settings.key_sharing_networks, settings.key_sharing_user_agents, window)
+        sharing = SharingDetector(reporter.report, limits)
+        services.on_close(reporter.close)
     usage = usage_writer(settings, services.app)
-    gateway = InferenceGateway(settings, services.authenticator, usage, licences=licences, sharing=sharing)
-    services.on_close(reporter.close)
+    gateway = InferenceGateway(
+        settings,
+        services.authenticator,
+        usage,
+        licences=licences if settings.model_licence_gate else None,
+        sharing=sharing,
+    )
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 

@@ -69,7 +69,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signup_addresses: int = 10_000  # addresses remembered; the least recently seen is forgotten first
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For names the client
     max_tenants: int = 10_000  # tenants this process holds in memory; past it public signup answers 503
+    # Model licences (terms §9): off only where the operator settles licences outside the platform
+    model_licence_gate: bool = True
     # Key sharing (policies/sharing.py): a key seen from more networks or user agents than this within the window
+    key_sharing: bool = True
     key_sharing_networks: int = 5
     key_sharing_user_agents: int = 8
     key_sharing_window_s: float = 86_400.0

@@ -34,6 +34,8 @@ class _Seen:
     networks: dict[str, float] = field(default_factory=dict)
     agents: dict[int, float] = field(default_factory=dict)
     reported_at: float = float("-inf")
+    last: tuple[str, str] = ("", "")  # the last (address, user agent): most requests repeat it
+    last_keys: tuple[str, int] = ("", 0)  # its network and user-agent hash
 
 
 class SharingDetector:
@@ -57,8 +59,14 @@ class SharingDetector:
         seen = self._keys.get(key_id)
         if seen is None:
             seen = self._keys[key_id] = _Seen()
+        if seen.last == (address, user_agent) and seen.last_keys[0] in seen.networks:
+            network, agent = seen.last_keys
+            seen.networks[network] = now
+            seen.agents[agent] = now
+            return
         network = network_of(address)
         agent = hash(user_agent[:MAX_USER_AGENT])  # only counted, never shown: a salted in-process hash
+        seen.last, seen.last_keys = (address, user_agent), (network, agent)
         known = network in seen.networks and agent in seen.agents
         if network:
             seen.networks[network] = now

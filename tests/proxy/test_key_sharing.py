@@ -44,7 +44,8 @@ def test_networks_are_slash_24_and_slash_48():
     assert network_of("203.0.113.7") == network_of("203.0.113.250") == "203.0.113.0/24"
     assert network_of("203.0.114.7") != network_of("203.0.113.7")
     assert network_of("2001:db8:1:2::1") == network_of("2001:db8:1:ffff::9") == "2001:db8:1::/48"
-    assert network_of("testclient") == ""
+    assert network_of("testclient") == "" and network_of("1.2.3.256") == ""
+    assert network_of("::ffff:203.0.113.7") == "203.0.113.0/24"  # an IPv4 client on a dual-stack socket
 
 
 @given(hosts=st.lists(st.integers(0, 255), min_size=1, max_size=300), agents=st.integers(1, 8))
