@@ -70,8 +70,10 @@ class KeyAuthenticator:
         self.clock = clock
         self.default_plan = default_plan
 
-    def authenticate(self, secret: str) -> Principal:
+    def authenticate(self, secret: str, allow_suspended_tenant: bool = False) -> Principal:
         """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason.
+
+        ``allow_suspended_tenant``: the few routes a suspended tenant keeps (its export, its appeals).
 
         Raises :class:`DirectoryBehind` (503) for every key while the directory is too far behind.
         """
@@ -86,13 +88,15 @@ class KeyAuthenticator:
             raise CredentialsRejected(401, "key_revoked", "this API key was revoked")
         if key.expires_at is not None and key.expires_at.timestamp() <= self.clock():
             raise CredentialsRejected(401, "key_expired", "this API key has expired")
+        if key.suspended:
+            raise CredentialsRejected(403, "key_suspended", "this API key is suspended by the operator")
         user = self.directory.users[key.user_id]
         if user.removed:
             raise CredentialsRejected(401, "user_removed", "the owner of this API key was removed")
         if user.suspended:
             raise CredentialsRejected(403, "user_suspended", "your account is suspended")
         tenant = self.directory.tenants[key.tenant_id]
-        if tenant.suspended:
+        if tenant.suspended and not allow_suspended_tenant:
             raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
         return Principal(
             tenant_id=key.tenant_id,

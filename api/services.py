@@ -33,6 +33,7 @@ from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
+from projections.enforcement import Enforcement
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
 from projections.ledger_postgres import PostgresLedgerTables
@@ -65,6 +66,7 @@ class Services:
     authenticator: KeyAuthenticator
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
+    enforcement: Enforcement = field(default_factory=Enforcement)  # operator tokens, suspensions, appeals
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -188,6 +190,8 @@ def build_services(
     audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
+    enforcement = Enforcement()
+    read_models.add_in_memory("enforcement", enforcement)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -210,6 +214,7 @@ def build_services(
         ),
         read_models=read_models,
         ledger=ledger,
+        enforcement=enforcement,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale

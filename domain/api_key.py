@@ -62,6 +62,22 @@ class ApiKey(Aggregate):
         request_id: str
         reason: PersonalData  # free text may name people: sealed
 
+    class Suspended(Aggregate.Event):
+        """The operator stopped the key (reinstatable, unlike a revocation)."""
+
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+        reason_code: str
+        suspension_id: UUID | None
+
+    class Reinstated(Aggregate.Event):
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+
     @staticmethod
     def create_id(secret_hash: str, **_: Any) -> UUID:
         """The key's id follows from its hash."""
@@ -87,6 +103,8 @@ class ApiKey(Aggregate):
         self.scopes = tuple(scopes)
         self.expires_at = expires_at
         self.revoked = False
+        self.suspended = False
+        self.suspension_id: UUID | None = None
 
     def revoke(self, ctx: Ctx, reason: str) -> None:
         """Stop the key working."""
@@ -102,3 +120,46 @@ class ApiKey(Aggregate):
     @event(Revoked)
     def _revoked(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
         self.revoked = True
+
+    def suspend(self, ctx: Ctx, reason: str, reason_code: str, suspension_id: UUID | None) -> None:
+        """Stop the key until reinstated."""
+        if self.revoked:
+            raise InvalidState("key is revoked")
+        if self.suspended:
+            raise InvalidState("key is already suspended")
+        self._suspended(
+            tenant_id=self.tenant_id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.user_id, reason),
+            reason_code=reason_code,
+            suspension_id=suspension_id,
+        )
+
+    def reinstate(self, ctx: Ctx, reason: str) -> None:
+        """Let a suspended key work again."""
+        if not self.suspended:
+            raise InvalidState("key is not suspended")
+        self._reinstated(
+            tenant_id=self.tenant_id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.user_id, reason),
+        )
+
+    @event(Suspended)
+    def _suspended(
+        self,
+        tenant_id: UUID,
+        actor: str,
+        request_id: str,
+        reason: PersonalData,
+        reason_code: str,
+        suspension_id: UUID | None,
+    ) -> None:
+        self.suspended = True
+        self.suspension_id = suspension_id
+
+    @event(Reinstated)
+    def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+        self.suspended = False

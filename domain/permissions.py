@@ -27,6 +27,8 @@ class Action(StrEnum):
     INFERENCE = "inference"
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
     LICENCES_MANAGE = "licences.manage"  # accept and withdraw model licences for the tenant
+    APPEALS_READ = "appeals.read"  # the tenant's suspensions and appeals
+    APPEALS_FILE = "appeals.file"  # appeal an operator's suspension
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ MATRIX: dict[Action, Rule] = {
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
     Action.LICENCES_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
+    Action.APPEALS_READ: Rule(Scope.ADMIN_READ, _ADMIN),
+    Action.APPEALS_FILE: Rule(Scope.ADMIN_WRITE, _ADMIN),
 }
 
 

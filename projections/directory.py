@@ -187,6 +187,10 @@ def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:
     d.keys[e.originator_id].revoked_at = e.timestamp
 
 
+def _key_suspended(d: Directory, e: ApiKey.Suspended | ApiKey.Reinstated) -> None:
+    d.keys[e.originator_id].suspended = isinstance(e, ApiKey.Suspended)
+
+
 def _pairing_issued(d: Directory, e: PairingKey.Issued) -> None:
     pairing = PairingKeyView(e.originator_id, e.tenant_id, e.prefix, e.expires_at, e.timestamp)
     d.pairing_keys[pairing.id] = pairing
@@ -240,6 +244,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Invite.Revoked: _invite_revoked,
     ApiKey.Issued: _key_issued,
     ApiKey.Revoked: _key_revoked,
+    ApiKey.Suspended: _key_suspended,
+    ApiKey.Reinstated: _key_suspended,
     PairingKey.Issued: _pairing_issued,
     PairingKey.Redeemed: _pairing_redeemed,
     PairingKey.Revoked: _pairing_revoked,

@@ -54,6 +54,7 @@ class KeyView:
     issued_at: datetime
     revoked_at: datetime | None = None
     issued_by: UUID | None = None  # the user who minted it; None: operator, signup/joining, or older keys
+    suspended: bool = False  # by the operator (projections/enforcement.py has the action)
 
 
 @dataclass(slots=True)
