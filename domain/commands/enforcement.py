@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -97,10 +98,10 @@ class EnforcementCommands(Commands):
         cls: type[User] | type[ApiKey] = User if kind is SubjectKind.USER else ApiKey
         return self._load_with_tenant(cls, subject_id, tenant_id)
 
-    def close_appeal_window(self, tenant_id: UUID, suspension_id: UUID, request_id: str) -> bool:
-        """Record that a suspension's appeal window has closed (the sweeper); False when not due or done."""
+    def close_appeal_window(self, tenant_id: UUID, suspension_id: UUID, now: datetime, request_id: str) -> bool:
+        """Record that a suspension's appeal window closed by ``now`` (the sweeper); False when not due or done."""
         case = self._load(Suspension, suspension_id, tenant_id)
-        if not case.close_window(Ctx(SYSTEM, tenant_id, request_id), self.clock()):
+        if not case.close_window(Ctx(SYSTEM, tenant_id, request_id), now):
             return False
         self._save(case, conflict=Conflict("the appeal window was closed at the same time"))
         return True
