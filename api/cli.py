@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from api.cli_audit import audit, replay
-from api.cli_enforce import operator
+from api.cli_enforce import operator, outbox
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -46,6 +46,7 @@ app.add_typer(projections, name="projections")
 app.command("replay")(replay)
 app.add_typer(audit, name="audit")
 app.add_typer(operator, name="operator")
+app.add_typer(outbox, name="outbox")
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

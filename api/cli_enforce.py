@@ -52,3 +52,40 @@ def revoke_token(
     finally:
         services.close()
     out.print("revoked")
+
+
+outbox = typer.Typer(help="The e-mail outbox: notices waiting for SMTP, and those sent.", no_args_is_help=True)
+
+
+@outbox.command("list")
+def outbox_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 100,
+    bodies: Annotated[bool, typer.Option(help="Print the bodies of queued notices (they may hold tokens)")] = False,
+) -> None:
+    """The notices in the outbox: queued ones (with their bodies on request), sent and dropped ones."""
+    from rich.table import Table
+
+    from api.outbox import outbox_store
+    from api.settings import SettingsError, load_settings
+
+    try:
+        store = outbox_store(load_settings(inference=False, run_projections=False))
+    except SettingsError as exc:
+        err.print(f"[red]configuration error:[/] {shown(exc)}")
+        raise typer.Exit(2) from None
+    notices = store.all(limit)
+    table = Table("id", "kind", "to", "subject", "status", "attempts", "queued", "sent", "last error")
+    for n in notices:
+        to = f"user {n.to_user}" if n.to_user else (n.to_address or "")
+        created = n.created_at.isoformat(timespec="seconds") if n.created_at else ""
+        sent = n.sent_at.isoformat(timespec="seconds") if n.sent_at else ""
+        table.add_row(str(n.id), n.kind, shown(to), shown(n.subject), n.status, str(n.attempts), created, sent,
+                      shown(n.last_error or ""))  # fmt: skip
+    out.print(table)
+    if bodies:
+        for n in notices:
+            if n.status == "queued":
+                out.rule(str(n.id))
+                out.print(n.body, markup=False, highlight=False)
+    if not notices:
+        out.print("the outbox is empty")

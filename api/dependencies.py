@@ -71,6 +71,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "settings": _always(services.settings),
         "ledger": _always(services.ledger),
         "enforcement": _always(services.enforcement),
+        "outbox": Provide(lambda: services.outbox, sync_to_thread=False),  # None until attached (api/outbox)
     }
 
 

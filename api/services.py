@@ -67,6 +67,7 @@ class Services:
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     enforcement: Enforcement = field(default_factory=Enforcement)  # operator tokens, suspensions, appeals
+    outbox: Any = None  # the e-mail outbox once attached (api/outbox: attach_outbox)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
