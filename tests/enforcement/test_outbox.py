@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -17,6 +18,7 @@ from api.settings import Settings
 from domain.context import Ctx
 from tests.support.clock import ManualClock
 from tests.support.smtp import Inbox, smtp_server
+from tests.support.stores import holds, store_bytes
 
 
 class Crash(BaseException):
@@ -164,3 +166,36 @@ def test_invitations_go_by_mail_when_smtp_is_configured(mailing: tuple[Services,
     assert token in message.get_content()
     [sent] = mailer.store.all()
     assert sent.kind == "invitation" and sent.body == "" and sent.to_address is None  # purged
+
+
+def test_one_sender_sends_while_another_process_holds_the_lock(mailing: tuple[Services, Mailer, Inbox]) -> None:
+    services, mailer, inbox = mailing
+    suspend_acme(services)
+    queued(mailer, 1)
+    active = mailer.sender
+    assert active is not None
+    other = OutboxSender(mailer.store, active.config, active.address_of, handler_locks(services.settings), active.clock)
+    assert active.lock.acquire("outbox-sender")
+    try:
+        assert send(other) == 0 and inbox.received == []  # the lock is held elsewhere: this one waits
+    finally:
+        active.lock.release_all()
+    assert send(other) == 1 and len(inbox.received) == 1
+
+
+def test_the_summary_is_sealed_in_the_events_and_gone_from_the_outbox_once_sent(
+    mailing: tuple[Services, Mailer, Inbox],
+) -> None:
+    services, mailer, _ = mailing
+    suspend_acme(services)
+    queued(mailer, 1)
+    outbox_file = Path(services.settings.sqlite_file).parent / "outbox.sqlite"
+
+    def stored() -> bytes:
+        raw = store_bytes(services.settings)
+        return raw + outbox_file.read_bytes() if services.settings.persistence == "sqlite" else raw
+
+    assert holds(stored(), "45 days overdue")  # in the queued body, in clear (to be mailed)
+    assert mailer.sender is not None and send(mailer.sender) == 1
+    assert not holds(stored(), "45 days overdue")  # the event holds it sealed; the outbox purged it
+    assert not holds(stored(), "ada@acme.example")  # the address was never in the outbox
