@@ -87,6 +87,8 @@ def test_a_suspended_key_and_a_suspended_user_are_refused_until_reinstated(api: 
     joined = api.call("POST", "/api/v1/invites/accept", json={"token": invited["token"], "name": "Mo"}).json()
     suspend(api, op, tenant, "user", joined["user_id"], "security_risk")
     assert api.call("GET", "/api/v1/me", joined["api_key"]["secret"]).status_code == 403
+    lifted_by_admin = api.call("POST", f"/api/v1/users/{joined['user_id']}/reinstate", key, json={"reason": "mine"})
+    assert lifted_by_admin.status_code == 403 and "operator" in lifted_by_admin.json()["detail"]
     reinstate(api, op, tenant, "user", joined["user_id"])
     assert api.call("GET", "/api/v1/me", joined["api_key"]["secret"]).status_code == 200
     # the operator cannot reach into another tenant: the subject looks missing
