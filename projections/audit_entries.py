@@ -19,6 +19,7 @@ from domain.api_key import ApiKey
 from domain.appeal import Appeal
 from domain.audit_export import AuditExport
 from domain.invite import Invite
+from domain.operator import Operator
 from domain.pairing_key import PairingKey
 from domain.suspension import Suspension
 from domain.tenant import Tenant
@@ -125,9 +126,12 @@ def entry_for(event: Any) -> AuditEntry | None:
                       event.request_id)  # fmt: skip
 
 
+# Events of no tenant (the operator's own, such as its tokens): in no tenant's audit log.
+PLATFORM_EVENTS: frozenset[type] = frozenset({Operator.Registered, Operator.TokenIssued, Operator.TokenRevoked})
+
+
 def _platform(event: Any) -> bool:
-    """An event of no tenant (the operator's own, such as its tokens): in no tenant's audit log."""
-    return not hasattr(event, "tenant_id") and not isinstance(event, Tenant.Registered)
+    return type(event) in PLATFORM_EVENTS
 
 
 def _undescribed(event: Any) -> tuple[str, str, UUID, str]:

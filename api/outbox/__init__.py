@@ -8,8 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
+from api.outbox.notices import generic_notice
 from api.outbox.reaction import NoticeReaction
-from api.outbox.sender import OutboxSender, SmtpConfig
+from api.outbox.sender import OutboxSender, SmtpConfig, Undeliverable
 from api.outbox.store import Notice, SqlOutbox, postgres_outbox, sqlite_outbox
 from api.secret_files import private_file
 from api.services import Services, handler_locks
@@ -17,7 +18,7 @@ from api.settings import Settings
 from domain.sealing import ERASED, UNREADABLE
 from projections.directory import Directory
 
-__all__ = ["Mailer", "Notice", "attach_outbox", "outbox_store", "smtp_config"]
+__all__ = ["Mailer", "Notice", "attach_outbox", "generic_notice", "outbox_store", "smtp_config"]
 
 
 def outbox_store(settings: Settings) -> SqlOutbox:
@@ -39,12 +40,15 @@ def smtp_config(settings: Settings) -> SmtpConfig | None:
 
 
 def address_finder(directory: Directory) -> Callable[[UUID], str | None]:
-    """A user's address at send time: None once removed or erased."""
+    """A user's address at send time: None while the directory does not know them yet;
+    :class:`Undeliverable` once they are removed or erased."""
 
     def address_of(user_id: UUID) -> str | None:
         user = directory.users.get(user_id)
-        if user is None or user.removed or user.email in (ERASED, UNREADABLE):
+        if user is None:
             return None
+        if user.removed or user.email in (ERASED, UNREADABLE):
+            raise Undeliverable("the recipient was removed or erased")
         return user.email
 
     return address_of

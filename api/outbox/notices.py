@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid5
 
+from api.outbox.store import Notice
 from domain.appeal import Appeal
 from domain.ids import NAMESPACE
 from domain.suspension import Suspension
@@ -56,3 +57,13 @@ def invitation_notice(token: str, role: str, base_url: str, expires_at: str) -> 
         f'  POST {base_url}/api/v1/invites/accept  {{"token": "{token}", "name": "<your name>"}}\n'
     )
     return "OwnLLM: you are invited", body
+
+
+def generic_notice(
+    key: str, subject: str, body: str, *, tenant_id: UUID | None = None, to_user: UUID | None = None,
+    to_address: str | None = None,
+) -> Notice:  # fmt: skip
+    """A notice of any other kind (deletion, export, terms, price change): its id follows from ``key``
+    (e.g. ``"terms:2027-02:<user id>"``), so queuing it twice queues it once."""
+    return Notice(uuid5(NAMESPACE, f"notice:{key}"), "generic", subject, body, tenant_id=tenant_id, to_user=to_user,
+                  to_address=to_address)  # fmt: skip

@@ -41,7 +41,7 @@ class SmtpConfig:
 
 
 class Undeliverable(Exception):
-    """The notice has no address any more (its recipient was erased or removed)."""
+    """The notice has no address any more (its recipient was erased or removed): it is dropped."""
 
 
 def backoff(attempts: int, first_s: float = 2.0, longest_s: float = 3600.0) -> timedelta:
@@ -98,9 +98,13 @@ class OutboxSender:
 
     async def _send(self, notice: Notice) -> bool:
         now = self.clock()
-        address = notice.to_address or (self.address_of(notice.to_user) if notice.to_user else None)
-        if not address:
-            self.outbox.dropped(notice.id, now, "the recipient has no address any more (erased or removed)")
+        try:
+            address = notice.to_address or (self.address_of(notice.to_user) if notice.to_user else None)
+        except Undeliverable as exc:
+            self.outbox.dropped(notice.id, now, str(exc))
+            return False
+        if not address:  # a user this process does not know yet (its directory lags): later
+            self.outbox.failed(notice.id, "recipient not known yet", now + backoff(notice.attempts + 1))
             return False
         self.before_send(notice)
         try:

@@ -6,11 +6,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
-from api.outbox import Mailer, attach_outbox
+from api.outbox import Mailer, attach_outbox, generic_notice
 from api.outbox.sender import OutboxSender
 from api.outbox.store import Notice, message_id_for
 from api.services import Services, build_services, handler_locks
@@ -199,3 +199,39 @@ def test_the_summary_is_sealed_in_the_events_and_gone_from_the_outbox_once_sent(
     assert mailer.sender is not None and send(mailer.sender) == 1
     assert not holds(stored(), "45 days overdue")  # the event holds it sealed; the outbox purged it
     assert not holds(stored(), "ada@acme.example")  # the address was never in the outbox
+
+
+def test_a_generic_notice_from_another_part_is_queued_once_and_sent_to_the_user(
+    mailing: tuple[Services, Mailer, Inbox],
+) -> None:
+    services, mailer, inbox = mailing
+    acme = services.command(services.app.signup, slug="acme", name="Acme", admin_name="A",
+                            admin_email="a@acme.example", request_id="r")  # fmt: skip
+    key, subject = f"terms:2027-02:{acme.admin_user_id}", "OwnLLM: new terms on 1 March"
+    notice = generic_notice(
+        key, subject, "Terms change on 2027-03-01.", tenant_id=acme.tenant_id, to_user=acme.admin_user_id
+    )
+    assert mailer.queue(notice) and not mailer.queue(notice)
+    assert mailer.sender is not None and send(mailer.sender) == 1
+    [(rcpt, message)] = inbox.received
+    assert rcpt == ["a@acme.example"] and message["Subject"] == "OwnLLM: new terms on 1 March"
+
+
+def test_a_notice_to_a_removed_user_is_dropped_and_one_to_a_user_not_known_yet_waits(
+    mailing: tuple[Services, Mailer, Inbox], clock: ManualClock
+) -> None:
+    services, mailer, inbox = mailing
+    app = services.app
+    acme = services.command(app.signup, slug="acme", name="Acme", admin_name="A", admin_email="a@acme.example",
+                            request_id="r")  # fmt: skip
+    admin = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "r")
+    invite = services.command(app.invite_user, admin, email="bo@acme.example", role="member")
+    joined = services.command(app.accept_invite, token=invite.secret, name="Bo", request_id="r")
+    services.command(app.remove_user, admin, joined.user_id, "left")
+    gone = generic_notice("gone", "s", "b", to_user=joined.user_id)
+    unknown = generic_notice("unknown", "s", "b", to_user=uuid4())
+    mailer.queue(gone), mailer.queue(unknown)
+    assert mailer.sender is not None and send(mailer.sender) == 0 and inbox.received == []
+    status = {n.id: n for n in mailer.store.all()}
+    assert status[gone.id].status == "dropped" and status[gone.id].body == ""
+    assert status[unknown.id].status == "queued" and status[unknown.id].attempts == 1  # tried again later

@@ -87,6 +87,9 @@ def test_a_suspension_stops_the_key_in_another_api_process_within_a_second(
             issued = services.command(services.app.issue_operator_token, name="ops", request_id="r")
             operator = {"Authorization": f"Bearer {issued.secret}"}
             until(lambda: httpx.get(f"{b}/v1/models", headers=key).status_code == 200, 10)  # B knows the key
+            assert httpx.get(f"{b}/v1/models", headers=operator).status_code == 401  # an operator is no key holder
+            assert httpx.get(f"{b}/api/v1/operator/appeals", headers=key).status_code == 401
+            assert httpx.get(f"{b}/api/v1/operator/appeals", headers=operator).status_code == 200
 
             suspend = {"tenant_id": tenant, "kind": "tenant", "subject_id": tenant, "reason_code": "abuse",
                        "summary": "api spam"}  # fmt: skip
