@@ -39,6 +39,8 @@ def test_an_operator_token_from_the_cli_opens_the_operator_api_and_the_outbox_li
                 services.reactions.run_once()
     finally:
         services.close()
+    outbox_file = tmp_path / "var" / "outbox.sqlite"
+    assert outbox_file.stat().st_mode & 0o777 == 0o600  # queued bodies are private like the event store
     listed = CliRunner().invoke(app, ["outbox", "list", "--bodies"], catch_exceptions=False)
     assert listed.exit_code == 0, listed.output
     assert "suspension" in listed.output and "queued" in listed.output and "ongoing abuse" in listed.output
