@@ -22,7 +22,7 @@ def invite_out(i: InviteView, now: datetime) -> schemas.InviteOut:
 
 
 def key_out(k: KeyView, now: datetime) -> schemas.KeyOut:
-    status = "revoked" if k.revoked_at else _unless_expired("active", k.expires_at, now)
+    status = "revoked" if k.revoked_at else "suspended" if k.suspended else _unless_expired("active", k.expires_at, now)
     return schemas.KeyOut(
         k.id, k.user_id, k.name, k.prefix, sorted(k.scopes), status, k.expires_at, k.issued_at, k.revoked_at,
         k.issued_by,

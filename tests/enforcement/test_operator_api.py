@@ -80,6 +80,8 @@ def test_a_suspended_key_and_a_suspended_user_are_refused_until_reinstated(api: 
     refused = api.call("GET", "/api/v1/me", other["secret"])
     assert refused.status_code == 403 and "suspended" in refused.json()["detail"]
     assert api.call("GET", "/api/v1/me", key).status_code == 200  # the holder's other key goes on
+    listed = {k["id"]: k["status"] for k in api.call("GET", "/api/v1/keys", key).json()}
+    assert listed[other["id"]] == "suspended"
     reinstate(api, op, tenant, "api_key", other["id"])
     assert api.call("GET", "/api/v1/me", other["secret"]).status_code == 200
 
