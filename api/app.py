@@ -17,6 +17,7 @@ from litestar.utils.helpers import unwrap_partial
 
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
+from api.controllers.appeals import AppealController, SuspensionController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.features import FeatureController
 from api.controllers.invites import InviteController
@@ -24,11 +25,13 @@ from api.controllers.keys import KeyController, KeySharingController
 from api.controllers.ledger import LedgerController
 from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
+from api.controllers.operator import OperatorController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
 from api.dependencies import dependencies
 from api.guards import PermissionGuard
+from api.operator_auth import OPERATOR_AUTH, OperatorAuthenticator
 from api.problems import EXCEPTION_HANDLERS
 from api.proxy.endpoints import OPENAPI_OPERATIONS
 from api.services import Services, build_services
@@ -104,7 +107,7 @@ def _document_operations(app: Litestar) -> None:
     for route in app.routes:
         proxied = route.path.startswith(PROXY_PREFIX)
         for handler in getattr(route, "route_handlers", ()):
-            if handler.opt.get("action") is not None or proxied:
+            if handler.opt.get("action") is not None or handler.opt.get("operator") or proxied:
                 handler.security = [{API_KEY: []}]
             if proxied and isinstance(handler.operation_id, str):
                 handler.operation_class = OPENAPI_OPERATIONS.get(handler.operation_id, handler.operation_class)
@@ -134,6 +137,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         AuditController,
         ReplayController,
         LedgerController,
+        OperatorController,
+        SuspensionController,
+        AppealController,
     ]
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
@@ -151,7 +157,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         request_class=JsonBodyRequest,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
-        state=State({"inference": inference}),
+        state=State({"inference": inference, OPERATOR_AUTH: _operator_auth(services)}),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         before_send=[_echo_request_id],
@@ -160,6 +166,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     _summaries_from_docstrings(app)
     _document_operations(app)
     return app
+
+
+def _operator_auth(services: Services) -> OperatorAuthenticator:
+    """The operator routes' authenticator: operator tokens from the enforcement read model."""
+    auth = services.authenticator
+    return OperatorAuthenticator(services.enforcement, auth.pepper, auth.directory_behind_s)
 
 
 def _summaries_from_docstrings(app: Litestar) -> None:

@@ -71,8 +71,10 @@ class KeyAuthenticator:
         self.default_plan = default_plan
         self.on_use: Callable[[TenantView, str], object] | None = None  # e.g. acceptance of terms by use
 
-    def authenticate(self, secret: str) -> Principal:
+    def authenticate(self, secret: str, allow_suspended_tenant: bool = False) -> Principal:
         """The caller behind ``secret``; raises :class:`CredentialsRejected` with the reason.
+
+        ``allow_suspended_tenant``: the few routes a suspended tenant keeps (its export, its appeals).
 
         Raises :class:`DirectoryBehind` (503) for every key while the directory is too far behind.
         """
@@ -89,9 +91,7 @@ class KeyAuthenticator:
             raise CredentialsRejected(401, "key_expired", "this API key has expired")
         if key.suspended:
             raise CredentialsRejected(
-                403,
-                "key_suspended",
-                "this API key is suspended (suspected shared); an admin of your organisation can reinstate it",
+                403, "key_suspended", "this API key is suspended; an admin of your organisation can tell you why"
             )
         user = self.directory.users[key.user_id]
         if user.removed:
@@ -99,7 +99,7 @@ class KeyAuthenticator:
         if user.suspended:
             raise CredentialsRejected(403, "user_suspended", "your account is suspended")
         tenant = self.directory.tenants[key.tenant_id]
-        if tenant.suspended:
+        if tenant.suspended and not allow_suspended_tenant:
             raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
         if self.on_use is not None:
             self.on_use(tenant, f"key:{key.id}")

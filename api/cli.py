@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from api.cli_audit import audit, replay
+from api.cli_enforce import operator, outbox
 from api.cli_legal import legal
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
@@ -46,6 +47,8 @@ app.add_typer(projections, name="projections")
 app.command("replay")(replay)
 app.add_typer(audit, name="audit")
 app.add_typer(legal, name="legal")
+app.add_typer(operator, name="operator")
+app.add_typer(outbox, name="outbox")
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

@@ -71,6 +71,8 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "settings": _always(services.settings),
         "ledger": _always(services.ledger),
         "legal_documents": _always(services.app.documents()),
+        "enforcement": _always(services.enforcement),
+        "outbox": Provide(lambda: services.outbox, sync_to_thread=False),  # None until attached (api/outbox)
     }
 
 

@@ -27,8 +27,15 @@ def request_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return state["request_id"]  # type: ignore[no-any-return]
 
 
+ALLOWED_WHILE_SUSPENDED = "allowed_while_suspended"  # opt flag: a suspended tenant's keys may call this route
+
+
 class PermissionGuard:
-    """Routes declare ``opt={"action": Action.X}``; the key must authenticate and be allowed it."""
+    """Routes declare ``opt={"action": Action.X}``; the key must authenticate and be allowed it.
+
+    A route that also declares ``opt={ALLOWED_WHILE_SUSPENDED: True}`` stays open to a suspended
+    tenant (read-only exports, appeals); suspended users and keys are still refused there.
+    """
 
     def __init__(self, authenticator: KeyAuthenticator) -> None:
         self.authenticator = authenticator
@@ -39,7 +46,8 @@ class PermissionGuard:
         request_id_of(connection)
         if action is None:
             return
-        principal = self.authenticator.authenticate(bearer_secret(connection.headers.get("authorization")))
+        secret = bearer_secret(connection.headers.get("authorization"))
+        principal = self.authenticator.authenticate(secret, bool(handler.opt.get(ALLOWED_WHILE_SUSPENDED)))
         authorize(principal.role, principal.scopes, action)
         connection.scope["state"]["principal"] = principal
 

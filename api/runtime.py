@@ -23,6 +23,7 @@ from rich.console import Console
 
 from api.embedded_nats import EmbeddedNats, auth_file, proxy_password
 from api.nats_auth import AgentAccount, NatsAuthorization, command_reload
+from api.outbox import Mailer, attach_outbox
 from api.projector import Projector
 from api.reactions import NatsAuthorizationResync, nats_accounts
 from api.services import Services, build_services
@@ -176,6 +177,7 @@ class Platform:
     settings: Settings
     services: Services
     embedded: EmbeddedNats | None = None
+    mailer: Mailer | None = None
 
     def app(self) -> Litestar:
         """The Litestar app over these services (its shutdown closes them)."""
@@ -184,7 +186,9 @@ class Platform:
         return create_app(self.settings, self.services)
 
     def stop(self) -> None:
-        """Stop the embedded nats-server, if any."""
+        """Stop the e-mail sender and the embedded nats-server, if any."""
+        if self.mailer is not None:
+            self.mailer.stop()
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -199,7 +203,8 @@ def start_platform(settings: Settings, clock: Callable[[], datetime] = utc_now) 
     if settings.inference:
         authorization = embedded.authorization if embedded else external_authorization(settings)
         attach_nats_authorization(services, authorization)
-    return Platform(settings, services, embedded)
+    mailer = attach_outbox(services)  # notices queue always; they are sent when OWNLLM_SMTP_HOST is set
+    return Platform(settings, services, embedded, mailer)
 
 
 def serve(settings: Settings, console: Console) -> None:

@@ -37,6 +37,7 @@ from legal.documents import load as load_documents
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.directory import Directory
+from projections.enforcement import Enforcement
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
 from projections.ledger_postgres import PostgresLedgerTables
@@ -70,6 +71,8 @@ class Services:
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     terms_use: ContinuedUse | None = None  # records acceptance of new terms by use (api/terms_use.py)
+    enforcement: Enforcement = field(default_factory=Enforcement)  # operator tokens, suspensions, appeals
+    outbox: Any = None  # the e-mail outbox once attached (api/outbox: attach_outbox)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)  # run first on close, newest first
     _agents_seen: int = -1
@@ -204,6 +207,8 @@ def build_services(
     audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
+    enforcement = Enforcement()
+    read_models.add_in_memory("enforcement", enforcement)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -226,6 +231,7 @@ def build_services(
         ),
         read_models=read_models,
         ledger=ledger,
+        enforcement=enforcement,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale

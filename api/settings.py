@@ -88,6 +88,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ledger_retired_keys: str = ""  # verifier keys (vkeys) of retired signing keys, comma-separated: still accepted
     checkpoint_every_events: int = 100_000  # and every checkpoint_every_s, whichever comes first
     checkpoint_every_s: float = 60.0
+    # E-mail (api/outbox): without a host, notices stay in the local outbox (`ownllm outbox list`)
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_password_file: str = ""  # read at start (a secret mounted as a file); wins over smtp_password
+    smtp_from: str = "OwnLLM <noreply@ownllm.invalid>"
+    smtp_starttls: bool = True  # upgrade with STARTTLS (required: the server must offer it)
 
     @property
     def sqlite_file(self) -> str:

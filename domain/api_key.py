@@ -76,9 +76,17 @@ class ApiKey(Aggregate):
         actor: str
         request_id: str
 
-    class Reinstated(Aggregate.Event):
-        """A suspended key works again."""
+    class Suspended(Aggregate.Event):
+        """The operator stopped the key (reinstatable, unlike a revocation)."""
 
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+        reason_code: str
+        suspension_id: UUID | None
+
+    class Reinstated(Aggregate.Event):
         tenant_id: UUID
         actor: str
         request_id: str
@@ -110,6 +118,7 @@ class ApiKey(Aggregate):
         self.expires_at = expires_at
         self.revoked = False
         self.suspended = False
+        self.suspension_id: UUID | None = None
 
     def revoke(self, ctx: Ctx, reason: str) -> None:
         """Stop the key working."""
@@ -133,15 +142,6 @@ class ApiKey(Aggregate):
             window_s=window_s, suspended=suspend and not self.suspended, actor=ctx.actor, request_id=ctx.request_id,
         )  # fmt: skip
 
-    def reinstate(self, ctx: Ctx, reason: str) -> None:
-        """Let a suspended key work again."""
-        if not self.suspended or self.revoked:
-            raise InvalidState("key is not suspended")
-        self._reinstated(
-            tenant_id=self.tenant_id, actor=ctx.actor, request_id=ctx.request_id,
-            reason=PersonalData(self.user_id, reason),
-        )  # fmt: skip
-
     @event(Revoked)
     def _revoked(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
         self.revoked = True
@@ -158,6 +158,45 @@ class ApiKey(Aggregate):
         request_id: str,
     ) -> None:
         self.suspended = self.suspended or suspended
+
+    def suspend(self, ctx: Ctx, reason: str, reason_code: str, suspension_id: UUID | None) -> None:
+        """Stop the key until reinstated."""
+        if self.revoked:
+            raise InvalidState("key is revoked")
+        if self.suspended:
+            raise InvalidState("key is already suspended")
+        self._suspended(
+            tenant_id=self.tenant_id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.user_id, reason),
+            reason_code=reason_code,
+            suspension_id=suspension_id,
+        )
+
+    def reinstate(self, ctx: Ctx, reason: str) -> None:
+        """Let a suspended key work again."""
+        if not self.suspended:
+            raise InvalidState("key is not suspended")
+        self._reinstated(
+            tenant_id=self.tenant_id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.user_id, reason),
+        )
+
+    @event(Suspended)
+    def _suspended(
+        self,
+        tenant_id: UUID,
+        actor: str,
+        request_id: str,
+        reason: PersonalData,
+        reason_code: str,
+        suspension_id: UUID | None,
+    ) -> None:
+        self.suspended = True
+        self.suspension_id = suspension_id
 
     @event(Reinstated)
     def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:

@@ -17,6 +17,7 @@ from eventsourcing.persistence import Mapper, ProcessRecorder
 from domain.commands.access import IssuedSecret, PairedAgent
 from domain.commands.base import CredentialHasher, Directory, utc_now
 from domain.commands.compliance import ComplianceCommands
+from domain.commands.enforcement import EnforcementCommands
 from domain.commands.licences import LicenceCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
 from domain.commands.sharing import SharingCommands
@@ -37,7 +38,15 @@ __all__ = [
 ]
 
 
-class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, LicenceCommands, TermsCommands, SharingCommands):
+class OwnLLM(
+    TenancyCommands,
+    MeteringCommands,
+    ComplianceCommands,
+    LicenceCommands,
+    TermsCommands,
+    SharingCommands,
+    EnforcementCommands,
+):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 
     name = "ownllm"

@@ -29,6 +29,8 @@ class Action(StrEnum):
     LICENCES_MANAGE = "licences.manage"  # accept and withdraw model licences for the tenant
     FEATURES_MANAGE = "features.manage"  # turn opt-in (beta) features on and off for the tenant
     TERMS_ANSWER = "terms.answer"  # accept or reject a version of the terms for the tenant
+    APPEALS_READ = "appeals.read"  # the tenant's suspensions and appeals
+    APPEALS_FILE = "appeals.file"  # appeal an operator's suspension
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ MATRIX: dict[Action, Rule] = {
     Action.LICENCES_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.FEATURES_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.TERMS_ANSWER: Rule(Scope.ADMIN_WRITE, _ADMIN),
+    Action.APPEALS_READ: Rule(Scope.ADMIN_READ, _ADMIN),
+    Action.APPEALS_FILE: Rule(Scope.ADMIN_WRITE, _ADMIN),
 }
 
 

@@ -15,6 +15,7 @@ import secrets
 API_KEY_PREFIX = "ollm_"
 PAIRING_PREFIX = "ollmpair_"
 INVITE_PREFIX = "ollminv_"
+OPERATOR_TOKEN_PREFIX = "ollmop_"
 VISIBLE_CHARS = 12
 
 

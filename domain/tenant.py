@@ -44,10 +44,14 @@ class Tenant(Aggregate):
         request_id: str
 
     class Suspended(Aggregate.Event):
+        """``reason_code``/``suspension_id``: the operator's action (empty/None before they existed)."""
+
         tenant_id: UUID
         actor: str
         request_id: str
         reason: PersonalData  # free text may name people: sealed
+        reason_code: str = ""
+        suspension_id: UUID | None = None
 
     class Reinstated(Aggregate.Event):
         tenant_id: UUID
@@ -83,17 +87,23 @@ class Tenant(Aggregate):
         self.admin_user_id = admin_user_id
         self.admins = {admin_user_id}  # who acts as admin now: the invariant "never empty" lives here
         self.suspended = False
+        self.suspension_id: UUID | None = None  # the operator's open action, when it stopped this
 
     @property
     def registered_at(self) -> datetime:
         """When the tenant signed up."""
         return self.created_on
 
-    def suspend(self, ctx: Ctx, reason: str) -> None:
+    def suspend(self, ctx: Ctx, reason: str, reason_code: str = "", suspension_id: UUID | None = None) -> None:
         """Stop all access for the tenant."""
         self.check_active()
         self._suspended(
-            tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
+            tenant_id=self.id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.id, reason),
+            reason_code=reason_code,
+            suspension_id=suspension_id,
         )
 
     def reinstate(self, ctx: Ctx, reason: str) -> None:
@@ -127,8 +137,17 @@ class Tenant(Aggregate):
             raise InvalidState("tenant is suspended")
 
     @event(Suspended)
-    def _suspended(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+    def _suspended(
+        self,
+        tenant_id: UUID,
+        actor: str,
+        request_id: str,
+        reason: PersonalData,
+        reason_code: str = "",
+        suspension_id: UUID | None = None,
+    ) -> None:
         self.suspended = True
+        self.suspension_id = suspension_id
 
     @event(Reinstated)
     def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:

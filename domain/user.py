@@ -40,10 +40,14 @@ class User(Aggregate):
         reason: PersonalData  # free text may name people: sealed
 
     class Suspended(Aggregate.Event):
+        """``reason_code``/``suspension_id``: set when the operator acted (an admin's suspension has none)."""
+
         tenant_id: UUID
         actor: str
         request_id: str
         reason: PersonalData  # free text may name people: sealed
+        reason_code: str = ""
+        suspension_id: UUID | None = None
 
     class Reinstated(Aggregate.Event):
         tenant_id: UUID
@@ -74,6 +78,7 @@ class User(Aggregate):
         self.email = email
         self.role = role
         self.suspended = False
+        self.suspension_id: UUID | None = None  # the operator's open action, when it stopped this
         self.removed = False
 
     @property
@@ -100,13 +105,18 @@ class User(Aggregate):
             reason=PersonalData(self.id, reason),
         )
 
-    def suspend(self, ctx: Ctx, reason: str) -> None:
+    def suspend(self, ctx: Ctx, reason: str, reason_code: str = "", suspension_id: UUID | None = None) -> None:
         """Stop the user's access until reinstated."""
         self.check_not_removed()
         if self.suspended:
             raise InvalidState("user is already suspended")
         self._suspended(
-            tenant_id=self.tenant_id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
+            tenant_id=self.tenant_id,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+            reason=PersonalData(self.id, reason),
+            reason_code=reason_code,
+            suspension_id=suspension_id,
         )
 
     def reinstate(self, ctx: Ctx, reason: str) -> None:
@@ -130,8 +140,17 @@ class User(Aggregate):
         self.role = role
 
     @event(Suspended)
-    def _suspended(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
+    def _suspended(
+        self,
+        tenant_id: UUID,
+        actor: str,
+        request_id: str,
+        reason: PersonalData,
+        reason_code: str = "",
+        suspension_id: UUID | None = None,
+    ) -> None:
         self.suspended = True
+        self.suspension_id = suspension_id
 
     @event(Reinstated)
     def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:

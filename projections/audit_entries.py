@@ -16,12 +16,15 @@ from uuid import UUID
 
 from domain.agent import Agent
 from domain.api_key import ApiKey
+from domain.appeal import Appeal
 from domain.audit_export import AuditExport
 from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.key_sharing import SharingPolicy
 from domain.model_licence import ModelLicence
+from domain.operator import Operator
 from domain.pairing_key import PairingKey
+from domain.suspension import Suspension
 from domain.tenant import Tenant
 from domain.terms import Publication, TermsAnswer
 from domain.usage import RejectionTally, UsageRecord
@@ -98,6 +101,22 @@ DESCRIBE: dict[type, Describe] = {
     Agent.Paired: _object("agent", "agent", "paired", lambda e: f"agent paired as NATS user {e.nats_user}"),
     Agent.Revoked: _object("agent", "agent", "revoked", lambda e: "agent revoked"),
     RejectionTally.Counted: lambda e: ("usage.refusals_counted", "tenant", e.tenant_id, _refusals(e)),
+    ApiKey.Suspended: _object(
+        "api_key", "api_key", "suspended", lambda e: f"key suspended by the operator: {e.reason_code}"
+    ),
+    ApiKey.Reinstated: _object("api_key", "api_key", "reinstated", lambda e: "key reinstated"),
+    Suspension.Imposed: lambda e: (
+        "suspension.imposed",
+        e.subject_kind,
+        e.subject_id,
+        f"{e.subject_kind} suspended by the operator: {e.reason_code}",
+    ),
+    Suspension.Lifted: _object("suspension", "suspension", "lifted", lambda e: "suspension lifted"),
+    Suspension.AppealWindowClosed: _object(
+        "suspension", "suspension", "appeal_window_closed", lambda e: "appeal window closed"
+    ),
+    Appeal.Filed: _object("appeal", "appeal", "filed", lambda e: f"appeal filed against suspension {e.suspension_id}"),
+    Appeal.Decided: _object("appeal", "appeal", "decided", lambda e: f"appeal decided: {e.outcome}"),
     AuditExport.Made: _object(
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
@@ -122,7 +141,6 @@ DESCRIBE: dict[type, Describe] = {
             + ("; key suspended" if e.suspended else "")
         ),
     ),
-    ApiKey.Reinstated: _object("api_key", "api_key", "reinstated", lambda e: "key reinstated"),
     SharingPolicy.Chosen: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
     SharingPolicy.Changed: lambda e: ("tenant.key_sharing_policy", "tenant", e.tenant_id, _sharing_policy(e)),
     FeatureOptIn.OptedIn: _object(
@@ -131,18 +149,28 @@ DESCRIBE: dict[type, Describe] = {
     FeatureOptIn.OptedInAgain: _object("feature", "feature", "turned_on", lambda e: "turned on again"),
     FeatureOptIn.OptedOut: _object("feature", "feature", "turned_off", lambda e: "turned off"),
 }
-PLATFORM_EVENTS = (Publication.Published,)  # no tenant's: in the integrity ledger and replay, not a tenant's log
 
 
 def entry_for(event: Any) -> AuditEntry | None:
     """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
-    if is_usage(event) or isinstance(event, PLATFORM_EVENTS):
+    if is_usage(event) or _platform(event):
         return None
     describe = DESCRIBE.get(type(event), _undescribed)
     action, subject_kind, subject_id, summary = describe(event)
     tenant_id = event.originator_id if isinstance(event, Tenant.Registered) else event.tenant_id
     return AuditEntry(tenant_id, event.timestamp, event.actor, action, subject_kind, subject_id, summary,
                       event.request_id)  # fmt: skip
+
+
+# Events of no tenant (the operator's own, such as its tokens): in no tenant's audit log.
+# No tenant's: in the integrity ledger and replay, not in a tenant's audit log.
+PLATFORM_EVENTS: frozenset[type] = frozenset(
+    {Operator.Registered, Operator.TokenIssued, Operator.TokenRevoked, Publication.Published}
+)
+
+
+def _platform(event: Any) -> bool:
+    return type(event) in PLATFORM_EVENTS
 
 
 def _undescribed(event: Any) -> tuple[str, str, UUID, str]:

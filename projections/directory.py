@@ -195,6 +195,10 @@ def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:
     d.keys[e.originator_id].revoked_at = e.timestamp
 
 
+def _key_suspended(d: Directory, e: ApiKey.Suspended | ApiKey.Reinstated) -> None:
+    d.keys[e.originator_id].suspended = isinstance(e, ApiKey.Suspended)
+
+
 def _pairing_issued(d: Directory, e: PairingKey.Issued) -> None:
     pairing = PairingKeyView(e.originator_id, e.tenant_id, e.prefix, e.expires_at, e.timestamp)
     d.pairing_keys[pairing.id] = pairing
@@ -240,10 +244,6 @@ def _key_sharing_suspected(d: Directory, e: ApiKey.SharingSuspected) -> None:
     key.suspended = key.suspended or e.suspended
 
 
-def _key_reinstated(d: Directory, e: ApiKey.Reinstated) -> None:
-    d.keys[e.originator_id].suspended = False
-
-
 def _feature_on(d: Directory, e: FeatureOptIn.OptedIn | FeatureOptIn.OptedInAgain) -> None:
     name = e.feature if isinstance(e, FeatureOptIn.OptedIn) else d.feature_names[e.originator_id]
     d.feature_names[e.originator_id] = name
@@ -286,6 +286,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Invite.Revoked: _invite_revoked,
     ApiKey.Issued: _key_issued,
     ApiKey.Revoked: _key_revoked,
+    ApiKey.Suspended: _key_suspended,
+    ApiKey.Reinstated: _key_suspended,
     PairingKey.Issued: _pairing_issued,
     PairingKey.Redeemed: _pairing_redeemed,
     PairingKey.Revoked: _pairing_revoked,
@@ -296,7 +298,6 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ModelLicence.Withdrawn: _licence_withdrawn,
     TermsAnswer.Accepted: _terms_accepted,
     ApiKey.SharingSuspected: _key_sharing_suspected,
-    ApiKey.Reinstated: _key_reinstated,
     TermsAnswer.Rejected: _terms_rejected,
     Publication.Published: _published,
     FeatureOptIn.OptedIn: _feature_on,

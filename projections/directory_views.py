@@ -56,8 +56,8 @@ class KeyView:
     issued_at: datetime
     revoked_at: datetime | None = None
     issued_by: UUID | None = None  # the user who minted it; None: operator, signup/joining, or older keys
-    suspended: bool = False  # suspected shared and suspended by the tenant's policy, until reinstated
-    sharing_suspected_at: datetime | None = None  # the last time the detector reported it
+    suspended: bool = False  # by the operator, or as suspected shared under the tenant's policy
+    sharing_suspected_at: datetime | None = None  # the last time the key-sharing detector reported it
 
 
 @dataclass(slots=True)

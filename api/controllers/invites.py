@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Response, delete, post
@@ -13,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api import schemas
 from api.dependencies import CommandService
 from api.guards import AnyRequest
+from api.outbox.invitations import mail_invitation
 from api.pagination import DEFAULT_LIMIT, After, Limit, listing, paginate
 from api.principal import Principal
 from api.views import invite_out
@@ -33,11 +35,13 @@ class InviteController(Controller):
         self,
         ctx: NamedDependency[Ctx],
         commands: NamedDependency[CommandService],
+        outbox: NamedDependency[Any],
         data: JSONBody[schemas.InviteRequest],
     ) -> schemas.IssuedInviteOut:
-        """Invite an email with a role; the token in this answer is shown only once."""
+        """Invite an email with a role; the token in this answer is shown only once (and mailed when SMTP is set)."""
         issued = commands.run(OwnLLM.invite_user, ctx, email=data.email, role=data.role)
         assert issued.expires_at is not None
+        mail_invitation(outbox, ctx, issued, data.email, data.role)
         return schemas.IssuedInviteOut(issued.id, issued.secret, issued.expires_at)
 
     @listing("listInvites", Action.USERS_READ)

@@ -8,7 +8,7 @@ from domain.api_key import ApiKey
 from domain.commands.base import check_reason
 from domain.commands.features import FeatureCommands
 from domain.context import SYSTEM, Ctx
-from domain.errors import InvalidState
+from domain.errors import InvalidState, PermissionDenied
 from domain.key_sharing import SharingPolicy
 
 SUSPENSION_FEATURE = "key-sharing-suspension"
@@ -53,7 +53,9 @@ class SharingCommands(FeatureCommands):
         self._save(policy)
 
     def reinstate_api_key(self, ctx: Ctx, key_id: UUID, reason: str) -> None:
-        """An admin lets a suspended key work again."""
+        """An admin lets a key suspended as suspected shared work again (an operator's suspension is appealed)."""
         key = self._load(ApiKey, key_id, ctx.tenant_id)
+        if key.suspended and key.suspension_id is not None:
+            raise PermissionDenied("the operator suspended this key: file an appeal (POST /api/v1/appeals)")
         key.reinstate(ctx, check_reason(reason))
         self._save(key)

@@ -9,7 +9,7 @@ from domain import secrets
 from domain.commands.access import AccessCommands, IssuedSecret
 from domain.commands.base import check_name, check_reason, normalise_email
 from domain.context import Ctx
-from domain.errors import AlreadyMember, AlreadyUsed, Conflict, InvalidValue, SlugTaken
+from domain.errors import AlreadyMember, AlreadyUsed, Conflict, InvalidValue, PermissionDenied, SlugTaken
 from domain.invite import Invite
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.sealing import PersonalData
@@ -165,8 +165,10 @@ class TenancyCommands(AccessCommands):
         self._count_admin(ctx, tenant, user)
 
     def reinstate_user(self, ctx: Ctx, user_id: UUID, reason: str) -> None:
-        """Restore a suspended user."""
+        """Restore a suspended user (one the operator suspended only through the operator or an appeal)."""
         tenant, user = self._load_with_tenant(User, user_id, ctx.tenant_id)
+        if user.suspended and user.suspension_id is not None:
+            raise PermissionDenied("the operator suspended this user: only an appeal or the operator lifts it")
         user.reinstate(ctx, check_reason(reason))
         self._count_admin(ctx, tenant, user)
 
