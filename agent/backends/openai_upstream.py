@@ -1,0 +1,258 @@
+"""``openai``: relay jobs to a local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, TabbyAPI).
+
+The agent still only connects out (to NATS and to the upstream on this machine or its private
+network); no port is opened. Every job is one streaming request upstream with
+``stream_options.include_usage``: each upstream event with text becomes one chunk at once (no
+buffering), and the token counts are the upstream's. A server that reports no usage gets counts
+estimated as described in :func:`agent.backends.upstream_wire.estimate_prompt_tokens` (completion:
+one token per text event), marked ``estimated``. A cancel closes the upstream connection, which
+vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
+the upstream, and an upstream that stops answering leaves the agent announcing none.
+
+Nothing from a request or response body is logged, upstream error bodies included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import msgspec
+
+from agent.backends.base import Event, Finished, GenerationRequest, RequestError, TextDelta
+from agent.backends.upstream_config import UpstreamConfig
+from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
+from agent.backends.upstream_wire import (
+    StreamEvent,
+    Usage,
+    estimate_prompt_tokens,
+    finish_reason,
+    refusal,
+    request_body,
+    stream_events,
+)
+from agent.protocol import FinishReason, ModelInfo
+
+log = logging.getLogger("ownllm.agent.upstream")
+MAX_ERROR_BODY = 64 * 1024
+MAX_CHARS_PER_CHUNK_TOKEN = 256  # the proxy's bound on text per counted token
+_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+Routes = dict[str, tuple[str, ModelInfo]]
+
+
+class OpenAIUpstreamBackend:
+    """Relays jobs to an OpenAI-compatible server; models follow its ``/v1/models``."""
+
+    name = BACKEND_NAME
+
+    def __init__(self, config: UpstreamConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.capacity = max(1, config.capacity)
+        self._transport = transport
+        self._routes: Routes = {}
+        self._healthy = False
+        self._client: httpx.AsyncClient | None = None
+        self._poller: httpx.AsyncClient | None = None
+        self._tasks: dict[str, asyncio.Task[object]] = {}
+        self._reading: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._poll_now = asyncio.Event()
+
+    # -- models and health ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Ask the upstream for its models once; an unreachable upstream is announced when it answers."""
+        try:
+            with httpx.Client(trust_env=False, timeout=self._poll_timeout()) as client:
+                response = client.get(self.config.url + "/models", headers=self.config.headers())
+            self._apply(response.status_code, response.content)
+        except httpx.HTTPError as exc:
+            self._apply(None, b"", type(exc).__name__)
+        if not self._healthy:
+            log.warning("upstream %s is not answering yet; serving its models once it does", self.config.url)
+
+    def models(self) -> list[ModelInfo]:
+        """The models the upstream serves now (none while it does not answer)."""
+        return [info for _, info in self._routes.values()]
+
+    async def monitor(self, changed: Callable[[], None]) -> None:
+        """Poll ``/v1/models`` every interval (at once after a failed connection); report changes."""
+        while True:
+            if await self.refresh():
+                changed()
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval_s)
+
+    async def refresh(self) -> bool:
+        """Ask ``/v1/models`` now; whether the announced models changed."""
+        if self._poller is None:
+            self._poller = httpx.AsyncClient(
+                trust_env=False, timeout=self._poll_timeout(), transport=self._transport, headers=self.config.headers()
+            )
+        try:
+            response = await self._poller.get(self.config.url + "/models")
+        except httpx.HTTPError as exc:
+            return self._apply(None, b"", type(exc).__name__)
+        return self._apply(response.status_code, response.content)
+
+    def _poll_timeout(self) -> httpx.Timeout:
+        """A poll waits at most the poll interval (1-5 s): a hung upstream counts as down."""
+        return httpx.Timeout(min(5.0, max(1.0, self.config.poll_interval_s)), connect=self.config.connect_timeout_s)
+
+    def _apply(self, status: int | None, body: bytes, failure: str | None = None) -> bool:
+        """Take a poll's outcome; whether the announced models changed."""
+        routes: Routes = {}
+        if status == 200:
+            try:
+                routes = announced(self.config, parse_listing(body))
+            except ListingError as exc:
+                failure = str(exc)
+        elif failure is None:
+            failure = f"HTTP {status}"
+        healthy = failure is None
+        if healthy != self._healthy:
+            level, state = (logging.INFO, "answers") if healthy else (logging.WARNING, f"is down ({failure})")
+            log.log(level, "upstream %s", state)
+        changed = routes != self._routes
+        if changed:
+            log.info("upstream models now: %s", describe(routes) or "none")
+        self._healthy, self._routes = healthy, routes
+        return changed
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """An estimate (the upstream's tokenizer is not here): see ``estimate_prompt_tokens``."""
+        return estimate_prompt_tokens(request)
+
+    def _http(self) -> httpx.AsyncClient:
+        """The jobs' connection pool (created in the running loop, never through an HTTP proxy)."""
+        if self._client is None:
+            size = self.capacity + 4
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                transport=self._transport,
+                headers=self.config.headers(),
+                timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+        return self._client
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """One streaming request upstream; each text event is yielded as it arrives."""
+        route = self._routes.get(request.model)
+        if route is None:
+            raise RequestError("the upstream does not serve this model now", code="model_not_loaded")
+        path, body = request_body(request, route[0])
+        job_id = request.job_id
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[job_id] = task
+        budget, counted = request.sampling.max_tokens, 0
+        usage: Usage | None = None
+        reason: FinishReason | None = None
+        try:
+            self._reading.add(job_id)  # connecting and waiting for the headers: a cancel interrupts it
+            async with self._http().stream("POST", self.config.url + path, content=body, headers=_HEADERS) as response:
+                self._reading.discard(job_id)
+                if response.status_code != 200:
+                    raw = await _bounded_body(response)
+                    log.info("job %s: upstream answered HTTP %d", job_id, response.status_code)
+                    raise refusal(response.status_code, raw, request, response.headers.get("retry-after"))
+                lines = response.aiter_lines()
+                while job_id not in self._cancelled:
+                    self._reading.add(job_id)
+                    try:
+                        line = await anext(lines, None)
+                    finally:
+                        self._reading.discard(job_id)
+                    if line is None:
+                        break
+                    event = _event(line)
+                    if event is None:
+                        continue
+                    if event is _DONE:
+                        break
+                    assert isinstance(event, StreamEvent)
+                    usage = event.usage or usage
+                    text = event.text()
+                    if text:
+                        tokens = min(-(-len(text) // MAX_CHARS_PER_CHUNK_TOKEN), max(0, budget - counted))
+                        counted += tokens
+                        yield TextDelta(text, tokens)
+                    reason = finish_reason(event.finish_reason()) if event.finish_reason() else reason
+                else:
+                    reason = "cancelled"
+        except asyncio.CancelledError:
+            if job_id not in self._cancelled:
+                raise
+            task.uncancel()  # our own cancel (see ``cancel``): the job ends, the worker carries on
+            reason = "cancelled"
+        except httpx.TimeoutException as exc:
+            log.warning("job %s: upstream timed out (%s)", job_id, type(exc).__name__)
+            raise RequestError(f"upstream sent nothing for {self.config.timeout_s:g} s", code="internal") from None
+        except httpx.HTTPError as exc:
+            log.warning("job %s: upstream connection failed (%s)", job_id, type(exc).__name__)
+            self._poll_now.set()
+            raise RequestError(f"upstream connection failed ({type(exc).__name__})", code="internal") from None
+        finally:
+            self._tasks.pop(job_id, None)
+            self._reading.discard(job_id)
+            self._cancelled.discard(job_id)
+        if reason is None:
+            log.warning("job %s: upstream stream ended without a finish reason", job_id)
+            raise RequestError("upstream stream ended before the generation finished", code="internal")
+        if usage is not None and reason != "cancelled":
+            yield Finished(reason, usage.prompt_tokens, usage.completion_tokens)
+        else:
+            yield Finished(reason, estimate_prompt_tokens(request), counted, estimated=True)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job: a read in progress is interrupted now, which closes the upstream connection."""
+        task = self._tasks.get(job_id)
+        if task is None:
+            return
+        self._cancelled.add(job_id)
+        if job_id in self._reading:
+            task.cancel()
+
+    def unload(self) -> None:
+        """Forget the models (connections close with the event loop)."""
+        self._routes = {}
+
+
+class _Done:
+    """The ``data: [DONE]`` sentinel."""
+
+
+_DONE = _Done()
+
+
+def _event(line: str) -> StreamEvent | _Done | None:
+    """One SSE line: an event, the end, or ``None`` for anything else (comments, blank lines)."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return _DONE
+    try:
+        event = stream_events.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        raise RequestError("upstream sent a malformed stream event", code="internal") from None
+    if event.error is not None:
+        raise RequestError("upstream reported an error mid-stream", code="internal")
+    return event
+
+
+async def _bounded_body(response: httpx.Response) -> bytes:
+    """An error body, at most :data:`MAX_ERROR_BODY` bytes (never logged)."""
+    raw = bytearray()
+    async for part in response.aiter_bytes():
+        raw += part
+        if len(raw) > MAX_ERROR_BODY:
+            break
+    return bytes(raw[:MAX_ERROR_BODY])

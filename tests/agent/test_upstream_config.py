@@ -1,0 +1,108 @@
+"""Configuring the ``openai`` backend: private URLs only, the key from a 0600 file or the environment, routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.backends.base import GenerationRequest
+from agent.backends.upstream_config import (
+    UpstreamConfig,
+    UpstreamConfigError,
+    check_url,
+    from_settings,
+    parse_licences,
+    parse_routes,
+    read_key_file,
+)
+from agent.backends.upstream_models import announced, parse_listing
+from agent.backends.upstream_wire import echoes_content
+from agent.protocol import ChatMessage
+from agent.settings import SettingsError, load_settings
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8001/v1", "http://localhost:8001/v1/", "http://10.1.2.3/v1", "https://192.168.0.9/v1",
+     "http://[::1]:8000/v1", "http://172.16.0.1/v1"],
+)  # fmt: skip
+def test_loopback_and_private_urls_are_taken(url: str) -> None:
+    assert check_url(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://8.8.8.8/v1", "http://1.1.1.1:80/v1", "ftp://127.0.0.1/v1", "127.0.0.1:8000"])
+def test_public_or_odd_urls_are_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(UpstreamConfigError):
+        check_url(url)
+    if url.startswith("http://"):
+        assert check_url(url, allow_remote=True) == url
+
+
+def test_a_key_in_the_url_is_refused() -> None:
+    with pytest.raises(UpstreamConfigError, match="key file"):
+        check_url("http://user:sk-secret@127.0.0.1/v1")
+
+
+def test_the_key_file_must_be_private(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-local-123\n")
+    key.chmod(0o644)
+    with pytest.raises(UpstreamConfigError, match="chmod 600"):
+        read_key_file(key)
+    key.chmod(0o600)
+    assert read_key_file(key) == "sk-local-123"
+
+
+def test_settings_and_environment(tmp_path: Path) -> None:
+    env = {
+        "OWNLLM_AGENT_BACKEND": "openai",
+        "OWNLLM_AGENT_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "OWNLLM_AGENT_UPSTREAM_KEY": "sk-from-env",  # read apart, never part of the settings struct
+        "OWNLLM_AGENT_UPSTREAM_MODELS": "chat=meta/llama,echo",
+        "OWNLLM_AGENT_UPSTREAM_LICENCES": "chat=llama3",
+    }
+    settings = load_settings(env)
+    assert "sk-from-env" not in repr(settings)
+    config = from_settings(settings, environ=env)
+    assert config.api_key == "sk-from-env" and "sk-from-env" not in repr(config)
+    assert config.routes == (("chat", "meta/llama"), ("echo", "echo")) and config.licences == (("chat", "llama3"),)
+    key = tmp_path / "key"
+    key.write_text("sk-from-file")
+    key.chmod(0o600)
+    assert from_settings(settings, key_file=key, environ=env).api_key == "sk-from-file"
+    with pytest.raises(UpstreamConfigError, match="upstream-url"):
+        from_settings(load_settings({}), environ={})
+    with pytest.raises(SettingsError):
+        load_settings({"OWNLLM_AGENT_UPSTREAM_TIMEOUT_S": "soon"})
+
+
+def test_routes_and_licences_parse() -> None:
+    assert parse_routes("discover") == () and parse_routes("") == ()
+    assert parse_routes("a, b=c") == (("a", "a"), ("b", "c"))
+    with pytest.raises(UpstreamConfigError):
+        parse_licences("a")
+
+
+def test_listings_are_bounded_and_contexts_found_where_servers_put_them() -> None:
+    body = (
+        b'{"object":"list","data":[{"id":"vllm","max_model_len":32768},{"id":"llamacpp","meta":{"n_ctx_train":4096}},'
+        b'{"id":"plain"},{"id":"vllm"},{"id":"","max_model_len":5},{"id":"neg","max_model_len":-1}]}'
+    )
+    listed = parse_listing(body)
+    found = [(m.id, m.context_length) for m in listed]
+    assert found == [("vllm", 32768), ("llamacpp", 4096), ("plain", None), ("neg", None)]
+    many = b'{"data":[' + b",".join(b'{"id":"m%d"}' % i for i in range(500)) + b"]}"
+    assert len(parse_listing(many)) == 64
+    routes = announced(UpstreamConfig(url="u", routes=(("x", "plain"), ("y", "missing"))), listed)
+    assert list(routes) == ["x"] and routes["x"][0] == "plain" and routes["x"][1].context_length == 4096
+
+
+@given(prompt=st.text(min_size=8, max_size=60), start=st.integers(0, 50), prefix=st.text(max_size=20))
+def test_a_message_quoting_eight_characters_of_the_prompt_is_content(prompt: str, start: int, prefix: str) -> None:
+    start = min(start, len(prompt) - 8)
+    message = prefix + prompt[start : start + 8]
+    request = GenerationRequest(job_id="j", model="m", messages=(ChatMessage("user", prompt),))
+    assert echoes_content(message, request)
