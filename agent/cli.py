@@ -171,13 +171,28 @@ async def _stop_when_orphaned(worker: object, parent_pid: int, poll_s: float = 0
 
 
 @app.command("doctor")
-def doctor_command() -> None:
-    """Show the GPU, VRAM, driver, torch version and which inference engines import here."""
-    from agent.doctor import report
+def doctor_command(
+    upstream_url: Annotated[
+        str | None, typer.Option(help="Also check this OpenAI-compatible server (default OWNLLM_AGENT_UPSTREAM_URL)")
+    ] = None,
+    upstream_key_file: Annotated[Path | None, typer.Option(help="A 0600 file holding the upstream's key")] = None,
+    models: Annotated[str | None, typer.Option(help="As for serve: discover, or a,b or public=upstream-id")] = None,
+    upstream_allow_remote: Annotated[bool, typer.Option(help="Allow an upstream outside private networks")] = False,
+) -> None:
+    """Show the GPU, VRAM, driver, torch version, which inference engines import here, and the upstream server."""
+    from agent.doctor import report, upstream_report
 
     table = Table(title="ownllm-agent doctor", show_header=False)
-    for key, value in report():
-        table.add_row(key, value)
+    rows = report()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        rows.append(("settings", str(exc)))
+    else:
+        if upstream_url or settings.upstream_url or settings.backend == "openai":
+            rows += upstream_report(settings, upstream_url, upstream_key_file, models, upstream_allow_remote)
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
     console.print(table)
 
 
