@@ -176,6 +176,10 @@ class Worker:
         self._closing = True
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
+        closer = getattr(self.backend, "aclose", None)  # backends holding connections (openai)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
         self._stopped.set()
 
     async def _leave_queue_groups(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -28,10 +28,22 @@ def fake() -> Iterator[tuple[FakeUpstream, str]]:
         server.stop()
 
 
+OPENED: list[OpenAIUpstreamBackend] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_backends() -> AsyncIterator[None]:
+    """Close every backend's connection pools after each test."""
+    yield
+    while OPENED:
+        await OPENED.pop().aclose()
+
+
 def backend_for(url: str, **config: object) -> OpenAIUpstreamBackend:
     """A loaded backend relaying to ``url``."""
     backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2, **config))  # type: ignore[arg-type]
     backend.load()
+    OPENED.append(backend)
     return backend
 
 
