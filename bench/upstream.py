@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -226,7 +225,7 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
         direct_nats = DirectClient(nc)
         await direct_nats.start()
         composition.start()
-        serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, sum(levels))
+        serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, 2 * sum(levels))
         children.append(serve_agent)
         keys = iter(secrets)
 
@@ -257,11 +256,11 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
                 )
         await nc.close()
     finally:
-        composition.stop()
-        for child in children:
+        for child in reversed(children):  # the agents before what they connect to
             if child.poll() is None:
                 child.terminate()
                 child.wait(10)
+        composition.stop()
         embedded.stop()
     print_tables(results, levels, where)
 
@@ -297,9 +296,8 @@ def print_tables(
                     f"{cpu:>16.3f} | {s.errors:>6}"
                 )
     print("times in ms; direct = client -> upstream; agent = client -> NATS -> relay agent -> upstream;")
-    print(
-        "serve = client -> `ownllm serve` (SQLite, usage recorded) -> NATS -> `ownllm-agent --backend openai` -> upstream"
-    )
+    print("serve = client -> `ownllm serve` (SQLite, usage recorded) -> NATS -> `ownllm-agent --backend openai`")
+    print("        -> upstream: the whole path")
     print("added = that path minus direct at the same percentile and clients; gap = time between content chunks")
     print(f"streaming cells: the upstream paces tokens at {STREAM_PACE_S * 1000:.0f} ms; non-streaming at full speed")
     print(TARGETS + " (printed, not asserted)")

@@ -84,10 +84,10 @@ def test_canaries_relayed_and_refused_are_kept_nowhere(make_settings: Any, tmp_p
         real = pair(server.base_url, admin_key, tmp_path, "relay-real")
         scripted = pair(server.base_url, admin_key, tmp_path, "relay-fake")
         relays.append(start_relay(logs[0], real, upstream.base_url + "/v1", upstream_key))
-        routes = "bad=bad-echo,crash=boom,cut=cut,broken=malformed"
+        routes = "bad=bad-echo,crash=boom,cut=cut,broken=malformed,busy=busy"
         relays.append(start_relay(logs[1], scripted, fake.base_url + "/v1", None, "--models", routes))
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=admin_key, max_retries=0, timeout=10)
-        wanted = {"echo", "bad", "crash", "cut", "broken"}
+        wanted = {"echo", "bad", "crash", "cut", "broken", "busy"}
         wait_until(lambda: {m.id for m in client.models.list().data} >= wanted, 20, "relayed models")
 
         canary = f"CANARY{uuid.uuid4().hex[:12]}"
@@ -104,13 +104,15 @@ def test_canaries_relayed_and_refused_are_kept_nowhere(make_settings: Any, tmp_p
         )
         assert canary in streamed
         assert canary in client.completions.create(model="echo", prompt=f"{canary} again", max_tokens=4).choices[0].text
-        for model, status in (("bad", 400), ("crash", 502), ("cut", 502), ("broken", 502)):
+        for model, status in (("bad", 400), ("crash", 502), ("cut", 502), ("broken", 502), ("busy", 429)):
             with pytest.raises(openai.APIStatusError) as refused:
                 client.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": f"{canary} a b c d"}], max_tokens=8
                 )
             assert refused.value.status_code == status
             assert canary not in refused.value.response.text  # the upstream's echoing message is not passed on
+            if model == "busy":  # the upstream's 429 is the client's, with the upstream's Retry-After
+                assert refused.value.response.headers["retry-after"] == "3"
         assert any(canary in r["messages"][-1]["content"] for r in fake_app.requests)  # it did echo it back
     finally:
         for proc in relays:
