@@ -327,7 +327,8 @@ class Worker:
     async def _cancelled_while_queued(self, job: Job, request: GenerationRequest) -> None:
         """The Final of a job cancelled before it ran: exact prompt count, counted off the event loop."""
         prompt = await asyncio.to_thread(self.backend.count_prompt_tokens, request)
-        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0))
+        estimated = not getattr(self.backend, "exact_prompt_counts", True)  # the openai backend estimates
+        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0, estimated=estimated))
         log.info("job %s cancelled while queued", job.job_id)
 
     async def _stream(self, job: Job, request: GenerationRequest, progress: list[int]) -> None:

@@ -51,6 +51,7 @@ class OpenAIUpstreamBackend:
     """Relays jobs to an OpenAI-compatible server; models follow its ``/v1/models``."""
 
     name = BACKEND_NAME
+    exact_prompt_counts = False  # count_prompt_tokens estimates: the upstream's tokenizer is not here
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
@@ -192,7 +193,7 @@ class OpenAIUpstreamBackend:
                     usage = event.usage or usage
                     text = event.text()
                     if text:
-                        tokens = min(-(-len(text) // MAX_CHARS_PER_CHUNK_TOKEN), max(0, budget - counted))
+                        tokens = chunk_tokens(text, budget - counted)
                         counted += tokens
                         yield TextDelta(text, tokens)
                     reason = finish_reason(event.finish_reason()) if event.finish_reason() else reason
@@ -241,6 +242,15 @@ class OpenAIUpstreamBackend:
             await self._session.close()
         if self._poller is not None:
             await self._poller.aclose()
+
+
+def chunk_tokens(text: str, left: int) -> int:
+    """Tokens to count for one event's text: one per 256 characters begun, at most ``left``.
+
+    Servers stream about one token per event; the proxy allows 256 characters per counted token; the
+    upstream's usage replaces the sum at the end.
+    """
+    return min(-(-len(text) // MAX_CHARS_PER_CHUNK_TOKEN), max(0, left))
 
 
 class _Done:

@@ -1,4 +1,4 @@
-"""Configuring the ``openai`` backend: private URLs only, the key from a 0600 file or the environment, routes."""
+"""The ``openai`` backend's configuration (private URLs, key from a 0600 file or the environment) and parsers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.backends.base import GenerationRequest
+from agent.backends.base import GenerationRequest, RequestError
+from agent.backends.openai_upstream import _DONE, _event, chunk_tokens
 from agent.backends.upstream_config import (
     UpstreamConfig,
     UpstreamConfigError,
@@ -18,8 +19,8 @@ from agent.backends.upstream_config import (
     parse_routes,
     read_key_file,
 )
-from agent.backends.upstream_models import announced, parse_listing
-from agent.backends.upstream_wire import echoes_content
+from agent.backends.upstream_models import ListingError, announced, parse_listing
+from agent.backends.upstream_wire import StreamEvent, echoes_content, refusal
 from agent.protocol import ChatMessage
 from agent.settings import SettingsError, load_settings
 
@@ -106,3 +107,48 @@ def test_a_message_quoting_eight_characters_of_the_prompt_is_content(prompt: str
     message = prefix + prompt[start : start + 8]
     request = GenerationRequest(job_id="j", model="m", messages=(ChatMessage("user", prompt),))
     assert echoes_content(message, request)
+
+
+@given(texts=st.lists(st.text(min_size=1, max_size=700), max_size=40), budget=st.integers(0, 60))
+def test_counted_chunk_tokens_never_pass_max_tokens_and_cover_the_text_while_budget_lasts(
+    texts: list[str], budget: int
+) -> None:
+    counted = 0
+    for text in texts:
+        tokens = chunk_tokens(text, budget - counted)
+        assert tokens >= 0
+        if counted + -(-len(text) // 256) <= budget:  # room left: the proxy's 256 characters per token holds
+            assert len(text) <= 256 * max(tokens, 1)
+        counted += tokens
+    assert counted <= budget
+
+
+@given(line=st.binary(max_size=300))
+def test_any_upstream_line_is_an_event_the_end_nothing_or_a_request_error(line: bytes) -> None:
+    try:
+        parsed = _event(line)
+    except RequestError as exc:
+        assert exc.code == "internal" and line.startswith(b"data:")
+        return
+    assert parsed is None or parsed is _DONE or isinstance(parsed, StreamEvent)
+
+
+@given(body=st.binary(max_size=400))
+def test_any_models_answer_parses_or_is_a_listing_error(body: bytes) -> None:
+    try:
+        listed = parse_listing(body)
+    except ListingError:
+        return
+    assert len(listed) <= 64 and all(0 < len(m.id) <= 256 for m in listed)
+
+
+@given(status=st.integers(400, 599), body=st.binary(max_size=200), prompt=st.text(max_size=40))
+def test_every_upstream_refusal_maps_to_a_protocol_error_without_the_prompt(
+    status: int, body: bytes, prompt: str
+) -> None:
+    request = GenerationRequest(job_id="j", model="m", messages=(ChatMessage("user", "CANARYzz91 " + prompt),))
+    echoed = body + b'{"error": {"message": "CANARYzz91 ' + prompt.encode() + b'"}}'
+    for raw in (body, echoed):
+        error = refusal(status, raw, request, None)
+        assert error.code in ("busy", "bad_request", "model_not_loaded", "internal")
+        assert "CANARYzz91" not in str(error)
