@@ -88,7 +88,7 @@ def test_canaries_relayed_and_refused_are_kept_nowhere(make_settings: Any, tmp_p
         relays.append(start_relay(logs[1], scripted, fake.base_url + "/v1", None, "--models", routes))
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=admin_key, max_retries=0, timeout=10)
         wanted = {"echo", "bad", "crash", "cut", "broken", "busy"}
-        wait_until(lambda: {m.id for m in client.models.list().data} >= wanted, 20, "relayed models")
+        wait_until(lambda: {m.id for m in client.models.list().data} >= wanted, 60, "relayed models")
 
         canary = f"CANARY{uuid.uuid4().hex[:12]}"
         answer = client.chat.completions.create(
