@@ -42,7 +42,8 @@ from agent.protocol import FinishReason, ModelInfo
 
 log = logging.getLogger("ownllm.agent.upstream")
 MAX_ERROR_BODY = 64 * 1024
-MAX_CHARS_PER_CHUNK_TOKEN = 256  # the proxy's bound on text per counted token
+MAX_CHARS_PER_CHUNK_TOKEN = 256
+MAX_EARLY_CANCELS = 4096  # the proxy's bound on text per counted token
 _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 Routes = dict[str, tuple[str, ModelInfo]]
 
@@ -62,7 +63,7 @@ class OpenAIUpstreamBackend:
         self._poller: httpx.AsyncClient | None = None
         self._tasks: dict[str, asyncio.Task[object]] = {}
         self._reading: set[str] = set()
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, None] = {}  # job ids, oldest first
         self._poll_now = asyncio.Event()
 
     # -- models and health ---------------------------------------------------------------------
@@ -157,6 +158,9 @@ class OpenAIUpstreamBackend:
             raise RequestError("the upstream does not serve this model now", code="model_not_loaded")
         path, body = request_body(request, route[0])
         job_id = request.job_id
+        if self._cancelled.pop(job_id, 0) is None:  # cancelled before it started: nothing goes upstream
+            yield Finished("cancelled", estimate_prompt_tokens(request), 0, estimated=True)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks[job_id] = task
@@ -214,7 +218,7 @@ class OpenAIUpstreamBackend:
         finally:
             self._tasks.pop(job_id, None)
             self._reading.discard(job_id)
-            self._cancelled.discard(job_id)
+            self._cancelled.pop(job_id, None)
         if reason is None:
             log.warning("job %s: upstream stream ended without a finish reason", job_id)
             raise RequestError("upstream stream ended before the generation finished", code="internal")
@@ -224,12 +228,16 @@ class OpenAIUpstreamBackend:
             yield Finished(reason, estimate_prompt_tokens(request), counted, estimated=True)
 
     def cancel(self, job_id: str) -> None:
-        """Stop a job: a read in progress is interrupted now, which closes the upstream connection."""
+        """Stop a job: a read in progress is interrupted now, which closes the upstream connection.
+
+        A cancel that comes before ``generate`` starts is kept (a few thousand at most) and ends the
+        job before any request goes upstream.
+        """
+        self._cancelled[job_id] = None
+        while len(self._cancelled) > MAX_EARLY_CANCELS:
+            del self._cancelled[next(iter(self._cancelled))]
         task = self._tasks.get(job_id)
-        if task is None:
-            return
-        self._cancelled.add(job_id)
-        if job_id in self._reading:
+        if task is not None and job_id in self._reading:
             task.cancel()
 
     def unload(self) -> None:

@@ -254,3 +254,14 @@ async def _until(check, within_s: float = 2.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.02)
+
+
+async def test_a_cancel_before_the_job_starts_sends_nothing_upstream(fake) -> None:
+    app, url = fake
+    backend = backend_for(url)
+    backend.cancel("early-1")
+    deltas, final = await collect(backend, chat("never asked", job_id="early-1"))
+    assert deltas == [] and final.finish_reason == "cancelled" and final.completion_tokens == 0
+    assert app.requests == []
+    deltas, _ = await collect(backend, chat("asked now", job_id="early-1"))  # the cancel was used up
+    assert "".join(d.text for d in deltas) == "asked now"
