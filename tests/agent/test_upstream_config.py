@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from agent import credentials as creds
 from agent.backends.base import GenerationRequest, RequestError
 from agent.backends.openai_upstream import _DONE, _event, chunk_tokens
 from agent.backends.upstream_config import (
@@ -21,6 +23,7 @@ from agent.backends.upstream_config import (
 )
 from agent.backends.upstream_models import ListingError, announced, parse_listing
 from agent.backends.upstream_wire import StreamEvent, echoes_content, refusal
+from agent.cli import app
 from agent.protocol import ChatMessage
 from agent.settings import SettingsError, load_settings
 
@@ -152,3 +155,13 @@ def test_every_upstream_refusal_maps_to_a_protocol_error_without_the_prompt(
         error = refusal(status, raw, request, None)
         assert error.code in ("busy", "bad_request", "model_not_loaded", "internal")
         assert "CANARYzz91" not in str(error)
+
+
+def test_serve_refuses_a_public_upstream_and_a_missing_url_with_a_clear_error(tmp_path: Path) -> None:
+    stored = creds.save(creds.Credentials("a", "t", "nats://127.0.0.1:1", "u", "p"), tmp_path / "c.json")
+    runner = CliRunner()
+    base = ["serve", "--backend", "openai", "--credentials", str(stored)]
+    public = runner.invoke(app, [*base, "--upstream-url", "http://8.8.8.8/v1"], env={})
+    assert public.exit_code == 1 and "upstream-allow-remote" in public.output
+    missing = runner.invoke(app, base, env={})
+    assert missing.exit_code == 1 and "--upstream-url" in missing.output
