@@ -170,7 +170,7 @@ class OpenAIUpstreamBackend:
         done = False
         try:
             self._reading.add(job_id)  # connecting and waiting for the headers: a cancel interrupts it
-            async with self._http().post(self.config.url + path, data=body) as response:
+            async with self._http().post(self.config.url + path, data=body, allow_redirects=False) as response:
                 self._reading.discard(job_id)
                 if response.status != 200:
                     raw = await _bounded_body(response.content)

@@ -9,7 +9,7 @@ The model name picks the script:
 - ``busy`` / ``unavailable`` / ``boom``: HTTP 429 (Retry-After: 3) / 503 / 500 with the prompt in the body;
 - ``bad-echo`` / ``bad-plain``: HTTP 400 whose message quotes the prompt / holds no content;
 - ``malformed``: a broken JSON event; ``mid-error``: an error event after one word;
-- ``no-usage``: like echo, without the usage event.
+- ``no-usage``: like echo, without the usage event; ``redirect``: HTTP 307 to another host.
 
 ``/v1/models`` lists ``models`` (with ``max_model_len``) and hangs while ``hang`` is set.
 Request bodies are kept in memory (``requests``) so tests can check what was passed through.
@@ -24,7 +24,7 @@ from typing import Any
 
 Scope = dict[str, Any]
 SCRIPTED = ("slow-first", "drip", "cut", "busy", "unavailable", "boom", "bad-echo", "bad-plain", "malformed")
-SCRIPTED_MORE = ("mid-error", "no-usage")
+SCRIPTED_MORE = ("mid-error", "no-usage", "redirect")
 
 
 class FakeUpstream:
@@ -38,6 +38,7 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         self.disconnected_at: list[float] = []
         self.model_polls = 0
+        self.followed = 0  # requests that followed the ``redirect`` script's Location
         self.key: str | None = None  # when set, requests must carry it
         self.seen_keys: list[str | None] = []
 
@@ -63,6 +64,9 @@ class FakeUpstream:
             if not message.get("more_body"):
                 break
         request = json.loads(body)
+        if scope["path"].endswith("/followed"):
+            self.followed += 1
+            request["model"] = "echo"
         self.requests.append(request)
         await self._generate(request, receive, send)
 
@@ -89,6 +93,9 @@ class FakeUpstream:
         if model in refusals:
             status, payload = refusals[model]
             await _json(send, status, payload, {"retry-after": "3"} if model == "busy" else {})
+            return
+        if model == "redirect":  # a relay that followed this would send the prompt off the machine
+            await _json(send, 307, {}, {"location": "/v1/followed"})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         if model == "malformed":

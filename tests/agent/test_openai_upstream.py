@@ -128,13 +128,15 @@ async def test_a_slow_first_byte_is_waited_for_and_a_timeout_is_an_error(fake) -
         ("unavailable", "busy", 1.0),
         ("boom", "internal", None),
         ("bad-plain", "bad_request", None),
+        ("redirect", "internal", None),  # never followed
     ],
 )
 async def test_upstream_statuses_become_protocol_errors(fake, model: str, code: str, retry: float | None) -> None:
-    _, url = fake
+    app, url = fake
     with pytest.raises(RequestError) as refused:
         await collect(backend_for(url), chat("CANARYstatus123 please", model=model))
     assert refused.value.code == code and refused.value.retry_after_s == retry
+    assert app.followed == 0
     assert "CANARYstatus123" not in str(refused.value)
     if model == "bad-plain":  # a message without content reaches the client
         assert "temperature must be at most 2" in str(refused.value)
