@@ -231,11 +231,8 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
     try:
         agent_id = str(uuid4())
         embedded.authorization.sync([AgentAccount(agent_id, TENANT, "bench-relay", hash_password("pw", 4))])
-        config = {"agent_id": agent_id, "tenant_id": TENANT, "nats_url": embedded.url, "nats_user": "bench-relay",
-                  "nats_password": "pw", "queue_limit": 256, "upstream_url": base}  # fmt: skip
-        bare_agent = spawn([sys.executable, __file__, "--serve-relay", json.dumps(config)], where["agent"])
-        children.append(bare_agent)
-        assert bare_agent.stdout is not None and bare_agent.stdout.readline().strip() == "ready"
+        nats_config = {"agent_id": agent_id, "tenant_id": TENANT, "nats_url": embedded.url,
+                       "nats_user": "bench-relay", "nats_password": "pw", "queue_limit": 256}  # fmt: skip
         nc = await _proxy_nats(embedded)
         direct_nats = DirectClient(nc)
         await direct_nats.start()
@@ -258,17 +255,24 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
             return direct_nats.one
 
         for stream in (False, True):
-            httpx.post(f"http://127.0.0.1:{port}/_pace", content=str(STREAM_PACE_S if stream else 0.0))
+            pace = STREAM_PACE_S if stream else 0.0
+            httpx.post(f"http://127.0.0.1:{port}/_pace", content=str(pace))
+            # The same worker with the echo backend (no HTTP): what a local engine costs the agent.
+            echo = bare_agent([str(ROOT / "bench" / "proxy.py"), "--serve-agent"],
+                              {**nats_config, "backend": "echo", "token_delay_s": pace}, where["agent"])  # fmt: skip
+            for level in levels:
+                results[("echo", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, echo.pid)
+            stop(echo)
+            relay = bare_agent([__file__, "--serve-relay"], {**nats_config, "upstream_url": base}, where["agent"])
             for level in levels:
                 results[("direct", stream, level)] = await run_cell(
                     lambda s=stream: make_upstream_client(s), level, seconds, stream
                 )
-                results[("agent", stream, level)] = await run_cell(
-                    make_agent_client, level, seconds, stream, bare_agent.pid
-                )
+                results[("agent", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, relay.pid)
                 results[("serve", stream, level)] = await run_cell(
                     lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid
                 )
+            stop(relay)
         await nc.close()
     finally:
         for child in reversed(children):  # the agents before what they connect to
@@ -278,6 +282,21 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
         composition.stop()
         embedded.stop()
     print_tables(results, levels, where)
+
+
+def bare_agent(args: list[str], config: dict[str, Any], core: int | None) -> subprocess.Popen[str]:
+    """An agent process on the bare NATS rig (bench tenant), once it serves."""
+    agent = spawn([sys.executable, *args, json.dumps(config)], core)
+    assert agent.stdout is not None
+    if agent.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"agent {args[-1]} did not start")
+    return agent
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    """Terminate a child and wait for it."""
+    child.terminate()
+    child.wait(10)
 
 
 async def _proxy_nats(embedded: Any) -> Any:
@@ -299,10 +318,11 @@ def print_tables(
     for stream in (False, True):
         for level in levels:
             base = results[("direct", stream, level)]
-            for path in ("direct", "agent", "serve"):
+            for path in ("direct", "echo", "agent", "serve"):
                 s = results[(path, stream, level)]
-                added = pct(s.total, 0.5) - pct(base.total, 0.5) if path != "direct" else 0.0
-                added_gap = pct(s.gaps, 0.99) - pct(base.gaps, 0.99) if path != "direct" and stream else float("nan")
+                relayed = path in ("agent", "serve")  # "added" compares paths that reach the upstream
+                added = pct(s.total, 0.5) - pct(base.total, 0.5) if relayed else float("nan")
+                added_gap = pct(s.gaps, 0.99) - pct(base.gaps, 0.99) if relayed and stream else float("nan")
                 cpu = s.cpu_s * 1000 / max(1, s.requests) if path != "direct" else float("nan")
                 print(
                     f"{'stream' if stream else 'whole':<9}{path:<7}{level:>8} | {pct(s.total, 0.5):>7.2f}"
@@ -310,7 +330,8 @@ def print_tables(
                     f"{pct(s.ttft, 0.5):>8.2f}{pct(s.gaps, 0.5):>8.2f}{pct(s.gaps, 0.99):>8.2f}{added_gap:>14.2f} | "
                     f"{cpu:>16.3f} | {s.errors:>6}"
                 )
-    print("times in ms; direct = client -> upstream; agent = client -> NATS -> relay agent -> upstream;")
+    print("times in ms; direct = client -> upstream; echo = client -> NATS -> the same worker on the echo backend")
+    print("(no upstream: a local engine's share); agent = client -> NATS -> relay agent -> upstream;")
     print("serve = client -> `ownllm serve` (SQLite, usage recorded) -> NATS -> `ownllm-agent --backend openai`")
     print("        -> upstream: the whole path")
     print("added = that path minus direct at the same percentile and clients; gap = time between content chunks")

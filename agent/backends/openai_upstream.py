@@ -2,8 +2,9 @@
 
 The agent still only connects out (to NATS and to the upstream on this machine or its private
 network); no port is opened. Every job is one streaming request upstream with
-``stream_options.include_usage``: each upstream event with text becomes one chunk at once (no
-buffering), and the token counts are the upstream's. A server that reports no usage gets counts
+``stream_options.include_usage``: each upstream event is relayed as soon as it is read (events
+that arrived together go out as one chunk; nothing waits for more), and the token counts are the
+upstream's. A server that reports no usage gets counts
 estimated as described in :func:`agent.backends.upstream_wire.estimate_prompt_tokens` (completion:
 one token per text event), marked ``estimated``. A cancel closes the upstream connection, which
 vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
@@ -24,26 +25,20 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import httpx
-import msgspec
 
-from agent.backends.base import Event, Finished, GenerationRequest, RequestError, TextDelta
+from agent.backends.base import Event, Finished, GenerationRequest, RequestError
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
-from agent.backends.upstream_wire import (
-    StreamEvent,
-    Usage,
-    estimate_prompt_tokens,
-    finish_reason,
-    refusal,
-    request_body,
-    stream_events,
-)
-from agent.protocol import FinishReason, ModelInfo
+from agent.backends.upstream_stream import Relay
+from agent.backends.upstream_wire import estimate_prompt_tokens, refusal, request_body
+from agent.protocol import ModelInfo
 
 log = logging.getLogger("ownllm.agent.upstream")
 MAX_ERROR_BODY = 64 * 1024
 MAX_CHARS_PER_CHUNK_TOKEN = 256
-MAX_EARLY_CANCELS = 4096  # the proxy's bound on text per counted token
+MAX_EARLY_CANCELS = 4096
+MAX_DELTA_CHARS = 16 * 1024  # one chunk of coalesced events, well under NATS's payload limit
+MAX_LINE_BYTES = 1024 * 1024  # the proxy's bound on text per counted token
 _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 Routes = dict[str, tuple[str, ModelInfo]]
 
@@ -164,10 +159,7 @@ class OpenAIUpstreamBackend:
         task = asyncio.current_task()
         assert task is not None
         self._tasks[job_id] = task
-        budget, counted = request.sampling.max_tokens, 0
-        usage: Usage | None = None
-        reason: FinishReason | None = None
-        done = False
+        relay = Relay(request.sampling.max_tokens)
         try:
             self._reading.add(job_id)  # connecting and waiting for the headers: a cancel interrupts it
             async with self._http().post(self.config.url + path, data=body, allow_redirects=False) as response:
@@ -176,38 +168,24 @@ class OpenAIUpstreamBackend:
                     raw = await _bounded_body(response.content)
                     log.info("job %s: upstream answered HTTP %d", job_id, response.status)
                     raise refusal(response.status, raw, request, response.headers.get("retry-after"))
-                lines = response.content
+                content = response.content
                 while job_id not in self._cancelled:
                     self._reading.add(job_id)
                     try:
-                        line = await lines.readline()
+                        data = await content.readany()  # what has arrived, without waiting for more
                     finally:
                         self._reading.discard(job_id)
-                    if not line:
+                    if not data:  # the end of the body (read to it: the connection goes back to the pool)
                         break
-                    if done:  # read to the end of the body: the connection goes back to the pool
-                        continue
-                    event = _event(line)
-                    if event is None:
-                        continue
-                    if event is _DONE:
-                        done = True
-                        continue
-                    assert isinstance(event, StreamEvent)
-                    usage = event.usage or usage
-                    text = event.text()
-                    if text:
-                        tokens = chunk_tokens(text, budget - counted)
-                        counted += tokens
-                        yield TextDelta(text, tokens)
-                    reason = finish_reason(event.finish_reason()) if event.finish_reason() else reason
+                    for delta in relay.feed(data):
+                        yield delta
                 else:
-                    reason = "cancelled"
+                    relay.reason = "cancelled"
         except asyncio.CancelledError:
             if job_id not in self._cancelled:
                 raise
             task.uncancel()  # our own cancel (see ``cancel``): the job ends, the worker carries on
-            reason = "cancelled"
+            relay.reason = "cancelled"
         except TimeoutError as exc:  # aiohttp's read and connect timeouts are TimeoutErrors
             log.warning("job %s: upstream timed out (%s)", job_id, type(exc).__name__)
             raise RequestError(f"upstream sent nothing for {self.config.timeout_s:g} s", code="internal") from None
@@ -219,13 +197,13 @@ class OpenAIUpstreamBackend:
             self._tasks.pop(job_id, None)
             self._reading.discard(job_id)
             self._cancelled.pop(job_id, None)
-        if reason is None:
+        if relay.reason is None:
             log.warning("job %s: upstream stream ended without a finish reason", job_id)
             raise RequestError("upstream stream ended before the generation finished", code="internal")
-        if usage is not None and reason != "cancelled":
-            yield Finished(reason, usage.prompt_tokens, usage.completion_tokens)
+        if relay.usage is not None and relay.reason != "cancelled":
+            yield Finished(relay.reason, relay.usage.prompt_tokens, relay.usage.completion_tokens)
         else:
-            yield Finished(reason, estimate_prompt_tokens(request), counted, estimated=True)
+            yield Finished(relay.reason, estimate_prompt_tokens(request), relay.counted, estimated=True)
 
     def cancel(self, job_id: str) -> None:
         """Stop a job: a read in progress is interrupted now, which closes the upstream connection.
@@ -250,38 +228,6 @@ class OpenAIUpstreamBackend:
             await self._session.close()
         if self._poller is not None:
             await self._poller.aclose()
-
-
-def chunk_tokens(text: str, left: int) -> int:
-    """Tokens to count for one event's text: one per 256 characters begun, at most ``left``.
-
-    Servers stream about one token per event; the proxy allows 256 characters per counted token; the
-    upstream's usage replaces the sum at the end.
-    """
-    return min(-(-len(text) // MAX_CHARS_PER_CHUNK_TOKEN), max(0, left))
-
-
-class _Done:
-    """The ``data: [DONE]`` sentinel."""
-
-
-_DONE = _Done()
-
-
-def _event(line: bytes) -> StreamEvent | _Done | None:
-    """One SSE line: an event, the end, or ``None`` for anything else (comments, blank lines)."""
-    if not line.startswith(b"data:"):
-        return None
-    data = line[5:].strip()
-    if data == b"[DONE]":
-        return _DONE
-    try:
-        event = stream_events.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        raise RequestError("upstream sent a malformed stream event", code="internal") from None
-    if event.error is not None:
-        raise RequestError("upstream reported an error mid-stream", code="internal")
-    return event
 
 
 async def _bounded_body(content: aiohttp.StreamReader) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -77,7 +78,7 @@ async def test_relays_each_event_with_the_upstreams_counts_and_passes_sampling_t
     deltas, final = await collect(
         backend, chat("the quick brown fox", temperature=0.3, top_p=0.9, seed=7, stop=("zz",), max_tokens=9)
     )
-    assert [d.text for d in deltas] == ["the", " quick", " brown", " fox"]  # one chunk per upstream event
+    assert "".join(d.text for d in deltas) == "the quick brown fox" and sum(d.tokens for d in deltas) == 4
     assert final == Finished("stop", prompt_tokens=4 + 7, completion_tokens=4)  # the fake's usage, not a guess
     sent = app.requests[-1]
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
@@ -106,7 +107,7 @@ async def test_without_usage_the_counts_are_estimated_and_marked(fake) -> None:
     _, url = fake
     text = "one two three four five six"
     deltas, final = await collect(backend_for(url), chat(text, model="no-usage"))
-    assert len(deltas) == 6
+    assert "".join(d.text for d in deltas) == text and sum(d.tokens for d in deltas) == 6
     # prompt: characters / 4 rounded up, plus 4 per message; completion: one per text event
     expected_prompt = -(-(len("be brief") + len(text)) // 4) + 2 * 4
     assert final == Finished("stop", expected_prompt, 6, estimated=True)
@@ -267,3 +268,17 @@ async def test_a_cancel_before_the_job_starts_sends_nothing_upstream(fake) -> No
     assert app.requests == []
     deltas, _ = await collect(backend, chat("asked now", job_id="early-1"))  # the cancel was used up
     assert "".join(d.text for d in deltas) == "asked now"
+
+
+async def test_paced_events_are_relayed_one_by_one_as_they_arrive(fake) -> None:
+    _, url = fake
+    backend = backend_for(url)
+    arrivals: list[tuple[float, str]] = []
+    async for event in backend.generate(chat("a b c", model="drip", job_id="drip-2")):
+        if isinstance(event, TextDelta):
+            arrivals.append((time.monotonic(), event.text))
+            if len(arrivals) == 5:
+                backend.cancel("drip-2")
+    assert [text for _, text in arrivals[:5]] == [" a", " b", " c", " a", " b"]  # nothing held back
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrivals[:5])]
+    assert all(gap > 0.02 for gap in gaps)  # each as the upstream sent it, 50 ms apart

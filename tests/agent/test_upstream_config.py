@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,6 @@ from typer.testing import CliRunner
 
 from agent import credentials as creds
 from agent.backends.base import GenerationRequest, RequestError
-from agent.backends.openai_upstream import _DONE, _event, chunk_tokens
 from agent.backends.upstream_config import (
     UpstreamConfig,
     UpstreamConfigError,
@@ -22,6 +23,7 @@ from agent.backends.upstream_config import (
     read_key_file,
 )
 from agent.backends.upstream_models import ListingError, announced, parse_listing
+from agent.backends.upstream_stream import _DONE, Relay, _event, chunk_tokens
 from agent.backends.upstream_wire import StreamEvent, echoes_content, refusal
 from agent.cli import app
 from agent.protocol import ChatMessage
@@ -165,3 +167,36 @@ def test_serve_refuses_a_public_upstream_and_a_missing_url_with_a_clear_error(tm
     assert public.exit_code == 1 and "upstream-allow-remote" in public.output
     missing = runner.invoke(app, base, env={})
     assert missing.exit_code == 1 and "--upstream-url" in missing.output
+
+
+SSE = st.lists(
+    st.one_of(
+        st.builds(lambda t: _sse({"choices": [{"index": 0, "delta": {"content": t}}]}), st.text(max_size=300)),
+        st.builds(lambda r: _sse({"choices": [{"index": 0, "delta": {}, "finish_reason": r}]}),
+                  st.sampled_from(["stop", "length", "abort"])),
+        st.builds(lambda p, c: _sse({"choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c}}),
+                  st.integers(0, 99), st.integers(0, 99)),
+        st.just(b": keep-alive\n\n"),
+    ),
+    max_size=30,
+).map(lambda events: b"".join(events) + b"data: [DONE]\n\n")  # fmt: skip
+
+
+def _sse(event: dict) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+@given(stream=SSE, cuts=st.lists(st.integers(0, 10_000), max_size=20), budget=st.integers(0, 40))
+def test_however_the_bytes_arrive_the_relay_yields_the_same_text_counts_and_end(
+    stream: bytes, cuts: list[int], budget: int
+) -> None:
+    def run(pieces: list[bytes]) -> tuple[str, int, object, object]:
+        relay = Relay(budget)
+        deltas = [d for piece in pieces for d in relay.feed(piece)]
+        assert all((d.text and len(d.text) <= 256 * max(d.tokens, 1)) or relay.counted == budget for d in deltas)
+        return "".join(d.text for d in deltas), sum(d.tokens for d in deltas), relay.usage, relay.reason
+
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    assert run(pieces) == run([stream])
+    assert run([stream])[1] <= budget

@@ -87,7 +87,7 @@ def test_streaming_relays_every_word_and_one_usage(relay: Relay) -> None:
     client, principal = relay.sdk()
     chunks = list(
         client.chat.completions.create(
-            model="echo",
+            model="slow-echo",  # one word per 50 ms upstream: each is relayed on its own
             messages=[{"role": "user", "content": "alpha beta gamma delta"}],
             stream=True,
             stream_options={"include_usage": True},
