@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import nats
 import openai
 import pytest
@@ -137,29 +136,26 @@ async def test_stop_and_sampling_reach_the_upstream(relay: Relay) -> None:
     )
 
 
-async def test_a_client_disconnect_stops_the_upstream_within_a_second(relay: Relay) -> None:
-    secret, principal = relay.front.keys.issue()
-    body = {"model": "slow-echo", "messages": [{"role": "user", "content": LONG}], "stream": True}
-    async with (
-        httpx.AsyncClient(base_url=relay.front.base_url) as http,
-        http.stream(
-            "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
-        ) as response,
-    ):
-        lines = response.aiter_lines()
-        seen = 0
-        while seen < 3:
-            seen += (await anext(lines)).startswith("data: ")
-    # The upstream OwnLLM records its request as cancelled once it saw the connection close and
-    # its own agent stopped: the relay closed the upstream stream.
-    upstream_done = await asyncio.to_thread(
-        wait_until,
-        lambda: any(r["status"] == "cancelled" and r["model"] == "slow-echo" for r in relay.upstream.usage.records),
-        5.0,
-        "the upstream's cancelled record",
+def test_a_client_disconnect_stops_the_upstream_within_a_second(relay: Relay) -> None:
+    client, principal = relay.sdk()
+
+    def cancelled_upstream() -> int:
+        with relay.upstream.usage.lock:
+            return sum(r["status"] == "cancelled" and r["model"] == "slow-echo" for r in relay.upstream.usage.records)
+
+    before = cancelled_upstream()
+    stream = client.chat.completions.create(
+        model="slow-echo", messages=[{"role": "user", "content": LONG}], stream=True
     )
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()  # the SDK drops the connection
+    # The upstream OwnLLM records its request as cancelled once it saw the connection close and its
+    # own agent stopped: the relay closed the upstream stream.
+    upstream_done = wait_until(lambda: cancelled_upstream() > before, 5.0, "the upstream's cancelled record")
     assert upstream_done < 1.0, f"upstream stopped {upstream_done:.2f}s after the client left"
-    record = await asyncio.to_thread(relay.one_record, relay.front, principal.key_id)  # type: ignore[attr-defined]
+    record = relay.one_record(relay.front, principal.key_id)  # type: ignore[attr-defined]
     assert record["status"] == "cancelled" and 0 < record["completion_tokens"] < 300
 
 
