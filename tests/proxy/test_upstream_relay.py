@@ -18,8 +18,10 @@ import pytest
 
 from agent import protocol
 from agent.protocol import Job
+from tests.agent.fake_upstream import FakeUpstream
 from tests.proxy.conftest import TENANT_A, Agent, Stack, build_stack, teardown_stack
 from tests.proxy.upstream_support import pair_relay, start_relay, wait_until
+from tests.support.server import ServerThread
 
 LONG = " ".join(f"w{i}" for i in range(300))
 
@@ -178,3 +180,28 @@ def test_the_upstream_key_is_not_in_the_agents_argv(relay: Relay) -> None:
     args = Path(f"/proc/{relay.agent.proc.pid}/cmdline").read_bytes()
     keys = [k for k in relay.upstream.keys.keys if k.encode() in args]
     assert keys == [] and b"--upstream-url" in args
+
+
+def test_an_upstream_that_stops_answering_is_announced_gone_and_back(relay: Relay, tmp_path: Path) -> None:
+    fake = FakeUpstream()
+    server = ServerThread(fake).start()
+    try:
+        agent, credentials = pair_relay(relay.front, tmp_path, "relay-hang")
+        agent.proc = start_relay(
+            tmp_path / "hang.log", credentials, server.base_url + "/v1", None, "--models", "hung=echo"
+        )  # type: ignore[assignment]
+        relay.front.wait_for_model(TENANT_A, "hung", timeout_s=60)
+        client, _ = relay.sdk()
+        assert client.chat.completions.create(model="hung", messages=[{"role": "user", "content": "a b"}]).choices
+        fake.hang = True  # /v1/models no longer answers
+        relay.front.wait_for_model(TENANT_A, "hung", present=False, timeout_s=10)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="hung", messages=[{"role": "user", "content": "x"}])
+        assert refused.value.status_code in (404, 503)  # at once, not a 504 after the accept timeout
+        fake.hang = False
+        relay.front.wait_for_model(TENANT_A, "hung", timeout_s=10)
+        reply = client.chat.completions.create(model="hung", messages=[{"role": "user", "content": "back"}])
+        assert reply.choices[0].message.content == "back"
+    finally:
+        fake.hang = False
+        server.stop()
