@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent import credentials as creds
@@ -65,7 +66,10 @@ def pair_command(
 def serve_command(
     backend: Annotated[
         str | None,
-        typer.Option(help="auto | exllamav3 | exllamav2 | transformers | echo (echo is a test backend)"),
+        typer.Option(
+            help="auto | exllamav3 | exllamav2 | transformers | openai | echo (openai relays to --upstream-url; "
+            "echo is a test backend)"
+        ),
     ] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Folder of model folders to serve")] = None,
     credentials: Annotated[Path | None, typer.Option(help="Credentials file written by `pair`")] = None,
@@ -77,8 +81,22 @@ def serve_command(
     parent_pid: Annotated[
         int | None, typer.Option(help="Stop when process PID is no longer this agent's parent (for a supervisor)")
     ] = None,
+    upstream_url: Annotated[
+        str | None, typer.Option(help="--backend openai: the local server's base URL, e.g. http://127.0.0.1:8001/v1")
+    ] = None,
+    upstream_key_file: Annotated[
+        Path | None,
+        typer.Option(help="A 0600 file holding the upstream's API key (or set OWNLLM_AGENT_UPSTREAM_KEY)"),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="--backend openai: `discover` (default) or a,b or public=upstream-id,...")
+    ] = None,
+    upstream_allow_remote: Annotated[
+        bool, typer.Option(help="Allow an upstream outside loopback and private networks")
+    ] = False,
 ) -> None:
     """Connect to NATS and serve the models until interrupted (Ctrl-C)."""
+    from agent.backends.upstream_config import UpstreamConfigError, from_settings
     from agent.models import ModelError, discover
     from agent.selection import SelectionError, build_backend, choose
     from agent.worker import Worker, WorkerConfig
@@ -87,21 +105,28 @@ def serve_command(
         settings = load_settings()
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         stored = creds.load(credentials or Path(settings.credentials or creds.default_path()))
-        folder = model_dir or (Path(settings.model_dir) if settings.model_dir else None)
-        sources = discover(folder, include_builtin=settings.builtin_model and not no_builtin)
         requested: BackendChoice = backend or settings.backend  # type: ignore[assignment]
+        upstream = None
+        if requested == "openai":
+            sources = []
+            upstream = from_settings(settings, upstream_url, upstream_key_file, models, upstream_allow_remote, capacity)
+        else:
+            folder = model_dir or (Path(settings.model_dir) if settings.model_dir else None)
+            sources = discover(folder, include_builtin=settings.builtin_model and not no_builtin)
         choice = choose(requested, sources)
         for line in choice.passed_over:
             console.print(f"[yellow]passed over[/] {line}")
-        console.print(f"backend: [bold]{choice.engine}[/]; models: {', '.join(s.id for s in sources) or '-'}")
+        shown = upstream.url if upstream else ", ".join(s.id for s in sources) or "-"
+        console.print(f"backend: [bold]{choice.engine}[/]; models: {escape(shown)}")
         engine = build_backend(
             choice.engine,
             sources,
             capacity or settings.capacity,
             echo_token_delay_s=settings.echo_token_delay_s,
+            upstream=upstream,
         )
         engine.load()
-    except (SettingsError, creds.CredentialsError, ModelError, SelectionError) as exc:
+    except (SettingsError, creds.CredentialsError, ModelError, SelectionError, UpstreamConfigError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     config = WorkerConfig(
@@ -146,13 +171,28 @@ async def _stop_when_orphaned(worker: object, parent_pid: int, poll_s: float = 0
 
 
 @app.command("doctor")
-def doctor_command() -> None:
-    """Show the GPU, VRAM, driver, torch version and which inference engines import here."""
-    from agent.doctor import report
+def doctor_command(
+    upstream_url: Annotated[
+        str | None, typer.Option(help="Also check this OpenAI-compatible server (default OWNLLM_AGENT_UPSTREAM_URL)")
+    ] = None,
+    upstream_key_file: Annotated[Path | None, typer.Option(help="A 0600 file holding the upstream's key")] = None,
+    models: Annotated[str | None, typer.Option(help="As for serve: discover, or a,b or public=upstream-id")] = None,
+    upstream_allow_remote: Annotated[bool, typer.Option(help="Allow an upstream outside private networks")] = False,
+) -> None:
+    """Show the GPU, VRAM, driver, torch version, which inference engines import here, and the upstream server."""
+    from agent.doctor import report, upstream_report
 
     table = Table(title="ownllm-agent doctor", show_header=False)
-    for key, value in report():
-        table.add_row(key, value)
+    rows = report()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        rows.append(("settings", str(exc)))
+    else:
+        if upstream_url or settings.upstream_url or settings.backend == "openai":
+            rows += upstream_report(settings, upstream_url, upstream_key_file, models, upstream_allow_remote)
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
     console.print(table)
 
 

@@ -6,6 +6,9 @@ import importlib
 import importlib.metadata
 import shutil
 import subprocess
+from pathlib import Path
+
+from agent.settings import AgentSettings
 
 
 def _version(dist: str) -> str | None:
@@ -64,3 +67,21 @@ def report() -> list[tuple[str, str]]:
         installed = _version(module)
         rows.append((module, _imports(module) if installed else "not installed"))
     return rows
+
+
+def upstream_report(
+    settings: AgentSettings,
+    url: str | None = None,
+    key_file: Path | None = None,
+    models: str | None = None,
+    allow_remote: bool = False,
+) -> list[tuple[str, str]]:
+    """Rows about the ``openai`` backend's upstream server (or why it cannot be checked)."""
+    from agent.backends.upstream_config import UpstreamConfigError, from_settings
+    from agent.backends.upstream_doctor import upstream_rows
+
+    try:
+        config = from_settings(settings, url, key_file, models, allow_remote)
+    except UpstreamConfigError as exc:
+        return [("upstream", f"not usable: {exc}")]
+    return upstream_rows(config)

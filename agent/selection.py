@@ -24,6 +24,7 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
     "exllamav2": ("torch", "exllamav2"),
     "transformers": ("torch", "transformers", "gguf", "accelerate"),
     "echo": (),
+    "openai": ("httpx", "aiohttp"),
 }
 # An import probe answers None when the engine can run here, or the reason it cannot.
 ImportProbe = Callable[[str], str | None]
@@ -95,6 +96,14 @@ def build_backend(
         ids = tuple(s.id for s in sources) or ("echo",)
         delay = float(options.get("echo_token_delay_s", 0.0))  # type: ignore[arg-type]
         return EchoBackend(model_ids=ids, capacity=capacity or 4, token_delay_s=delay)
+    if engine == "openai":
+        from agent.backends.openai_upstream import OpenAIUpstreamBackend
+        from agent.backends.upstream_config import UpstreamConfig
+
+        upstream = options.get("upstream")
+        if not isinstance(upstream, UpstreamConfig):
+            raise SelectionError("backend openai needs an upstream URL (--upstream-url)")
+        return OpenAIUpstreamBackend(upstream)
     if engine == "transformers":
         from agent.backends.transformers import TransformersBackend
 

@@ -10,7 +10,9 @@ from typing import Literal
 import msgspec
 
 PREFIX = "OWNLLM_AGENT_"
-BackendChoice = Literal["auto", "exllamav3", "exllamav2", "transformers", "echo"]
+BackendChoice = Literal["auto", "exllamav3", "exllamav2", "transformers", "echo", "openai"]
+# Read from the environment by agent.backends.upstream_config, never kept in the settings struct.
+SECRET_VARIABLES = frozenset({"upstream_key"})
 
 
 class SettingsError(ValueError):
@@ -31,6 +33,15 @@ class AgentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heartbeat_interval_s: float = 5.0
     echo_token_delay_s: float = 0.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # --backend openai: a local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, TabbyAPI)
+    upstream_url: str | None = None  # e.g. http://127.0.0.1:8001/v1
+    upstream_key_file: str | None = None  # a 0600 file holding the upstream's API key
+    upstream_models: str = "discover"  # "discover", or "a,b" / "public=upstream-id,..."
+    upstream_context_length: int = 4096  # when the server does not report one
+    upstream_licences: str | None = None  # "model=SPDX-id,..." announced with the models
+    upstream_poll_interval_s: float = 5.0  # how often GET /v1/models is asked (health and discovery)
+    upstream_timeout_s: float = 120.0  # the longest wait for the upstream's next byte
+    upstream_allow_remote: bool = False  # allow a URL outside loopback and private networks
 
 
 def env_name(field: str) -> str:
@@ -42,6 +53,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AgentSettings:
     """Read ``OWNLLM_AGENT_*`` variables; raise :class:`SettingsError` naming any bad or unknown one."""
     env = os.environ if environ is None else environ
     values = {k[len(PREFIX) :].lower(): v for k, v in env.items() if k.startswith(PREFIX)}
+    values = {k: v for k, v in values.items() if k not in SECRET_VARIABLES}
     known = set(AgentSettings.__struct_fields__)
     unknown = sorted(PREFIX + k.upper() for k in values if k not in known)
     if unknown:

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from agent import protocol
-from agent.backends.base import Backend, Finished, GenerationRequest, RequestError, TextDelta
+from agent.backends.base import Backend, Finished, GenerationRequest, Monitored, RequestError, TextDelta
 from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job
 
 log = logging.getLogger("ownllm.agent.worker")
@@ -96,10 +96,12 @@ class Worker:
         self._jobs: dict[str, _JobState] = {}
         self._slots = asyncio.Semaphore(self.capacity)
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._beat_now = asyncio.Event()  # the backend's models changed: announce at once
         self._stopped = asyncio.Event()
         self._closing = False
         self._stopping = False
-        self._job_subs: list[Subscription] = []
+        self._job_subs: dict[str, Subscription] = {}
         self._model_ids = {m.id for m in backend.models()}
 
     @property
@@ -128,14 +130,29 @@ class Worker:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
-        for model in sorted(self._model_ids):
-            subject = protocol.job_subject(cfg.tenant_id, model)
-            sub = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
-            self._job_subs.append(sub)
-            log.info("serving model %s on %s", model, subject)
+        await self._sync_models()
         await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
         await self.nc.flush()
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
+        if isinstance(self.backend, Monitored):
+            self._monitor_task = asyncio.create_task(self.backend.monitor(self._beat_now.set))
+
+    async def _sync_models(self) -> None:
+        """Join the queue group of every model the backend serves now, and leave those it no longer serves."""
+        assert self.nc is not None
+        current = {m.id for m in self.backend.models()}
+        for model in sorted(set(self._job_subs) - current):
+            sub = self._job_subs.pop(model)
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # a closed connection has dropped it already
+                log.warning("job subscription not removed: %s", type(exc).__name__)
+            log.info("no longer serving model %s", model)
+        for model in sorted(current - set(self._job_subs)):
+            subject = protocol.job_subject(self.config.tenant_id, model)
+            self._job_subs[model] = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            log.info("serving model %s on %s", model, subject)
+        self._model_ids = current
 
     async def serve_forever(self) -> None:
         """Start and run until :meth:`stop` is called."""
@@ -146,10 +163,11 @@ class Worker:
         """Stop taking jobs, cancel running ones, and close the connection."""
         self._stopping = True
         await self._leave_queue_groups()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+        for task in (self._heartbeat_task, self._monitor_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for state in list(self._jobs.values()):
             self._cancel_state(state)
         tasks = [s.task for s in self._jobs.values() if s.task is not None]
@@ -158,6 +176,10 @@ class Worker:
         self._closing = True
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
+        closer = getattr(self.backend, "aclose", None)  # backends holding connections (openai)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
         self._stopped.set()
 
     async def _leave_queue_groups(self) -> None:
@@ -166,7 +188,7 @@ class Worker:
         Jobs the server delivered before that are answered ``stopping`` and the proxy offers them
         to another agent; without this a job sent in the gap would wait for the accept timeout.
         """
-        subs, self._job_subs = self._job_subs, []
+        subs, self._job_subs = list(self._job_subs.values()), {}
         if self.nc is None or not self.nc.is_connected:
             return
         for sub in subs:
@@ -188,15 +210,19 @@ class Worker:
         )
 
     async def _heartbeats(self) -> None:
-        """Publish a heartbeat now and every interval."""
+        """Publish a heartbeat now, every interval, and at once when the backend's models change."""
         subject = protocol.heartbeat_subject(self.config.tenant_id, self.config.agent_id)
         while True:
+            self._beat_now.clear()
             if self.nc is not None and self.nc.is_connected:
                 try:
+                    if not self._stopping:
+                        await self._sync_models()
                     await self.nc.publish(subject, protocol.encode(self.heartbeat()))
                 except Exception as exc:  # keep beating through reconnects
                     log.warning("heartbeat not sent: %s", type(exc).__name__)
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.config.heartbeat_interval_s)
 
     async def _on_job(self, msg: Msg) -> None:
         """Answer a job request with Accepted or Error, then run it in the background."""
@@ -274,7 +300,16 @@ class Worker:
         except RequestError as exc:
             log.info("job %s refused by the backend: %s", job.job_id, exc.code)
             with contextlib.suppress(Exception):
-                await self._publish(job, Error(job.job_id, exc.code, str(exc), seq=progress[0], reason=exc.reason))
+                error = Error(
+                    job.job_id,
+                    exc.code,
+                    str(exc),
+                    seq=progress[0],
+                    reason=exc.reason,
+                    retry_after_s=exc.retry_after_s,
+                    completion_tokens=progress[1],
+                )
+                await self._publish(job, error)
         except Exception as exc:
             log.error("job %s failed in the engine: %s", job.job_id, type(exc).__name__)
             error = Error(
@@ -292,7 +327,8 @@ class Worker:
     async def _cancelled_while_queued(self, job: Job, request: GenerationRequest) -> None:
         """The Final of a job cancelled before it ran: exact prompt count, counted off the event loop."""
         prompt = await asyncio.to_thread(self.backend.count_prompt_tokens, request)
-        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0))
+        estimated = not getattr(self.backend, "exact_prompt_counts", True)  # the openai backend estimates
+        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0, estimated=estimated))
         log.info("job %s cancelled while queued", job.job_id)
 
     async def _stream(self, job: Job, request: GenerationRequest, progress: list[int]) -> None:
@@ -314,6 +350,7 @@ class Worker:
                         event.finish_reason,
                         event.prompt_tokens,
                         event.completion_tokens,
+                        estimated=event.estimated,
                     ),
                 )
                 log.info(

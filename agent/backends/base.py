@@ -6,7 +6,7 @@ A backend may run many jobs at once (``capacity``); ``generate`` is an async ite
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -50,6 +50,7 @@ class Finished(msgspec.Struct, frozen=True):
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    estimated: bool = False  # the engine gave no counts: the backend estimated them
 
 
 Event = TextDelta | Finished
@@ -62,10 +63,17 @@ class BackendError(RuntimeError):
 class RequestError(BackendError):
     """A job cannot be served as asked (answered with this error code; no content in the message)."""
 
-    def __init__(self, message: str, code: ErrorCode = "bad_request", reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: ErrorCode = "bad_request",
+        reason: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.reason = reason  # ``Error.reason`` on the wire
+        self.retry_after_s = retry_after_s  # ``Error.retry_after_s`` (for ``busy``)
 
 
 @runtime_checkable
@@ -101,6 +109,15 @@ class Backend(Protocol):
 
     def unload(self) -> None:
         """Free the model(s)."""
+        ...
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    """A backend whose models come and go (an upstream server): it watches them while the worker runs."""
+
+    async def monitor(self, changed: Callable[[], None]) -> None:
+        """Run until cancelled; call ``changed()`` whenever ``models()`` would answer differently."""
         ...
 
 

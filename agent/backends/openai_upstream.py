@@ -1,0 +1,241 @@
+"""``openai``: relay jobs to a local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, TabbyAPI).
+
+The agent still only connects out (to NATS and to the upstream on this machine or its private
+network); no port is opened. Every job is one streaming request upstream with
+``stream_options.include_usage``: each upstream event is relayed as soon as it is read (events
+that arrived together go out as one chunk; nothing waits for more), and the token counts are the
+upstream's. A server that reports no usage gets counts
+estimated as described in :func:`agent.backends.upstream_wire.estimate_prompt_tokens` (completion:
+one token per text event), marked ``estimated``. A cancel closes the upstream connection, which
+vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
+the upstream, and an upstream that stops answering leaves the agent announcing none.
+
+Jobs go through aiohttp (a quarter of httpx's CPU per streamed request, measured with
+bench/upstream.py's upstream); the rare model polls and the doctor use httpx.
+
+Nothing from a request or response body is logged, upstream error bodies included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import httpx
+
+from agent.backends.base import Event, Finished, GenerationRequest, RequestError
+from agent.backends.upstream_config import UpstreamConfig
+from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
+from agent.backends.upstream_stream import Relay
+from agent.backends.upstream_wire import estimate_prompt_tokens, refusal, request_body
+from agent.protocol import ModelInfo
+
+log = logging.getLogger("ownllm.agent.upstream")
+MAX_ERROR_BODY = 64 * 1024
+MAX_CHARS_PER_CHUNK_TOKEN = 256
+MAX_EARLY_CANCELS = 4096
+MAX_DELTA_CHARS = 16 * 1024  # one chunk of coalesced events, well under NATS's payload limit
+MAX_LINE_BYTES = 1024 * 1024  # the proxy's bound on text per counted token
+_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+Routes = dict[str, tuple[str, ModelInfo]]
+
+
+class OpenAIUpstreamBackend:
+    """Relays jobs to an OpenAI-compatible server; models follow its ``/v1/models``."""
+
+    name = BACKEND_NAME
+    exact_prompt_counts = False  # count_prompt_tokens estimates: the upstream's tokenizer is not here
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.capacity = max(1, config.capacity)
+        self._routes: Routes = {}
+        self._healthy = False
+        self._session: aiohttp.ClientSession | None = None
+        self._poller: httpx.AsyncClient | None = None
+        self._tasks: dict[str, asyncio.Task[object]] = {}
+        self._reading: set[str] = set()
+        self._cancelled: dict[str, None] = {}  # job ids, oldest first
+        self._poll_now = asyncio.Event()
+
+    # -- models and health ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Ask the upstream for its models once; an unreachable upstream is announced when it answers."""
+        try:
+            with httpx.Client(trust_env=False, timeout=self._poll_timeout()) as client:
+                response = client.get(self.config.url + "/models", headers=self.config.headers())
+            self._apply(response.status_code, response.content)
+        except httpx.HTTPError as exc:
+            self._apply(None, b"", type(exc).__name__)
+        if not self._healthy:
+            log.warning("upstream %s is not answering yet; serving its models once it does", self.config.url)
+
+    def models(self) -> list[ModelInfo]:
+        """The models the upstream serves now (none while it does not answer)."""
+        return [info for _, info in self._routes.values()]
+
+    async def monitor(self, changed: Callable[[], None]) -> None:
+        """Poll ``/v1/models`` every interval (at once after a failed connection); report changes."""
+        while True:
+            if await self.refresh():
+                changed()
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval_s)
+
+    async def refresh(self) -> bool:
+        """Ask ``/v1/models`` now; whether the announced models changed."""
+        if self._poller is None:
+            self._poller = httpx.AsyncClient(
+                trust_env=False, timeout=self._poll_timeout(), headers=self.config.headers()
+            )
+        try:
+            response = await self._poller.get(self.config.url + "/models")
+        except httpx.HTTPError as exc:
+            return self._apply(None, b"", type(exc).__name__)
+        return self._apply(response.status_code, response.content)
+
+    def _poll_timeout(self) -> httpx.Timeout:
+        """A poll waits at most the poll interval (1-5 s): a hung upstream counts as down."""
+        return httpx.Timeout(min(5.0, max(1.0, self.config.poll_interval_s)), connect=self.config.connect_timeout_s)
+
+    def _apply(self, status: int | None, body: bytes, failure: str | None = None) -> bool:
+        """Take a poll's outcome; whether the announced models changed."""
+        routes: Routes = {}
+        if status == 200:
+            try:
+                routes = announced(self.config, parse_listing(body))
+            except ListingError as exc:
+                failure = str(exc)
+        elif failure is None:
+            failure = f"HTTP {status}"
+        healthy = failure is None
+        if healthy != self._healthy:
+            level, state = (logging.INFO, "answers") if healthy else (logging.WARNING, f"is down ({failure})")
+            log.log(level, "upstream %s", state)
+        changed = routes != self._routes
+        if changed:
+            log.info("upstream models now: %s", describe(routes) or "none")
+        self._healthy, self._routes = healthy, routes
+        return changed
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """An estimate (the upstream's tokenizer is not here): see ``estimate_prompt_tokens``."""
+        return estimate_prompt_tokens(request)
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The jobs' connection pool (aiohttp: a quarter of httpx's CPU per streamed request here).
+
+        Created in the running loop; never through an HTTP proxy from the environment.
+        """
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.capacity + 4, keepalive_timeout=30),
+                headers={**self.config.headers(), **_HEADERS},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.connect_timeout_s, sock_read=self.config.timeout_s
+                ),
+                trust_env=False,
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """One streaming request upstream; each text event is yielded as it arrives."""
+        route = self._routes.get(request.model)
+        if route is None:
+            raise RequestError("the upstream does not serve this model now", code="model_not_loaded")
+        path, body = request_body(request, route[0])
+        job_id = request.job_id
+        if self._cancelled.pop(job_id, 0) is None:  # cancelled before it started: nothing goes upstream
+            yield Finished("cancelled", estimate_prompt_tokens(request), 0, estimated=True)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[job_id] = task
+        relay = Relay(request.sampling.max_tokens)
+        try:
+            self._reading.add(job_id)  # connecting and waiting for the headers: a cancel interrupts it
+            async with self._http().post(self.config.url + path, data=body, allow_redirects=False) as response:
+                self._reading.discard(job_id)
+                if response.status != 200:
+                    raw = await _bounded_body(response.content)
+                    log.info("job %s: upstream answered HTTP %d", job_id, response.status)
+                    raise refusal(response.status, raw, request, response.headers.get("retry-after"))
+                content = response.content
+                while job_id not in self._cancelled:
+                    self._reading.add(job_id)
+                    try:
+                        data = await content.readany()  # what has arrived, without waiting for more
+                    finally:
+                        self._reading.discard(job_id)
+                    if not data:  # the end of the body (read to it: the connection goes back to the pool)
+                        break
+                    for delta in relay.feed(data):
+                        yield delta
+                else:
+                    relay.reason = "cancelled"
+        except asyncio.CancelledError:
+            if job_id not in self._cancelled:
+                raise
+            task.uncancel()  # our own cancel (see ``cancel``): the job ends, the worker carries on
+            relay.reason = "cancelled"
+        except TimeoutError as exc:  # aiohttp's read and connect timeouts are TimeoutErrors
+            log.warning("job %s: upstream timed out (%s)", job_id, type(exc).__name__)
+            raise RequestError(f"upstream sent nothing for {self.config.timeout_s:g} s", code="internal") from None
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
+            log.warning("job %s: upstream connection failed (%s)", job_id, type(exc).__name__)
+            self._poll_now.set()
+            raise RequestError(f"upstream connection failed ({type(exc).__name__})", code="internal") from None
+        finally:
+            self._tasks.pop(job_id, None)
+            self._reading.discard(job_id)
+            self._cancelled.pop(job_id, None)
+        if relay.reason is None:
+            log.warning("job %s: upstream stream ended without a finish reason", job_id)
+            raise RequestError("upstream stream ended before the generation finished", code="internal")
+        if relay.usage is not None and relay.reason != "cancelled":
+            yield Finished(relay.reason, relay.usage.prompt_tokens, relay.usage.completion_tokens)
+        else:
+            yield Finished(relay.reason, estimate_prompt_tokens(request), relay.counted, estimated=True)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job: a read in progress is interrupted now, which closes the upstream connection.
+
+        A cancel that comes before ``generate`` starts is kept (a few thousand at most) and ends the
+        job before any request goes upstream.
+        """
+        self._cancelled[job_id] = None
+        while len(self._cancelled) > MAX_EARLY_CANCELS:
+            del self._cancelled[next(iter(self._cancelled))]
+        task = self._tasks.get(job_id)
+        if task is not None and job_id in self._reading:
+            task.cancel()
+
+    def unload(self) -> None:
+        """Forget the models."""
+        self._routes = {}
+
+    async def aclose(self) -> None:
+        """Close the connection pools."""
+        if self._session is not None:
+            await self._session.close()
+        if self._poller is not None:
+            await self._poller.aclose()
+
+
+async def _bounded_body(content: aiohttp.StreamReader) -> bytes:
+    """An error body, at most :data:`MAX_ERROR_BODY` bytes (never logged)."""
+    raw = bytearray()
+    while len(raw) < MAX_ERROR_BODY:
+        part = await content.read(MAX_ERROR_BODY - len(raw))
+        if not part:
+            break
+        raw += part
+    return bytes(raw)

@@ -1,0 +1,360 @@
+"""Relay overhead of ``ownllm-agent --backend openai``: the whole path against calling the upstream directly.
+
+A deterministic fast OpenAI-compatible upstream (no model: 16 fixed tokens, uvicorn in its own
+process) serves three kinds of clients in the same run, at each concurrency level:
+
+- ``direct``: the client calls the upstream itself (the baseline);
+- ``agent``: the client speaks the wire protocol over NATS to a relay agent (Worker + the openai
+  backend) that calls the upstream: what the agent alone adds;
+- ``serve``: client -> the real ``ownllm serve`` (SQLite, embedded NATS, usage recorded) -> NATS ->
+  the real ``ownllm-agent serve --backend openai`` CLI -> upstream: the whole path.
+
+Non-streaming cells run the upstream at full speed; streaming cells pace it at 5 ms per token so
+gaps are a generation's. The relay agents' own CPU time per request is printed (from /proc).
+With ``--pin`` (default when there are 2+ cores) ``ownllm serve`` gets the first core, the agent the
+second, and the upstream, nats-server and the clients the third and fourth if there are any (else
+they share the agent's core).
+
+    PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import bench.proxy  # noqa: E402
+from bench.proxy import (  # noqa: E402
+    KEY,
+    TENANT,
+    Composition,
+    DirectClient,
+    RawHTTP,
+    Samples,
+    free_port,
+    pct,
+    run_cell,
+    wait_port,
+)
+
+TOKENS = [f" t{i}" for i in range(16)]
+
+
+def cpu_seconds_ns(pid: int) -> float:
+    """On-CPU time of all a process's threads, from /proc/PID/task/*/schedstat (ns, not 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
+bench.proxy.cpu_seconds = cpu_seconds_ns  # run_cell measures the agents with it
+STREAM_PACE_S = 0.005
+TARGETS = "targets: added p50 <= 1.5 ms at 1 client, added inter-chunk p99 <= 1 ms, >= 1,500 req/s at 16 clients"
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def serve_upstream(config: dict[str, Any]) -> None:
+    """Child: the fast upstream, a raw ASGI app (16 fixed tokens; ``POST /_pace`` sets the stream pace)."""
+    import uvicorn
+
+    state = {"pace": 0.0}
+    models = json.dumps({"object": "list", "data": [{"id": "echo", "object": "model", "max_model_len": 4096}]})
+    text = "".join(TOKENS)
+    usage = {"prompt_tokens": 16, "completion_tokens": len(TOKENS), "total_tokens": 16 + len(TOKENS)}
+    whole = json.dumps({
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 0, "model": "echo",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage,
+    }).encode()  # fmt: skip
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        body = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0, "model": "echo",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": t}) for t in TOKENS)]
+    tail = chunk({}, "stop")
+    usage_event = b"data: " + json.dumps({"id": "chatcmpl-up", "choices": [], "usage": usage}).encode() + b"\n\n"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"].endswith("/models"):
+            await _send(send, models.encode())
+            return
+        if scope["path"] == "/_pace":
+            state["pace"] = float(body)
+            await _send(send, b"{}")
+            return
+        request = msgspec.json.decode(body)
+        if not request.get("stream"):
+            await _send(send, whole)
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for event in events:
+            if state["pace"]:
+                await asyncio.sleep(state["pace"])
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        last = tail + (usage_event if (request.get("stream_options") or {}).get("include_usage") else b"")
+        await send({"type": "http.response.body", "body": last + b"data: [DONE]\n\n"})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(config["port"]), log_level="warning", access_log=False, lifespan="off")
+
+
+async def _send(send: Any, raw: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def serve_relay(config: dict[str, Any]) -> None:
+    """Child: a relay agent (Worker + the openai backend) of the bench tenant on the bare NATS rig."""
+    from agent.backends.openai_upstream import OpenAIUpstreamBackend
+    from agent.backends.upstream_config import UpstreamConfig
+    from agent.worker import Worker, WorkerConfig
+
+    async def main() -> None:
+        backend = OpenAIUpstreamBackend(UpstreamConfig(url=config.pop("upstream_url"), capacity=64))
+        backend.load()
+        worker = Worker(backend, WorkerConfig(**config))
+        await worker.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def spawn(args: list[str], core: int | None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A child process, pinned to ``core`` when given."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    return subprocess.Popen([*pin, *args], env=full_env, stdout=subprocess.PIPE, text=True)
+
+
+def cores(pin: bool) -> dict[str, int | None]:
+    """Which core each part runs on (``None``: not pinned)."""
+    available = sorted(os.sched_getaffinity(0))
+    if not pin or len(available) < 2:
+        return dict.fromkeys(("proxy", "agent", "upstream", "rest"), None)
+    c = available
+    if len(c) >= 4:
+        return {"proxy": c[0], "agent": c[1], "upstream": c[2], "rest": c[3]}
+    if len(c) == 3:
+        return {"proxy": c[0], "agent": c[1], "upstream": c[2], "rest": c[2]}
+    return {"proxy": c[0], "agent": c[1], "upstream": c[1], "rest": c[1]}
+
+
+def relay_cli(composition: Composition, upstream: str, core: int | None, tmp: Path, keys: int) -> tuple[Any, list[str]]:
+    """Sign up a tenant on ``ownllm serve``, issue keys, pair the real agent CLI with --backend openai."""
+    import httpx
+
+    from agent import credentials as creds
+
+    base = composition.base
+    slug = f"bench-{uuid4().hex[:8]}"
+    signup = httpx.post(base + "/api/v1/tenants", json={"slug": slug, "name": "Bench", "admin_name": "Bench",
+                        "admin_email": f"admin@{slug}.example"}, timeout=30)  # fmt: skip
+    signup.raise_for_status()
+    admin = {"Authorization": f"Bearer {signup.json()['api_key']['secret']}"}
+    secrets = []
+    for i in range(keys):
+        issued = httpx.post(base + "/api/v1/keys/", headers=admin, json={"name": f"c{i}", "scopes": ["inference"]})
+        issued.raise_for_status()
+        secrets.append(issued.json()["secret"])
+    pairing = httpx.post(base + "/api/v1/pairing-keys/", headers=admin, timeout=30)
+    paired = httpx.post(base + "/api/v1/agents/pair", json={"pairing_key": pairing.json()["secret"]}, timeout=30)
+    paired.raise_for_status()
+    fields = paired.json()
+    stored = creds.Credentials(*(fields[k] for k in creds.Credentials.__struct_fields__))
+    path = creds.save(stored, tmp / "relay.json")
+    cli = str(Path(sys.executable).parent / "ownllm-agent")
+    agent = spawn(
+        [cli, "serve", "--backend", "openai", "--upstream-url", upstream, "--credentials", str(path),
+         "--capacity", "64", "--queue-limit", "256", "--heartbeat-interval", "1"],
+        core, {"OWNLLM_AGENT_LOG_LEVEL": "WARNING"},
+    )  # fmt: skip
+    composition._wait_for_model(secrets[0])
+    return agent, secrets
+
+
+async def bench(seconds: float, levels: list[int], pin: bool) -> None:
+    import httpx
+
+    from api.embedded_nats import EmbeddedNats
+    from api.nats_auth import AgentAccount, hash_password
+    from api.settings import Settings
+
+    where = cores(pin)
+    if where["rest"] is not None:
+        os.sched_setaffinity(0, {where["rest"]})
+    tmp = Path(tempfile.mkdtemp(prefix="ownllm-bench-upstream-"))
+    port = free_port()
+    upstream = spawn([sys.executable, __file__, "--serve-upstream", json.dumps({"port": port})], where["upstream"])
+    children: list[subprocess.Popen[str]] = [upstream]
+    wait_port(port)
+    base = f"http://127.0.0.1:{port}/v1"
+    embedded = EmbeddedNats(Settings(var_dir=str(tmp / "nats"))).start()
+    if where["rest"] is not None and embedded.proc is not None:
+        os.sched_setaffinity(embedded.proc.pid, {where["rest"]})
+    composition = Composition("sqlite", pin, "")
+    results: dict[tuple[str, bool, int], Samples] = {}
+    try:
+        agent_id = str(uuid4())
+        embedded.authorization.sync([AgentAccount(agent_id, TENANT, "bench-relay", hash_password("pw", 4))])
+        nats_config = {"agent_id": agent_id, "tenant_id": TENANT, "nats_url": embedded.url,
+                       "nats_user": "bench-relay", "nats_password": "pw", "queue_limit": 256}  # fmt: skip
+        nc = await _proxy_nats(embedded)
+        direct_nats = DirectClient(nc)
+        await direct_nats.start()
+        composition.start()
+        serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, 2 * sum(levels))
+        children.append(serve_agent)
+        keys = iter(secrets)
+
+        async def make_upstream_client(stream: bool) -> Any:
+            client = RawHTTP(port, stream, KEY)
+            await client.connect()
+            return client.one
+
+        async def make_serve_client(stream: bool) -> Any:
+            client = RawHTTP(composition.port, stream, next(keys, KEY))
+            await client.connect()
+            return client.one
+
+        async def make_agent_client() -> Any:
+            return direct_nats.one
+
+        for stream in (False, True):
+            pace = STREAM_PACE_S if stream else 0.0
+            httpx.post(f"http://127.0.0.1:{port}/_pace", content=str(pace))
+            # The same worker with the echo backend (no HTTP): what a local engine costs the agent.
+            echo = bare_agent([str(ROOT / "bench" / "proxy.py"), "--serve-agent"],
+                              {**nats_config, "backend": "echo", "token_delay_s": pace}, where["agent"])  # fmt: skip
+            for level in levels:
+                results[("echo", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, echo.pid)
+            stop(echo)
+            relay = bare_agent([__file__, "--serve-relay"], {**nats_config, "upstream_url": base}, where["agent"])
+            for level in levels:
+                results[("direct", stream, level)] = await run_cell(
+                    lambda s=stream: make_upstream_client(s), level, seconds, stream
+                )
+                results[("agent", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, relay.pid)
+                results[("serve", stream, level)] = await run_cell(
+                    lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid
+                )
+            stop(relay)
+        await nc.close()
+    finally:
+        for child in reversed(children):  # the agents before what they connect to
+            if child.poll() is None:
+                child.terminate()
+                child.wait(10)
+        composition.stop()
+        embedded.stop()
+    print_tables(results, levels, where)
+
+
+def bare_agent(args: list[str], config: dict[str, Any], core: int | None) -> subprocess.Popen[str]:
+    """An agent process on the bare NATS rig (bench tenant), once it serves."""
+    agent = spawn([sys.executable, *args, json.dumps(config)], core)
+    assert agent.stdout is not None
+    if agent.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"agent {args[-1]} did not start")
+    return agent
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    """Terminate a child and wait for it."""
+    child.terminate()
+    child.wait(10)
+
+
+async def _proxy_nats(embedded: Any) -> Any:
+    import nats
+
+    return await nats.connect(embedded.url, user=embedded.settings.nats_proxy_user, password=embedded.password)
+
+
+def print_tables(
+    results: dict[tuple[str, bool, int], Samples], levels: list[int], where: dict[str, int | None]
+) -> None:
+    """One table per mode: each path's latency next to the direct upstream's, req/s, the agent's CPU per request."""
+    placed = ", ".join(f"{k} core {v}" for k, v in where.items()) if where["agent"] is not None else "not pinned"
+    print(f"\nopenai backend relay overhead ({os.cpu_count()} cores; {placed}; shared machine: see the note)")
+    print(
+        f"{'mode':<9}{'path':<7}{'clients':>8} | {'p50':>7}{'p99':>8}{'added p50':>10} | {'req/s':>7} | "
+        f"{'ttft p50':>8}{'gap p50':>8}{'gap p99':>8}{'added gap p99':>14} | {'agent CPU ms/req':>16} | {'errors':>6}"
+    )
+    for stream in (False, True):
+        for level in levels:
+            base = results[("direct", stream, level)]
+            for path in ("direct", "echo", "agent", "serve"):
+                s = results[(path, stream, level)]
+                relayed = path in ("agent", "serve")  # "added" compares paths that reach the upstream
+                added = pct(s.total, 0.5) - pct(base.total, 0.5) if relayed else float("nan")
+                added_gap = pct(s.gaps, 0.99) - pct(base.gaps, 0.99) if relayed and stream else float("nan")
+                cpu = s.cpu_s * 1000 / max(1, s.requests) if path != "direct" else float("nan")
+                print(
+                    f"{'stream' if stream else 'whole':<9}{path:<7}{level:>8} | {pct(s.total, 0.5):>7.2f}"
+                    f"{pct(s.total, 0.99):>8.2f}{added:>10.2f} | {s.requests / max(s.elapsed, 1e-9):>7.0f} | "
+                    f"{pct(s.ttft, 0.5):>8.2f}{pct(s.gaps, 0.5):>8.2f}{pct(s.gaps, 0.99):>8.2f}{added_gap:>14.2f} | "
+                    f"{cpu:>16.3f} | {s.errors:>6}"
+                )
+    print("times in ms; direct = client -> upstream; echo = client -> NATS -> the same worker on the echo backend")
+    print("(no upstream: a local engine's share); agent = client -> NATS -> relay agent -> upstream;")
+    print("serve = client -> `ownllm serve` (SQLite, usage recorded) -> NATS -> `ownllm-agent --backend openai`")
+    print("        -> upstream: the whole path")
+    print("added = that path minus direct at the same percentile and clients; gap = time between content chunks")
+    print(f"streaming cells: the upstream paces tokens at {STREAM_PACE_S * 1000:.0f} ms; non-streaming at full speed")
+    print("agent CPU ms/req = the relay agent process's on-CPU time (schedstat, all threads) / requests served")
+    print(TARGETS + " (printed, not asserted)")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-upstream":
+        serve_upstream(json.loads(sys.argv[2]))
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-relay":
+        serve_relay(json.loads(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--no-pin", action="store_true", help="leave every process unpinned")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.concurrency.split(",")]
+    asyncio.run(bench(args.seconds, levels, not args.no_pin))
+
+
+if __name__ == "__main__":
+    main()
