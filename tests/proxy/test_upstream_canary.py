@@ -26,6 +26,7 @@ from tests.proxy.conftest import build_stack, teardown_stack
 from tests.proxy.upstream_support import start_relay, wait_until
 from tests.support.server import ServerThread
 from tests.support.stores import holds, store_bytes
+from tests.support.terms import TERMS
 
 AGENT_CLI = str(Path(sys.executable).parent / "ownllm-agent")
 REPO = Path(__file__).resolve().parents[2]
@@ -79,8 +80,18 @@ def test_canaries_relayed_and_refused_are_kept_nowhere(make_settings: Any, tmp_p
     try:
         upstream.add_agent(models=("echo",))
         upstream_key, _ = upstream.keys.issue()
-        body = {"slug": "acme", "name": "Acme", "admin_name": "Ada", "admin_email": "ada@acme.example"}
+        body = {
+            "slug": "acme",
+            "name": "Acme",
+            "admin_name": "Ada",
+            "admin_email": "ada@acme.example",
+            "accept_terms": TERMS,
+        }
         admin_key = httpx.post(server.base_url + "/api/v1/tenants", json=body).json()["api_key"]["secret"]
+        for model in ("echo", "bad", "crash", "cut", "broken", "busy"):  # the admin accepts their licences
+            ack = {"model": model, "acknowledge_unlisted": True}
+            headers = {"Authorization": f"Bearer {admin_key}"}
+            assert httpx.post(server.base_url + "/api/v1/licences", headers=headers, json=ack).status_code == 201
         real = pair(server.base_url, admin_key, tmp_path, "relay-real")
         scripted = pair(server.base_url, admin_key, tmp_path, "relay-fake")
         relays.append(start_relay(logs[0], real, upstream.base_url + "/v1", upstream_key))
