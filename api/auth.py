@@ -92,6 +92,8 @@ class KeyAuthenticator:
         if user.suspended:
             raise CredentialsRejected(403, "user_suspended", "your account is suspended")
         tenant = self.directory.tenants[key.tenant_id]
+        if tenant.terminated:
+            raise CredentialsRejected(403, "tenant_terminated", "your organisation's contract was terminated")
         if tenant.suspended:
             raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
         return Principal(

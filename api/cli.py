@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from api.cli_audit import audit, replay
+from api.cli_lifecycle import exports, policies
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -44,6 +45,8 @@ app.add_typer(events, name="events")
 app.add_typer(projections, name="projections")
 app.command("replay")(replay)
 app.add_typer(audit, name="audit")
+app.add_typer(policies, name="policies")
+app.add_typer(exports, name="exports")
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

@@ -37,6 +37,7 @@ from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
 from projections.ledger_postgres import PostgresLedgerTables
 from projections.ledger_sqlite import SQLiteLedgerTables
+from projections.lifecycle import ErasureFollower, LifecycleView
 from projections.log import NotificationLog
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
@@ -65,6 +66,8 @@ class Services:
     authenticator: KeyAuthenticator
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
+    lifecycle: LifecycleView = field(default_factory=lambda: LifecycleView(Directory()))  # deletions, exports
+    sweeper: Any = None  # the policy sweeper (api/sweeper.py) where this process runs one
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,6 +113,8 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.reactions.stop()
         if self.ledger is not None:
             self.ledger.stop()
@@ -188,6 +193,10 @@ def build_services(
     audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
+    lifecycle = LifecycleView(directory)  # deletions, terminations and exports (the sweeper's questions)
+    read_models.add_in_memory("lifecycle", lifecycle)
+    read_models.add_in_memory("erasures", ErasureFollower(keys))  # an erasure elsewhere drops our cached key
+    app.lifecycle_index = lifecycle
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -210,6 +219,7 @@ def build_services(
         ),
         read_models=read_models,
         ledger=ledger,
+        lifecycle=lifecycle,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale

@@ -79,11 +79,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ledger_retired_keys: str = ""  # verifier keys (vkeys) of retired signing keys, comma-separated: still accepted
     checkpoint_every_events: int = 100_000  # and every checkpoint_every_s, whichever comes first
     checkpoint_every_s: float = 60.0
+    # Data lifecycle (issue 16): the policy sweeper, export files, and the subject-key store
+    sweep_interval_s: float = 60.0  # how often `ownllm serve` sweeps due deletions and expired exports
+    exports_dir: str = ""  # default {var_dir}/exports
+    keys_dsn: str = ""  # PostgreSQL subject keys in their own database (production); default postgres_dsn
+    keys_vacuum_interval_s: float = 3600.0  # VACUUM of the PostgreSQL key table after destroyed keys
 
     @property
     def sqlite_file(self) -> str:
         """Where the embedded event store lives."""
         return self.sqlite_path or os.path.join(self.var_dir, "events.sqlite")
+
+    @property
+    def exports_path(self) -> str:
+        """Where export files live until their link expires."""
+        return self.exports_dir or os.path.join(self.var_dir, "exports")
 
     @property
     def base_url(self) -> str:

@@ -10,8 +10,10 @@ from uuid import UUID
 
 from domain.agent import Agent
 from domain.api_key import ApiKey
+from domain.deletion import Deletion
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
+from domain.sealing import ERASED
 from domain.tenant import Tenant
 from domain.user import User
 from projections.directory_views import (
@@ -123,6 +125,31 @@ def _tenant_reinstated(d: Directory, e: Tenant.Reinstated) -> None:
     d.tenants[e.originator_id].suspended = False
 
 
+def _tenant_terminated(d: Directory, e: Tenant.Terminated) -> None:
+    tenant = d.tenants[e.originator_id]
+    tenant.suspended = tenant.terminated = True
+
+
+def _subject_erased(d: Directory, e: Deletion.SubjectErased) -> None:
+    """Redact every copy of the subject's sealed values at once (the events now read ``<erased>`` too)."""
+    rows = d.rows(e.tenant_id)
+    if e.subject_kind == "tenant":
+        for agent in rows.agents:
+            agent.name = ERASED
+        return
+    user = d.users.get(e.subject_id)
+    if user is not None:
+        user.name = user.email = ERASED
+        user.removed = user.erased = True
+    for key in rows.keys:
+        if key.user_id == e.subject_id:
+            key.name = ERASED
+            key.revoked_at = key.revoked_at or e.timestamp
+    for invite in rows.invites:
+        if invite.user_id == e.subject_id:
+            invite.email = ERASED
+
+
 def _user_joined(d: Directory, e: User.Joined) -> None:
     user = UserView(e.originator_id, e.tenant_id, str(e.name), str(e.email), e.role, e.timestamp)
     d.users[user.id] = user
@@ -212,6 +239,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
     Tenant.Reinstated: _tenant_reinstated,
+    Tenant.Terminated: _tenant_terminated,
+    Deletion.SubjectErased: _subject_erased,
     User.Joined: _user_joined,
     User.RoleChanged: _user_role_changed,
     User.Suspended: _user_suspended,

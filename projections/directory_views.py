@@ -17,7 +17,8 @@ class TenantView:
     admin_user_id: UUID
     registered_at: datetime
     suspended: bool = False
-    plan: str = ""  # empty until billing assigns one: the settings' default plan applies
+    plan: str = ""
+    terminated: bool = False  # empty until billing assigns one: the settings' default plan applies
 
 
 @dataclass(slots=True)
@@ -32,10 +33,13 @@ class UserView:
     joined_at: datetime
     suspended: bool = False
     removed: bool = False
+    erased: bool = False
 
     @property
     def status(self) -> str:
-        """active, suspended or removed."""
+        """active, suspended, removed or erased."""
+        if self.erased:
+            return "erased"
         return "removed" if self.removed else "suspended" if self.suspended else "active"
 
 
