@@ -20,6 +20,7 @@ from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
+from api.controllers.lifecycle import DeletionController, ExportController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
@@ -125,6 +126,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         AuditController,
         ReplayController,
         LedgerController,
+        DeletionController,
+        ExportController,
     ]
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []

@@ -280,9 +280,8 @@ def _digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def read_chunks(path: Path) -> Iterator[bytes]:
-    """A file a megabyte at a time (the download streams it)."""
-    f: IO[bytes]
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
+def read_chunks(handle: IO[bytes]) -> Iterator[bytes]:
+    """An open file a megabyte at a time (the download streams it), closed at the end."""
+    with handle:
+        while chunk := handle.read(CHUNK):
             yield chunk

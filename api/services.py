@@ -152,7 +152,8 @@ def key_store(settings: Settings) -> KeyStore:
     """Subject keys outside the event stream: their own SQLite file, or their own PostgreSQL table."""
     if settings.persistence == "sqlite":
         return SQLiteKeyStore(str(private_file(os.path.join(settings.var_dir, "subject-keys.sqlite"))))
-    return PostgresKeyStore(settings.postgres_dsn, settings.postgres_schema)
+    # Production: OWNLLM_KEYS_DSN puts the keys in a database of their own (separate backups, see README).
+    return PostgresKeyStore(settings.keys_dsn or settings.postgres_dsn, settings.postgres_schema)
 
 
 def pepper(settings: Settings) -> bytes:

@@ -4,6 +4,7 @@ overdue invoices) as classes with ``name`` and ``run(now) -> events emitted``, i
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,6 +82,25 @@ class ExportsRequested:
         return emitted
 
 
+@dataclass
+class SubjectKeysVacuum:
+    """VACUUM the PostgreSQL subject-key table after keys were destroyed, at most once per interval."""
+
+    services: Services
+    name: str = "subject-keys-vacuum"
+    _last: float = float("-inf")
+
+    def run(self, now: datetime) -> int:
+        """Emits no event: it only makes destroyed keys' old row versions go."""
+        vacuum = getattr(self.services.keys, "vacuum", None)
+        at = time.monotonic()
+        if vacuum is None or at - self._last < self.services.settings.keys_vacuum_interval_s:
+            return 0
+        if vacuum():
+            self._last = at
+        return 0
+
+
 def export_files(services: Services) -> ExportFiles:
     """Where this deployment keeps export files."""
     return ExportFiles(services.settings.exports_path)
@@ -99,6 +119,7 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         ExportsRequested(services, export_builder(services)),
         DeletionsDue(services, files),
         ExportsExpired(services, files),
+        SubjectKeysVacuum(services),
     ]
 
 

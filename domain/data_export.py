@@ -40,6 +40,8 @@ class DataExport(Aggregate):
         sha256: str
         completed_at: datetime
         expires_at: datetime
+        actor: str
+        request_id: str
 
     class Downloaded(Aggregate.Event):
         tenant_id: UUID
@@ -49,6 +51,8 @@ class DataExport(Aggregate):
     class Expired(Aggregate.Event):
         tenant_id: UUID
         reason: str  # "expired" (24 h passed) or "erased" (its subject was erased)
+        actor: str
+        request_id: str
 
     @staticmethod
     def create_id(tenant_id: UUID, request_id: str, **_: Any) -> UUID:
@@ -73,12 +77,12 @@ class DataExport(Aggregate):
         self.status = "requested"
         self.completed_at: datetime | None = None
 
-    def complete(self, files: int, size: int, sha256: str, now: datetime) -> None:
+    def complete(self, ctx: Ctx, files: int, size: int, sha256: str, now: datetime) -> None:
         """The file is written; its link lives 24 hours from now."""
         if self.status != "requested":
             raise InvalidState(f"the export is already {self.status}")
         self._completed(tenant_id=self.tenant_id, files=files, size=size, sha256=sha256, completed_at=now,
-                        expires_at=export_expires_at(now))  # fmt: skip
+                        expires_at=export_expires_at(now), actor=ctx.actor, request_id=ctx.request_id)  # fmt: skip
 
     def check_downloadable(self, now: datetime) -> None:
         """A completed export whose link has not expired."""
@@ -92,15 +96,16 @@ class DataExport(Aggregate):
         self.check_downloadable(now)
         self._downloaded(tenant_id=self.tenant_id, actor=ctx.actor, request_id=ctx.request_id)
 
-    def expire(self, reason: str) -> None:
+    def expire(self, ctx: Ctx, reason: str) -> None:
         """The link stops working and the file goes (no event when already expired)."""
         if self.status != "expired":
-            self._expired(tenant_id=self.tenant_id, reason=reason)
+            self._expired(tenant_id=self.tenant_id, reason=reason, actor=ctx.actor, request_id=ctx.request_id)
 
     @event(Completed)
     def _completed(
-        self, tenant_id: UUID, files: int, size: int, sha256: str, completed_at: datetime, expires_at: datetime
-    ) -> None:
+        self, tenant_id: UUID, files: int, size: int, sha256: str, completed_at: datetime, expires_at: datetime,
+        actor: str, request_id: str,
+    ) -> None:  # fmt: skip
         self.status = "completed"
         self.completed_at = completed_at
 
@@ -109,5 +114,5 @@ class DataExport(Aggregate):
         pass
 
     @event(Expired)
-    def _expired(self, tenant_id: UUID, reason: str) -> None:
+    def _expired(self, tenant_id: UUID, reason: str, actor: str, request_id: str) -> None:
         self.status = "expired"

@@ -26,6 +26,9 @@ class Action(StrEnum):
     USAGE_TENANT = "usage.tenant"
     INFERENCE = "inference"
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
+    DATA_OWN = "data.own"  # request or cancel one's own deletion, export one's own data
+    DATA_READ_OWN = "data.read_own"  # follow and download an export one may read
+    DATA_EXPORT = "data.export"  # export the whole tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,9 @@ MATRIX: dict[Action, Rule] = {
     Action.USAGE_TENANT: Rule(Scope.ADMIN_READ, frozenset({Role.ADMIN, Role.BILLING})),
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
+    Action.DATA_OWN: Rule(Scope.ADMIN_WRITE, _ALL),
+    Action.DATA_READ_OWN: Rule(Scope.ADMIN_READ, _ALL),
+    Action.DATA_EXPORT: Rule(Scope.ADMIN_WRITE, _ADMIN),
 }
 
 

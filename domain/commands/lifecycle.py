@@ -145,7 +145,7 @@ class LifecycleCommands(Commands):
             changed += self._retire_user(ctx, tenant, deletion.subject_id)
         else:
             changed += self._retire_tenant(ctx, tenant)
-        exports = self._expire_exports(deletion.tenant_id, deletion.subject_id)
+        exports = self._expire_exports(ctx, deletion.subject_id)
         self.keys.destroy(deletion.subject_id)  # the erasure itself; all else is bookkeeping
         deletion.erase(ctx, now)
         aggregates = list({id(a): a for a in (deletion, *changed, *exports)}.values())
@@ -180,12 +180,12 @@ class LifecycleCommands(Commands):
                 changed.append(agent)
         return changed
 
-    def _expire_exports(self, tenant_id: UUID, subject_id: UUID) -> list[DataExport]:
+    def _expire_exports(self, ctx: Ctx, subject_id: UUID) -> list[DataExport]:
         exports = []
-        for export_id in self._index().live_exports(tenant_id, subject_id):
+        for export_id in self._index().live_exports(ctx.tenant_id, subject_id):
             export = self._get(export_id)
             if isinstance(export, DataExport) and export.status != "expired":
-                export.expire("erased")
+                export.expire(ctx, "erased")
                 exports.append(export)
         return exports
 
@@ -253,7 +253,7 @@ class LifecycleCommands(Commands):
         export = self._get(export_id)
         if not isinstance(export, DataExport) or export.status != "requested":
             return False
-        export.complete(files, size, sha256, now)
+        export.complete(_system(export, "complete"), files, size, sha256, now)
         self._save(export)
         return True
 
@@ -268,9 +268,14 @@ class LifecycleCommands(Commands):
         export = self._get(export_id)
         if not isinstance(export, DataExport) or export.status == "expired":
             return False
-        export.expire(reason)
+        export.expire(_system(export, "expire"), reason)
         self._save(export)
         return True
+
+
+def _system(export: DataExport, step: str) -> Ctx:
+    """The sweeper's context for an export's step (its request id names the export and the step)."""
+    return Ctx(actor=SYSTEM, tenant_id=export.tenant_id, request_id=f"sweep-export-{step}-{export.id}")
 
 
 def _cause(cause: str) -> str:
