@@ -59,6 +59,7 @@ def policies_run(
     for name, count in emitted.items():
         table.add_row(name, str(count), shown(sweeper.failures.get(name, "")))
     out.print(table)
+    out.print(f"{sum(emitted.values())} events emitted at {(at or services.app.clock()).isoformat()}", markup=False)
     if sweeper.failures:
         raise typer.Exit(1)
 
