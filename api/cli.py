@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from api.cli_audit import audit, replay
-from api.cli_lifecycle import exports, policies
+from api.cli_lifecycle import exports, policies, tenants_terminate, users_restore
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -47,6 +47,8 @@ app.command("replay")(replay)
 app.add_typer(audit, name="audit")
 app.add_typer(policies, name="policies")
 app.add_typer(exports, name="exports")
+tenants.command("terminate")(tenants_terminate)
+users.command("restore")(users_restore)
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

@@ -133,3 +133,39 @@ def exports_create(
         out.print(f"file: {shown(path)}")
     finally:
         services.close()
+
+
+def tenants_terminate(
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    reason: Annotated[str, typer.Option(help="Recorded (sealed) with the event")] = "contract terminated",
+) -> None:
+    """Terminate a tenant's contract: access stops now; its members and data are erased within 30 days."""
+    from api.cli import _ctx, _run
+
+    services = _services()
+    try:
+        erase_by = _run(services, services.app.terminate_tenant, _ctx(services, tenant), reason)
+        out.print(f"tenant {shown(tenant)} terminated; its data is erased by {erase_by:%Y-%m-%d %H:%M} UTC")
+    finally:
+        services.close()
+
+
+def users_restore(
+    tenant: Annotated[str, typer.Option(help="Tenant slug")],
+    email: Annotated[str, typer.Option(help="The user whose pending deletion to cancel")],
+) -> None:
+    """As the operator: cancel a user's pending deletion (restore the account) before it is due."""
+    from api.cli import _ctx, _run
+
+    services = _services()
+    try:
+        ctx = _ctx(services, tenant)
+        wanted = email.strip().lower()
+        found = [u for u in services.directory.tenant_users(ctx.tenant_id) if u.email == wanted]
+        if not found:
+            err.print(f"[red]no user with email {shown(email)} in {shown(tenant)}[/]")
+            raise typer.Exit(1)
+        _run(services, services.app.cancel_deletion, ctx, found[-1].id)
+        out.print(f"the account of {shown(email)} is restored")
+    finally:
+        services.close()
