@@ -15,7 +15,11 @@ from rich.table import Table
 
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown
+from api.services import Services
 from api.sweeper import SweeperBusy
+from domain.context import SYSTEM, Ctx
+from domain.errors import DomainError
+from domain.ids import tenant_id_for
 
 policies = typer.Typer(
     help="Apply the terms' time rules: erase due accounts, expire export links.", no_args_is_help=True
@@ -74,9 +78,6 @@ def exports_create(
     from rich.progress import Progress
 
     from api.sweep_tasks import export_builder
-    from domain.context import SYSTEM, Ctx
-    from domain.errors import DomainError
-    from domain.ids import tenant_id_for
 
     services = _services()
     try:
@@ -140,8 +141,6 @@ def tenants_terminate(
     reason: Annotated[str, typer.Option(help="Recorded (sealed) with the event")] = "contract terminated",
 ) -> None:
     """Terminate a tenant's contract: access stops now; its members and data are erased within 30 days."""
-    from api.cli import _ctx, _run
-
     services = _services()
     try:
         erase_by = _run(services, services.app.terminate_tenant, _ctx(services, tenant), reason)
@@ -155,8 +154,6 @@ def users_restore(
     email: Annotated[str, typer.Option(help="The user whose pending deletion to cancel")],
 ) -> None:
     """As the operator: cancel a user's pending deletion (restore the account) before it is due."""
-    from api.cli import _ctx, _run
-
     services = _services()
     try:
         ctx = _ctx(services, tenant)
@@ -169,3 +166,21 @@ def users_restore(
         out.print(f"the account of {shown(email)} is restored")
     finally:
         services.close()
+
+
+def _ctx(services: Services, slug: str) -> Ctx:
+    """The operator's context in a tenant named by its slug (exit 1 when there is none)."""
+    tenant = services.directory.tenants.get(tenant_id_for(slug))
+    if tenant is None:
+        err.print(f"[red]no tenant with slug '{shown(slug)}'[/]")
+        raise typer.Exit(1)
+    return Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"cli-{uuid.uuid4()}")
+
+
+def _run(services: Services, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a command; a refusal is printed and exits 1."""
+    try:
+        return services.command(fn, *args, **kwargs)
+    except DomainError as exc:
+        err.print(f"[red]{shown(exc.title)}:[/] {shown(exc)}")
+        raise typer.Exit(1) from None
