@@ -80,7 +80,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     checkpoint_every_events: int = 100_000  # and every checkpoint_every_s, whichever comes first
     checkpoint_every_s: float = 60.0
     # Data lifecycle (issue 16): the policy sweeper, export files, and the subject-key store
-    sweep_interval_s: float = 60.0  # how often `ownllm serve` sweeps due deletions and expired exports
+    sweep_interval_s: float = 60.0  # how often `ownllm serve` sweeps due deletions and expired exports; 0: never
     exports_dir: str = ""  # default {var_dir}/exports
     keys_dsn: str = ""  # PostgreSQL subject keys in their own database (production); default postgres_dsn
     keys_vacuum_interval_s: float = 3600.0  # VACUUM of the PostgreSQL key table after destroyed keys

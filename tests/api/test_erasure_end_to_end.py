@@ -4,7 +4,9 @@ deletion, the clock moves 30 days, the sweeper runs, and the canaries are found 
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -14,14 +16,20 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
+from litestar.testing import TestClient
+
+from api.app import create_app
 from api.cli_audit import catch_up_ledger, verify_database
 from api.ledger_keys import public_keys
 from api.services import Services, build_services
-from api.settings import Settings
+from api.settings import Settings, load_settings
 from api.sweep_tasks import build_sweeper
 from api.sweeper import Sweeper
 from domain.sealing import ERASED, PersonalData
+from tests.platform.test_serve_demo import OWNLLM, REPO, free_port
 from tests.support.api_client import Api
+from tests.support.clock import ManualClock
 from tests.support.stores import holds, store_bytes
 
 CANARY_NAME = "Zebulon Canarywood"
@@ -207,3 +215,41 @@ def test_the_last_admin_cannot_ask_for_deletion_but_an_admin_can_delete_a_member
     assert api.call("GET", f"/api/v1/users/{user_id}/deletion", admin_key).json()["status"] == "pending"
     cancelled = api.call("DELETE", f"/api/v1/users/{user_id}/deletion", admin_key)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+def test_another_api_process_shows_erased_within_a_second(tmp_path: Path, clock: ManualClock) -> None:
+    """A real second `ownllm serve` on the same SQLite store: its directory follows the erasure event."""
+    settings = load_settings({}, var_dir=str(tmp_path / "var"), inference=False, nats_public_url="tls://n:4222")
+    services = build_services(settings, clock=clock)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OWNLLM_VAR_DIR": str(tmp_path / "var"), "OWNLLM_PORT": str(port),
+           "OWNLLM_INFERENCE": "false", "OWNLLM_RUN_PROJECTIONS": "false", "OWNLLM_SWEEP_INTERVAL_S": "0",
+           "OWNLLM_NATS_PUBLIC_URL": "tls://n:4222"}  # fmt: skip
+    server = subprocess.Popen([OWNLLM, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+    try:
+        app = create_app(settings, services)
+        with TestClient(app) as client:
+            api = Api(client, services, clock)
+            admin_key = api.signup("two-processes")["api_key"]["secret"]
+            user_id, member_key = _member(api, admin_key)
+            base = f"http://127.0.0.1:{port}/api/v1/users/{user_id}"
+
+            def seen_there() -> str:
+                try:
+                    return str(
+                        httpx.get(base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=2).json()["name"]
+                    )
+                except (httpx.HTTPError, ValueError, KeyError):
+                    return ""
+
+            _wait_for(lambda: seen_there() == CANARY_NAME, timeout_s=60)
+            assert seen_there() == CANARY_NAME  # the other process unsealed the name (and cached the key)
+            assert api.call("POST", "/api/v1/me/deletion", member_key).status_code == 202
+            clock.advance(days=30)
+            assert sweeper(api).run_once()["deletions-due"] > 0
+            waited = _wait_for(lambda: seen_there() == ERASED, timeout_s=1.0)
+            assert seen_there() == ERASED, f"the other process still shows the person after {waited:.2f} s"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        services.close()
