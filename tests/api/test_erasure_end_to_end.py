@@ -4,6 +4,7 @@ deletion, the clock moves 30 days, the sweeper runs, and the canaries are found 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
@@ -104,7 +106,10 @@ def _wait_for(check: Any, timeout_s: float) -> float:
     return time.monotonic() - start
 
 
-def test_an_erased_person_is_found_in_no_store_and_every_process_shows_erased(api: Api) -> None:
+def test_an_erased_person_is_found_in_no_store_and_every_process_shows_erased(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     settings = api.services.settings
     admin_key = api.signup("erasure-e2e")["api_key"]["secret"]
     admin_id = next(iter(api.services.directory.users))
@@ -171,6 +176,7 @@ def test_an_erased_person_is_found_in_no_store_and_every_process_shows_erased(ap
         replayed = api.call("GET", "/api/v1/audit/replay", admin_key, params={"as_of": before_erasure.isoformat()})
         assert replayed.status_code == 200, replayed.text
         assert CANARY_NAME not in replayed.text and ERASED in replayed.text
+        assert caplog.records and not any(canary in caplog.text for canary in CANARIES)  # nor in any log line
     finally:
         second.close()
 
