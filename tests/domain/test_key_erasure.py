@@ -69,3 +69,35 @@ def test_a_destroyed_key_leaves_the_postgres_heap_at_the_next_vacuum(postgres_ds
         assert store.key_for(subjects[3], create=True) is None
     finally:
         store.close()
+
+
+def test_the_subject_keys_can_live_in_a_database_of_their_own(postgres_dsn: str, tmp_path: Path) -> None:
+    from api.services import build_services
+    from api.settings import load_settings
+    from tests.support.postgres import server_dsn, throwaway_database
+
+    with server_dsn() as server, throwaway_database(server) as keys_dsn:
+        schema = create_schema(postgres_dsn)
+        with psycopg.connect(keys_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        settings = load_settings({}, persistence="postgres", postgres_dsn=postgres_dsn, postgres_schema=schema,
+                                 keys_dsn=keys_dsn, var_dir=str(tmp_path / "var"), inference=False,
+                                 nats_public_url="tls://n:4222")  # fmt: skip
+        services = build_services(settings, start_runner=False)
+        try:
+            signed = services.app.signup(slug="own-keys", name="K", admin_name="A", admin_email="a@k.example",
+                                         request_id="r")  # fmt: skip
+        finally:
+            services.close()
+
+        def key_rows(dsn: str) -> int:
+            with psycopg.connect(dsn) as conn:
+                found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".ownllm_subject_keys',)).fetchone()
+                if found is None or found[0] is None:
+                    return -1
+                counted = conn.execute(f'SELECT count(*) FROM "{schema}".ownllm_subject_keys').fetchone()
+                return int(counted[0]) if counted else 0
+
+        assert key_rows(keys_dsn) >= 1  # the admin's key is in the keys' own database ...
+        assert key_rows(postgres_dsn) == -1  # ... and the event store's database has no key table at all
+        assert signed.admin_user_id
