@@ -75,7 +75,12 @@ class ExportsRequested:
         """One ``DataExport.Completed`` per export built."""
         emitted = 0
         for export in self.services.lifecycle.requested_exports():
-            built = self.builder.build(export, now)
+            try:
+                built = self.builder.build(export, now)
+            except Exception as exc:  # one export that cannot be built holds back no other
+                log.warning("export %s could not be built (%s); retried on the next pass", export.id,
+                            type(exc).__name__)  # fmt: skip
+                continue
             done = self.services.command(self.services.app.complete_export, export.id, files=built.files,
                                          size=built.size, sha256=built.sha256, now=now)  # fmt: skip
             emitted += int(done)

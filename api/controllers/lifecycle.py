@@ -186,11 +186,15 @@ class ExportController(Controller):
         view = readable(lifecycle.exports.get(export_id), principal)
         if view.status == "requested":
             raise InvalidState("the export is still being built")
-        commands.run(OwnLLM.record_download, ctx, view.id, now)  # refuses an expired link
         try:
             handle = export_files.path(view.id).open("rb")  # open now: a sweep deleting it later cannot cut us off
         except FileNotFoundError:
             raise Expired("the export's file is gone; request a new export") from None
+        try:
+            commands.run(OwnLLM.record_download, ctx, view.id, now)  # refuses an expired link
+        except Exception:
+            handle.close()
+            raise
         chunks: Iterator[bytes] = read_chunks(handle)
         disposition = f'attachment; filename="ownllm-export-{view.id}.zip"'
         return Stream(chunks, media_type="application/zip", headers={"Content-Disposition": disposition})
