@@ -11,6 +11,8 @@ here unseals that subject again (the directory redacts its copies on the same ev
 
 from __future__ import annotations
 
+import heapq
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +73,8 @@ class LifecycleView:
         self.pending: dict[UUID, UUID] = {}  # subject id -> its pending deletion's id
         self.exports: dict[UUID, ExportView] = {}
         self.terminated: dict[UUID, datetime] = {}  # tenant id -> erase-by
+        self._due: list[tuple[datetime, UUID]] = []  # (due, deletion id) heap: a pass costs the due items, not all
+        self._due_lock = threading.Lock()  # the runner pushes while the sweeper reads
 
     def process(self, event: Any) -> None:
         """Apply one domain event."""
@@ -81,9 +85,25 @@ class LifecycleView:
     # -- the sweeper's questions ---------------------------------------------------------------
 
     def due_deletions(self, now: datetime) -> list[DeletionView]:
-        """Pending deletions whose window has ended at ``now``, the earliest first."""
-        due = [d for d in map(self.deletions.get, list(self.pending.values())) if d and is_due(d.due_at, now)]
-        return sorted(due, key=lambda d: (d.due_at, d.subject_kind != "user"))  # members before their tenant
+        """Pending deletions whose window has ended at ``now``, the earliest first (members before their tenant).
+
+        Reads the heap's due end only: cancelled and erased entries are dropped as they surface, the due
+        pending ones stay until their erasure is recorded (an erasure refused now is found again next pass).
+        """
+        due: list[DeletionView] = []
+        with self._due_lock:
+            while self._due and is_due(self._due[0][0], now):
+                _, deletion_id = heapq.heappop(self._due)
+                view = self.deletions.get(deletion_id)
+                if view is not None and view.status == "pending":
+                    due.append(view)
+            for view in due:
+                heapq.heappush(self._due, (view.due_at, view.id))
+        return sorted(due, key=lambda d: (d.due_at, d.subject_kind != "user"))
+
+    def _push_due(self, view: DeletionView) -> None:
+        with self._due_lock:
+            heapq.heappush(self._due, (view.due_at, view.id))
 
     def expired_exports(self, now: datetime) -> list[ExportView]:
         """Completed exports whose link has expired at ``now``."""
@@ -133,6 +153,7 @@ def _requested(v: LifecycleView, e: Deletion.Requested) -> None:
     view = DeletionView(e.originator_id, e.tenant_id, e.subject_id, e.subject_kind, e.cause, e.requested_at, e.due_at)
     v.deletions[view.id] = view
     v.pending[view.subject_id] = view.id
+    v._push_due(view)
 
 
 def _closed(status: str) -> Callable[[LifecycleView, Any], None]:
