@@ -163,3 +163,37 @@ def test_policies_run_at_a_given_instant_from_the_terminal(tmp_path: Path, monke
     assert again.exit_code == 0 and "\n0 events emitted" in again.output
     assert runner.invoke(cli, ["policies", "run", "--now", "yesterday"]).exit_code == 2
     assert runner.invoke(cli, ["policies", "run", "--now", "2027-01-01T00:00:00"]).exit_code == 2  # no timezone
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    members=st.integers(0, 2),
+    sweeps_at=st.lists(
+        st.sampled_from([-timedelta(days=1), -SECOND, -TICK, timedelta(0), TICK, timedelta(days=9)]),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_a_terminated_tenant_is_erased_exactly_at_its_erase_by_instant(
+    world: tuple[Services, Sweeper, ManualClock], members: int, sweeps_at: list[timedelta]
+) -> None:
+    services, sweeper, clock = world
+    clock.now = clock.now + timedelta(days=400)
+    signed = services.command(services.app.signup, slug=f"x{uuid.uuid4().hex[:10]}", name="X", admin_name="A",
+                              admin_email="a@x.example", request_id="r")  # fmt: skip
+    ctx = Ctx(SYSTEM, signed.tenant_id, "r")
+    subjects = [signed.admin_user_id, signed.tenant_id]
+    for n in range(members):
+        invite = services.command(services.app.invite_user, ctx, email=f"m{n}@x.example", role="member")
+        subjects.append(services.command(services.app.accept_invite, token=invite.secret, name="M",
+                                         request_id=f"m{n}").user_id)  # fmt: skip
+    erase_by = services.command(services.app.terminate_tenant, ctx, "ended")
+    assert erase_by == clock.now + timedelta(days=30)
+    for delta in sorted(sweeps_at):
+        now = erase_by + delta
+        sweeper.run_once(now)
+        assert sum(sweeper.run_once(now).values()) == 0
+        for subject in subjects:
+            erased = services.lifecycle.deletions[Deletion.create_id(subject, 0)].status == "erased"
+            assert erased == (now >= erase_by)
+            assert services.keys.key_for(subject, create=False) is None if erased else True
