@@ -25,6 +25,7 @@ from api.controllers.keys import KeyController, KeySharingController
 from api.controllers.ledger import LedgerController
 from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
+from api.controllers.lifecycle import DeletionController, ExportController
 from api.controllers.operator import OperatorController
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
@@ -140,6 +141,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         OperatorController,
         SuspensionController,
         AppealController,
+        DeletionController,
+        ExportController,
     ]
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []

@@ -99,6 +99,8 @@ class KeyAuthenticator:
         if user.suspended:
             raise CredentialsRejected(403, "user_suspended", "your account is suspended")
         tenant = self.directory.tenants[key.tenant_id]
+        if tenant.terminated:
+            raise CredentialsRejected(403, "tenant_terminated", "your organisation's contract was terminated")
         if tenant.suspended and not allow_suspended_tenant:
             raise CredentialsRejected(403, "tenant_suspended", "your organisation is suspended")
         if self.on_use is not None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from api.cli_audit import audit, replay
 from api.cli_enforce import operator, outbox
 from api.cli_legal import legal
+from api.cli_lifecycle import exports, policies, tenants_terminate, users_restore
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
@@ -49,6 +50,10 @@ app.add_typer(audit, name="audit")
 app.add_typer(legal, name="legal")
 app.add_typer(operator, name="operator")
 app.add_typer(outbox, name="outbox")
+app.add_typer(policies, name="policies")
+app.add_typer(exports, name="exports")
+tenants.command("terminate")(tenants_terminate)
+users.command("restore")(users_restore)
 
 
 def _ctx(services: Services, slug: str) -> Ctx:

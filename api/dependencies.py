@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from litestar.di import NamedDependency, Provide
 
 from api.audit_reader import AuditReader
+from api.exports import ExportFiles
 from api.guards import AnyRequest, principal_of, request_id_of
 from api.principal import Principal
 from api.services import Services
@@ -73,6 +74,9 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "legal_documents": _always(services.app.documents()),
         "enforcement": _always(services.enforcement),
         "outbox": Provide(lambda: services.outbox, sync_to_thread=False),  # None until attached (api/outbox)
+        "lifecycle": _always(services.lifecycle),
+        "export_files": _always(ExportFiles(services.settings.exports_path)),
+        "wake_sweeper": _always(lambda: services.sweeper.wake() if services.sweeper is not None else None),
     }
 
 

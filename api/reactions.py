@@ -33,7 +33,12 @@ class NatsAuthorizationResync:
     """
 
     name = "nats-authorization"
-    topics = tuple(sorted(get_topic(cls) for cls in (Agent.Paired, Agent.Revoked, Tenant.Suspended, Tenant.Reinstated)))
+    topics = tuple(
+        sorted(
+            get_topic(cls)
+            for cls in (Agent.Paired, Agent.Revoked, Tenant.Suspended, Tenant.Reinstated, Tenant.Terminated)
+        )
+    )
 
     def __init__(
         self,

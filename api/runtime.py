@@ -200,6 +200,11 @@ def start_platform(settings: Settings, clock: Callable[[], datetime] = utc_now) 
         embedded = EmbeddedNats(settings).start()
         settings = embedded.settings_for_proxy()
     services = build_services(settings, clock=clock)
+    if settings.sweep_interval_s > 0:  # 0: this process never sweeps (a dedicated one, or `policies run`, does)
+        from api.sweep_tasks import build_sweeper
+
+        services.sweeper = build_sweeper(services)  # due deletions, export builds and expiry (issue 16)
+        services.sweeper.start()
     if settings.inference:
         authorization = embedded.authorization if embedded else external_authorization(settings)
         attach_nats_authorization(services, authorization)

@@ -42,6 +42,7 @@ from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
 from projections.ledger_postgres import PostgresLedgerTables
 from projections.ledger_sqlite import SQLiteLedgerTables
+from projections.lifecycle import ErasureFollower, LifecycleView
 from projections.log import NotificationLog
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
@@ -73,6 +74,8 @@ class Services:
     terms_use: ContinuedUse | None = None  # records acceptance of new terms by use (api/terms_use.py)
     enforcement: Enforcement = field(default_factory=Enforcement)  # operator tokens, suspensions, appeals
     outbox: Any = None  # the e-mail outbox once attached (api/outbox: attach_outbox)
+    lifecycle: LifecycleView = field(default_factory=lambda: LifecycleView(Directory()))  # deletions, exports
+    sweeper: Any = None  # the policy sweeper (api/sweeper.py) where this process runs one
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)  # run first on close, newest first
     _agents_seen: int = -1
@@ -127,6 +130,8 @@ class Services:
             closer()
         if self.terms_use is not None:
             self.terms_use.close()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.reactions.stop()
         if self.ledger is not None:
             self.ledger.stop()
@@ -164,7 +169,8 @@ def key_store(settings: Settings) -> KeyStore:
     """Subject keys outside the event stream: their own SQLite file, or their own PostgreSQL table."""
     if settings.persistence == "sqlite":
         return SQLiteKeyStore(str(private_file(os.path.join(settings.var_dir, "subject-keys.sqlite"))))
-    return PostgresKeyStore(settings.postgres_dsn, settings.postgres_schema)
+    # Production: OWNLLM_KEYS_DSN puts the keys in a database of their own (separate backups, see README).
+    return PostgresKeyStore(settings.keys_dsn or settings.postgres_dsn, settings.postgres_schema)
 
 
 def pepper(settings: Settings) -> bytes:
@@ -209,6 +215,10 @@ def build_services(
     read_models.add_in_memory("directory", directory)
     enforcement = Enforcement()
     read_models.add_in_memory("enforcement", enforcement)
+    lifecycle = LifecycleView(directory)  # deletions, terminations and exports (the sweeper's questions)
+    read_models.add_in_memory("lifecycle", lifecycle)
+    read_models.add_in_memory("erasures", ErasureFollower(keys))  # an erasure elsewhere drops our cached key
+    app.lifecycle_index = lifecycle
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -232,6 +242,7 @@ def build_services(
         read_models=read_models,
         ledger=ledger,
         enforcement=enforcement,
+        lifecycle=lifecycle,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale

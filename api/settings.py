@@ -96,11 +96,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     smtp_password_file: str = ""  # read at start (a secret mounted as a file); wins over smtp_password
     smtp_from: str = "OwnLLM <noreply@ownllm.invalid>"
     smtp_starttls: bool = True  # upgrade with STARTTLS (required: the server must offer it)
+    # Data lifecycle (issue 16): the policy sweeper, export files, and the subject-key store
+    sweep_interval_s: float = 60.0  # how often `ownllm serve` sweeps due deletions and expired exports; 0: never
+    exports_dir: str = ""  # default {var_dir}/exports
+    keys_dsn: str = ""  # PostgreSQL subject keys in their own database (production); default postgres_dsn
+    keys_vacuum_interval_s: float = 3600.0  # VACUUM of the PostgreSQL key table after destroyed keys
 
     @property
     def sqlite_file(self) -> str:
         """Where the embedded event store lives."""
         return self.sqlite_path or os.path.join(self.var_dir, "events.sqlite")
+
+    @property
+    def exports_path(self) -> str:
+        """Where export files live until their link expires."""
+        return self.exports_dir or os.path.join(self.var_dir, "exports")
 
     @property
     def base_url(self) -> str:

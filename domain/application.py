@@ -19,6 +19,7 @@ from domain.commands.base import CredentialHasher, Directory, utc_now
 from domain.commands.compliance import ComplianceCommands
 from domain.commands.enforcement import EnforcementCommands
 from domain.commands.licences import LicenceCommands
+from domain.commands.lifecycle import LifecycleCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
 from domain.commands.sharing import SharingCommands
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
@@ -46,6 +47,7 @@ class OwnLLM(
     TermsCommands,
     SharingCommands,
     EnforcementCommands,
+    LifecycleCommands,
 ):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 

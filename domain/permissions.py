@@ -31,6 +31,9 @@ class Action(StrEnum):
     TERMS_ANSWER = "terms.answer"  # accept or reject a version of the terms for the tenant
     APPEALS_READ = "appeals.read"  # the tenant's suspensions and appeals
     APPEALS_FILE = "appeals.file"  # appeal an operator's suspension
+    DATA_OWN = "data.own"  # request or cancel one's own deletion, export one's own data
+    DATA_READ_OWN = "data.read_own"  # follow and download an export one may read
+    DATA_EXPORT = "data.export"  # export the whole tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,9 @@ MATRIX: dict[Action, Rule] = {
     Action.TERMS_ANSWER: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.APPEALS_READ: Rule(Scope.ADMIN_READ, _ADMIN),
     Action.APPEALS_FILE: Rule(Scope.ADMIN_WRITE, _ADMIN),
+    Action.DATA_OWN: Rule(Scope.ADMIN_WRITE, _ALL),
+    Action.DATA_READ_OWN: Rule(Scope.ADMIN_READ, _ALL),
+    Action.DATA_EXPORT: Rule(Scope.ADMIN_WRITE, _ADMIN),
 }
 
 

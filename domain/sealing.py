@@ -85,6 +85,11 @@ class KeyStore(ABC):
             self._destroy(subject_id)
             self._cache[subject_id] = None
 
+    def forget(self, subject_id: UUID) -> None:
+        """Drop the cached key (another process destroyed it): the next use reads the store again."""
+        with self._lock:
+            self._cache.pop(subject_id, None)
+
     @abstractmethod
     def _load(self, subject_id: UUID) -> bytes | None: ...
 

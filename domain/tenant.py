@@ -59,6 +59,16 @@ class Tenant(Aggregate):
         request_id: str
         reason: PersonalData  # free text may name people: sealed
 
+    class Terminated(Aggregate.Event):
+        """The contract ended: access stops for good; its data is erased by ``erase_by`` (terms §11)."""
+
+        tenant_id: UUID
+        actor: str
+        request_id: str
+        reason: PersonalData  # free text may name people: sealed
+        terminated_at: datetime
+        erase_by: datetime
+
     class AdminAppointed(Aggregate.Event):
         """A user now acts as an admin: joined or promoted as one, or reinstated while one."""
 
@@ -88,6 +98,7 @@ class Tenant(Aggregate):
         self.admins = {admin_user_id}  # who acts as admin now: the invariant "never empty" lives here
         self.suspended = False
         self.suspension_id: UUID | None = None  # the operator's open action, when it stopped this
+        self.terminated = False
 
     @property
     def registered_at(self) -> datetime:
@@ -110,9 +121,18 @@ class Tenant(Aggregate):
         """Restore access after a suspension."""
         if not self.suspended:
             raise InvalidState("tenant is not suspended")
+        if self.terminated:
+            raise InvalidState("tenant is terminated")
         self._reinstated(
             tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id, reason=PersonalData(self.id, reason)
         )
+
+    def terminate(self, ctx: Ctx, reason: str, now: datetime, erase_by: datetime) -> None:
+        """End the contract: no access from now on, erasure of its data due by ``erase_by``."""
+        if self.terminated:
+            raise InvalidState("tenant is already terminated")
+        self._terminated(tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id,
+                         reason=PersonalData(self.id, reason), terminated_at=now, erase_by=erase_by)  # fmt: skip
 
     def appoint_admin(self, ctx: Ctx, user_id: UUID) -> None:
         """Count a user among the acting admins (no event when already counted)."""
@@ -152,6 +172,14 @@ class Tenant(Aggregate):
     @event(Reinstated)
     def _reinstated(self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData) -> None:
         self.suspended = False
+
+    @event(Terminated)
+    def _terminated(
+        self, tenant_id: UUID, actor: str, request_id: str, reason: PersonalData, terminated_at: datetime,
+        erase_by: datetime,
+    ) -> None:  # fmt: skip
+        self.terminated = True
+        self.suspended = True  # every check of an active tenant refuses a terminated one too
 
     @event(AdminAppointed)
     def _admin_appointed(self, tenant_id: UUID, user_id: UUID, actor: str, request_id: str) -> None:

@@ -10,10 +10,12 @@ from uuid import UUID
 
 from domain.agent import Agent
 from domain.api_key import ApiKey
+from domain.deletion import Deletion
 from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
+from domain.sealing import ERASED
 from domain.tenant import Tenant
 from domain.terms import Publication, TermsAnswer
 from domain.user import User
@@ -135,6 +137,31 @@ def _tenant_suspended(d: Directory, e: Tenant.Suspended) -> None:
 
 def _tenant_reinstated(d: Directory, e: Tenant.Reinstated) -> None:
     d.tenants[e.originator_id].suspended = False
+
+
+def _tenant_terminated(d: Directory, e: Tenant.Terminated) -> None:
+    tenant = d.tenants[e.originator_id]
+    tenant.suspended = tenant.terminated = True
+
+
+def _subject_erased(d: Directory, e: Deletion.SubjectErased) -> None:
+    """Redact every copy of the subject's sealed values at once (the events now read ``<erased>`` too)."""
+    rows = d.rows(e.tenant_id)
+    if e.subject_kind == "tenant":
+        for agent in rows.agents:
+            agent.name = ERASED
+        return
+    user = d.users.get(e.subject_id)
+    if user is not None:
+        user.name = user.email = ERASED
+        user.removed = user.erased = True
+    for key in rows.keys:
+        if key.user_id == e.subject_id:
+            key.name = ERASED
+            key.revoked_at = key.revoked_at or e.timestamp
+    for invite in rows.invites:
+        if invite.user_id == e.subject_id:
+            invite.email = ERASED
 
 
 def _user_joined(d: Directory, e: User.Joined) -> None:
@@ -276,6 +303,8 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
     Tenant.Reinstated: _tenant_reinstated,
+    Tenant.Terminated: _tenant_terminated,
+    Deletion.SubjectErased: _subject_erased,
     User.Joined: _user_joined,
     User.RoleChanged: _user_role_changed,
     User.Suspended: _user_suspended,

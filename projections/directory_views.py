@@ -20,6 +20,7 @@ class TenantView:
     plan: str = ""  # empty until billing assigns one: the settings' default plan applies
     terms_version: int = 0  # the latest version of the terms the tenant accepted (0: none recorded)
     terms_rejected: int = 0  # a version of the terms the tenant rejected in its notice period (0: none)
+    terminated: bool = False  # the contract ended: its members are erased within 30 days
 
 
 @dataclass(slots=True)
@@ -34,10 +35,13 @@ class UserView:
     joined_at: datetime
     suspended: bool = False
     removed: bool = False
+    erased: bool = False
 
     @property
     def status(self) -> str:
-        """active, suspended or removed."""
+        """active, suspended, removed or erased."""
+        if self.erased:
+            return "erased"
         return "removed" if self.removed else "suspended" if self.suspended else "active"
 
 

@@ -1,7 +1,14 @@
 """Subject-key stores: one AES-GCM key per data subject, in SQLite (embedded) or PostgreSQL.
 
 They live apart from the event store (their own file, or their own table that may sit in another
-database), so a backup of the events alone holds nothing that unseals personal data.
+database: ``OWNLLM_KEYS_DSN``), so a backup of the events alone holds nothing that unseals personal data.
+
+A destroyed key must really go. SQLite keeps a deleted row's bytes in free pages unless
+``secure_delete`` is on, and in the ``-wal`` file until a checkpoint (FACTS.md): the SQLite store
+turns ``secure_delete`` on and checkpoints (TRUNCATE) after every destroy. PostgreSQL keeps the old
+row version until VACUUM: the PostgreSQL store counts destroys and :meth:`PostgresKeyStore.vacuum`
+(run by the policy sweeper on a schedule) vacuums the table. Backups and WAL archives still hold
+the key until they rotate out: README, "Erasure and backups".
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class SQLiteKeyStore(KeyStore):
         super().__init__()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # freed bytes are zeroed, not left in free pages
         self._db.execute(self._DDL)
 
     def _load(self, subject_id: UUID) -> bytes | None:
@@ -50,8 +58,18 @@ class SQLiteKeyStore(KeyStore):
             "ON CONFLICT(subject_id) DO UPDATE SET key=NULL, destroyed=1",
             (str(subject_id),),
         )
+        self.checkpoint()
+
+    def checkpoint(self) -> bool:
+        """Move the WAL into the database file and truncate it (the old key bytes go with it); False when a
+        reader in another process kept part of it (the next destroy, or the next start, completes it)."""
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("subject-key store: checkpoint incomplete (a reader holds the WAL); retried later")
+        return not busy
 
     def close(self) -> None:
+        self.checkpoint()
         self._db.close()
 
 
@@ -127,6 +145,22 @@ class PostgresKeyStore(KeyStore):
             "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true",
             (subject_id,),
         )
+        self.destroyed_since_vacuum += 1
+
+    destroyed_since_vacuum = 0
+
+    def vacuum(self) -> bool:
+        """VACUUM the key table when keys were destroyed since the last one (their old row versions go);
+        True when it ran. Plain VACUUM: no lock that stops readers."""
+        if not self.destroyed_since_vacuum:
+            return False
+        count, self.destroyed_since_vacuum = self.destroyed_since_vacuum, 0
+        try:
+            self._execute(f"VACUUM {self._table}")
+        except Exception:
+            self.destroyed_since_vacuum += count
+            raise
+        return True
 
     def close(self) -> None:
         self._pool.close()

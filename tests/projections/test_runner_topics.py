@@ -18,13 +18,15 @@ from domain.sealing import SealingMapper
 from domain.usage import UsageRecord
 from projections.directory import Directory
 from projections.enforcement import Enforcement
+from projections.lifecycle import ErasureFollower, LifecycleView
 from projections.log import NotificationLog, Recorded, topics_of
 from projections.status import Failures
 from projections.usage_view import UsageProjection
 from tests.support.terms import TERMS
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
-IN_MEMORY = tuple(sorted(set(Directory.topics) | set(Enforcement.topics)))  # what the in-memory models read
+# the in-memory read models' topics (directory, enforcement, lifecycle view, erasure follower): never usage
+IN_MEMORY = tuple(sorted({*Directory.topics, *Enforcement.topics, *LifecycleView.topics, *ErasureFollower.topics}))
 
 
 def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:

@@ -1,0 +1,136 @@
+"""The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): add billing's here (credit-lot expiry,
+overdue invoices) as classes with ``name`` and ``run(now) -> events emitted``, idempotent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from api.appeal_window import appeal_window_sweep
+from api.exports import ExportBuilder, ExportFiles
+from api.services import Services, handler_locks
+from api.sweeper import Sweeper, SweepTask
+from domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeletionsDue:
+    """Erase every subject whose deletion window has ended (accounts, and terminated tenants' data)."""
+
+    services: Services
+    files: ExportFiles
+    name: str = "deletions-due"
+
+    def run(self, now: datetime) -> int:
+        """One erasure per due deletion; a refused one (the tenant's last admin) is retried next pass."""
+        lifecycle, emitted = self.services.lifecycle, 0
+        for deletion in lifecycle.due_deletions(now):
+            try:
+                erasure = self.services.command(
+                    self.services.app.erase_subject, deletion.id, now=now, request_id=f"sweep-erase-{deletion.id}"
+                )
+            except DomainError as exc:
+                log.warning("erasure of deletion %s refused: %s", deletion.id, exc)
+                continue
+            for export_id in erasure.exports:
+                self.files.delete(export_id)
+            emitted += erasure.events
+        return emitted
+
+
+@dataclass
+class ExportsExpired:
+    """Expire export links 24 h after completion and delete their files (and any orphaned file)."""
+
+    services: Services
+    files: ExportFiles
+    name: str = "exports-expired"
+
+    def run(self, now: datetime) -> int:
+        """One ``DataExport.Expired`` per newly expired export; files of expired exports are deleted."""
+        lifecycle, emitted = self.services.lifecycle, 0
+        for export in lifecycle.expired_exports(now):
+            if self.services.command(self.services.app.expire_export, export.id):
+                emitted += 1
+            self.files.delete(export.id)
+        for export_id in self.files.existing():  # a crash between the event and the unlink leaves a file
+            view = lifecycle.exports.get(export_id)
+            if view is not None and view.status == "expired":
+                self.files.delete(export_id)
+        return emitted
+
+
+@dataclass
+class ExportsRequested:
+    """Build every requested export (the sweeper's thread is the background job)."""
+
+    services: Services
+    builder: ExportBuilder
+    name: str = "exports-requested"
+
+    def run(self, now: datetime) -> int:
+        """One ``DataExport.Completed`` per export built."""
+        emitted = 0
+        for export in self.services.lifecycle.requested_exports():
+            try:
+                built = self.builder.build(export, now)
+            except Exception as exc:  # one export that cannot be built holds back no other
+                log.warning("export %s could not be built (%s); retried on the next pass", export.id,
+                            type(exc).__name__)  # fmt: skip
+                continue
+            done = self.services.command(self.services.app.complete_export, export.id, files=built.files,
+                                         size=built.size, sha256=built.sha256, now=now)  # fmt: skip
+            emitted += int(done)
+        return emitted
+
+
+@dataclass
+class SubjectKeysVacuum:
+    """VACUUM the PostgreSQL subject-key table after keys were destroyed, at most once per interval."""
+
+    services: Services
+    name: str = "subject-keys-vacuum"
+    _last: float = float("-inf")
+
+    def run(self, now: datetime) -> int:
+        """Emits no event: it only makes destroyed keys' old row versions go."""
+        vacuum = getattr(self.services.keys, "vacuum", None)
+        at = time.monotonic()
+        if vacuum is None or at - self._last < self.services.settings.keys_vacuum_interval_s:
+            return 0
+        if vacuum():
+            self._last = at
+        return 0
+
+
+def export_files(services: Services) -> ExportFiles:
+    """Where this deployment keeps export files."""
+    return ExportFiles(services.settings.exports_path)
+
+
+def export_builder(services: Services) -> ExportBuilder:
+    """The builder over this process's read models."""
+    return ExportBuilder(export_files(services), services.directory, services.lifecycle, services.usage,
+                         services.audit)  # fmt: skip
+
+
+def sweep_tasks(services: Services) -> list[SweepTask]:
+    """Every task the sweeper runs, in order. Billing's tasks join this list."""
+    files = export_files(services)
+    return [
+        ExportsRequested(services, export_builder(services)),
+        DeletionsDue(services, files),
+        ExportsExpired(services, files),
+        SubjectKeysVacuum(services),
+        appeal_window_sweep(services),
+    ]
+
+
+def build_sweeper(services: Services) -> Sweeper:
+    """The sweeper over :func:`sweep_tasks`, with its own lock (one sweeping process per store)."""
+    settings = services.settings
+    return Sweeper(sweep_tasks(services), handler_locks(settings), services.app.clock, settings.sweep_interval_s)
