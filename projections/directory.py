@@ -12,6 +12,7 @@ from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
+from domain.subscription import Subscription
 from domain.tenant import Tenant
 from domain.user import User
 from projections.directory_views import (
@@ -208,6 +209,19 @@ def _agent_revoked(d: Directory, e: Agent.Revoked) -> None:
     d.agents_version += 1
 
 
+def _plan_set(d: Directory, e: Any) -> None:
+    """The subscription's plan drives the tenant's limits (read by the proxy on its next request)."""
+    tenant = d.tenants.get(e.tenant_id)
+    if tenant is not None:
+        tenant.plan = e.plan
+
+
+def _plan_ended(d: Directory, e: Subscription.Ended) -> None:
+    tenant = d.tenants.get(e.tenant_id)
+    if tenant is not None:
+        tenant.plan = ""  # back to the settings' default plan
+
+
 _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
@@ -227,5 +241,10 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     PairingKey.Revoked: _pairing_revoked,
     Agent.Paired: _agent_paired,
     Agent.Revoked: _agent_revoked,
+    Subscription.Started: _plan_set,
+    Subscription.Restarted: _plan_set,
+    Subscription.Upgraded: _plan_set,
+    Subscription.Renewed: _plan_set,
+    Subscription.Ended: _plan_ended,
 }
 Directory.topics = topics_of(_HANDLERS)
