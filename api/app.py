@@ -14,12 +14,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.utils.helpers import unwrap_partial
 
+from api.billing_config import billing_config
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
+from api.controllers.stripe_webhook import stripe_webhook
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
@@ -125,7 +127,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         AuditController,
         ReplayController,
         LedgerController,
+        stripe_webhook,
     ]
+    billing = billing_config(settings)
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
@@ -137,7 +141,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app = Litestar(
         route_handlers=route_handlers,
         guards=[PermissionGuard(services.authenticator)],
-        dependencies=dependencies(services) | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)},
+        dependencies=dependencies(services)
+        | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)}
+        | {"billing": Provide(lambda: billing, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused},
         request_class=JsonBodyRequest,
         openapi_config=openapi_config(),

@@ -182,6 +182,7 @@ def build_services(
         pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
     )
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
+    app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT rules invoices follow
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable

@@ -79,6 +79,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ledger_retired_keys: str = ""  # verifier keys (vkeys) of retired signing keys, comma-separated: still accepted
     checkpoint_every_events: int = 100_000  # and every checkpoint_every_s, whichever comes first
     checkpoint_every_s: float = 60.0
+    # Billing (issue 15, api/billing_config.py): off unless a Stripe secret key is configured
+    stripe_secret_key: str = ""  # or stripe_secret_key_file (a file holding it, e.g. a mounted secret)
+    stripe_secret_key_file: str = ""
+    stripe_webhook_secret: str = ""  # whsec_...: POST /api/v1/billing/stripe/webhook answers 404 without one
+    stripe_webhook_secret_file: str = ""
+    stripe_api_base: str = ""  # default: the SDK's (https://api.stripe.com); tests point it at localstripe
+    seller_jurisdiction: Literal["FR", "NO"] = "FR"  # whose VAT and retention rules apply (policies/vat.py)
 
     @property
     def sqlite_file(self) -> str:

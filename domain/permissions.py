@@ -26,6 +26,8 @@ class Action(StrEnum):
     USAGE_TENANT = "usage.tenant"
     INFERENCE = "inference"
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
+    BILLING_READ = "billing.read"  # billing account, subscription, invoices, CSV export
+    BILLING_MANAGE = "billing.manage"  # billing details, subscribe, change or cancel the plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ MATRIX: dict[Action, Rule] = {
     Action.USAGE_TENANT: Rule(Scope.ADMIN_READ, frozenset({Role.ADMIN, Role.BILLING})),
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
+    Action.BILLING_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
+    Action.BILLING_MANAGE: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
 }
 
 

@@ -240,9 +240,6 @@ class BillingCommands(Commands):
 
     def _subscription_fact(self, ctx: Ctx, fact: SubscriptionFact) -> list[Aggregate]:
         current = self.subscription(ctx.tenant_id)
-        if fact.change == "deleted":
-            same = current is not None and current.stripe_subscription_id == fact.stripe_subscription_id
-            return [current] if same and current is not None and current.end(ctx, fact.at) else []
         if current is None or (current.ended and current.stripe_subscription_id != fact.stripe_subscription_id):
             if fact.plan not in plans.PLANS or fact.interval not in plans.INTERVALS:
                 return []
@@ -255,7 +252,12 @@ class BillingCommands(Commands):
             else:
                 current.restart(ctx, fact.plan, fact.interval, fact.period_start, fact.period_end,
                                 fact.stripe_subscription_id)  # fmt: skip
+            if fact.change == "deleted":  # its end came first: it started and ended, both recorded
+                current.end(ctx, fact.at)
             return [current]
+        if fact.change == "deleted":
+            same = current.stripe_subscription_id == fact.stripe_subscription_id
+            return [current] if same and current.end(ctx, fact.at) else []
         if current.stripe_subscription_id != fact.stripe_subscription_id or current.ended:
             return []  # an older subscription's news
         changed = current.renew(ctx, fact.period_start, fact.period_end)
