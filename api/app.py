@@ -14,10 +14,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.utils.helpers import unwrap_partial
 
-from api.billing_config import billing_config
+from api.billing_config import BillingConfig, billing_config
+from api.billing_service import BillingOff, BillingService
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
+from api.controllers.billing import BillingController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
@@ -128,8 +130,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         ReplayController,
         LedgerController,
         stripe_webhook,
+        BillingController,
     ]
     billing = billing_config(settings)
+    billing_service = _billing_service(billing, services)
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
@@ -143,8 +147,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         guards=[PermissionGuard(services.authenticator)],
         dependencies=dependencies(services)
         | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)}
-        | {"billing": Provide(lambda: billing, sync_to_thread=False)},
-        exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused},
+        | {"billing": Provide(lambda: billing, sync_to_thread=False)}
+        | {"billing_view": Provide(lambda: services.billing, sync_to_thread=False)}
+        | {"billing_service": Provide(lambda: billing_service, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused, BillingOff: billing_off},
         request_class=JsonBodyRequest,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
@@ -157,6 +163,25 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     _summaries_from_docstrings(app)
     _document_operations(app)
     return app
+
+
+def _billing_service(config: BillingConfig, services: Services) -> BillingService:
+    """Billing's use cases; Stripe only when a secret key is configured (billing is off by default)."""
+    from api.dependencies import CommandService
+
+    gateway = None
+    if config.enabled:
+        from api.stripe_gateway import StripeGateway
+
+        gateway = StripeGateway(config)
+    return BillingService(services.app, CommandService(services), gateway)
+
+
+def billing_off(_: Any, exc: BillingOff) -> Any:
+    """503: this server sells no plans (no Stripe key configured)."""
+    from api.problems import problem
+
+    return problem(503, exc.title, str(exc), "billing-off")
 
 
 def _summaries_from_docstrings(app: Litestar) -> None:

@@ -32,6 +32,7 @@ from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
+from projections.billing_view import BillingView
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
@@ -65,6 +66,7 @@ class Services:
     authenticator: KeyAuthenticator
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
+    billing: BillingView = field(default_factory=BillingView)  # invoices, payments, subscriptions (issue 15)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -189,6 +191,8 @@ def build_services(
     audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
+    billing = BillingView()
+    read_models.add_in_memory("billing", billing)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -211,6 +215,7 @@ def build_services(
         ),
         read_models=read_models,
         ledger=ledger,
+        billing=billing,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
