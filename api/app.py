@@ -149,6 +149,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)}
         | {"billing": Provide(lambda: billing, sync_to_thread=False)}
         | {"billing_view": Provide(lambda: services.billing, sync_to_thread=False)}
+        | {"billing_ledger": Provide(lambda: services.billing_ledger, sync_to_thread=False)}
         | {"billing_service": Provide(lambda: billing_service, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused, BillingOff: billing_off},
         request_class=JsonBodyRequest,

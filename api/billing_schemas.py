@@ -83,3 +83,13 @@ class PaymentOut(msgspec.Struct):
     amount_cents: int
     refunded_cents: int
     succeeded_at: datetime | None
+
+
+class LedgerEntryOut(msgspec.Struct):
+    at: datetime
+    kind: str
+    ref: str
+    detail: str
+    currency: str
+    amount_cents: int
+    vat_cents: int

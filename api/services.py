@@ -32,6 +32,8 @@ from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
+from projections.billing_ledger import BillingLedger, BillingTable
+from projections.billing_tables import PostgresBillingTable, SQLiteBillingTable
 from projections.billing_view import BillingView
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
@@ -67,6 +69,7 @@ class Services:
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     billing: BillingView = field(default_factory=BillingView)  # invoices, payments, subscriptions (issue 15)
+    billing_ledger: BillingLedger | None = None  # every billing fact as a row, kept for the retention period
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -192,9 +195,12 @@ def build_services(
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
     billing = BillingView()
-    read_models.add_in_memory("billing", billing)
+    read_models.add_in_memory("billing_view", billing)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
+    billing_class = SQLiteBillingTable if settings.persistence == "sqlite" else PostgresBillingTable
+    billing_ledger = BillingLedger(cast(BillingTable, app.factory.tracking_recorder(billing_class)))
+    read_models.add_tracked(billing_ledger)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
     ledger_class = SQLiteLedgerTables if settings.persistence == "sqlite" else PostgresLedgerTables
     ledger = build_ledger(settings, app.factory.tracking_recorder(ledger_class), clock)
@@ -216,6 +222,7 @@ def build_services(
         read_models=read_models,
         ledger=ledger,
         billing=billing,
+        billing_ledger=billing_ledger,
     )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale

@@ -20,7 +20,7 @@ class StripeEvent(Aggregate):
     class Received(Aggregate.Created):
         event_id: str
         type: str
-        tenant_id: UUID | None
+        tenant_id: UUID
         outcome: str  # what we did: "applied", "ignored", "stale" (older than what we know)
         actor: str
         request_id: str
@@ -31,9 +31,7 @@ class StripeEvent(Aggregate):
         return stripe_event_id(event_id)
 
     @event(Received)
-    def __init__(
-        self, event_id: str, type: str, tenant_id: UUID | None, outcome: str, actor: str, request_id: str
-    ) -> None:
+    def __init__(self, event_id: str, type: str, tenant_id: UUID, outcome: str, actor: str, request_id: str) -> None:
         self.event_id = event_id
         self.type = type
         self.tenant_id = tenant_id

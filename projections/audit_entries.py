@@ -22,6 +22,7 @@ from domain.pairing_key import PairingKey
 from domain.tenant import Tenant
 from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
+from projections.audit_billing import BILLING_DESCRIBE
 
 USAGE_ACTION = "usage.hourly"
 
@@ -94,6 +95,7 @@ DESCRIBE: dict[type, Describe] = {
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
 }
+DESCRIBE.update(BILLING_DESCRIBE)  # billing (issue 15): projections/audit_billing.py
 
 
 def entry_for(event: Any) -> AuditEntry | None:

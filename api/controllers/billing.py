@@ -8,12 +8,13 @@ from datetime import datetime
 
 from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from api.billing_schemas import (
     AccountIn,
     AccountOut,
     InvoiceOut,
+    LedgerEntryOut,
     PaymentOut,
     PlanChangeOut,
     SubscriptionIn,
@@ -27,6 +28,7 @@ from domain.context import Ctx
 from domain.errors import NotFound
 from domain.permissions import Action
 from policies import plans
+from projections.billing_ledger import BillingLedger
 from projections.billing_view import BillingView, InvoiceRow
 
 CSV_COLUMNS = (
@@ -124,6 +126,17 @@ class BillingController(Controller):
             ])  # fmt: skip
         headers = {"Content-Disposition": 'attachment; filename="invoices.csv"'}
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    @get("/ledger", operation_id="billingLedger", opt={"action": Action.BILLING_READ}, sync_to_thread=True)
+    def ledger(
+        self, principal: NamedDependency[Principal], billing_ledger: NamedDependency[BillingLedger],
+        since: FromQuery[datetime | None] = None, until: FromQuery[datetime | None] = None,
+    ) -> list[LedgerEntryOut]:  # fmt: skip
+        """Every billing fact of the tenant in order: invoices, payments, refunds, late fees, plan changes."""
+        return [
+            LedgerEntryOut(r.at, r.kind, r.ref, r.detail, r.currency, r.amount_cents, r.vat_cents)
+            for r in billing_ledger.query(principal.tenant_id, since, until)
+        ]
 
     @get("/payments", operation_id="listPayments", opt={"action": Action.BILLING_READ}, sync_to_thread=False)
     def payments(

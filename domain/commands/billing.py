@@ -185,11 +185,11 @@ class BillingCommands(Commands):
         if self._get(marker_id) is not None:
             return "duplicate"
         tenant_id = delivery.tenant_id or self.tenant_for_customer(delivery.customer_id)
+        if tenant_id is None or self._get(tenant_id) is None:
+            return "ignored"  # not about one of our tenants (nothing changes, so nothing to remember)
         changed: list[Aggregate] = []
         if delivery.fact is None:
             outcome = "ignored"
-        elif tenant_id is None:
-            outcome = "unknown customer"
         else:
             changed = self._apply_fact(Ctx(SYSTEM, tenant_id, request_id), delivery.fact)
             outcome = "applied" if changed else "stale"

@@ -83,3 +83,33 @@ def test_amounts_stay_readable_after_the_billed_party_is_erased(api: Api, servic
     assert account.country == "DE"  # VAT facts stay in clear
     billed = services.app.repository.get(invoice_id("in_e"))
     assert (billed.net_cents, billed.vat_cents, billed.tenant_id) == (99_00, 0, tenant_id)  # amounts in clear
+
+
+def test_the_billing_ledger_keeps_every_fact_once_on_both_stores(api: Api, services: Services) -> None:
+    from datetime import timedelta
+
+    from tests.support.stripe_events import charge_refunded, payment_intent
+
+    admin, _, _, tenant_id = keys(api)
+    now = int(api.clock().timestamp())
+    deliveries = [
+        event("evt_1", "invoice.created", invoice("in_l", tenant_id, now), now),
+        event("evt_2", "payment_intent.succeeded", payment_intent("pi_l", tenant_id, 25_00), now),
+        event("evt_3", "charge.refunded", charge_refunded("ch_l", "pi_l", tenant_id, 25_00, 25_00), now + 60),
+    ]
+    for delivery in deliveries + deliveries:  # a redelivery adds no row
+        services.app.apply_stripe_event(delivery_of(delivery), "r")
+    services.app.invoice_due("in_l", api.clock() + timedelta(days=40), "sweep")  # 30-day term: 10 days late
+    ledger = services.billing_ledger
+    assert ledger is not None
+    head = services.runner.log.head()
+    wait_until(lambda: ledger.stored_position() >= head)  # the runner's thread writes tracked models
+    entries = api.call("GET", "/api/v1/billing/ledger", admin).json()
+    assert [(e["kind"], e["amount_cents"], e["vat_cents"]) for e in entries] == [
+        ("invoice_issued", 99_00, 19_80), ("payment", 25_00, 0), ("refund", 25_00, 0), ("invoice_overdue", 0, 0),
+        ("late_fee", 40_00 + round(118_80 * 0.1215 * 10 / 365), 0),
+    ]  # fmt: skip
+    before = ledger.query(tenant_id)
+    ledger.clear()  # `ownllm projections rebuild billing`
+    wait_until(lambda: ledger.query(tenant_id) == before)
+    assert api.call("GET", "/api/v1/billing/ledger", admin, params={"since": "2999-01-01T00:00:00Z"}).json() == []

@@ -127,7 +127,7 @@ def _deliveries(tid: UUID, start: int) -> list[dict[str, Any]]:
         event("evt_ps", "payment_intent.succeeded", payment_intent("pi_c", tid, 50_00), start),
         event("evt_r1", "charge.refunded", charge_refunded("ch_c", "pi_c", tid, 50_00, 20_00), start + DAY),
         event("evt_r2", "charge.refunded", charge_refunded("ch_c", "pi_c", tid, 50_00, 50_00), start + 2 * DAY),
-        event("evt_unknown", "customer.discount.created", {"id": "di_1"}, start),
+        event("evt_unknown", "customer.discount.created", {"id": "di_1", "metadata": {"tenant_id": str(tid)}}, start),
     ]
 
 

@@ -126,8 +126,10 @@ def test_each_stripe_event_applies_once_whatever_the_order(services: Services) -
     invoice = app.repository.get(invoice_id("in_1"))
     assert invoice.paid and invoice.vat_cents == 19_80  # a French customer without account: 20 %
     unknown = StripeDelivery("evt_x", "customer.created", "cus_9", None, None)
-    assert app.apply_stripe_event(unknown, "r") == "ignored"
-    assert app.apply_stripe_event(unknown, "r") == "duplicate"
+    assert app.apply_stripe_event(unknown, "r") == "ignored"  # no tenant: acknowledged, nothing recorded
+    ignored = StripeDelivery("evt_y", "customer.discount.created", "", ctx.tenant_id, None)
+    assert app.apply_stripe_event(ignored, "r") == "ignored"
+    assert app.apply_stripe_event(ignored, "r") == "duplicate"
 
 
 def test_payments_and_refunds_in_any_order(services: Services) -> None:

@@ -16,12 +16,17 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.sealing import SealingMapper
 from domain.usage import UsageRecord
+from projections.billing_ledger import BillingLedger
+from projections.billing_view import BillingView
 from projections.directory import Directory
 from projections.log import NotificationLog, Recorded, topics_of
 from projections.status import Failures
 from projections.usage_view import UsageProjection
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
+
+# the in-memory read models' topics together: the directory's and billing's (issue 15)
+MEMORY_TOPICS = tuple(sorted({*Directory.topics, *BillingView.topics}))
 
 
 def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:
@@ -77,7 +82,7 @@ def test_a_process_starts_and_polls_without_decoding_one_usage_event(
     services = build_services(msgspec.structs.replace(settings_, run_projections=run_projections))
     try:
         assert decoded[USAGE] == 0
-        assert sum(decoded.values()) > 0 and set(decoded) <= set(Directory.topics)
+        assert sum(decoded.values()) > 0 and set(decoded) <= set(MEMORY_TOPICS)
         for tenant in tenants:  # ...and the directory is whole: every admin key authenticates
             assert services.authenticator.authenticate(tenant.admin_key.secret).tenant_id == tenant.tenant_id
         assert services.runner.position == services.runner.log.head()
@@ -102,12 +107,18 @@ def test_the_in_memory_read_asks_only_for_the_directory_topics(
     settings_, _ = history
     services = build_services(settings_, start_runner=False)
     try:
-        assert asked and set(asked) == {Directory.topics}  # the usage view was already at the head
+        assert asked and set(asked) == {MEMORY_TOPICS}  # the usage view was already at the head
         record(services, uuid.uuid4())
         asked.clear()
         services.runner.catch_up()
         # usage records and refusal tallies; the audit log reads every event
-        assert asked == [Directory.topics, UsageProjection.topics, (), ()]  # audit log and integrity ledger
+        assert asked == [
+            MEMORY_TOPICS,
+            UsageProjection.topics,
+            (),
+            BillingLedger.topics,
+            (),
+        ]  # audit, billing, integrity
     finally:
         services.close()
 
