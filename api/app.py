@@ -167,8 +167,11 @@ def _inference(settings: Settings, services: Services) -> Any:
     if not settings.inference:
         return None
     from api.proxy import InferenceGateway
+    from api.proxy.balance import CreditGate
 
-    gateway = InferenceGateway(settings, services.authenticator, usage_writer(settings, services.app))
+    gateway = InferenceGateway(
+        settings, services.authenticator, usage_writer(settings, services.app), credits=CreditGate(services.credits)
+    )
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 

@@ -52,7 +52,7 @@ class CreditDebits:
     """
 
     name = "credit-debits"
-    topics = (get_topic(UsageRecord.Recorded),)
+    topics: tuple[str, ...] = (get_topic(UsageRecord.Recorded),)
 
     def __init__(self, app: Debiting) -> None:
         self.app = app

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.credit_debits import CreditDebits
 from api.ledger_keys import build_ledger
 from api.secret_files import (
     PEPPER_HINT,
@@ -32,6 +33,7 @@ from domain.application import OwnLLM, utc_now
 from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
+from projections.credit_balances import CreditBalances
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
@@ -65,6 +67,7 @@ class Services:
     authenticator: KeyAuthenticator
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
+    credits: CreditBalances = field(default_factory=CreditBalances)  # balances and prices, for the proxy
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -188,6 +191,8 @@ def build_services(
     audit = AuditProjection(cast(AuditTable, app.factory.tracking_recorder(audit_class)))
     read_models = ReadModels()
     read_models.add_in_memory("directory", directory)
+    credit_balances = CreditBalances()
+    read_models.add_in_memory("credit-balances", credit_balances)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
@@ -210,7 +215,9 @@ def build_services(
         ),
         read_models=read_models,
         ledger=ledger,
+        credits=credit_balances,
     )
+    services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:

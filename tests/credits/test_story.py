@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from api.credit_debits import CreditDebits, CreditExpirySweep
+from api.credit_debits import CreditExpirySweep
 from api.services import Services
 from domain.errors import NoticeTooShort, NotRefundable
 from tests.support.clock import ManualClock
@@ -37,7 +37,6 @@ def settle(services: Services, name: str = "credit-debits") -> None:
 
 def test_a_tenant_buys_credits_and_spends_them_oldest_first(services: Services, clock: ManualClock) -> None:
     app = services.app
-    services.reactions.add(CreditDebits(app))
     acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
     real_now = datetime.now(UTC)  # usage events carry the real time of their writing
 
