@@ -17,6 +17,7 @@ from litestar.utils.helpers import unwrap_partial
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
+from api.controllers.credits import CreditController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
@@ -122,6 +123,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         UsageController,
+        CreditController,
         AuditController,
         ReplayController,
         LedgerController,

@@ -34,6 +34,8 @@ from domain.sealing import KeyStore
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.credit_balances import CreditBalances
+from projections.credit_tables import PostgresCreditTables, SQLiteCreditTables
+from projections.credit_view import CreditProjection, CreditTables
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
@@ -68,6 +70,7 @@ class Services:
     read_models: ReadModels
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     credits: CreditBalances = field(default_factory=CreditBalances)  # balances and prices, for the proxy
+    credit_view: CreditProjection | None = None  # lots, movements, notices (projections/credit_view.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -195,6 +198,9 @@ def build_services(
     read_models.add_in_memory("credit-balances", credit_balances)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
+    credit_class = SQLiteCreditTables if settings.persistence == "sqlite" else PostgresCreditTables
+    credit_view = CreditProjection(cast(CreditTables, app.factory.tracking_recorder(credit_class)))
+    read_models.add_tracked(credit_view)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
     ledger_class = SQLiteLedgerTables if settings.persistence == "sqlite" else PostgresLedgerTables
     ledger = build_ledger(settings, app.factory.tracking_recorder(ledger_class), clock)
@@ -216,6 +222,7 @@ def build_services(
         read_models=read_models,
         ledger=ledger,
         credits=credit_balances,
+        credit_view=credit_view,
     )
     services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
     services.runner.on_advance = services.notify

@@ -26,6 +26,7 @@ class Action(StrEnum):
     USAGE_TENANT = "usage.tenant"
     INFERENCE = "inference"
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
+    CREDITS_READ = "credits.read"  # prepaid-credit balance, lots and movements (and their CSV export)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ MATRIX: dict[Action, Rule] = {
     Action.USAGE_TENANT: Rule(Scope.ADMIN_READ, frozenset({Role.ADMIN, Role.BILLING})),
     Action.INFERENCE: Rule(Scope.INFERENCE, frozenset({Role.ADMIN, Role.MEMBER})),
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
+    Action.CREDITS_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
 }
 
 
