@@ -20,6 +20,7 @@ from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.billing import BillingController
+from api.controllers.credits import CreditController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController
 from api.controllers.ledger import LedgerController
@@ -126,6 +127,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         PairingKeyController,
         AgentController,
         UsageController,
+        CreditController,
         AuditController,
         ReplayController,
         LedgerController,
@@ -199,8 +201,11 @@ def _inference(settings: Settings, services: Services) -> Any:
     if not settings.inference:
         return None
     from api.proxy import InferenceGateway
+    from api.proxy.balance import CreditGate
 
-    gateway = InferenceGateway(settings, services.authenticator, usage_writer(settings, services.app))
+    gateway = InferenceGateway(
+        settings, services.authenticator, usage_writer(settings, services.app), credits=CreditGate(services.credits)
+    )
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway
 

@@ -70,6 +70,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "audit": _always(AuditReader(services.audit, services.runner.log, services.app.mapper.to_domain_event)),
         "settings": _always(services.settings),
         "ledger": _always(services.ledger),
+        "credits": _always(services.credit_view),
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.credit_debits import CreditDebits
 from api.ledger_keys import build_ledger
 from api.secret_files import (
     PEPPER_HINT,
@@ -35,6 +36,9 @@ from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
 from projections.billing_ledger import BillingLedger, BillingTable
 from projections.billing_tables import PostgresBillingTable, SQLiteBillingTable
 from projections.billing_view import BillingView
+from projections.credit_balances import CreditBalances
+from projections.credit_tables import PostgresCreditTables, SQLiteCreditTables
+from projections.credit_view import CreditProjection, CreditTables
 from projections.directory import Directory
 from projections.handler_locks import FileLocks, PostgresLocks
 from projections.integrity.ledger import Ledger
@@ -70,6 +74,8 @@ class Services:
     ledger: Ledger | None = None  # the integrity ledger (api/ledger_keys.py)
     billing: BillingView = field(default_factory=BillingView)  # invoices, payments, subscriptions (issue 15)
     billing_ledger: BillingLedger | None = None  # every billing fact as a row, kept for the retention period
+    credits: CreditBalances = field(default_factory=CreditBalances)  # balances and prices, for the proxy
+    credit_view: CreditProjection | None = None  # lots, movements, notices (projections/credit_view.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     _agents_seen: int = -1
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -196,11 +202,16 @@ def build_services(
     read_models.add_in_memory("directory", directory)
     billing = BillingView()
     read_models.add_in_memory("billing_view", billing)
+    credit_balances = CreditBalances()
+    read_models.add_in_memory("credit-balances", credit_balances)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
     billing_class = SQLiteBillingTable if settings.persistence == "sqlite" else PostgresBillingTable
     billing_ledger = BillingLedger(cast(BillingTable, app.factory.tracking_recorder(billing_class)))
     read_models.add_tracked(billing_ledger)
+    credit_class = SQLiteCreditTables if settings.persistence == "sqlite" else PostgresCreditTables
+    credit_view = CreditProjection(cast(CreditTables, app.factory.tracking_recorder(credit_class)))
+    read_models.add_tracked(credit_view)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
     ledger_class = SQLiteLedgerTables if settings.persistence == "sqlite" else PostgresLedgerTables
     ledger = build_ledger(settings, app.factory.tracking_recorder(ledger_class), clock)
@@ -223,7 +234,10 @@ def build_services(
         ledger=ledger,
         billing=billing,
         billing_ledger=billing_ledger,
+        credits=credit_balances,
+        credit_view=credit_view,
     )
+    services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:

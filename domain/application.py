@@ -18,6 +18,7 @@ from domain.commands.access import IssuedSecret, PairedAgent
 from domain.commands.base import CredentialHasher, Directory, utc_now
 from domain.commands.billing import BillingCommands
 from domain.commands.compliance import ComplianceCommands
+from domain.commands.credits import CreditCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
 from domain.sealing import KeyStore, SealingMapper
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, BillingCommands):
+class OwnLLM(TenancyCommands, MeteringCommands, ComplianceCommands, BillingCommands, CreditCommands):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 
     name = "ownllm"

@@ -28,6 +28,7 @@ class Action(StrEnum):
     AUDIT_READ = "audit.read"  # search, export and replay the audit trail
     BILLING_READ = "billing.read"  # billing account, subscription, invoices, CSV export
     BILLING_MANAGE = "billing.manage"  # billing details, subscribe, change or cancel the plan
+    CREDITS_READ = "credits.read"  # prepaid-credit balance, lots and movements (and their CSV export)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ MATRIX: dict[Action, Rule] = {
     Action.AUDIT_READ: Rule(Scope.AUDIT_READ, _OVERSIGHT),
     Action.BILLING_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
     Action.BILLING_MANAGE: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
+    Action.CREDITS_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
 }
 
 

@@ -17,14 +17,20 @@ from uuid import UUID
 from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.audit_export import AuditExport
+from domain.credit_ledger import CreditLedger
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
+from domain.price_book import PriceBook
 from domain.tenant import Tenant
 from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
 from projections.audit_billing import BILLING_DESCRIBE
 
 USAGE_ACTION = "usage.hourly"
+# Not a row each: a debit per request is in the credit movements (projections/credit_view.py) as the
+# usage is in the hourly rows; the price book is the platform's, no tenant's (each affected tenant's
+# notice is in the credit notices outbox).
+NOT_ROWS = (CreditLedger.Debited, PriceBook.Opened, PriceBook.PriceChangeScheduled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,22 @@ DESCRIBE: dict[type, Describe] = {
     Agent.Paired: _object("agent", "agent", "paired", lambda e: f"agent paired as NATS user {e.nats_user}"),
     Agent.Revoked: _object("agent", "agent", "revoked", lambda e: "agent revoked"),
     RejectionTally.Counted: lambda e: ("usage.refusals_counted", "tenant", e.tenant_id, _refusals(e)),
+    CreditLedger.LotPurchased: _object(
+        "credits", "credit_lot", "purchased", lambda e: f"{e.amount_cents} cents bought"
+    ),
+    CreditLedger.LotExpired: _object(
+        "credits", "credit_lot", "expired", lambda e: f"{e.amount_micro} micro-cents expired"
+    ),
+    CreditLedger.LotRefunded: _object(
+        "credits", "credit_lot", "refunded", lambda e: f"{e.amount_cents} cents refunded"
+    ),
+    CreditLedger.Forfeited: _object(
+        "credits", "credit_ledger", "forfeited", lambda e: f"{e.amount_micro} micro-cents forfeited"
+    ),
+    CreditLedger.BillingModeSet: _object(
+        "credits", "credit_ledger", "billing_mode_set", lambda e: f"billing mode {e.mode}"
+    ),
+    CreditLedger.Opened: _object("credits", "credit_ledger", "opened", lambda e: "credit ledger opened"),
     AuditExport.Made: _object(
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
@@ -100,7 +122,7 @@ DESCRIBE.update(BILLING_DESCRIBE)  # billing (issue 15): projections/audit_billi
 
 def entry_for(event: Any) -> AuditEntry | None:
     """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
-    if is_usage(event):
+    if is_usage(event) or isinstance(event, NOT_ROWS):
         return None
     describe = DESCRIBE.get(type(event), _undescribed)
     action, subject_kind, subject_id, summary = describe(event)

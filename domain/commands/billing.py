@@ -191,6 +191,7 @@ class BillingCommands(Commands):
         if delivery.fact is None:
             outcome = "ignored"
         else:
+            self._grant_credits(tenant_id, delivery.fact)
             changed = self._apply_fact(Ctx(SYSTEM, tenant_id, request_id), delivery.fact)
             outcome = "applied" if changed else "stale"
         marker = StripeEvent(
@@ -204,6 +205,14 @@ class BillingCommands(Commands):
                 return "duplicate"  # the same event, delivered twice at once: the other one applied it
             raise Conflict("billing records changed at the same time; Stripe will retry") from None
         return outcome
+
+    def _grant_credits(self, tenant_id: UUID, fact: Fact) -> None:
+        """A succeeded credit purchase adds its lot to the credit ledger (``purchase_credits``, idempotent per
+        payment id), before the event's marker is saved: a crash between the two is healed by Stripe's
+        redelivery, which grants nothing twice."""
+        purchase = getattr(self, "purchase_credits", None)  # the credit ledger's command (domain/commands/credits.py)
+        if purchase is not None and isinstance(fact, PaymentFact) and fact.currency.lower() == "usd":
+            purchase(tenant_id, fact.amount_cents, fact.stripe_payment_id, fact.at, SYSTEM)
 
     def _apply_fact(self, ctx: Ctx, fact: Fact) -> list[Aggregate]:
         if isinstance(fact, InvoiceFact):

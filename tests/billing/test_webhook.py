@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.stripe_webhook import MAX_BODY_BYTES, signature_header
+from domain.credit_ledger import lot_id_for
 from domain.invoice import Invoice, invoice_id
 from domain.payment import Payment, payment_id
 from domain.stripe_event import stripe_event_id
@@ -162,3 +163,6 @@ def test_duplicated_and_shuffled_deliveries_have_one_effect_each(
     assert isinstance(pay, Payment) and pay.succeeded and pay.refunded_cents == 50_00  # never more than refunded
     refunds = [e for e in aggregate_events(app, pay.id) if isinstance(e, Payment.Refunded)]
     assert sum(e.amount_cents for e in refunds) == 50_00
+    ledger = app.credit_ledger(tid)  # the purchase became exactly one lot of prepaid credits: no double credit
+    assert ledger is not None and list(ledger.lots) == [lot_id_for(tid, f"pi_{tag}c")]
+    assert ledger.lots[lot_id_for(tid, f"pi_{tag}c")].amount_cents == 50_00

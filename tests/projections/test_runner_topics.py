@@ -18,6 +18,8 @@ from domain.sealing import SealingMapper
 from domain.usage import UsageRecord
 from projections.billing_ledger import BillingLedger
 from projections.billing_view import BillingView
+from projections.credit_balances import CreditBalances
+from projections.credit_view import CreditProjection
 from projections.directory import Directory
 from projections.log import NotificationLog, Recorded, topics_of
 from projections.status import Failures
@@ -25,8 +27,8 @@ from projections.usage_view import UsageProjection
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
 
-# the in-memory read models' topics together: the directory's and billing's (issue 15)
-MEMORY_TOPICS = tuple(sorted({*Directory.topics, *BillingView.topics}))
+# the in-memory read models' topics together: the directory's, billing's and credit balances' (issue 15)
+MEMORY_TOPICS = tuple(sorted({*Directory.topics, *BillingView.topics, *CreditBalances.topics}))
 
 
 def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:
@@ -69,6 +71,8 @@ def history(make_settings: Callable[..., Settings]) -> Iterator[tuple[Settings, 
         for _ in range(50):
             record(writer, tenants[-1].tenant_id)
     writer.runner.catch_up()
+    while writer.reactions.run_once():  # reactions too (credit debits read usage): history fully handled
+        pass
     assert writer.usage.position == writer.runner.log.head()
     writer.close()
     yield settings_, tenants
@@ -117,8 +121,9 @@ def test_the_in_memory_read_asks_only_for_the_directory_topics(
             UsageProjection.topics,
             (),
             BillingLedger.topics,
+            CreditProjection.topics,
             (),
-        ]  # audit, billing, integrity
+        ]  # audit (every event), billing ledger, credit view, integrity (every event)
     finally:
         services.close()
 
