@@ -90,7 +90,7 @@ def _fact(kind: str, obj: dict[str, Any], at: datetime, metadata: dict[str, str]
     if kind in _SUBSCRIPTION_CHANGES:
         return _subscription(_SUBSCRIPTION_CHANGES[kind], obj, at, metadata)
     if kind == "payment_intent.succeeded" and metadata.get("purpose") == CREDIT_PURPOSE:
-        return PaymentFact(str(obj["id"]), int(obj["amount_received"] or obj["amount"]), str(obj["currency"]),
+        return PaymentFact(str(obj["id"]), int(obj.get("amount_received") or obj["amount"]), str(obj["currency"]),
                            CREDIT_PURPOSE, at)  # fmt: skip
     if kind == "charge.refunded" and obj.get("payment_intent") and metadata.get("purpose") == CREDIT_PURPOSE:
         return RefundFact(str(obj["payment_intent"]), str(obj["id"]), int(obj["amount"]), int(obj["amount_refunded"]),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -122,17 +121,39 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
     assert lines[-1]["late_fees"] == "41.19" and lines[-1]["status"] == "overdue"
 
 
+def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services, str], clock: ManualClock) -> None:
+    services, base_url = billed
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
+    ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "buy-1")
+    app.save_billing_account(ctx, name="Acme AS", email="regnskap@acme.example", address="Storgata 1, Oslo",
+                             country="NO")  # fmt: skip
+    gateway = StripeGateway(_config(services))
+    billing = BillingService(app, CommandService(services), gateway)
+    card = _save_card(gateway, billing.customer(ctx))
+    intent_id, _, status = billing.buy_credits(ctx, 25_00, payment_method=card)
+    assert status == "succeeded"
+    # localstripe does not send payment_intent.succeeded: the event is built from its own object and signed.
+    intent = gateway.client.v1.payment_intents.retrieve(intent_id).to_dict()
+    now = int(clock().timestamp())
+    raw, headers = signed(event(f"evt_{intent_id}", "payment_intent.succeeded", intent, now), now)
+    for _ in range(3):  # redelivered: still one lot
+        assert httpx.post(f"{base_url}/api/v1/billing/stripe/webhook", content=raw, headers=headers).status_code == 200
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None and [lot.amount_cents for lot in ledger.lots.values()] == [25_00]
+    payments = services.billing.tenant_payments(acme.tenant_id)
+    assert [(p.amount_cents, p.currency, p.succeeded_at is not None) for p in payments] == [(25_00, "usd", True)]
+
+
 def _config(services: Services) -> Any:
     from api.billing_config import billing_config
 
     return billing_config(services.settings)
 
 
-def _save_card(gateway: StripeGateway, customer: str) -> None:
+def _save_card(gateway: StripeGateway, customer: str) -> str:
     card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
     method = gateway.client.v1.payment_methods.create(params={"type": "card", "card": card})
     gateway.client.v1.payment_methods.attach(method.id, params={"customer": customer})
     gateway.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": method.id}})
-
-
-_ = timedelta
+    return str(method.id)

@@ -52,7 +52,7 @@ def send_webhooks_to(base: str, url: str, secret: str) -> None:
     response.raise_for_status()
 
 
-def wait_until(condition: object, timeout_s: float = 20.0) -> None:
+def wait_until(condition: object, timeout_s: float = 60.0) -> None:
     """Poll ``condition()`` until true (webhooks arrive asynchronously); no fixed sleep."""
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
