@@ -15,10 +15,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.utils.helpers import unwrap_partial
 
+from api.billing_config import BillingConfig, billing_config
+from api.billing_service import BillingOff, BillingService
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.appeals import AppealController, SuspensionController
 from api.controllers.audit import AuditController, ReplayController
+from api.controllers.billing import BillingController
+from api.controllers.credits import CreditController
 from api.controllers.features import FeatureController
 from api.controllers.invites import InviteController
 from api.controllers.keys import KeyController, KeySharingController
@@ -27,6 +31,7 @@ from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
 from api.controllers.lifecycle import DeletionController, ExportController
 from api.controllers.operator import OperatorController
+from api.controllers.stripe_webhook import stripe_webhook
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
 from api.controllers.users import UserController
@@ -135,6 +140,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         LegalController,
         TermsController,
         UsageController,
+        CreditController,
         AuditController,
         ReplayController,
         LedgerController,
@@ -143,7 +149,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         AppealController,
         DeletionController,
         ExportController,
+        stripe_webhook,
+        BillingController,
     ]
+    billing = billing_config(settings)
+    billing_service = _billing_service(billing, services)
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
@@ -155,8 +165,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app = Litestar(
         route_handlers=route_handlers,
         guards=[PermissionGuard(services.authenticator)],
-        dependencies=dependencies(services) | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)},
-        exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused},
+        dependencies=dependencies(services)
+        | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)}
+        | {"billing": Provide(lambda: billing, sync_to_thread=False)}
+        | {"billing_view": Provide(lambda: services.billing, sync_to_thread=False)}
+        | {"billing_ledger": Provide(lambda: services.billing_ledger, sync_to_thread=False)}
+        | {"billing_service": Provide(lambda: billing_service, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS | {SignupRefused: signup_refused, BillingOff: billing_off},
         request_class=JsonBodyRequest,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
@@ -177,6 +192,25 @@ def _operator_auth(services: Services) -> OperatorAuthenticator:
     return OperatorAuthenticator(services.enforcement, auth.pepper, auth.directory_behind_s)
 
 
+def _billing_service(config: BillingConfig, services: Services) -> BillingService:
+    """Billing's use cases; Stripe only when a secret key is configured (billing is off by default)."""
+    from api.dependencies import CommandService
+
+    gateway = None
+    if config.enabled:
+        from api.stripe_gateway import StripeGateway
+
+        gateway = StripeGateway(config)
+    return BillingService(services.app, CommandService(services), gateway)
+
+
+def billing_off(_: Any, exc: BillingOff) -> Any:
+    """503: this server sells no plans (no Stripe key configured)."""
+    from api.problems import problem
+
+    return problem(503, exc.title, str(exc), "billing-off")
+
+
 def _summaries_from_docstrings(app: Litestar) -> None:
     """The docs list each operation by the first line of its docstring, not its function name."""
     for route in app.routes:
@@ -192,6 +226,7 @@ def _inference(settings: Settings, services: Services) -> Any:
         return None
     from api.key_sharing import SharingReporter
     from api.proxy import InferenceGateway
+    from api.proxy.balance import CreditGate
     from api.proxy.licences import LicenceGate
     from api.proxy.sharing import SharingDetector
     from legal import catalogue
@@ -212,6 +247,7 @@ def _inference(settings: Settings, services: Services) -> Any:
         usage,
         licences=licences if settings.model_licence_gate else None,
         sharing=sharing,
+        credits=CreditGate(services.credits),
     )
     services.on_agents_changed(lambda: _forget_revoked_agents(services, gateway))
     return gateway

@@ -77,6 +77,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "lifecycle": _always(services.lifecycle),
         "export_files": _always(ExportFiles(services.settings.exports_path)),
         "wake_sweeper": _always(lambda: services.sweeper.wake() if services.sweeper is not None else None),
+        "credits": _always(services.credit_view),
     }
 
 

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.credit_debits import CreditDebits
 from api.ledger_keys import build_ledger
 from api.secret_files import (
     PEPPER_HINT,
@@ -36,6 +37,12 @@ from domain.sealing import KeyStore
 from legal.documents import load as load_documents
 from projections.audit_log import AuditProjection, AuditTable
 from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
+from projections.billing_ledger import BillingLedger, BillingTable
+from projections.billing_tables import PostgresBillingTable, SQLiteBillingTable
+from projections.billing_view import BillingView
+from projections.credit_balances import CreditBalances
+from projections.credit_tables import PostgresCreditTables, SQLiteCreditTables
+from projections.credit_view import CreditProjection, CreditTables
 from projections.directory import Directory
 from projections.enforcement import Enforcement
 from projections.handler_locks import FileLocks, PostgresLocks
@@ -76,6 +83,10 @@ class Services:
     outbox: Any = None  # the e-mail outbox once attached (api/outbox: attach_outbox)
     lifecycle: LifecycleView = field(default_factory=lambda: LifecycleView(Directory()))  # deletions, exports
     sweeper: Any = None  # the policy sweeper (api/sweeper.py) where this process runs one
+    billing: BillingView = field(default_factory=BillingView)  # invoices, payments, subscriptions (issue 15)
+    billing_ledger: BillingLedger | None = None  # every billing fact as a row, kept for the retention period
+    credits: CreditBalances = field(default_factory=CreditBalances)  # balances and prices, for the proxy
+    credit_view: CreditProjection | None = None  # lots, movements, notices (projections/credit_view.py)
     agent_listeners: list[Callable[[], object]] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)  # run first on close, newest first
     _agents_seen: int = -1
@@ -207,6 +218,7 @@ def build_services(
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
     if settings.legal_dir:  # the operator's own documents instead of the bundled ones
         app.legal_documents = load_documents(Path(settings.legal_dir))
+    app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT rules invoices follow
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable
@@ -219,8 +231,18 @@ def build_services(
     read_models.add_in_memory("lifecycle", lifecycle)
     read_models.add_in_memory("erasures", ErasureFollower(keys))  # an erasure elsewhere drops our cached key
     app.lifecycle_index = lifecycle
+    billing = BillingView()
+    read_models.add_in_memory("billing_view", billing)
+    credit_balances = CreditBalances()
+    read_models.add_in_memory("credit-balances", credit_balances)
     read_models.add_tracked(usage)
     read_models.add_tracked(audit)
+    billing_class = SQLiteBillingTable if settings.persistence == "sqlite" else PostgresBillingTable
+    billing_ledger = BillingLedger(cast(BillingTable, app.factory.tracking_recorder(billing_class)))
+    read_models.add_tracked(billing_ledger)
+    credit_class = SQLiteCreditTables if settings.persistence == "sqlite" else PostgresCreditTables
+    credit_view = CreditProjection(cast(CreditTables, app.factory.tracking_recorder(credit_class)))
+    read_models.add_tracked(credit_view)
     # The integrity ledger: every stored event a leaf, checkpoints signed with a key kept out of the database.
     ledger_class = SQLiteLedgerTables if settings.persistence == "sqlite" else PostgresLedgerTables
     ledger = build_ledger(settings, app.factory.tracking_recorder(ledger_class), clock)
@@ -243,7 +265,12 @@ def build_services(
         ledger=ledger,
         enforcement=enforcement,
         lifecycle=lifecycle,
+        billing=billing,
+        billing_ledger=billing_ledger,
+        credits=credit_balances,
+        credit_view=credit_view,
     )
+    services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     services.terms_use = continued_use(services, clock)

@@ -101,6 +101,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exports_dir: str = ""  # default {var_dir}/exports
     keys_dsn: str = ""  # PostgreSQL subject keys in their own database (production); default postgres_dsn
     keys_vacuum_interval_s: float = 3600.0  # VACUUM of the PostgreSQL key table after destroyed keys
+    # Billing (issue 15, api/billing_config.py): off unless a Stripe secret key is configured
+    stripe_secret_key: str = ""  # or stripe_secret_key_file (a file holding it, e.g. a mounted secret)
+    stripe_secret_key_file: str = ""
+    stripe_webhook_secret: str = ""  # whsec_...: POST /api/v1/billing/stripe/webhook answers 404 without one
+    stripe_webhook_secret_file: str = ""
+    stripe_api_base: str = ""  # default: the SDK's (https://api.stripe.com); tests point it at localstripe
+    seller_jurisdiction: Literal["FR", "NO"] = "FR"  # whose VAT and retention rules apply (policies/vat.py)
 
     @property
     def sqlite_file(self) -> str:

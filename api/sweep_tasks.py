@@ -1,5 +1,5 @@
-"""The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): add billing's here (credit-lot expiry,
-overdue invoices) as classes with ``name`` and ``run(now) -> events emitted``, idempotent."""
+"""The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
+expiry, renewals and overdue invoices; each a class with ``name`` and ``run(now) -> events emitted``, idempotent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from api.appeal_window import appeal_window_sweep
+from api.billing_sweep import BillingSweep
+from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.services import Services, handler_locks
 from api.sweeper import Sweeper, SweepTask
@@ -127,6 +129,8 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         ExportsExpired(services, files),
         SubjectKeysVacuum(services),
         appeal_window_sweep(services),
+        CreditExpirySweep(services.app, services.credits.due),
+        BillingSweep(services.app, services.billing, services.runner.catch_up),
     ]
 
 

@@ -16,7 +16,9 @@ from eventsourcing.persistence import Mapper, ProcessRecorder
 
 from domain.commands.access import IssuedSecret, PairedAgent
 from domain.commands.base import CredentialHasher, Directory, utc_now
+from domain.commands.billing import BillingCommands
 from domain.commands.compliance import ComplianceCommands
+from domain.commands.credits import CreditCommands
 from domain.commands.enforcement import EnforcementCommands
 from domain.commands.licences import LicenceCommands
 from domain.commands.lifecycle import LifecycleCommands
@@ -48,6 +50,8 @@ class OwnLLM(
     SharingCommands,
     EnforcementCommands,
     LifecycleCommands,
+    BillingCommands,
+    CreditCommands,
 ):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 

@@ -67,3 +67,19 @@ class AgentLimitReached(Conflict):
     """The tenant already holds as many active agents as its plan allows."""
 
     title = "Agent limit reached"
+
+
+class NotRefundable(Conflict):
+    """A credit lot cannot be refunded: used (even partly), past its 30-day window, or closed."""
+
+    title = "Not refundable"
+
+
+class NoticeTooShort(InvalidValue):
+    """A price change takes effect sooner than the notice period allows."""
+
+    title = "Notice too short"
+
+
+class LedgerClosed(InvalidState):
+    """The tenant's credits were forfeited on termination: nothing more can be bought or refunded."""

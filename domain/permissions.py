@@ -34,6 +34,9 @@ class Action(StrEnum):
     DATA_OWN = "data.own"  # request or cancel one's own deletion, export one's own data
     DATA_READ_OWN = "data.read_own"  # follow and download an export one may read
     DATA_EXPORT = "data.export"  # export the whole tenant
+    BILLING_READ = "billing.read"  # billing account, subscription, invoices, CSV export
+    BILLING_MANAGE = "billing.manage"  # billing details, subscribe, change or cancel the plan
+    CREDITS_READ = "credits.read"  # prepaid-credit balance, lots and movements (and their CSV export)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,9 @@ MATRIX: dict[Action, Rule] = {
     Action.DATA_OWN: Rule(Scope.ADMIN_WRITE, _ALL),
     Action.DATA_READ_OWN: Rule(Scope.ADMIN_READ, _ALL),
     Action.DATA_EXPORT: Rule(Scope.ADMIN_WRITE, _ADMIN),
+    Action.BILLING_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
+    Action.BILLING_MANAGE: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
+    Action.CREDITS_READ: Rule(Scope.BILLING, frozenset({Role.ADMIN, Role.BILLING})),
 }
 
 

@@ -45,6 +45,13 @@ PLAN_LIMITS: dict[str, PlanLimits] = {
         per_key=RateLimits(requests_per_minute=120, tokens_per_minute=100_000, concurrent_streams=8),
         per_tenant=RateLimits(requests_per_minute=600, tokens_per_minute=400_000, concurrent_streams=16),
     ),
+    # Startup (billing issue 15, between Team and Enterprise in price): a growing product team with
+    # several boxes. Per key as Team x2 (CI and agents fan out); the tenant ceiling of 2,000 req/min
+    # and 64 concurrent matches ~4-8 boxes of 8-16 batched slots; 1.2M tokens/min ~ 20k tok/s.
+    "startup": PlanLimits(
+        per_key=RateLimits(requests_per_minute=300, tokens_per_minute=200_000, concurrent_streams=16),
+        per_tenant=RateLimits(requests_per_minute=2_000, tokens_per_minute=1_200_000, concurrent_streams=64),
+    ),
     # Enterprise: a fleet. Per-key ceilings only stop a runaway script (3,000 req/min = 50/s); the
     # tenant ceilings sit above what 8 H100-class boxes serve (64 concurrent, 64k tok/s at 64 streams
     # of ~1k tok/s in all per box), so the hardware, not the plan, is the limit.
@@ -64,7 +71,7 @@ FALLBACK_PLAN = "free"  # the tier an unknown plan name gets: the smallest (fail
 # Free: one box and a spare while replacing it. Team: "a few GPU boxes for a department" with room
 # to rotate credentials (pair the new one before revoking the old). Enterprise: a fleet, kept well
 # under the few thousand users where one generated authorization file stops being practical.
-MAX_AGENTS: dict[str, int] = {"free": 2, "team": 16, "enterprise": 256}
+MAX_AGENTS: dict[str, int] = {"free": 2, "team": 16, "startup": 64, "enterprise": 256}
 
 
 def max_agents_for(plan: str) -> int:

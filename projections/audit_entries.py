@@ -18,19 +18,26 @@ from domain.agent import Agent
 from domain.api_key import ApiKey
 from domain.appeal import Appeal
 from domain.audit_export import AuditExport
+from domain.credit_ledger import CreditLedger
 from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.key_sharing import SharingPolicy
 from domain.model_licence import ModelLicence
 from domain.operator import Operator
 from domain.pairing_key import PairingKey
+from domain.price_book import PriceBook
 from domain.suspension import Suspension
 from domain.tenant import Tenant
 from domain.terms import Publication, TermsAnswer
 from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
+from projections.audit_billing import BILLING_DESCRIBE
 
 USAGE_ACTION = "usage.hourly"
+# Not a row each: a debit per request is in the credit movements (projections/credit_view.py) as the
+# usage is in the hourly rows; the price book is the platform's, no tenant's (each affected tenant's
+# notice is in the credit notices outbox).
+NOT_ROWS = (CreditLedger.Debited, PriceBook.Opened, PriceBook.PriceChangeScheduled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,22 @@ DESCRIBE: dict[type, Describe] = {
     ),
     Appeal.Filed: _object("appeal", "appeal", "filed", lambda e: f"appeal filed against suspension {e.suspension_id}"),
     Appeal.Decided: _object("appeal", "appeal", "decided", lambda e: f"appeal decided: {e.outcome}"),
+    CreditLedger.LotPurchased: _object(
+        "credits", "credit_lot", "purchased", lambda e: f"{e.amount_cents} cents bought"
+    ),
+    CreditLedger.LotExpired: _object(
+        "credits", "credit_lot", "expired", lambda e: f"{e.amount_micro} micro-cents expired"
+    ),
+    CreditLedger.LotRefunded: _object(
+        "credits", "credit_lot", "refunded", lambda e: f"{e.amount_cents} cents refunded"
+    ),
+    CreditLedger.Forfeited: _object(
+        "credits", "credit_ledger", "forfeited", lambda e: f"{e.amount_micro} micro-cents forfeited"
+    ),
+    CreditLedger.BillingModeSet: _object(
+        "credits", "credit_ledger", "billing_mode_set", lambda e: f"billing mode {e.mode}"
+    ),
+    CreditLedger.Opened: _object("credits", "credit_ledger", "opened", lambda e: "credit ledger opened"),
     AuditExport.Made: _object(
         "audit", "audit_export", "exported", lambda e: f"audit log exported as {e.format}: {e.filters}"
     ),
@@ -149,11 +172,12 @@ DESCRIBE: dict[type, Describe] = {
     FeatureOptIn.OptedInAgain: _object("feature", "feature", "turned_on", lambda e: "turned on again"),
     FeatureOptIn.OptedOut: _object("feature", "feature", "turned_off", lambda e: "turned off"),
 }
+DESCRIBE.update(BILLING_DESCRIBE)  # billing (issue 15): projections/audit_billing.py
 
 
 def entry_for(event: Any) -> AuditEntry | None:
     """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
-    if is_usage(event) or _platform(event):
+    if is_usage(event) or _platform(event) or isinstance(event, NOT_ROWS):
         return None
     describe = DESCRIBE.get(type(event), _undescribed)
     action, subject_kind, subject_id, summary = describe(event)

@@ -16,6 +16,7 @@ from domain.invite import Invite
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
 from domain.sealing import ERASED
+from domain.subscription import Subscription
 from domain.tenant import Tenant
 from domain.terms import Publication, TermsAnswer
 from domain.user import User
@@ -299,6 +300,19 @@ def _terms_accepted(d: Directory, e: TermsAnswer.Accepted) -> None:
         tenant.terms_version = e.version
 
 
+def _plan_set(d: Directory, e: Any) -> None:
+    """The subscription's plan drives the tenant's limits (read by the proxy on its next request)."""
+    tenant = d.tenants.get(e.tenant_id)
+    if tenant is not None:
+        tenant.plan = e.plan
+
+
+def _plan_ended(d: Directory, e: Subscription.Ended) -> None:
+    tenant = d.tenants.get(e.tenant_id)
+    if tenant is not None:
+        tenant.plan = ""  # back to the settings' default plan
+
+
 _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Tenant.Registered: _tenant_registered,
     Tenant.Suspended: _tenant_suspended,
@@ -332,5 +346,10 @@ _HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     FeatureOptIn.OptedIn: _feature_on,
     FeatureOptIn.OptedInAgain: _feature_on,
     FeatureOptIn.OptedOut: _feature_off,
+    Subscription.Started: _plan_set,
+    Subscription.Restarted: _plan_set,
+    Subscription.Upgraded: _plan_set,
+    Subscription.Renewed: _plan_set,
+    Subscription.Ended: _plan_ended,
 }
 Directory.topics = topics_of(_HANDLERS)

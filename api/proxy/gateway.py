@@ -21,6 +21,7 @@ from api.bodies import declares_json
 from api.client_address import client_address, parse_networks
 from api.principal import Principal
 from api.proxy import errors
+from api.proxy.balance import CreditGate
 from api.proxy.context import fit_to_context
 from api.proxy.controllers import build_router
 from api.proxy.endpoints import Endpoint
@@ -81,6 +82,7 @@ class InferenceGateway:
         licences: LicenceGate | None = None,
         sharing: SharingDetector | None = None,
         keepalive_s: float = 5.0,
+        credits: CreditGate | None = None,
     ) -> None:
         self.settings = settings
         self.licences = licences  # None: every model is served (a bare gateway in tests and benchmarks)
@@ -90,6 +92,7 @@ class InferenceGateway:
         self.instance_id = uuid4().hex[:12]
         self.registry = AgentRegistry()
         self.limiter = limiter or Limiter()
+        self.credits = credits  # the prepaid-credit admission check (api/proxy/balance.py); None: off
         # The composition passes its own writer (batches, spool); tests and benchmarks a one-record sink.
         self.usage = usage_sink if isinstance(usage_sink, UsageWriter) else UsageWriter(one_by_one(usage_sink))
         self.transport = Transport(
@@ -246,6 +249,9 @@ class InferenceGateway:
             )
         try:
             generation = await self._read(request, endpoint, principal, meter)
+            if self.credits is not None:
+                context = self.registry.context_length(str(principal.tenant_id), generation.model)
+                grant = self.credits.hold(grant, principal.tenant_id, generation, meter, context)
             encoder: Encoder = endpoint.encoder(
                 endpoint.id_prefix + meter.request_id,
                 generation.model,

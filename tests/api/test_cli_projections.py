@@ -172,7 +172,7 @@ def test_status_lists_a_failing_reaction_of_another_process(
 def test_rebuild_names_the_read_models_it_knows(cli: Callable[..., tuple[int, str]]) -> None:
     code, output = cli("projections", "rebuild", "directory")  # in-memory: every process rebuilds it at start
     assert code == 2
-    assert "unknown projection 'directory'; tracked projections: audit, integrity, usage" in output
+    assert "unknown projection 'directory'; tracked projections: audit, billing, credits, integrity, usage" in output
 
 
 def test_status_shows_the_records_the_usage_view_quarantined(

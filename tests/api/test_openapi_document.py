@@ -14,7 +14,8 @@ from api.services import build_services
 from api.settings import Settings
 from tests.support.clock import ManualClock
 
-PUBLIC = {"signupTenant", "acceptInvite", "pairAgent", "health", "auditPublicKey"}  # verifier keys: anyone may verify
+# verifier keys: anyone may verify; Stripe's webhook is authenticated by Stripe's signature, not a key
+PUBLIC = {"signupTenant", "acceptInvite", "pairAgent", "health", "auditPublicKey", "stripeWebhook"}
 BEARER = [{"apiKey": []}]
 
 

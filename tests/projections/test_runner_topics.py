@@ -16,6 +16,10 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.sealing import SealingMapper
 from domain.usage import UsageRecord
+from projections.billing_ledger import BillingLedger
+from projections.billing_view import BillingView
+from projections.credit_balances import CreditBalances
+from projections.credit_view import CreditProjection
 from projections.directory import Directory
 from projections.enforcement import Enforcement
 from projections.lifecycle import ErasureFollower, LifecycleView
@@ -25,8 +29,20 @@ from projections.usage_view import UsageProjection
 from tests.support.terms import TERMS
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
-# the in-memory read models' topics (directory, enforcement, lifecycle view, erasure follower): never usage
-IN_MEMORY = tuple(sorted({*Directory.topics, *Enforcement.topics, *LifecycleView.topics, *ErasureFollower.topics}))
+# the in-memory read models' topics (directory, enforcement, lifecycle, erasures, billing, credit balances): never usage
+IN_MEMORY = tuple(
+    sorted(
+        {
+            *Directory.topics,
+            *Enforcement.topics,
+            *LifecycleView.topics,
+            *ErasureFollower.topics,
+            *BillingView.topics,
+            *CreditBalances.topics,
+        }
+    )
+)
+
 
 
 def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:
@@ -69,6 +85,8 @@ def history(make_settings: Callable[..., Settings]) -> Iterator[tuple[Settings, 
         for _ in range(50):
             record(writer, tenants[-1].tenant_id)
     writer.runner.catch_up()
+    while writer.reactions.run_once():  # reactions too (credit debits read usage): history fully handled
+        pass
     assert writer.usage.position == writer.runner.log.head()
     writer.close()
     yield settings_, tenants
@@ -112,7 +130,14 @@ def test_the_in_memory_read_asks_only_for_the_directory_topics(
         asked.clear()
         services.runner.catch_up()
         # usage records and refusal tallies; the audit log reads every event
-        assert asked == [IN_MEMORY, UsageProjection.topics, (), ()]  # audit log and integrity ledger
+        assert asked == [
+            IN_MEMORY,
+            UsageProjection.topics,
+            (),
+            BillingLedger.topics,
+            CreditProjection.topics,
+            (),
+        ]  # audit (every event), billing ledger, credit view, integrity (every event)
     finally:
         services.close()
 

@@ -1,0 +1,122 @@
+"""Billing's use cases: each one checks our rules, asks Stripe, then records what was agreed as our events.
+
+Our checks run first (a refused change never reaches Stripe); Stripe's answer comes next; the
+domain command last. Should the command fail after Stripe agreed, Stripe's webhook carries the same
+change later (subscriptions are matched by id), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from api.dependencies import CommandService
+from api.stripe_gateway import StripeGateway
+from domain.application import OwnLLM
+from domain.context import Ctx
+from domain.errors import DomainError, InvalidState, InvalidValue, NotFound
+from domain.subscription import Subscription, check_plan
+from policies import plans
+
+
+class BillingOff(DomainError):
+    """No Stripe key is configured on this server: plans and payments are not sold here."""
+
+    title = "Billing is not enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    """What a plan change did: ``charged_cents`` now (upgrade), or the date it takes effect."""
+
+    action: str  # subscribed, upgraded, scheduled, cancelled
+    plan: str
+    interval: str
+    charged_cents: int
+    effective_at: datetime
+
+
+class BillingService:
+    """Subscribe, change and cancel plans, buy credits: Stripe and our records kept in step."""
+
+    def __init__(self, app: OwnLLM, commands: CommandService, gateway: StripeGateway | None) -> None:
+        self.app = app
+        self.commands = commands
+        self.gateway = gateway
+        self._plans_ready = False
+
+    def _stripe(self) -> StripeGateway:
+        if self.gateway is None:
+            raise BillingOff("billing is off: no Stripe key is configured (OWNLLM_STRIPE_SECRET_KEY)")
+        if not self._plans_ready:  # Stripe gets our Plans on first use, not at start (no call when unused)
+            self.gateway.ensure_plans()
+            self._plans_ready = True
+        return self.gateway
+
+    def customer(self, ctx: Ctx) -> str:
+        """The tenant's Stripe customer, created (and linked) on first use from its billing account."""
+        account = self.app.billing_account(ctx.tenant_id)
+        if account is None:
+            raise NotFound("billing account not found: set the billing details first (PUT /api/v1/billing/account)")
+        if account.customer_id:
+            return str(account.customer_id)
+        customer = self._stripe().create_customer(
+            ctx.tenant_id, email=str(account.email), name=str(account.name), country=account.country
+        )
+        self.commands.run(OwnLLM.link_stripe_customer, ctx, customer)
+        return customer
+
+    def change(self, ctx: Ctx, action: str, plan: str = "", interval: str = "") -> PlanChange:
+        """subscribe, upgrade, downgrade (or change interval) or cancel."""
+        current = self.app.subscription(ctx.tenant_id)
+        live = current is not None and not current.ended
+        if action == "subscribe":
+            return self._subscribe(ctx, plan, interval, live)
+        if not live or current is None:
+            raise InvalidState("the tenant has no subscription")
+        current.check_current()
+        if action == "cancel":
+            self._stripe().cancel_at_period_end(ctx.tenant_id, current.stripe_subscription_id, ctx.request_id)
+            ends = self.commands.run(OwnLLM.cancel_subscription, ctx)
+            return PlanChange("cancelled", current.plan, current.interval, 0, ends)
+        name, every = check_plan(plan, interval or current.interval)
+        if action == "upgrade":
+            return self._upgrade(ctx, current, name)
+        if action == "downgrade":
+            current.schedule_change(ctx, name, every)  # a dry run on the loaded copy: our rules before Stripe
+            self._stripe().change_plan(ctx.tenant_id, current.stripe_subscription_id, name, every, ctx.request_id,
+                                       upgrade=False)  # fmt: skip
+            when = self.commands.run(OwnLLM.schedule_plan_change, ctx, name, every)
+            return PlanChange("scheduled", name, every, 0, when)
+        raise InvalidState(f"unknown action '{action}'; one of: subscribe, upgrade, downgrade, cancel")
+
+    def _subscribe(self, ctx: Ctx, plan: str, interval: str, live: bool) -> PlanChange:
+        name, every = check_plan(plan, interval or "month")
+        if live:
+            raise InvalidState("the tenant already has a subscription; upgrade, downgrade or cancel it")
+        self.app._tenant(ctx.tenant_id).check_active()
+        customer = self.customer(ctx)
+        created = self._stripe().subscribe(ctx.tenant_id, customer, name, every, ctx.request_id)
+        sub = self.commands.run(
+            OwnLLM.subscribe, ctx, plan=name, interval=every, period_start=created.period_start,
+            stripe_subscription_id=created.id,
+        )  # fmt: skip
+        return PlanChange("subscribed", name, every, plans.plan(name).price_cents(every), sub.period_end)
+
+    def _upgrade(self, ctx: Ctx, current: Subscription, plan: str) -> PlanChange:
+        charged = current.upgrade(ctx, plan)  # a dry run on the loaded copy: our rules before Stripe's
+        stripe = self._stripe()
+        stripe.change_plan(ctx.tenant_id, current.stripe_subscription_id, plan, current.interval, ctx.request_id,
+                           upgrade=True)  # fmt: skip
+        stripe.charge_difference(
+            ctx.tenant_id, self.customer(ctx), current.stripe_subscription_id, charged,
+            f"Upgrade to {plan}: the price difference until the next cycle", ctx.request_id,
+        )  # fmt: skip
+        self.commands.run(OwnLLM.upgrade_plan, ctx, plan)
+        return PlanChange("upgraded", plan, current.interval, charged, current.period_end)
+
+    def buy_credits(self, ctx: Ctx, cents: int, payment_method: str = "") -> tuple[str, str, str]:
+        """A credit purchase's payment intent; the credits are granted when Stripe reports it succeeded."""
+        if cents < 100:
+            raise InvalidValue("a credit purchase is at least 1.00 USD (100 cents)", "amount_cents")
+        return self._stripe().buy_credits(ctx.tenant_id, self.customer(ctx), cents, ctx.request_id, payment_method)

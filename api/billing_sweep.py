@@ -1,0 +1,49 @@
+"""The billing sweep: what time alone does to billing, as a task the sweeper runs (``name``, ``run(now)``).
+
+At each run: subscriptions past their period's end renew (or end, when cancelled), and unpaid
+invoices past their due date become overdue and accrue late fees up to ``now``. Idempotent: a
+second run at the same ``now`` emits nothing; a run that meets a concurrent change skips that one
+object (the next run retries it). The sweeper loop itself lives elsewhere (``api/sweeper.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from domain.errors import Conflict
+from projections.billing_view import BillingView
+
+log = logging.getLogger(__name__)
+
+
+class BillingSweep:
+    """Renewals, ends of cancelled subscriptions, overdue invoices and their late fees."""
+
+    name: str = "billing"
+
+    def __init__(self, app: Any, view: BillingView, catch_up: Any = None) -> None:
+        self.app = app
+        self.view = view
+        self.catch_up = catch_up  # brings the view up to date before reading it (the projection runner's)
+
+    def run(self, now: datetime) -> int:
+        """Apply what is due at ``now``; returns the events emitted."""
+        if self.catch_up is not None:
+            self.catch_up()
+        request_id = f"sweep:{self.name}:{now.isoformat()}"
+        emitted = 0
+        for tenant_id in self.view.subscriptions_due(now):
+            emitted += self._guarded(self.app.subscription_due, tenant_id, now, request_id)
+        for invoice in self.view.unpaid_past_due(now):
+            emitted += self._guarded(self.app.invoice_due, invoice.stripe_invoice_id, now, request_id)
+        return emitted
+
+    @staticmethod
+    def _guarded(command: Any, *args: Any) -> int:
+        try:
+            return int(command(*args))
+        except Conflict:
+            log.info("billing sweep: a concurrent change; the next run retries")
+            return 0

@@ -1,0 +1,238 @@
+"""Prepaid credits and token prices: purchases, debits from usage, expiry, refunds, forfeiture, price changes."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import project_aggregate
+
+from domain.commands.base import Commands
+from domain.context import SYSTEM
+from domain.credit_ledger import CreditLedger, ledger_id_for
+from domain.errors import NotFound
+from domain.price_book import PRICE_BOOK_ID, PriceBook, PriceVersion
+from policies.prices import PRICE_NOTICE, ModelPrice, cost_micro, debits_credits
+
+LEDGER_CACHE = 10_000  # ledgers the debit path keeps decoded between batches
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCharge:
+    """What a debit needs of one usage record (counts only)."""
+
+    tenant_id: UUID
+    usage_request_id: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    requested_at: datetime
+
+
+class CreditCommands(Commands):
+    """The prepaid-credit ledger of each tenant and the platform's price book."""
+
+    price_notice: timedelta = PRICE_NOTICE
+    _ledger_cache: OrderedDict[UUID, CreditLedger]
+    _ledger_lock: threading.Lock
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def credit_ledger(self, tenant_id: UUID) -> CreditLedger | None:
+        """The tenant's ledger, or None before its first purchase or billing mode."""
+        found = self._get(ledger_id_for(tenant_id))
+        return found if isinstance(found, CreditLedger) else None
+
+    def price_book(self) -> PriceBook | None:
+        """The price book, or None before the first price was scheduled."""
+        found = self._get(PRICE_BOOK_ID)
+        return found if isinstance(found, PriceBook) else None
+
+    def price_in_force(self, model: str, at: datetime) -> PriceVersion | None:
+        """The price of ``model`` at ``at`` (None: the model has no price then)."""
+        book = self.price_book()
+        return None if book is None else book.price_at(model, at)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def purchase_credits(
+        self, tenant_id: UUID, amount_cents: int, payment_id: str, purchased_at: datetime, actor: str = SYSTEM
+    ) -> UUID:
+        """Add a lot of ``amount_cents`` for a succeeded payment; idempotent per ``payment_id`` (returns the lot id)."""
+        self._tenant(tenant_id)
+        ledger = self._open_ledger(tenant_id, actor, f"purchase:{payment_id}")
+        lot_id = ledger.purchase(payment_id=payment_id, amount_cents=amount_cents, purchased_at=purchased_at,
+                                 actor=actor, request_id=f"purchase:{payment_id}")  # fmt: skip
+        self._save(ledger)
+        return lot_id
+
+    def debit_usage(
+        self, tenant_id: UUID, usage_request_id: str, model: str, prompt_tokens: int, completion_tokens: int,
+        requested_at: datetime,
+    ) -> int:  # fmt: skip
+        """Debit one request's tokens at the price in force at ``requested_at``; once per request id."""
+        return self.debit_usage_batch(
+            [UsageCharge(tenant_id, usage_request_id, model, prompt_tokens, completion_tokens, requested_at)]
+        )
+
+    def debit_usage_batch(self, charges: Iterable[UsageCharge]) -> int:
+        """Debit many requests in one save (the reaction's batch); returns how many debits were recorded.
+
+        Tenants whose billing mode does not debit credits, models without a price and zero-cost
+        requests record nothing. A request id already debited is skipped.
+        """
+        book = self.price_book()
+        with self._ledger_lock_held():
+            by_tenant: dict[UUID, list[UsageCharge]] = {}
+            for charge in charges:
+                by_tenant.setdefault(charge.tenant_id, []).append(charge)
+            ledgers = self._cached_ledgers(list(by_tenant))
+            changed, debits = [], 0
+            for tenant_id, tenant_charges in by_tenant.items():
+                ledger = ledgers.get(tenant_id)
+                if ledger is None or not debits_credits(ledger.mode) or book is None:
+                    continue
+                count = sum(self._debit_one(ledger, book, charge) for charge in tenant_charges)
+                if count:
+                    changed.append(ledger)
+                    debits += count
+            if changed:
+                try:
+                    self._save(*changed)
+                except Exception:
+                    for ledger in changed:
+                        self._ledger_cache.pop(ledger.id, None)
+                    raise
+            return debits
+
+    def expire_due_lots(self, now: datetime, tenant_ids: Iterable[UUID]) -> int:
+        """Emit LotExpired for every lot of these tenants whose expiry instant has come; idempotent."""
+        changed, expired = [], 0
+        for tenant_id in dict.fromkeys(tenant_ids):
+            ledger = self.credit_ledger(tenant_id)
+            if ledger is not None:
+                count = ledger.expire_due(now, f"expiry:{now.isoformat()}")
+                if count:
+                    changed.append(ledger)
+                    expired += count
+        if changed:
+            self._save(*changed)
+        return expired
+
+    def refund_lot(self, tenant_id: UUID, lot_id: UUID, now: datetime, actor: str = SYSTEM) -> int:
+        """Close an unused lot within 30 days of purchase; returns the cents to pay back, or raises NotRefundable."""
+        ledger = self._existing_ledger(tenant_id)
+        cents = ledger.refund(lot_id, now, actor, f"refund:{lot_id}")
+        self._save(ledger)
+        return cents
+
+    def forfeit_credits(self, tenant_id: UUID, at: datetime, actor: str = SYSTEM, request_id: str = "") -> int:
+        """On termination: forfeit every unexpired remainder and close the ledger (micro-cents; once)."""
+        ledger = self.credit_ledger(tenant_id)
+        if ledger is None:
+            return 0
+        amount = ledger.forfeit(at, actor, request_id or f"forfeit:{tenant_id}")
+        self._save(ledger)
+        return amount
+
+    def set_billing_mode(self, tenant_id: UUID, mode: str, actor: str = SYSTEM, request_id: str = "") -> bool:
+        """Whether the tenant's usage debits credits ("credits") or is covered by its plan ("plan")."""
+        self._tenant(tenant_id)
+        ledger = self._open_ledger(tenant_id, actor, request_id or f"billing-mode:{tenant_id}")
+        changed = ledger.set_mode(mode, actor, request_id or f"billing-mode:{tenant_id}")
+        self._save(ledger)
+        return changed
+
+    def schedule_price_change(
+        self, model: str, input_price: int, output_price: int, effective_at: datetime, actor: str = SYSTEM,
+        request_id: str = "",
+    ) -> int:  # fmt: skip
+        """Announce a model's new prices (micro-cents per million tokens); effective_at >= now + notice.
+
+        Returns the change's version. Each tenant whose usage debits credits gets a notice in the
+        outbox (``projections/credit_view.py`` writes one row per affected tenant from this event).
+        """
+        now = self.clock()
+        book = self.price_book() or PriceBook(actor=actor, request_id=request_id or "price-book")
+        version = book.schedule(model=model, price=ModelPrice(input_price, output_price), effective_at=effective_at,
+                                now=now, notice=self.price_notice, actor=actor,
+                                request_id=request_id or f"price:{model}:{effective_at.isoformat()}")  # fmt: skip
+        self._save(book)
+        return version
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _open_ledger(self, tenant_id: UUID, actor: str, request_id: str) -> CreditLedger:
+        return self.credit_ledger(tenant_id) or CreditLedger(tenant_id=tenant_id, actor=actor, request_id=request_id)
+
+    def _existing_ledger(self, tenant_id: UUID) -> CreditLedger:
+        ledger = self.credit_ledger(tenant_id)
+        if ledger is None:
+            raise NotFound("the tenant has no credits")
+        return ledger
+
+    @staticmethod
+    def _debit_one(ledger: CreditLedger, book: PriceBook, charge: UsageCharge) -> bool:
+        price = book.price_at(charge.model, charge.requested_at)
+        if price is None:
+            return False
+        cost = cost_micro(price.price, charge.prompt_tokens, charge.completion_tokens)
+        return ledger.debit(usage_request_id=charge.usage_request_id, model=charge.model, price_version=price.version,
+                            requested_at=charge.requested_at, cost_micro=cost, actor=SYSTEM,
+                            request_id=f"debit:{charge.usage_request_id}")  # fmt: skip
+
+    def _ledger_lock_held(self) -> threading.Lock:
+        if "_ledger_lock" not in self.__dict__:
+            self._ledger_lock = threading.Lock()
+            self._ledger_cache = OrderedDict()
+        return self._ledger_lock
+
+    def _cached_ledgers(self, tenant_ids: list[UUID]) -> dict[UUID, CreditLedger]:
+        """The ledgers, decoded once and brought forward by their new events (one query for all).
+
+        A cached ledger is trusted only if the stored stream still holds its last event at its
+        version with its timestamp: a save that failed after the ledger changed in memory (a
+        conflict, a rolled-back reaction) leaves it ahead of the store, and it is read again whole.
+        """
+        ids = {ledger_id_for(t): t for t in tenant_ids}
+        cached = {i: c for i in ids if (c := self._ledger_cache.pop(i, None)) is not None}
+        tails = self._tails({i: (cached[i].version if i in cached else 1) for i in ids})
+        stale = [i for i in ids if i in cached and not _continues(cached[i], tails[i])]
+        tails |= self._streams(stale) if stale else {}
+        found: dict[UUID, CreditLedger] = {}
+        for ledger_id, events in tails.items():
+            start = cached.get(ledger_id) if ledger_id not in stale else None
+            ledger = project_aggregate(start, events[1:] if start is not None else events) if events else None
+            if isinstance(ledger, CreditLedger):
+                found[ids[ledger_id]] = ledger
+                self._ledger_cache[ledger_id] = ledger
+        while len(self._ledger_cache) > LEDGER_CACHE:
+            self._ledger_cache.popitem(last=False)
+        return found
+
+    def _tails(self, starts: dict[UUID, int]) -> dict[UUID, list[Any]]:
+        """Each aggregate's events from a version on: one query where the recorder can."""
+        select = getattr(self.recorder, "select_events_from", None)
+        if select is not None:
+            stored = select(list(starts.items()))
+        else:
+            stored = [e for i, v in starts.items() for e in self.recorder.select_events(i, gt=v - 1)]
+        tails: dict[UUID, list[Any]] = {i: [] for i in starts}
+        for record in stored:
+            tails[record.originator_id].append(self.mapper.to_domain_event(record))
+        return tails
+
+
+def _continues(cached: CreditLedger, tail: list[Any]) -> bool:
+    """The stored stream still ends, or goes on from, the cached ledger's last event."""
+    return bool(tail) and tail[0].originator_version == cached.version and tail[0].timestamp == cached.modified_on
+
+
+def charges_from(records: Iterable[Mapping[str, Any]]) -> list[UsageCharge]:
+    """Usage charges from plain mappings (tests, benches)."""
+    return [UsageCharge(**dict(r)) for r in records]

@@ -1,0 +1,159 @@
+"""A tenant subscribes, upgrades, pays and is late, against localstripe over real HTTP, webhooks included.
+
+localstripe sends the subscription and invoice webhooks itself, signed with our secret, to the real
+server; the renewal invoice that is never paid is sent as Stripe would sign it (localstripe has no
+clock to move). Time then moves by an injected clock: the sweep makes it overdue with late fees.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.billing_service import BillingService
+from api.billing_sweep import BillingSweep
+from api.dependencies import CommandService
+from api.services import Services, build_services
+from api.settings import Settings
+from api.stripe_gateway import StripeGateway
+from domain.context import Ctx
+from tests.support.clock import ManualClock
+from tests.support.localstripe import localstripe, send_webhooks_to, wait_until
+from tests.support.server import serve
+from tests.support.stripe_events import SECRET, event, invoice, signed
+
+
+@pytest.fixture(scope="module")
+def stripe_base() -> Iterator[str]:
+    with localstripe() as base:
+        yield base
+
+
+@pytest.fixture
+def persistence() -> str:
+    return "sqlite"  # the story is about Stripe; both stores are covered by the domain tests
+
+
+@pytest.fixture
+def billed(
+    stripe_base: str, make_settings: Callable[..., Settings], clock: ManualClock
+) -> Iterator[tuple[Services, str]]:
+    settings = make_settings(stripe_secret_key="sk_test_ownllm", stripe_api_base=stripe_base,
+                             stripe_webhook_secret=SECRET)  # fmt: skip
+    services = build_services(settings, clock=clock)
+    with serve(create_app(settings, services)) as base_url:
+        send_webhooks_to(stripe_base, f"{base_url}/api/v1/billing/stripe/webhook", SECRET)
+        yield services, base_url
+    services.close()
+
+
+def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: ManualClock) -> None:
+    services, base_url = billed
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
+    services.runner.catch_up()
+    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"}, timeout=30)
+
+    # The billing contact: a French company (French VAT, 20 %).
+    account = {"name": "Acme SAS", "email": "compta@acme.example", "address": "1 rue de la Paix, Paris",
+               "country": "FR", "vat_id": "FR40303265045"}  # fmt: skip
+    answer = http.put("/api/v1/billing/account", json=account)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["vat_rate_bp"] == 2000 and not answer.json()["reverse_charge"]
+
+    # Its card, as Stripe.js would have saved it on the customer.
+    ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "setup")
+    gateway = StripeGateway(_config(services))
+    customer = BillingService(app, CommandService(services), gateway).customer(ctx)
+    _save_card(gateway, customer)
+
+    # Subscribe to Team monthly: charged in advance; the plan's limits apply at once.
+    done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
+    assert done.status_code == 200, done.text
+    assert done.json()["charged_cents"] == 99_00
+    assert services.directory.tenants[acme.tenant_id].plan == "team"
+    wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid"])
+
+    # Upgrade mid-cycle: the difference (499.00 - 99.00), not a prorated amount, invoiced and paid now.
+    done = http.post("/api/v1/billing/subscription", json={"action": "upgrade", "plan": "startup"})
+    assert done.status_code == 200, done.text
+    assert done.json()["charged_cents"] == 400_00
+    assert services.directory.tenants[acme.tenant_id].plan == "startup"
+    wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid", "paid"])
+    invoices = http.get("/api/v1/billing/invoices").json()
+    assert [(i["net_cents"], i["vat_cents"], i["total_cents"]) for i in invoices] == [
+        (99_00, 19_80, 118_80), (400_00, 80_00, 480_00),
+    ]  # fmt: skip
+    stripe_invoices = gateway.invoices(customer)
+    assert sorted(i["amount_paid"] for i in stripe_invoices) == [99_00, 400_00]  # Stripe charged the same
+
+    # Cancel: access continues until the end of the paid cycle.
+    done = http.post("/api/v1/billing/subscription", json={"action": "cancel"})
+    assert done.status_code == 200 and done.json()["action"] == "cancelled"
+    sub = http.get("/api/v1/billing/subscription").json()
+    assert (sub["plan"], sub["status"]) == ("startup", "ending")
+
+    # An invoice that is never paid (sent as Stripe signs it), then time moves on.
+    now = int(clock().timestamp())
+    late = event("evt_late", "invoice.finalized", invoice("in_late", acme.tenant_id, now, due_date=now + 86_400), now)
+    raw, headers = signed(late, now)
+    assert httpx.post(f"{base_url}/api/v1/billing/stripe/webhook", content=raw, headers=headers).status_code == 200
+    sweep = BillingSweep(app, services.billing, services.runner.catch_up)
+    clock.advance(days=31)
+    assert sweep.run(clock()) >= 2  # overdue + late fees (and the cancelled subscription ends)
+    assert sweep.run(clock()) == 0  # idempotent
+    rows = {i["number"]: i for i in http.get("/api/v1/billing/invoices").json()}
+    late_row = rows["OWN-in_late"]
+    assert late_row["status"] == "overdue"
+    assert late_row["late_fees_cents"] == 40_00 + round(118_80 * 0.1215 * 30 / 365)
+    assert services.directory.tenants[acme.tenant_id].plan == ""  # the subscription ended: default plan
+
+    export = http.get("/api/v1/billing/invoices.csv")
+    assert export.headers["content-type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(export.text)))
+    assert [line["total"] for line in lines] == ["118.80", "480.00", "118.80"]
+    assert lines[-1]["late_fees"] == "41.19" and lines[-1]["status"] == "overdue"
+
+
+def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services, str], clock: ManualClock) -> None:
+    services, base_url = billed
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
+    ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "buy-1")
+    app.save_billing_account(ctx, name="Acme AS", email="regnskap@acme.example", address="Storgata 1, Oslo",
+                             country="NO")  # fmt: skip
+    gateway = StripeGateway(_config(services))
+    billing = BillingService(app, CommandService(services), gateway)
+    card = _save_card(gateway, billing.customer(ctx))
+    intent_id, _, status = billing.buy_credits(ctx, 25_00, payment_method=card)
+    assert status == "succeeded"
+    # localstripe does not send payment_intent.succeeded: the event is built from its own object and signed.
+    intent = gateway.client.v1.payment_intents.retrieve(intent_id).to_dict()
+    now = int(clock().timestamp())
+    raw, headers = signed(event(f"evt_{intent_id}", "payment_intent.succeeded", intent, now), now)
+    for _ in range(3):  # redelivered: still one lot
+        assert httpx.post(f"{base_url}/api/v1/billing/stripe/webhook", content=raw, headers=headers).status_code == 200
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None and [lot.amount_cents for lot in ledger.lots.values()] == [25_00]
+    payments = services.billing.tenant_payments(acme.tenant_id)
+    assert [(p.amount_cents, p.currency, p.succeeded_at is not None) for p in payments] == [(25_00, "usd", True)]
+
+
+def _config(services: Services) -> Any:
+    from api.billing_config import billing_config
+
+    return billing_config(services.settings)
+
+
+def _save_card(gateway: StripeGateway, customer: str) -> str:
+    card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    method = gateway.client.v1.payment_methods.create(params={"type": "card", "card": card})
+    gateway.client.v1.payment_methods.attach(method.id, params={"customer": customer})
+    gateway.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": method.id}})
+    return str(method.id)

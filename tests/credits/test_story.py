@@ -1,0 +1,120 @@
+"""A tenant buys credits and uses them: debits follow usage, oldest lot first, at the price of the
+request's time; a lot expires at its instant; termination forfeits the rest. On both stores."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from api.credit_debits import CreditExpirySweep
+from api.services import Services
+from domain.errors import NoticeTooShort, NotRefundable
+from tests.support.clock import ManualClock
+
+MILLION = 1_000_000
+
+
+def usage(tenant: uuid.UUID, request_id: str, model: str, prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant, "user_id": tenant, "key_id": tenant, "agent_id": None, "model": model,
+        "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": prompt,
+        "completion_tokens": completion, "ttft_ms": 1, "duration_ms": 4, "request_id": request_id,
+    }  # fmt: skip
+
+
+def settle(services: Services, name: str = "credit-debits") -> None:
+    """Run the reactions until the named one has seen the whole log."""
+    deadline = time.monotonic() + 30
+    while services.reactions.position(name) < services.app.recorder.max_notification_id():
+        services.reactions.run_once()
+        assert time.monotonic() < deadline, "the reaction did not catch up"
+        time.sleep(0.01)
+
+
+def test_a_tenant_buys_credits_and_spends_them_oldest_first(services: Services, clock: ManualClock) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    real_now = datetime.now(UTC)  # usage events carry the real time of their writing
+
+    # The operator announced the model's price 40 days ago, effective 10 days ago: $1 per million
+    # prompt tokens, $2 per million completion tokens (in micro-cents per million tokens).
+    clock.now = real_now - timedelta(days=40)
+    with pytest.raises(NoticeTooShort):
+        app.schedule_price_change("llama", 100 * MILLION, 200 * MILLION, clock.now + timedelta(days=29))
+    first = app.schedule_price_change("llama", 100 * MILLION, 200 * MILLION, clock.now + timedelta(days=30))
+    # ... and a rise next month, announced today with its 30 days' notice.
+    clock.now = real_now
+    app.schedule_price_change("llama", 300 * MILLION, 600 * MILLION, real_now + timedelta(days=31))
+
+    # Acme switches to prepaid credits and buys $1.00 twice (Stripe payments pi_a then pi_b).
+    app.set_billing_mode(acme.tenant_id, "credits")
+    lot_a = app.purchase_credits(acme.tenant_id, 100, "pi_a", real_now - timedelta(days=2))
+    lot_b = app.purchase_credits(acme.tenant_id, 100, "pi_b", real_now - timedelta(days=1))
+
+    # Globex runs on its own GPU under its plan: its credits are not debited by its usage.
+    globex = app.signup(slug="globex", name="Globex", admin_name="Gil", admin_email="gil@globex.example",
+                        request_id="r2")  # fmt: skip
+    app.purchase_credits(globex.tenant_id, 100, "pi_g", real_now - timedelta(days=1))
+    app.record_usage_batch([usage(globex.tenant_id, "g-1", "llama", 300_000, 200_000)])
+
+    # 300,000 prompt + 200,000 completion tokens: 30 + 40 = 70 cents, from lot A alone.
+    app.record_usage_batch([usage(acme.tenant_id, "req-1", "llama", 300_000, 200_000)])
+    settle(services)
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None
+    assert ledger.lots[lot_a].remaining_micro == 30 * MILLION
+    assert ledger.lots[lot_b].remaining_micro == 100 * MILLION
+    globex_ledger = app.credit_ledger(globex.tenant_id)
+    assert globex_ledger is not None and globex_ledger.totals["debited"] == 0
+
+    # 50 cents more: 30 from A (now empty), 20 from B. The debit names the price version it used.
+    app.record_usage_batch([usage(acme.tenant_id, "req-2", "llama", 500_000, 0)])
+    app.record_usage_batch([usage(acme.tenant_id, "req-2", "llama", 500_000, 0)])  # a repeat is stored once
+    settle(services)
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None
+    assert (ledger.lots[lot_a].remaining_micro, ledger.lots[lot_b].remaining_micro) == (0, 80 * MILLION)
+    stored = [app.mapper.to_domain_event(s) for s in app.recorder.select_events(ledger.id)]
+    debited = [e for e in stored if type(e).__name__ == "Debited"]
+    assert [(e.usage_request_id, e.price_version, e.cost_micro) for e in debited] == [
+        ("req-1", first, 70 * MILLION),
+        ("req-2", first, 50 * MILLION),
+    ]
+    assert debited[1].taken == [
+        {"lot_id": str(lot_a), "micro": 30 * MILLION},
+        {"lot_id": str(lot_b), "micro": 20 * MILLION},
+    ]
+
+    # A used lot is not refundable; the expiry sweep does nothing until the instant, then once.
+    with pytest.raises(NotRefundable):
+        app.refund_lot(acme.tenant_id, lot_b, real_now)
+    sweep = CreditExpirySweep(app, lambda now: [acme.tenant_id])
+    expiry_b = ledger.lots[lot_b].expires_at
+    assert sweep.run(expiry_b - timedelta(microseconds=1)) == 1  # lot A (a day older) is due, B not yet
+    assert sweep.run(expiry_b) == 1
+    assert sweep.run(expiry_b) == 0
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None and ledger.balance_micro(expiry_b) == 0
+    assert ledger.totals["expired"] == 80 * MILLION
+
+
+def test_termination_forfeits_what_is_left_and_an_unused_lot_is_refunded_within_30_days(
+    services: Services, clock: ManualClock
+) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    bought = clock.now
+    lot_a = app.purchase_credits(acme.tenant_id, 500, "pi_a", bought)
+    app.purchase_credits(acme.tenant_id, 700, "pi_b", bought)
+    with pytest.raises(NotRefundable):
+        app.refund_lot(acme.tenant_id, lot_a, bought + timedelta(days=30))  # the window closed at the instant
+    assert app.refund_lot(acme.tenant_id, lot_a, bought + timedelta(days=29, hours=23)) == 500
+    assert app.forfeit_credits(acme.tenant_id, bought + timedelta(days=40)) == 700 * MILLION
+    assert app.forfeit_credits(acme.tenant_id, bought + timedelta(days=41)) == 0  # once
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None and ledger.balance_micro(bought + timedelta(days=41)) == 0
+    assert (ledger.totals["refunded"], ledger.totals["forfeited"]) == (500 * MILLION, 700 * MILLION)
