@@ -224,7 +224,12 @@ def build_services(
         credits=credit_balances,
         credit_view=credit_view,
     )
-    services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
+    # Usage debits prepaid credits (api/credit_debits.py); idle while the in-memory model, current
+    # through the batch, knows no tenant on credits.
+    runner = services.runner
+    services.reactions.add(
+        CreditDebits(app, lambda upto: runner.position >= upto and not credit_balances.debiting_tenants)
+    )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     if start_runner:

@@ -16,6 +16,8 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.sealing import SealingMapper
 from domain.usage import UsageRecord
+from projections.credit_balances import CreditBalances
+from projections.credit_view import CreditProjection
 from projections.directory import Directory
 from projections.log import NotificationLog, Recorded, topics_of
 from projections.status import Failures
@@ -102,12 +104,14 @@ def test_the_in_memory_read_asks_only_for_the_directory_topics(
     settings_, _ = history
     services = build_services(settings_, start_runner=False)
     try:
-        assert asked and set(asked) == {Directory.topics}  # the usage view was already at the head
+        in_memory = tuple(sorted({*Directory.topics, *CreditBalances.topics}))  # one read for both
+        assert asked and set(asked) == {in_memory}  # the usage view was already at the head
         record(services, uuid.uuid4())
         asked.clear()
         services.runner.catch_up()
         # usage records and refusal tallies; the audit log reads every event
-        assert asked == [Directory.topics, UsageProjection.topics, (), ()]  # audit log and integrity ledger
+        # audit log, credit view, integrity ledger
+        assert asked == [in_memory, UsageProjection.topics, (), CreditProjection.topics, ()]
     finally:
         services.close()
 
