@@ -188,6 +188,7 @@ def build_services(
         pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
     )
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
+    app.price_notice = timedelta(days=settings.price_notice_days)  # before a token price change takes effect
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable
