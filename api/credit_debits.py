@@ -11,6 +11,7 @@ from eventsourcing.utils import get_topic
 
 from domain.commands.credits import UsageCharge
 from domain.usage import UsageRecord
+from projections.log import Recorded
 
 
 class Debiting(Protocol):
@@ -18,6 +19,10 @@ class Debiting(Protocol):
 
     def debit_usage_batch(self, charges: Iterable[UsageCharge]) -> int:
         """Debit the requests; returns how many debits were recorded."""
+        ...
+
+    def forget_cached_ledgers(self) -> None:
+        """Drop the ledgers the debits keep decoded."""
         ...
 
 
@@ -52,18 +57,33 @@ class CreditDebits:
     """
 
     name = "credit-debits"
+    batch_size = 1000  # usage events per transaction (the runner's default is 100)
     topics: tuple[str, ...] = (get_topic(UsageRecord.Recorded),)
 
-    def __init__(self, app: Debiting) -> None:
+    def __init__(self, app: Debiting, idle: Callable[[int], bool] = lambda _: False) -> None:
         self.app = app
+        self.idle = idle
+        self.handled = 0  # the last position handed to the command (recorded or not)
 
     def handle(self, event: Any, position: int) -> None:
         """Debit one request."""
         self.app.debit_usage_batch([charge_of(event)])
 
-    def handle_batch(self, events: Sequence[tuple[Any, int]]) -> None:
-        """Debit a batch of requests in one save."""
-        self.app.debit_usage_batch([charge_of(event) for event, _ in events])
+    def handle_batch(self, items: Sequence[Recorded]) -> None:
+        """Debit a batch of requests in one save.
+
+        ``idle(position)`` is true when no tenant's usage debits credits as of that position (the
+        composition asks the in-memory credit model): the batch is then passed without decoding a
+        usage event, so a platform without credit tenants pays nothing for this reaction.
+        A batch at or before a position already handled is a retry: the transaction that held the
+        earlier attempt's debits failed, so the ledgers cached since are ahead of the store: dropped.
+        """
+        if not items or self.idle(items[-1].notification_id):
+            return
+        if items[0].notification_id <= self.handled:
+            self.app.forget_cached_ledgers()
+        self.handled = items[-1].notification_id
+        self.app.debit_usage_batch([charge_of(item.event) for item in items])
 
 
 class CreditExpirySweep:

@@ -219,6 +219,7 @@ def build_services(
     if settings.legal_dir:  # the operator's own documents instead of the bundled ones
         app.legal_documents = load_documents(Path(settings.legal_dir))
     app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT rules invoices follow
+    app.price_notice = timedelta(days=settings.price_notice_days)  # before a token price change takes effect
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
     audit_class = SQLiteAuditTable if settings.persistence == "sqlite" else PostgresAuditTable
@@ -270,7 +271,12 @@ def build_services(
         credits=credit_balances,
         credit_view=credit_view,
     )
-    services.reactions.add(CreditDebits(app))  # usage debits prepaid credits (api/credit_debits.py)
+    # Usage debits prepaid credits (api/credit_debits.py); idle while the in-memory model, current
+    # through the batch, knows no tenant on credits.
+    runner = services.runner
+    services.reactions.add(
+        CreditDebits(app, lambda upto: runner.position >= upto and not credit_balances.debiting_tenants)
+    )
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     services.terms_use = continued_use(services, clock)

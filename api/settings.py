@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nats_reload_command: str = ""  # run after the auth file changes (production); embedded: SIGHUP
     # NATS hardening (issue 13): a private CA for tls:// URLs (default: the system's CAs)
     nats_ca_file: str = ""
+    price_notice_days: int = 30  # notice before a token price change takes effect (policies/prices.py)
     default_plan: str = DEFAULT_PLAN  # limits tier (policies/limits.py) until billing assigns plans per tenant
     accept_timeout_s: float = 5.0  # an agent must accept a job within this
     generation_timeout_s: float = 300.0  # no chunk for this long: 504

@@ -57,6 +57,7 @@ class CreditBalances:
         self.tenants: dict[UUID, TenantCredit] = {}
         self.prices: dict[str, list[tuple[datetime, int, ModelPrice]]] = {}  # model -> (effective_at, version, price)
         self.lock = threading.Lock()
+        self.debiting_tenants: set[UUID] = set()
 
     def process(self, event: Any) -> None:
         """Apply one event."""
@@ -84,6 +85,9 @@ class CreditBalances:
                     credit.lots.pop(UUID(str(part["lot_id"])), None)
             elif isinstance(event, CreditLedger.BillingModeSet):
                 credit.mode = event.mode
+                (self.debiting_tenants.add if debits_credits(event.mode) else self.debiting_tenants.discard)(
+                    event.tenant_id
+                )
 
     def debiting(self, tenant_id: UUID) -> TenantCredit | None:
         """The tenant's credits when its usage debits them; None otherwise (no check needed)."""

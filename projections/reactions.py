@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
 from domain.errors import DomainError
+from projections.log import Recorded, recorded
 from projections.status import FailureLog
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class BatchReaction(Reaction, Protocol):
     For handlers whose throughput matters (credit debits from usage): one save per batch, not per event.
     """
 
-    def handle_batch(self, events: Sequence[tuple[Any, int]]) -> None:
-        """React to (event, notification id) pairs in order; raise to have the whole batch retried."""
+    def handle_batch(self, items: Sequence[Recorded]) -> None:
+        """React to the stored events in order (``.notification_id``; ``.event`` decodes on first use);
+        raise to have the whole batch retried."""
         ...
 
 
@@ -180,7 +182,7 @@ class ReactionRunner:
     def _advance(self, reaction: Reaction, state: _HandlerState) -> int:
         position, head, handled = self.position(reaction.name), self.log.head(), 0
         while position < head:
-            batch = self.log.read(position, head, reaction.topics, self.batch)
+            batch = self.log.read(position, head, reaction.topics, getattr(reaction, "batch_size", self.batch))
             if not batch:
                 self._skip_ahead(reaction.name, position, head, state)
                 break
@@ -216,10 +218,10 @@ class ReactionRunner:
 
     def _handle_whole(self, reaction: BatchReaction, batch: Sequence[Notification]) -> int:
         """A batch handler's commands for the whole batch, recorded in one transaction with its last position."""
-        events = [(self.app.mapper.to_domain_event(n), n.id) for n in batch]
+        items = [recorded(n, self.app.mapper.to_domain_event) for n in batch]  # decoded when read
         try:
             with self.app.reacting(Tracking(reaction.name, batch[-1].id)) as unit:
-                reaction.handle_batch(events)
+                reaction.handle_batch(items)
         except IntegrityError:
             if self.position(reaction.name) >= batch[-1].id:  # another runner got there first
                 return batch[-1].id

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,7 +71,8 @@ class _Local:
     """This process's view of one tenant's money in motion."""
 
     reserved: int = 0
-    pending: dict[str, tuple[int, float]] = field(default_factory=dict)  # request id -> (cost, drop after)
+    pending: OrderedDict[str, tuple[int, float]] = field(default_factory=OrderedDict)  # id -> (cost, drop after)
+    pending_total: int = 0
 
 
 class CreditGate:
@@ -117,6 +119,7 @@ class CreditGate:
             local.reserved -= hold.reserve
             if cost > 0:
                 local.pending[hold.meter.request_id] = (cost, self.monotonic() + PENDING_TTL_S)
+                local.pending_total += cost
 
     def in_motion(self, tenant_id: UUID) -> tuple[int, int]:
         """This process's (reserved, pending) micro-cents for a tenant."""
@@ -126,14 +129,20 @@ class CreditGate:
             return local.reserved, self._pending(local, credit.debited if credit else set())
 
     def _pending(self, local: _Local, debited: set[str]) -> int:
-        """The pending total, forgetting what the ledger has debited and what outlived its TTL."""
-        if not local.pending:
-            return 0
-        now = self.monotonic()
-        done = [r for r, (_, until) in local.pending.items() if r in debited or until <= now]
-        for request_id in done:
-            del local.pending[request_id]
-        return sum(cost for cost, _ in local.pending.values())
+        """The pending total, first forgetting the oldest entries the ledger has debited or that outlived
+        their TTL. Amortised O(1): debits arrive in about the order requests end, so the front clears; an
+        entry debited behind an undebited one still counts until the front moves (refusing early, never late).
+        """
+        pending = local.pending
+        if pending:
+            now = self.monotonic()
+            while pending:
+                request_id, (cost, until) = next(iter(pending.items()))
+                if request_id not in debited and until > now:
+                    break
+                del pending[request_id]
+                local.pending_total -= cost
+        return local.pending_total
 
 
 class CreditHold(Grant):

@@ -91,6 +91,22 @@ class OneTripInsert(PostgresApplicationRecorder):
                 for row in curs.fetchall()
             ]
 
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """The library's insert with a reaction's tracking (lock, notify, insert), its rows as four arrays of
+        plain types in binary (one short query text, cached) instead of a composite-type array dumped as
+        text (about 80 us per event in Python)."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        table = SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        curs.execute(
+            SQL(
+                "INSERT INTO {0} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%b::uuid[], %b::int[], %b::text[], %b::bytea[]) RETURNING notification_id"
+            ).format(table),
+            [[e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+             [e.topic for e in stored_events], [e.state for e in stored_events]],
+        )  # fmt: skip
+
     def _one_trip_query(self, conn: Connection[DictRow], rows: int) -> str:
         """The query string: lock, notify and a multi-row INSERT ... RETURNING for ``rows`` events."""
         if self._one_trip_prefix is None:

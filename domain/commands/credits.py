@@ -193,27 +193,30 @@ class CreditCommands(Commands):
         return self._ledger_lock
 
     def _cached_ledgers(self, tenant_ids: list[UUID]) -> dict[UUID, CreditLedger]:
-        """The ledgers, decoded once and brought forward by their new events (one query for all).
+        """The ledgers, decoded once and brought forward by the events stored since (one query for all).
 
-        A cached ledger is trusted only if the stored stream still holds its last event at its
-        version with its timestamp: a save that failed after the ledger changed in memory (a
-        conflict, a rolled-back reaction) leaves it ahead of the store, and it is read again whole.
+        A cached ledger is never ahead of the store: a failed save here drops what it changed, and a
+        reaction whose transaction failed after this returned calls :meth:`forget_cached_ledgers`
+        before its retry (``api/credit_debits.py``). So the events after its version are all it lacks.
         """
         ids = {ledger_id_for(t): t for t in tenant_ids}
         cached = {i: c for i in ids if (c := self._ledger_cache.pop(i, None)) is not None}
-        tails = self._tails({i: (cached[i].version if i in cached else 1) for i in ids})
-        stale = [i for i in ids if i in cached and not _continues(cached[i], tails[i])]
-        tails |= self._streams(stale) if stale else {}
+        tails = self._tails({i: (cached[i].version + 1 if i in cached else 1) for i in ids})
         found: dict[UUID, CreditLedger] = {}
         for ledger_id, events in tails.items():
-            start = cached.get(ledger_id) if ledger_id not in stale else None
-            ledger = project_aggregate(start, events[1:] if start is not None else events) if events else None
+            start = cached.get(ledger_id)
+            ledger = project_aggregate(start, events) if events else start
             if isinstance(ledger, CreditLedger):
                 found[ids[ledger_id]] = ledger
                 self._ledger_cache[ledger_id] = ledger
         while len(self._ledger_cache) > LEDGER_CACHE:
             self._ledger_cache.popitem(last=False)
         return found
+
+    def forget_cached_ledgers(self) -> None:
+        """Drop every cached ledger (a reaction batch is being retried: its saves may not have happened)."""
+        with self._ledger_lock_held():
+            self._ledger_cache.clear()
 
     def _tails(self, starts: dict[UUID, int]) -> dict[UUID, list[Any]]:
         """Each aggregate's events from a version on: one query where the recorder can."""
@@ -226,11 +229,6 @@ class CreditCommands(Commands):
         for record in stored:
             tails[record.originator_id].append(self.mapper.to_domain_event(record))
         return tails
-
-
-def _continues(cached: CreditLedger, tail: list[Any]) -> bool:
-    """The stored stream still ends, or goes on from, the cached ledger's last event."""
-    return bool(tail) and tail[0].originator_version == cached.version and tail[0].timestamp == cached.modified_on
 
 
 def charges_from(records: Iterable[Mapping[str, Any]]) -> list[UsageCharge]:

@@ -118,3 +118,31 @@ def test_termination_forfeits_what_is_left_and_an_unused_lot_is_refunded_within_
     ledger = app.credit_ledger(acme.tenant_id)
     assert ledger is not None and ledger.balance_micro(bought + timedelta(days=41)) == 0
     assert (ledger.totals["refunded"], ledger.totals["forfeited"]) == (500 * MILLION, 700 * MILLION)
+
+
+def test_a_debit_batch_whose_transaction_failed_is_debited_once_on_retry(services: Services) -> None:
+    app = services.app
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    real_now = datetime.now(UTC)
+    app.clock = lambda: real_now - timedelta(days=40)  # type: ignore[method-assign]
+    app.schedule_price_change("llama", 100 * MILLION, 0, real_now - timedelta(days=10))
+    app.set_billing_mode(acme.tenant_id, "credits")
+    app.purchase_credits(acme.tenant_id, 1_000, "pi_a", real_now - timedelta(days=1))
+    app.record_usage_batch([usage(acme.tenant_id, "warm", "llama", 1_000_000, 0)])
+    settle(services)  # the ledger is now cached by the debit path
+
+    record, failures = app._record, []
+
+    def fail_once(processing: Any) -> Any:
+        if not failures and processing.tracking is not None:
+            failures.append(processing.tracking.notification_id)
+            raise RuntimeError("the database went away mid-commit")
+        return record(processing)
+
+    app._record = fail_once  # type: ignore[method-assign]
+    app.record_usage_batch([usage(acme.tenant_id, f"req-{n}", "llama", 1_000_000, 0) for n in range(3)])
+    settle(services)
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert failures, "the failure was not injected"
+    assert ledger is not None and ledger.totals["debited"] == 4 * 100 * MILLION  # warm + 3, each once
+    assert ledger.balance_micro(real_now) == 600 * MILLION

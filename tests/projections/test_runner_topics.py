@@ -44,7 +44,6 @@ IN_MEMORY = tuple(
 )
 
 
-
 def record(services: Services, tenant: uuid.UUID, tokens: int = 1) -> None:
     services.app.record_usage(
         tenant_id=tenant, user_id=uuid.uuid4(), key_id=uuid.uuid4(), agent_id=None, model="m", endpoint="chat",
