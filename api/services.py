@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.utils import get_topic
 
 from api.auth import KeyAuthenticator
+from api.contract_end import ForfeitCreditsOnTermination, TerminateOnRejectedTerms, prepaid_fees
 from api.credit_debits import CreditDebits
 from api.ledger_keys import build_ledger
 from api.secret_files import (
@@ -277,6 +278,9 @@ def build_services(
     services.reactions.add(
         CreditDebits(app, lambda upto: runner.position >= upto and not credit_balances.debiting_tenants)
     )
+    services.reactions.add(ForfeitCreditsOnTermination(app))
+    services.reactions.add(TerminateOnRejectedTerms(app))
+    app.prepaid_fees = prepaid_fees(billing)  # the refund of a rejection of new terms (terms §18)
     services.runner.on_advance = services.notify
     services.authenticator.directory_behind_s = services.runner.seconds_behind  # fail closed when stale
     services.terms_use = continued_use(services, clock)

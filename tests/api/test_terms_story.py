@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from litestar.testing import TestClient
@@ -134,3 +135,26 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+@pytest.mark.parametrize("persistence", ["sqlite"])
+def test_rejecting_the_terms_ends_the_contract_and_forfeits_credits(story: Api, clock: ManualClock):
+    """Terms §18 and §16: the rejection terminates the tenant (its members erased within 30 days), credits go."""
+    services = story.services
+    acme = _signup(story, "acme").json()
+    tenant = UUID(acme["tenant"]["id"])
+    services.app.purchase_credits(tenant, 1_000, "pi_acme", clock.now)
+    clock.advance(days=1)
+    services.command(services.app.publish_document, _op(), "terms-2")
+    clock.advance(days=1)
+    rejected = story.call("POST", "/api/v1/terms/terms-2/reject", acme["api_key"]["secret"])
+    assert rejected.status_code == 201 and rejected.json()["refund_due_cents"] == 0  # no plan prepaid
+    assert _wait_for(lambda: services.directory.tenants[tenant].terminated)
+    refused = story.call("GET", "/api/v1/me", acme["api_key"]["secret"])
+    assert refused.status_code == 403 and "terminated" in refused.text
+    assert _wait_for(lambda: services.app.credit_ledger(tenant) is not None and _forfeited(services, tenant))
+
+
+def _forfeited(services: Services, tenant: Any) -> bool:
+    ledger = services.app.credit_ledger(tenant)
+    return ledger is not None and ledger.balance_micro(services.app.clock()) == 0
