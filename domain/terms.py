@@ -50,6 +50,7 @@ class Publication(Aggregate):
     ) -> None:
         self.document = document
         self.version = version
+        self.published_at = published_at  # the application's clock (the event's timestamp is the wall clock's)
         self.effective_at = effective_at
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from uuid import UUID
 
 from api.outbox.notices import generic_notice
+from api.outbox.product_notices import ProductNotices
 from api.outbox.reaction import NoticeReaction
 from api.outbox.sender import OutboxSender, SmtpConfig, Undeliverable
 from api.outbox.store import Notice, SqlOutbox, postgres_outbox, sqlite_outbox
@@ -93,6 +94,10 @@ def attach_outbox(services: Services, start_sender: bool = True) -> Mailer:
     services.reactions.add(
         NoticeReaction(store, services.directory, services.runner.catch_up, clock, settings.base_url,
                        sender.wake if sender is not None else lambda: None)
+    )  # fmt: skip
+    services.reactions.add(
+        ProductNotices(store, services.directory, services.lifecycle, services.runner.catch_up, clock,
+                       settings.base_url, sender.wake if sender is not None else lambda: None)
     )  # fmt: skip
     services.outbox = mailer
     if sender is not None and start_sender:

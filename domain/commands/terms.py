@@ -88,7 +88,7 @@ class TermsCommands(Commands):
         publication = self._get(Publication.create_id(document.kind, document.version))
         if not isinstance(publication, Publication) or not document.material:
             raise InvalidState(f"{ref} is not a published material change")
-        published_at = publication.created_on
+        published_at = publication.published_at
         if not in_notice_period(published_at, document.effective_at, now):
             raise InvalidState(
                 f"{ref} can be rejected only before it takes effect on {document.effective_at.isoformat()}"
