@@ -17,6 +17,7 @@ from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
 
 log = logging.getLogger(__name__)
+SETTLE_S = 10.0  # how long an export waits for the read models to reach the log's head before the next pass
 
 
 @dataclass
@@ -75,9 +76,13 @@ class ExportsRequested:
     name: str = "exports-requested"
 
     def run(self, now: datetime) -> int:
-        """One ``DataExport.Completed`` per export built."""
+        """One ``DataExport.Completed`` per export built, from read models brought up to the log's head first."""
         emitted = 0
-        for export in self.services.lifecycle.requested_exports():
+        exports = self.services.lifecycle.requested_exports()
+        if exports and not self._settled():
+            log.info("read models behind the log: %d exports wait for the next pass", len(exports))
+            return 0
+        for export in exports:
             try:
                 built = self.builder.build(export, now)
             except Exception as exc:  # one export that cannot be built holds back no other
@@ -88,6 +93,18 @@ class ExportsRequested:
                                          size=built.size, sha256=built.sha256, now=now)  # fmt: skip
             emitted += int(done)
         return emitted
+
+
+    def _settled(self, timeout_s: float = SETTLE_S) -> bool:
+        """Wait until the tracked read models an export reads (usage, audit) hold every event recorded so far;
+        they may be written by another process (``ownllm projections run``)."""
+        target = self.services.runner.log.head()
+        deadline = time.monotonic() + timeout_s
+        while min(self.services.audit.stored_position(), self.services.usage.stored_position()) < target:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 @dataclass
