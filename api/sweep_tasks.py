@@ -94,7 +94,6 @@ class ExportsRequested:
             emitted += int(done)
         return emitted
 
-
     def _settled(self, timeout_s: float = SETTLE_S) -> bool:
         """Wait until the tracked read models an export reads (usage, audit) hold every event recorded so far;
         they may be written by another process (``ownllm projections run``)."""
