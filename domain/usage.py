@@ -32,6 +32,9 @@ class UsageRecord(Aggregate):
         # Added for issue 13 (optional, so events stored before it read as False): the proxy
         # corrected the agent's token counts (out of range, or below what it relayed).
         counts_corrected: bool = False
+        # Added for issue 18 (optional, old events read False): the agent estimated the counts because
+        # its engine reported none (an OpenAI-compatible upstream without usage).
+        counts_estimated: bool = False
 
     @event(Recorded)
     def __init__(
@@ -52,10 +55,12 @@ class UsageRecord(Aggregate):
         actor: str,
         request_id: str,
         counts_corrected: bool = False,
+        counts_estimated: bool = False,
     ) -> None:
         self.tenant_id = tenant_id
         self.status = status
         self.counts_corrected = counts_corrected
+        self.counts_estimated = counts_estimated
 
 
 class RejectionTally(Aggregate):

@@ -15,7 +15,8 @@ or the context, or that holds more text than its tokens can, is not relayed: the
 error and usage records what was relayed. So do the transport's ends (``OVERRUN``, ``FLOODED``,
 ``MALFORMED``, ``BAD_VERSION``), and the agent is told to stop.
 
-Whenever a count was changed the usage record carries ``counts_corrected``.
+Whenever a count was changed the usage record carries ``counts_corrected``; ``counts_estimated`` when the
+agent says it estimated them (its engine reported none).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class JobRun:
     def _finished(self, final: Final) -> tuple[int, int]:
         """Settle a job the agent finished; the counts as vouched for (billed and shown)."""
         prompt, completion = self.vouched(final.prompt_tokens, final.completion_tokens)
+        self.meter.counts_estimated = final.estimated
         self.settle("ok", prompt, completion)
         return prompt, completion
 

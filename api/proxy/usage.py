@@ -43,6 +43,7 @@ class Meter:
         "agent_id",
         "completion_tokens",
         "counts_corrected",
+        "counts_estimated",
         "endpoint",
         "finished",
         "key_id",
@@ -78,6 +79,7 @@ class Meter:
         self.completion_tokens = 0
         self.ttft_ms: int | None = None
         self.counts_corrected = False  # the agent's token counts were not taken as given
+        self.counts_estimated = False  # the agent estimated them (its engine reported none)
         self.finished = False
 
     def first_token(self) -> None:
@@ -112,5 +114,6 @@ class Meter:
                 "duration_ms": int((time.perf_counter() - self._started) * 1000),
                 "request_id": self.request_id,
                 "counts_corrected": self.counts_corrected,
+                "counts_estimated": self.counts_estimated,
             }
         )

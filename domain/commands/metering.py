@@ -46,6 +46,7 @@ def usage_record(
     duration_ms: int,
     request_id: str,
     counts_corrected: bool = False,
+    counts_estimated: bool = False,
 ) -> UsageRecord:
     """The (unsaved) usage record of one request; its id is the request id's, so a repeat conflicts."""
     if status not in USAGE_STATUSES:
@@ -67,6 +68,7 @@ def usage_record(
         actor=f"key:{key_id}",
         request_id=request_id,
         counts_corrected=bool(counts_corrected),
+        counts_estimated=bool(counts_estimated),
     )
 
 

@@ -78,7 +78,7 @@ def test_chat_and_completion_relay_with_the_upstreams_counts_once_each(relay: Re
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 3)  # the upstream echo's counts
     record = relay.one_record(relay.front, principal.key_id)  # type: ignore[attr-defined]
     assert (record["status"], record["prompt_tokens"], record["completion_tokens"]) == ("ok", 3, 3)
-    assert record["counts_corrected"] is False
+    assert record["counts_corrected"] is False and record["counts_estimated"] is False  # the upstream counted
 
     completion = client.completions.create(model="echo", prompt="one two three four", max_tokens=2)
     assert completion.choices[0].text == "one two" and completion.choices[0].finish_reason == "length"
@@ -205,3 +205,23 @@ def test_an_upstream_that_stops_answering_is_announced_gone_and_back(relay: Rela
     finally:
         fake.hang = False
         server.stop()
+
+
+def test_counts_an_upstream_did_not_report_are_marked_estimated_in_the_usage_record(
+    relay: Relay, tmp_path: Path
+) -> None:
+    fake = ServerThread(FakeUpstream()).start()
+    agent, credentials = pair_relay(relay.front, tmp_path, "relay-no-usage")
+    agent.proc = start_relay(
+        tmp_path / "relay.log", credentials, fake.base_url + "/v1", None, "--models", "quiet=no-usage"
+    )  # type: ignore[assignment]
+    try:
+        relay.front.wait_for_model(TENANT_A, "quiet", timeout_s=60)
+        client, principal = relay.sdk()
+        reply = client.chat.completions.create(model="quiet", messages=[{"role": "user", "content": "a b c"}])
+        assert reply.usage is not None and reply.usage.completion_tokens > 0  # estimated, but billed and shown
+        record = relay.one_record(relay.front, principal.key_id)  # type: ignore[attr-defined]
+        assert record["status"] == "ok" and record["counts_estimated"] is True
+    finally:
+        agent.kill()
+        fake.stop()
