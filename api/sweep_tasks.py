@@ -12,6 +12,7 @@ from api.appeal_window import appeal_window_sweep
 from api.billing_sweep import BillingSweep
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
+from api.price_notices import PriceNotices
 from api.services import Services, handler_locks
 from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
@@ -147,6 +148,7 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         appeal_window_sweep(services),
         CreditExpirySweep(services.app, services.credits.due),
         BillingSweep(services.app, services.billing, services.runner.catch_up),
+        PriceNotices(services),
     ]
 
 

@@ -79,3 +79,27 @@ def test_terms_sharing_deletion_and_rejection_each_reach_the_admins_once(mailing
     ended = [m for _, m in inbox.received if m["Subject"] == "OwnLLM: contract ended"]
     assert [m["To"] for m in ended] == ["gil@globex.example"]
     assert asyncio.run(mailer.sender.run_once()) == 0  # nothing twice
+
+
+@pytest.mark.parametrize("persistence", ["sqlite"])
+def test_a_price_change_is_mailed_to_each_affected_tenants_admins_once(
+    mailing: tuple[Services, Mailer, Inbox], clock: ManualClock
+):
+    from api.price_notices import PriceNotices
+
+    services, mailer, inbox = mailing
+    app = services.app
+    acme = services.command(app.signup, slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example",
+                            request_id="r1", accept_terms=TERMS)  # fmt: skip
+    services.command(app.set_billing_mode, acme.tenant_id, "credits")
+    services.command(app.schedule_price_change, "echo", 50_000_000, 150_000_000, clock.now + timedelta(days=31))
+    task = PriceNotices(services)
+    deadline = time.monotonic() + 10
+    while (handed := task.run(clock.now)) == 0:
+        assert time.monotonic() < deadline, "no pending price notice"
+        time.sleep(0.05)
+    assert handed == 1 and task.run(clock.now) == 0  # marked sent: handed over once
+    assert mailer.sender is not None and asyncio.run(mailer.sender.run_once()) == 1
+    [(rcpt, message)] = inbox.received
+    assert rcpt == ["ada@acme.example"] and message["Subject"].startswith("OwnLLM: echo price change")
+    assert "$0.50 per million input tokens and $1.50 per million output tokens" in message.get_content()
