@@ -31,6 +31,7 @@ from api.controllers.legal import LegalController, TermsController
 from api.controllers.licences import LicenceController
 from api.controllers.lifecycle import DeletionController, ExportController
 from api.controllers.operator import OperatorController
+from api.controllers.operator_publishing import PublishingController
 from api.controllers.stripe_webhook import stripe_webhook
 from api.controllers.tenants import TenantController
 from api.controllers.usage import UsageController
@@ -145,6 +146,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         ReplayController,
         LedgerController,
         OperatorController,
+        PublishingController,
         SuspensionController,
         AppealController,
         DeletionController,

@@ -15,7 +15,10 @@ from api.settings import Settings
 from tests.support.clock import ManualClock
 
 # verifier keys: anyone may verify; Stripe's webhook is authenticated by Stripe's signature, not a key
-PUBLIC = {"signupTenant", "acceptInvite", "pairAgent", "health", "auditPublicKey", "stripeWebhook"}
+PUBLIC = {
+    "signupTenant", "acceptInvite", "pairAgent", "health", "auditPublicKey", "stripeWebhook",
+    "listLegalDocuments", "getLegalDocument",  # what a signup accepts must be readable before it
+}  # fmt: skip
 BEARER = [{"apiKey": []}]
 
 
