@@ -22,6 +22,7 @@ from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.appeals import AppealController, SuspensionController
 from api.controllers.audit import AuditController, ReplayController
 from api.controllers.billing import BillingController
+from api.controllers.credit_purchases import CreditPurchaseController
 from api.controllers.credits import CreditController
 from api.controllers.features import FeatureController
 from api.controllers.invites import InviteController
@@ -153,6 +154,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         ExportController,
         stripe_webhook,
         BillingController,
+        CreditPurchaseController,
     ]
     billing = billing_config(settings)
     billing_service = _billing_service(billing, services)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 from api.dependencies import CommandService
 from api.stripe_gateway import StripeGateway
@@ -114,6 +115,23 @@ class BillingService:
         )  # fmt: skip
         self.commands.run(OwnLLM.upgrade_plan, ctx, plan)
         return PlanChange("upgraded", plan, current.interval, charged, current.period_end)
+
+    def refund_lot(self, ctx: Ctx, lot_id: UUID) -> tuple[int, str]:
+        """Refund an untouched lot within 30 days: our rules first (a dry run), then Stripe, then our ledger.
+
+        Stripe's idempotency key follows from the lot: a retry after a failure between Stripe and our
+        record re-sends the same refund (Stripe keeps keys 24 hours), and the record then closes the lot.
+        """
+        ledger = self.app.credit_ledger(ctx.tenant_id)
+        lot = ledger.lots.get(lot_id) if ledger is not None else None
+        if ledger is None or lot is None:
+            raise NotFound("credit lot not found")
+        now = self.app.clock()
+        ledger.check_open()
+        ledger.check_refundable(lot, now)
+        refund_id = self._stripe().refund(ctx.tenant_id, lot.payment_id, lot.amount_cents, f"lot-refund:{lot_id}")
+        self.commands.run(OwnLLM.refund_lot, ctx.tenant_id, lot_id, now, ctx.actor)
+        return lot.amount_cents, refund_id
 
     def buy_credits(self, ctx: Ctx, cents: int, payment_method: str = "") -> tuple[str, str, str]:
         """A credit purchase's payment intent; the credits are granted when Stripe reports it succeeded."""

@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -157,3 +158,38 @@ def _save_card(gateway: StripeGateway, customer: str) -> str:
     gateway.client.v1.payment_methods.attach(method.id, params={"customer": customer})
     gateway.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": method.id}})
     return str(method.id)
+
+
+def test_credits_bought_and_refunded_over_the_api_only_while_untouched(
+    billed: tuple[Services, str], clock: ManualClock
+) -> None:
+    """The billing API buys credits through Stripe and refunds an untouched lot once; a used one is refused."""
+    services, base_url = billed
+    app = services.app
+    acme = services.command(
+        app.signup, slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r"
+    )
+    admin = {"Authorization": f"Bearer {acme.admin_key.secret}"}
+    account = {"name": "Acme AS", "email": "regnskap@acme.example", "address": "Storgata 1, Oslo", "country": "NO"}
+    assert httpx.put(f"{base_url}/api/v1/billing/account", headers=admin, json=account).is_success
+    gateway = StripeGateway(_config(services))
+    card = _save_card(gateway, BillingService(app, CommandService(services), gateway).customer(
+        Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "c")))  # fmt: skip
+    too_small = httpx.post(f"{base_url}/api/v1/billing/credits/purchases", headers=admin, json={"amount_cents": 99})
+    assert too_small.status_code in (400, 422)
+    bought = httpx.post(f"{base_url}/api/v1/billing/credits/purchases", headers=admin,
+                        json={"amount_cents": 10_00, "payment_method": card})  # fmt: skip
+    assert bought.status_code == 201 and bought.json()["status"] == "succeeded", bought.text
+    intent = gateway.client.v1.payment_intents.retrieve(bought.json()["payment_intent_id"]).to_dict()
+    now = int(clock().timestamp())
+    raw, headers = signed(event(f"evt_{intent['id']}", "payment_intent.succeeded", intent, now), now)
+    assert httpx.post(f"{base_url}/api/v1/billing/stripe/webhook", content=raw, headers=headers).status_code == 200
+    ledger = app.credit_ledger(acme.tenant_id)
+    assert ledger is not None
+    (lot_id,) = ledger.lots
+    refunded = httpx.post(f"{base_url}/api/v1/billing/credits/lots/{lot_id}/refund", headers=admin)
+    assert refunded.status_code == 201 and refunded.json()["refunded_cents"] == 10_00, refunded.text
+    assert refunded.json()["refund_id"].startswith("re_")
+    again = httpx.post(f"{base_url}/api/v1/billing/credits/lots/{lot_id}/refund", headers=admin)
+    assert again.status_code == 409 and "refunded" in again.text  # once: never a second refund
+    assert httpx.post(f"{base_url}/api/v1/billing/credits/lots/{uuid4()}/refund", headers=admin).status_code == 404
