@@ -1,5 +1,5 @@
 """What the operator publishes with notice: a version of the terms, privacy policy or DPA (terms §18) and a
-model's token prices (effective on the date the notice gives). Operator tokens only."""
+model's token prices (effective on the date the notice gives); and each tenant's billing mode. Operator tokens only."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import datetime
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 
 from api.dependencies import CommandService
 from api.guards import AnyRequest
@@ -52,6 +52,12 @@ class PriceChangeOut(msgspec.Struct):
     version: int
 
 
+class BillingModeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """``plan``: usage is covered by the tenant's plan; ``credits``: each request debits prepaid credits."""
+
+    mode: str
+
+
 class PublishingController(Controller):
     """Announcements that need notice; each is recorded with the operator as its actor."""
 
@@ -92,3 +98,16 @@ class PublishingController(Controller):
             request_id,
         )
         return PriceChangeOut(data.model, data.effective_at, version)
+
+    @put("/tenants/{tenant_id:uuid}/billing-mode", operation_id="operatorSetBillingMode", sync_to_thread=True)
+    def set_billing_mode(
+        self,
+        request: AnyRequest,
+        request_id: NamedDependency[str],
+        commands: NamedDependency[CommandService],
+        tenant_id: FromPath[UUID],
+        data: JSONBody[BillingModeIn],
+    ) -> BillingModeIn:
+        """Whether the tenant's usage debits prepaid credits (the proxy refuses it at zero balance) or its plan's."""
+        commands.run(OwnLLM.set_billing_mode, tenant_id, data.mode, operator_of(request).actor, request_id)
+        return data

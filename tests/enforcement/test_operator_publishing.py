@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import UUID
 
 from tests.enforcement.test_operator_api import operator_token
 from tests.support.api_client import Api
@@ -31,3 +32,13 @@ def test_the_operator_publishes_a_document_once(api: Api) -> None:
     assert api.call("POST", "/api/v1/operator/publications", op, json={"ref": "terms-9"}).status_code == 404
     listed = {d["ref"]: d for d in api.call("GET", "/api/v1/legal").json()}
     assert listed["privacy-1"]["published_at"] is not None
+
+
+def test_the_operator_puts_a_tenant_on_prepaid_credits(api: Api) -> None:
+    tenant = api.signup("acme")["tenant"]["id"]
+    op = operator_token(api)
+    path = f"/api/v1/operator/tenants/{tenant}/billing-mode"
+    assert api.call("PUT", path, op, json={"mode": "credits"}).status_code == 200
+    assert api.call("PUT", path, op, json={"mode": "barter"}).status_code == 422
+    ledger = api.services.app.credit_ledger(UUID(tenant))
+    assert ledger is not None and ledger.mode == "credits"
