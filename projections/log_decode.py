@@ -80,16 +80,26 @@ class _FastDecoder:
         return event
 
     def _plain(self, value: Any) -> Any:
-        """A JSON value with the library's tagged objects turned into their values (inner ones first)."""
-        kind = type(value)
-        if kind is dict:
-            value = {key: self._plain(item) for key, item in value.items()}
-            if len(value) == 2 and "_type_" in value and "_data_" in value:
-                convert = self.tags.get(value["_type_"])
-                if convert is None or type(value["_data_"]) is not str:
-                    raise _Slow
-                return convert(value["_data_"])
-            return value
-        if kind is list:
-            return [self._plain(item) for item in value]
+        """A JSON object or array with the library's tagged objects turned into their values, inner ones
+        first (as its object hook does), in place; scalars are left as they are without a call each."""
+        tags = self.tags
+        if type(value) is list:
+            items: Any = enumerate(value)
+        else:
+            items = value.items()
+        for key, item in list(items):
+            kind = type(item)
+            if kind is dict:
+                data = item.get("_data_")
+                if len(item) == 2 and type(data) is str and "_type_" in item:  # a tagged scalar: the common case
+                    convert = tags.get(item["_type_"])
+                    if convert is None:
+                        raise _Slow
+                    value[key] = convert(data)
+                else:
+                    value[key] = self._plain(item)
+            elif kind is list:
+                value[key] = self._plain(item)
+        if type(value) is dict and len(value) == 2 and "_type_" in value and "_data_" in value:
+            raise _Slow  # a tagged object whose data is not a string: none of the standard ones
         return value

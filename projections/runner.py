@@ -51,6 +51,7 @@ another process's revocation waits for it. While the polling thread runs it owns
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -305,15 +306,16 @@ def rebuild(
     model.clear()
     head = log_.head()
     replayed = 0
-    while model.position < head:
-        after = model.position
-        batch, through = log_.records(after, head, model.topics, TRACKED_BATCH, decode)
-        model.process_records(batch, through)
-        if model.position == after:
-            raise RuntimeError(f"{model.name} did not move from {after} to {through}")
-        replayed += len(batch)
-        if on_progress is not None:
-            on_progress(model.position, head)
+    with getattr(model, "bulk_load", contextlib.nullcontext)():  # e.g. secondary indexes built once at the end
+        while model.position < head:
+            after = model.position
+            batch, through = log_.records(after, head, model.topics, TRACKED_BATCH, decode)
+            model.process_records(batch, through)
+            if model.position == after:
+                raise RuntimeError(f"{model.name} did not move from {after} to {through}")
+            replayed += len(batch)
+            if on_progress is not None:
+                on_progress(model.position, head)
     return replayed, head
 
 
