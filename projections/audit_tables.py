@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from projections.audit_queries import (
     INDEXES,
     RAW_POSTGRES,
     STORED,
+    TIME_FORMAT,
     count_sql,
     row_of,
     rows_params,
@@ -38,6 +40,7 @@ from projections.tracking import check_locked_position
 # unique bucket stay: the upsert of hourly usage needs the latter. A rebuild killed on the way leaves
 # them missing until the next start, whose CREATE INDEX IF NOT EXISTS puts them back.
 SECONDARY = ("tenant", *INDEXES)
+SINCE_PROBE = 1000  # index entries a SQLite page since a time counts before choosing its index
 COPY_TYPES = ["int8", "uuid", "timestamptz", "text", "text", "text", "uuid", "text", "text", "uuid", "int8", "int8",
               "int8", "text"]  # the STORED columns, in order  # fmt: skip
 
@@ -65,8 +68,13 @@ class _AuditTable(TrackingRecorder):
     def fetch(
         self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
     ) -> list[AuditRow]:
-        sql, params = select_sql(self.table_sql, where, after, before, limit, order, sqlite=self.sqlite)
+        table = self._table_for(where, after, before, limit, order)
+        sql, params = select_sql(table, where, after, before, limit, order, sqlite=self.sqlite)
         return [row_of(values) for values in self._select(sql, params)]
+
+    def _table_for(self, where: AuditFilter, after: int | None, before: int | None, limit: int, order: Order) -> str:
+        """The table as the page's query names it (SQLite: with the index to walk, where the planner cannot know)."""
+        return self.table_sql
 
     @abstractmethod
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -110,6 +118,29 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             return [tuple(r) for r in c.fetchall()]
+
+    def _table_for(self, where: AuditFilter, after: int | None, before: int | None, limit: int, order: Order) -> str:
+        """The newest rows since a time: walk the positions back, unless few rows match.
+
+        SQLite has no histogram (no STAT4 in Python's build), so for ``time >= ?`` it takes the time
+        index, reads every row since then and sorts them by position: 12-16 ms p99 for the newest hour
+        of a 5,000-row tenant, more as the tenant grows. Times grow with positions, so when many rows
+        match, walking the (tenant, position) index back meets ``limit`` of them at once; a bounded
+        count on the time index (index only, at most ``SINCE_PROBE`` entries) says which case this is.
+        """
+        others = (where.actors, where.action, where.action_prefix, where.subject_id, where.request_id, where.until,
+                  where.involves, after)  # fmt: skip
+        if where.since is None or any(v is not None and v != () for v in others) or order != "desc":
+            return self.table_sql
+        probe = (
+            "SELECT count(*) FROM (SELECT 1 FROM audit_log INDEXED BY audit_log_time WHERE tenant_id = ? AND time >= ?"
+            + (" AND position < ?" if before is not None else "")
+            + " LIMIT ?)"
+        )
+        since = where.since.astimezone(UTC).strftime(TIME_FORMAT)
+        params = [str(where.tenant_id), since, *([before] if before is not None else []), SINCE_PROBE]
+        many = int(self._select(probe, params)[0][0]) >= min(SINCE_PROBE, 4 * limit)
+        return "audit_log INDEXED BY audit_log_tenant" if many else self.table_sql
 
     def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
         return self._select(*select_sql("audit_log", where, after, None, limit, "asc", sqlite=True))

@@ -190,3 +190,21 @@ def test_a_rebuild_builds_its_indexes_after_the_rows_and_again_when_it_fails(
     with pytest.raises(OSError):
         rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
     assert _indexes(quiet) == indexes
+
+
+def test_a_page_since_a_time_is_the_same_whichever_index_it_walks(quiet: Services, clock: ManualClock) -> None:
+    story = Story(quiet, clock)
+    for n in range(40):
+        story.act("key" if n % 3 else "hour", n)
+    quiet.runner.catch_up()
+    everything = _rows(quiet, story.tenant_id)
+    for row in everything[:: max(1, len(everything) // 6)]:
+        since = row.entry.time
+        expected = sorted((r for r in everything if r.entry.time >= since), key=lambda r: -r.position)
+        for limit in (2, 5, 100):  # few rows (the time index) or many (the positions walked back, on SQLite)
+            page = quiet.audit.page(AuditFilter(story.tenant_id, since=since), limit=limit)
+            assert page.rows == expected[:limit]
+            if len(expected) > limit:
+                older = quiet.audit.page(AuditFilter(story.tenant_id, since=since), before=page.rows[-1].position,
+                                         limit=limit)  # fmt: skip
+                assert older.rows == expected[limit : 2 * limit]
