@@ -170,6 +170,8 @@ class ProjectionRunner:
             head = self.log.head()
             topics = self._memory_topics()
             applied = 0
+            if not self.projections:  # nothing to feed (a runner of tracked models only): read nothing
+                self.position = head
             while self.position < head:
                 batch = self.log.read(self.position, head, topics, BATCH)
                 for notification in batch:
