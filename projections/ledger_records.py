@@ -35,6 +35,8 @@ _tenant_keys: dict[str, str] = {}  # stored hex -> the tree key (str of the UUID
 
 def locate(record: StoredRecord) -> tuple[str | None, datetime | None] | None:
     """(tenant key, time) of a stored event as the ledger keys it, or None when its bytes say otherwise."""
+    if not record.state.startswith(b"{"):  # not the mapper's JSON object (as it writes it): no exception raised
+        return None
     try:
         placed = _read(record.state)
     except (msgspec.DecodeError, msgspec.ValidationError):
