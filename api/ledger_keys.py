@@ -20,6 +20,7 @@ from api.secret_files import SecretFileError, read_or_create_secret
 from api.settings import Settings, SettingsError
 from projections.integrity.ledger import Ledger
 from projections.integrity.note_keys import NoteError, Signer, Verifier
+from projections.ledger_records import locate
 
 
 def default_origin(settings: Settings) -> str:
@@ -73,5 +74,5 @@ def build_ledger(settings: Settings, tables: Any, clock: Callable[[], datetime])
     signer = load_signer(settings)
     return Ledger(
         tables, signer=signer, origin=signer.name, every_events=settings.checkpoint_every_events,
-        every_s=settings.checkpoint_every_s, clock=clock,
+        every_s=settings.checkpoint_every_s, clock=clock, locate=locate,
     )  # fmt: skip

@@ -3,9 +3,11 @@
 Per store, in the same run as the baseline (hashlib's SHA-256 of each leaf):
 
 - append: the ledger (``projections.integrity.ledger.Ledger`` over the store's ``LedgerTables``,
-  exactly as ``build_services`` wires it) fed batches of 1,000 records of ``--size`` random bytes
-  spread over 100 tenants, as the runner hands them over (its read and decode excluded). Each batch
-  is one transaction: tile rows of both trees, leaf rows, checkpoints every 1,000 leaves, position.
+  exactly as ``build_services`` wires it) fed batches of ``--batch`` records (default: the runner's
+  ``TRACKED_BATCH``, what it hands over while catching up) of ``--size`` random bytes spread over 100
+  tenants (its read and decode excluded), and, as the baseline of the same run, batches of 1,000
+  (what it handed over before). Each batch is one transaction: tile rows of both trees, leaf rows,
+  checkpoints (every ``checkpoint_every_events``, and every ``checkpoint_every_s``), position.
 - append with the runner's read and decode: ``--events`` real encoded events bulk-inserted into the
   event store (tenants through the application's commands, then usage records), and
   ``ownllm projections rebuild integrity`` timed (read, decode, append), next to the bare read and
@@ -47,7 +49,7 @@ from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.tiles import TileCache, TileStore
 from projections.integrity.verify import verify_full_log
-from projections.runner import rebuild
+from projections.runner import TRACKED_BATCH, rebuild
 
 BIG_TREE = "bench-proofs"  # the tree written straight into the tile table for proofs at --proof-leaves
 
@@ -84,7 +86,9 @@ def ledger_of(services: Services) -> Ledger:
     return services.ledger
 
 
-def append(settings: Settings, states: list[bytes], rows: list[tuple[str, str]], kind: str, raw: float) -> None:
+def append(
+    settings: Settings, states: list[bytes], rows: list[tuple[str, str]], kind: str, raw: float, batch: int
+) -> None:
     """Fake records through the real ledger; then full verification and proofs at that size."""
     n = len(states)
     tenants = [uuid.uuid4() for _ in range(100)]
@@ -94,11 +98,12 @@ def append(settings: Settings, states: list[bytes], rows: list[tuple[str, str]],
     try:
         ledger = ledger_of(services)
         start = time.perf_counter()
-        for at in range(0, n, 1000):
-            batch = records[at : at + 1000]
-            ledger.process_records(batch, batch[-1].notification_id)
+        for at in range(0, n, batch):
+            part = records[at : at + batch]
+            ledger.process_records(part, part[-1].notification_id)
         rate = n / (time.perf_counter() - start)
-        rows.append((f"{kind}: ledger append, real tracked model (both trees, leaf map, checkpoints), {n:,} leaves",
+        rows.append((f"{kind}: ledger append, real tracked model (both trees, leaf map, checkpoints), {n:,} leaves, "
+                     f"batches of {batch:,}",
                      f"{rate:,.0f} leaves/s ({rate / raw:.3f} x raw hash)"))  # fmt: skip
         with ledger.tables.reading() as snapshot:
             notes = [r.note for r in snapshot.checkpoints(GLOBAL)]
@@ -170,6 +175,7 @@ def main() -> None:
     parser.add_argument("--proof-leaves", type=int, default=10_000_000)
     parser.add_argument("--events", type=int, default=200_000, help="real events for the read + decode figure")
     parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=TRACKED_BATCH, help="records per ledger batch (the runner's)")
     parser.add_argument("--stores", default="postgres,sqlite")
     args = parser.parse_args()
     n = args.leaves
@@ -186,7 +192,10 @@ def main() -> None:
     for kind in args.stores.split(","):
         with store(kind, None) as settings:
             print(f"{kind}: append {n:,} ...", flush=True)
-            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw)
+            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, 1000)  # baseline
+        with store(kind, None) as settings:
+            print(f"{kind}: append {n:,} in batches of {args.batch:,} ...", flush=True)
+            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, args.batch)
         with store(kind, None) as settings:
             settings = msgspec_replace(settings, run_projections=False)
             print(f"{kind}: read + decode + append {args.events:,} ...", flush=True)

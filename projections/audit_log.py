@@ -9,6 +9,7 @@ position of the first record counted in it), which makes positions a stable keys
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -86,6 +87,10 @@ class AuditTable(Protocol):
         """Drop every row and the tracking record (before a rebuild)."""
         ...
 
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """While a rebuild writes every row: the secondary indexes go, and are built once at the end."""
+        ...
+
 
 @dataclass
 class AuditProjection:
@@ -123,6 +128,10 @@ class AuditProjection:
         """Drop every row and go back to position 0."""
         self.table.clear()
         self.position = 0
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """What :func:`projections.runner.rebuild` writes in: indexes built once, after the rows (see the tables)."""
+        return self.table.bulk_load()
 
     def page(
         self, where: AuditFilter, *, after: int | None = None, before: int | None = None, limit: int = 100,

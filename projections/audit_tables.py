@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -22,6 +25,7 @@ from projections.audit_queries import (
     INDEXES,
     RAW_POSTGRES,
     STORED,
+    TIME_FORMAT,
     count_sql,
     row_of,
     rows_params,
@@ -30,6 +34,19 @@ from projections.audit_queries import (
     where_clause,
 )
 from projections.tracking import check_locked_position
+
+# The indexes a rebuild drops and builds once at the end, after the rows (one sort each instead of a
+# B-tree insert per row and index: the rebuild's largest cost). The primary key and the usage rows'
+# unique bucket stay: the upsert of hourly usage needs the latter. A rebuild killed on the way leaves
+# them missing until the next start, whose CREATE INDEX IF NOT EXISTS puts them back.
+SECONDARY = ("tenant", *INDEXES)
+SINCE_PROBE = 1000  # index entries a SQLite page since a time counts before choosing its index
+COPY_TYPES = ["int8", "uuid", "timestamptz", "text", "text", "text", "uuid", "text", "text", "uuid", "int8", "int8",
+              "int8", "text"]  # the STORED columns, in order  # fmt: skip
+
+
+def _uuid(value: Any) -> UUID:
+    return value if type(value) is UUID else UUID(str(value))
 
 
 def _one(curs: Any) -> Any:
@@ -51,8 +68,13 @@ class _AuditTable(TrackingRecorder):
     def fetch(
         self, where: AuditFilter, *, after: int | None, before: int | None, limit: int, order: Order
     ) -> list[AuditRow]:
-        sql, params = select_sql(self.table_sql, where, after, before, limit, order, sqlite=self.sqlite)
+        table = self._table_for(where, after, before, limit, order)
+        sql, params = select_sql(table, where, after, before, limit, order, sqlite=self.sqlite)
         return [row_of(values) for values in self._select(sql, params)]
+
+    def _table_for(self, where: AuditFilter, after: int | None, before: int | None, limit: int, order: Order) -> str:
+        """The table as the page's query names it (SQLite: with the index to walk, where the planner cannot know)."""
+        return self.table_sql
 
     @abstractmethod
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -97,6 +119,29 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             c.execute(sql, params)
             return [tuple(r) for r in c.fetchall()]
 
+    def _table_for(self, where: AuditFilter, after: int | None, before: int | None, limit: int, order: Order) -> str:
+        """The newest rows since a time: walk the positions back, unless few rows match.
+
+        SQLite has no histogram (no STAT4 in Python's build), so for ``time >= ?`` it takes the time
+        index, reads every row since then and sorts them by position: 12-16 ms p99 for the newest hour
+        of a 5,000-row tenant, more as the tenant grows. Times grow with positions, so when many rows
+        match, walking the (tenant, position) index back meets ``limit`` of them at once; a bounded
+        count on the time index (index only, at most ``SINCE_PROBE`` entries) says which case this is.
+        """
+        others = (where.actors, where.action, where.action_prefix, where.subject_id, where.request_id, where.until,
+                  where.involves, after)  # fmt: skip
+        if where.since is None or any(v is not None and v != () for v in others) or order != "desc":
+            return self.table_sql
+        probe = (
+            "SELECT count(*) FROM (SELECT 1 FROM audit_log INDEXED BY audit_log_time WHERE tenant_id = ? AND time >= ?"
+            + (" AND position < ?" if before is not None else "")
+            + " LIMIT ?)"
+        )
+        since = where.since.astimezone(UTC).strftime(TIME_FORMAT)
+        params = [str(where.tenant_id), since, *([before] if before is not None else []), SINCE_PROBE]
+        many = int(self._select(probe, params)[0][0]) >= min(SINCE_PROBE, 4 * limit)
+        return "audit_log INDEXED BY audit_log_tenant" if many else self.table_sql
+
     def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
         return self._select(*select_sql("audit_log", where, after, None, limit, "asc", sqlite=True))
 
@@ -108,6 +153,19 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             c.execute("DELETE FROM audit_log")
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        with self.datastore.transaction(commit=True) as c:
+            for name in SECONDARY:
+                c.execute(f"DROP INDEX IF EXISTS audit_log_{name}")
+        try:
+            yield
+        finally:
+            with self.datastore.transaction(commit=True) as c:
+                for statement in self.construct_create_table_statements():
+                    if statement.startswith("CREATE INDEX"):
+                        c.execute(statement)
 
 
 class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
@@ -148,10 +206,14 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
         insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         with self.datastore.transaction(commit=True) as curs:
             check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StaleAuditPosition)
-            if rows:  # COPY: a rebuild's rows go in at the server's pace, not one statement each
-                with curs.copy(SQL("COPY {} (" + STORED + ") FROM STDIN").format(self.table)) as copy:
-                    for values in rows_params(rows, sqlite=False):
-                        copy.write_row(values)
+            if rows:  # binary COPY: a rebuild's rows go in at the server's pace, not one statement each
+                with curs.copy(SQL("COPY {} (" + STORED + ") FROM STDIN (FORMAT BINARY)").format(self.table)) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for r in rows:
+                        e = r.entry
+                        copy.write_row((r.position, _uuid(e.tenant_id), e.time, e.actor, e.action, e.subject_kind,
+                                        _uuid(e.subject_id), e.summary, e.request_id, None, 0, 0, 0,
+                                        e.action.partition(".")[0]))  # fmt: skip
             if usage:
                 curs.executemany(
                     SQL(
@@ -206,8 +268,24 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {}").format(self.table))
+            curs.execute(SQL("TRUNCATE {}").format(self.table))  # no dead rows left for the rebuild to wade through
             curs.execute(
                 SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
                 (TRACKING_NAME,),
             )
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        schema = Identifier(self.datastore.schema)
+        with self.datastore.transaction(commit=True) as curs:
+            for name in SECONDARY:
+                curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(schema, Identifier(f"{self.name}_{name}")))
+        try:
+            yield
+        finally:
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute("SET LOCAL maintenance_work_mem = '256MB'")  # each index sorted in memory
+                for statement in self.sql_create_statements:
+                    if statement.as_string().startswith("CREATE INDEX"):
+                        curs.execute(statement)
+                curs.execute(SQL("ANALYZE {}").format(self.table))

@@ -51,6 +51,7 @@ another process's revocation waits for it. While the polling thread runs it owns
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -60,12 +61,14 @@ from typing import Any, Protocol
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
-from projections.log import NotificationLog, Recorded, recorded
+from projections.log import NotificationLog, Recorded
 from projections.status import FailureLog, utc_now
 
 log = logging.getLogger(__name__)
-BATCH = 1000
-TRACKED_BATCHES_PER_POLL = 20
+BATCH = 1000  # events per read of the in-memory projections
+TRACKED_BATCH = 10_000  # records per batch of a tracked read model (one transaction each)
+TRACKED_BATCHES_PER_POLL = 2  # then the in-memory projections catch up again (20,000 events, as before)
+Read = tuple[list[Recorded], int]  # records and the position they complete (NotificationLog.records)
 FAILURE_WRITE_EVERY_S = 5.0  # a reader failing at every poll updates its persisted count at most this often
 
 
@@ -167,6 +170,8 @@ class ProjectionRunner:
             head = self.log.head()
             topics = self._memory_topics()
             applied = 0
+            if not self.projections:  # nothing to feed (a runner of tracked models only): read nothing
+                self.position = head
             while self.position < head:
                 batch = self.log.read(self.position, head, topics, BATCH)
                 for notification in batch:
@@ -193,38 +198,51 @@ class ProjectionRunner:
         return tuple(sorted(topics))
 
     def _catch_up_tracked(self, head: int, max_batches: int | None) -> bool:
-        """Bring each tracked projection towards ``head``; True when one has batches left."""
-        more = False
-        with self._tracked_lock:
-            for tracked in list(self.tracked):
-                more = self._feed(tracked, head, max_batches) or more
-        return more
+        """Bring each tracked projection towards ``head``; True when one has batches left.
 
-    def _feed(self, tracked: Any, head: int, max_batches: int | None) -> bool:
-        """Feed one tracked projection up to ``head``; True when it stopped at ``max_batches``."""
-        name = _name(tracked)
-        batches = 0
-        try:
-            while (after := self._position_of(tracked)) < head:
-                if max_batches is not None and batches >= max_batches:
+        The projections go forward together, a batch each per round, and those standing at the same
+        position with the same topics get the same records from one read (the audit log and the
+        ledger both read every event: one read, and one decode of each event, for both).
+        """
+        with self._tracked_lock:
+            pending, rounds = list(self.tracked), 0
+            while pending:
+                if max_batches is not None and rounds >= max_batches:
                     return True
+                reads: dict[tuple[int, tuple[str, ...]], Read] = {}
+                pending = [tracked for tracked in pending if self._feed(tracked, head, reads)]
+                rounds += 1
+        return False
+
+    def _feed(self, tracked: Any, head: int, reads: dict[tuple[int, tuple[str, ...]], Read]) -> bool:
+        """Feed one tracked projection one batch towards ``head``; True when it is still behind it."""
+        name = _name(tracked)
+        try:
+            after = self._position_of(tracked)
+            if after < head:
                 records = hasattr(tracked, "process_records")  # it chose stored records over bare events
-                batch = self.log.read(after, head, tracked.topics if records else (), BATCH)
-                through = head if len(batch) < BATCH else batch[-1].id
+                topics = tuple(tracked.topics) if records else ()
+                if (after, topics) not in reads:
+                    reads[after, topics] = self.log.records(after, head, topics, TRACKED_BATCH, self._decode)
+                batch, through = reads[after, topics]
                 if records:
-                    tracked.process_records([recorded(n, self.app.mapper.to_domain_event) for n in batch], through)
+                    tracked.process_records(batch, through)
                     if tracked.position == after:
                         raise RuntimeError(f"tracked projection {name} did not move from {after} to {through}")
                 else:
                     if batch:
-                        tracked.process_batch([(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
+                        tracked.process_batch([(r.notification_id, r.event) for r in batch])
                     self._cursors[id(tracked)] = through
-                batches += 1
+                if self._position_of(tracked) < head:
+                    return True
         except Exception as exc:
             self._failed(name, exc)
             return False
         self._recovered(name)
         return False
+
+    def _decode(self, notification: Notification) -> Any:
+        return self.app.mapper.to_domain_event(notification)
 
     def _position_of(self, tracked: Any) -> int:
         if hasattr(tracked, "process_records"):
@@ -290,16 +308,16 @@ def rebuild(
     model.clear()
     head = log_.head()
     replayed = 0
-    while model.position < head:
-        after = model.position
-        batch = log_.read(after, head, model.topics, BATCH)
-        through = head if len(batch) < BATCH else batch[-1].id
-        model.process_records([recorded(n, decode) for n in batch], through)
-        if model.position == after:
-            raise RuntimeError(f"{model.name} did not move from {after} to {through}")
-        replayed += len(batch)
-        if on_progress is not None:
-            on_progress(model.position, head)
+    with getattr(model, "bulk_load", contextlib.nullcontext)():  # e.g. secondary indexes built once at the end
+        while model.position < head:
+            after = model.position
+            batch, through = log_.records(after, head, model.topics, TRACKED_BATCH, decode)
+            model.process_records(batch, through)
+            if model.position == after:
+                raise RuntimeError(f"{model.name} did not move from {after} to {through}")
+            replayed += len(batch)
+            if on_progress is not None:
+                on_progress(model.position, head)
     return replayed, head
 
 

@@ -50,6 +50,7 @@ same, so they stay valid, and ``ownllm audit verify --live`` checks it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ from projections.integrity.note_keys import Signer
 from projections.integrity.tiles import TileStore
 
 log = logging.getLogger(__name__)
+_sha256 = hashlib.sha256
 
 
 class NoSigningKey(RuntimeError):
@@ -101,6 +103,8 @@ class Ledger:
     every_s: float = 60.0
     clock: Callable[[], datetime] = _utc_now
     tenant_of: Callable[[Any], Any] = tenant_of_event
+    # reads (tenant key, time) from a record's stored bytes without decoding it, or None (then ``tenant_of``)
+    locate: Callable[[StoredRecord], tuple[str | None, datetime | None] | None] | None = None
     name: str = "integrity"
     topics: tuple[str, ...] = ()  # every event
     position: int = field(init=False)
@@ -169,33 +173,52 @@ class Ledger:
         return True
 
     def _apply(self, records: Sequence[StoredRecord], through: int) -> None:
+        fresh = [r for r in records if r.notification_id > self.position]
+        places = [self._place(r) for r in fresh]
+        digests = [_sha256(b"\x00" + r.state).digest() for r in fresh]  # leaf_hash, inline
         leaves: list[LeafRow] = []
         checkpoints: list[CheckpointRow] = []
         global_tree = self._tree(GLOBAL)
         touched = {GLOBAL}
         now = self.clock()
-        for record in records:
-            if record.notification_id <= self.position:
-                continue
-            digest = leaf_hash(record.state)
-            index = global_tree.append_hash(digest)
-            tenant = self.tenant_of(record.event)
-            key = None if tenant is None else str(tenant)
-            tenant_index = None
-            if key is not None:
-                tenant_index = self._tree(key).append(tenant_leaf_data(index, digest))
+        at = 0
+        while at < len(fresh):  # in runs that end where a checkpoint is due (every ``every_events`` leaves)
+            end = len(fresh)
+            if self.signer is not None:
+                end = min(end, at + self.every_events - global_tree.size % self.every_events)
+            first = global_tree.extend_hashes(digests[at:end])
+            by_tenant: dict[str, list[int]] = {}
+            for i in range(at, end):
+                key = places[i][0]
+                if key is not None:
+                    by_tenant.setdefault(key, []).append(i)
+            tenant_leaf: dict[int, int] = {}
+            for key, items in by_tenant.items():
+                tree = self._tree(key)
+                start = tree.extend_hashes([leaf_hash(tenant_leaf_data(first + i - at, digests[i])) for i in items])
+                tenant_leaf.update((i, start + n) for n, i in enumerate(items))
                 self._dirty.add(key)
                 touched.add(key)
-            leaves.append(
-                LeafRow(index, record.notification_id, key, tenant_index, getattr(record.event, "timestamp", None))
-            )
+            leaves += [LeafRow(first + i - at, fresh[i].notification_id, places[i][0], tenant_leaf.get(i), places[i][1])
+                       for i in range(at, end)]  # fmt: skip
             if self.signer is not None and global_tree.size % self.every_events == 0:
                 checkpoints += self._sign(now)
+            at = end
         if self._due(now):
             checkpoints += self._sign(now)
         tiles = [(key, *tile) for key in sorted(touched) for tile in self._stores[key].take_dirty()]
         self.tables.apply(self.position, through, tiles, leaves, checkpoints)
         self.position = through
+
+    def _place(self, record: StoredRecord) -> tuple[str | None, datetime | None]:
+        """The record's tenant (its tree's key; None: no tenant's) and time, from its bytes where ``locate`` can."""
+        if self.locate is not None:
+            found = self.locate(record)
+            if found is not None:
+                return found
+        event = record.event
+        tenant = self.tenant_of(event)
+        return (None if tenant is None else str(tenant)), getattr(event, "timestamp", None)
 
     def _due(self, now: datetime) -> bool:
         """A checkpoint is due: there is a key, the tree grew, and ``every_s`` passed since the last one."""

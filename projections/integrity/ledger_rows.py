@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 GLOBAL = ""  # the global tree's key in the tile table (tenant trees are keyed by the tenant's id)
 TRACKING_NAME = "ownllm/integrity"
@@ -29,9 +29,11 @@ class StoredRecord(Protocol):
     def event(self) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LeafRow:
-    """Where one event sits: global leaf, notification id, tenant (None: no tenant's), tenant leaf, time."""
+class LeafRow(NamedTuple):
+    """Where one event sits: global leaf, notification id, tenant (None: no tenant's), tenant leaf, time.
+
+    A named tuple, not a frozen dataclass: the ledger makes one per event, and a tuple is built in C.
+    """
 
     leaf: int
     notification_id: int

@@ -130,6 +130,32 @@ class MerkleTree:
         self._size += 1
         return index
 
+    def extend_hashes(self, digests: Sequence[bytes]) -> int:
+        """Append leaves by their leaf hashes; the first one's index. The same tree as :meth:`append_hash`
+        one by one, hashed a level at a time (a store with ``put_row`` takes each level's new nodes at once)."""
+        first = self._size
+        if any(len(d) != HASH_SIZE for d in digests):
+            raise ValueError("a leaf hash is 32 bytes")
+        put_row = getattr(self.store, "put_row", None)
+        last, level, start, row = self._last, 0, first, list(digests)  # the new nodes of ``level`` from ``start``
+        while row:
+            if put_row is not None:
+                put_row(level, start, row)
+            else:
+                for offset, digest in enumerate(row):
+                    self.store.put(level, start + offset, digest)
+            nodes = [last[level], *row] if start & 1 else row  # an odd start closes the last node's pair
+            if level == len(last):
+                last.append(row[-1])
+            else:
+                last[level] = row[-1]
+            row = [
+                _sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[::2], nodes[1::2], strict=False)
+            ]
+            level, start = level + 1, start >> 1
+        self._size += len(digests)
+        return first
+
     def leaf_hash_at(self, index: int) -> bytes:
         """The stored hash of leaf ``index``."""
         if not 0 <= index < self._size:

@@ -170,6 +170,25 @@ class TileStore:
         if level == 0:
             self._size = index + 1
 
+    def put_row(self, level: int, first: int, digests: Sequence[bytes]) -> None:
+        """Store nodes ``(level, first)``, ``(level, first + 1)``, ... at once (what :meth:`put` does for each)."""
+        if level % TILE_HEIGHT:
+            return
+        tile_level, index, at = level // TILE_HEIGHT, first, 0
+        while at < len(digests):
+            key = (tile_level, index >> TILE_HEIGHT)
+            chunk = digests[at : at + TILE_WIDTH - index % TILE_WIDTH]
+            row = self._held.get(key, bytearray())
+            if len(row) != (index % TILE_WIDTH) * HASH_SIZE or any(len(d) != HASH_SIZE for d in chunk):
+                raise ValueError(f"node ({level}, {index}) is not the next one of its tile (append-only)")
+            row += b"".join(chunk)
+            self._held[key] = row
+            self._views.pop(key, None)
+            self._dirty.add(key)
+            at, index = at + len(chunk), index + len(chunk)
+        if level == 0 and digests:
+            self._size = first + len(digests)
+
     def prefetch(self, nodes: Iterable[tuple[int, int]]) -> None:
         """Load the tiles of these nodes that are neither held nor cached, in one ``fetch``."""
         if self._fetch is None:

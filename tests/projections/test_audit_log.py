@@ -147,3 +147,64 @@ def test_a_crash_between_rows_and_position_loses_and_duplicates_nothing(
         "api_key.issued", "usage.hourly", "invite.issued", "invite.accepted", "user.joined", "api_key.issued",
     ]  # fmt: skip
     assert sum(r.requests for r in after if r.entry.action == USAGE_ACTION) == 2
+
+
+def _indexes(services: Services) -> set[str]:
+    table: Any = services.audit.table
+    if table.sqlite:
+        with table.datastore.transaction(commit=False) as c:
+            c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log'")
+            return {r[0] for r in c.fetchall()}
+    with table.datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                     (table.datastore.schema, table.name))  # fmt: skip
+        return {r["indexname"] for r in curs.fetchall()}
+
+
+def test_a_rebuild_builds_its_indexes_after_the_rows_and_again_when_it_fails(
+    quiet: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    story = Story(quiet, clock)
+    for kind in ["join", "key", "usage", "revoke"]:
+        story.act(kind, 1)
+    quiet.runner.catch_up()
+    indexes, rows = _indexes(quiet), _rows(quiet, story.tenant_id)
+    assert len(indexes) >= 8
+    seen: list[set[str]] = []
+    apply = type(quiet.audit.table).apply
+
+    def watching(self: Any, *args: Any) -> None:
+        seen.append(_indexes(quiet))
+        apply(self, *args)
+
+    monkeypatch.setattr(type(quiet.audit.table), "apply", watching)
+    log = NotificationLog(quiet.app.recorder)
+    rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
+    assert seen and all(len(found) <= 3 for found in seen)  # rows went in with the primary key and bucket only
+    assert _indexes(quiet) == indexes and _rows(quiet, story.tenant_id) == rows
+
+    def killed(self: Any, *args: Any) -> None:
+        raise OSError("killed mid-rebuild")
+
+    monkeypatch.setattr(type(quiet.audit.table), "apply", killed)
+    with pytest.raises(OSError):
+        rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
+    assert _indexes(quiet) == indexes
+
+
+def test_a_page_since_a_time_is_the_same_whichever_index_it_walks(quiet: Services, clock: ManualClock) -> None:
+    story = Story(quiet, clock)
+    for n in range(40):
+        story.act("key" if n % 3 else "hour", n)
+    quiet.runner.catch_up()
+    everything = _rows(quiet, story.tenant_id)
+    for row in everything[:: max(1, len(everything) // 6)]:
+        since = row.entry.time
+        expected = sorted((r for r in everything if r.entry.time >= since), key=lambda r: -r.position)
+        for limit in (2, 5, 100):  # few rows (the time index) or many (the positions walked back, on SQLite)
+            page = quiet.audit.page(AuditFilter(story.tenant_id, since=since), limit=limit)
+            assert page.rows == expected[:limit]
+            if len(expected) > limit:
+                older = quiet.audit.page(AuditFilter(story.tenant_id, since=since), before=page.rows[-1].position,
+                                         limit=limit)  # fmt: skip
+                assert older.rows == expected[limit : 2 * limit]
