@@ -18,11 +18,10 @@ from api.cli_lifecycle import exports, policies, tenants_terminate, users_restor
 from api.cli_projections import projections
 from api.cli_support import cli_services as _services
 from api.cli_support import err, out, shown, visible
-from api.services import Services
+from api.cli_support import run_command as _run
+from api.cli_support import tenant_ctx as _ctx
 from api.settings import SettingsError, load_settings
-from domain.context import SYSTEM, Ctx
-from domain.errors import DomainError, NotFound
-from domain.ids import tenant_id_for
+from domain.errors import NotFound
 from domain.roles import Role, Scope
 from domain.sealing import PersonalData
 
@@ -54,22 +53,6 @@ app.add_typer(policies, name="policies")
 app.add_typer(exports, name="exports")
 tenants.command("terminate")(tenants_terminate)
 users.command("restore")(users_restore)
-
-
-def _ctx(services: Services, slug: str) -> Ctx:
-    tenant = services.directory.tenants.get(tenant_id_for(slug))
-    if tenant is None:
-        err.print(f"[red]no tenant with slug '{shown(slug)}'[/]")
-        raise typer.Exit(1)
-    return Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"cli-{uuid.uuid4()}")
-
-
-def _run(services: Services, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return services.command(fn, *args, **kwargs)
-    except DomainError as exc:
-        err.print(f"[red]{shown(exc.title)}:[/] {shown(exc)}")
-        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from api.cli_support import cli_services as _services
-from api.cli_support import err, out, shown
+from api.cli_support import err, out, shown, tenant_of
 from api.ledger_keys import public_keys
 from api.services import Services
 from domain.ids import tenant_id_for
@@ -118,10 +118,7 @@ def audit_export(
     start, end = _moment("--from", since), _moment("--to", until)
     services = _services()
     try:
-        tenant_id = tenant_id_for(tenant)
-        if tenant_id not in services.directory.tenants:
-            err.print(f"[red]no tenant with slug '{shown(tenant)}'[/]")
-            raise typer.Exit(1)
+        tenant_id = tenant_of(services, tenant)
         catch_up_ledger(services)
         ledger = services.ledger
         assert ledger is not None and ledger.signer is not None

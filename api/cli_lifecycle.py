@@ -14,12 +14,12 @@ import typer
 from rich.table import Table
 
 from api.cli_support import cli_services as _services
-from api.cli_support import err, out, shown
-from api.services import Services
+from api.cli_support import err, out, shown, tenant_of
+from api.cli_support import run_command as _run
+from api.cli_support import tenant_ctx as _ctx
 from api.sweeper import SweeperBusy
 from domain.context import SYSTEM, Ctx
 from domain.errors import DomainError
-from domain.ids import tenant_id_for
 
 policies = typer.Typer(
     help="Apply the terms' time rules: erase due accounts, expire export links.", no_args_is_help=True
@@ -81,10 +81,7 @@ def exports_create(
 
     services = _services()
     try:
-        tenant_id = tenant_id_for(tenant)
-        if tenant_id not in services.directory.tenants:
-            err.print(f"[red]no tenant with slug '{shown(tenant)}'[/]")
-            raise typer.Exit(1)
+        tenant_id = tenant_of(services, tenant)
         subject = None
         if email is not None:
             wanted = email.strip().lower()
@@ -166,21 +163,3 @@ def users_restore(
         out.print(f"the account of {shown(email)} is restored")
     finally:
         services.close()
-
-
-def _ctx(services: Services, slug: str) -> Ctx:
-    """The operator's context in a tenant named by its slug (exit 1 when there is none)."""
-    tenant = services.directory.tenants.get(tenant_id_for(slug))
-    if tenant is None:
-        err.print(f"[red]no tenant with slug '{shown(slug)}'[/]")
-        raise typer.Exit(1)
-    return Ctx(actor=SYSTEM, tenant_id=tenant.id, request_id=f"cli-{uuid.uuid4()}")
-
-
-def _run(services: Services, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a command; a refusal is printed and exits 1."""
-    try:
-        return services.command(fn, *args, **kwargs)
-    except DomainError as exc:
-        err.print(f"[red]{shown(exc.title)}:[/] {shown(exc)}")
-        raise typer.Exit(1) from None

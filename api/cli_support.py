@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
+from typing import Any
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -10,6 +13,9 @@ from rich.markup import escape
 
 from api.services import Services, build_services
 from api.settings import SettingsError, load_settings
+from domain.context import SYSTEM, Ctx
+from domain.errors import DomainError
+from domain.ids import tenant_id_for
 
 out = Console()
 err = Console(stderr=True)
@@ -41,3 +47,26 @@ def cli_services() -> Services:
         err.print(f"[red]configuration error:[/] {shown(exc)}")
         raise typer.Exit(2) from None
     return build_services(settings, start_runner=False)
+
+
+def tenant_of(services: Services, slug: str) -> UUID:
+    """The id of the tenant with this slug; prints the refusal and exits 1 when there is none."""
+    tenant_id = tenant_id_for(slug)
+    if tenant_id not in services.directory.tenants:
+        err.print(f"[red]no tenant with slug '{shown(slug)}'[/]")
+        raise typer.Exit(1)
+    return tenant_id
+
+
+def tenant_ctx(services: Services, slug: str) -> Ctx:
+    """The operator's command context in the tenant with this slug (exit 1 when there is none)."""
+    return Ctx(actor=SYSTEM, tenant_id=tenant_of(services, slug), request_id=f"cli-{uuid.uuid4()}")
+
+
+def run_command(services: Services, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a command; a refusal is printed with its title and exits 1."""
+    try:
+        return services.command(fn, *args, **kwargs)
+    except DomainError as exc:
+        err.print(f"[red]{shown(exc.title)}:[/] {shown(exc)}")
+        raise typer.Exit(1) from None
