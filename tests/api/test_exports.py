@@ -57,11 +57,16 @@ def test_an_admin_exports_the_tenant_and_a_member_their_own_data(api: Api) -> No
     files = _files(zipped.content)
     manifest = json.loads(files["manifest.json"])
     assert {"tenant.json", "users.json", "users.csv", "roles.json", "api_keys.json", "api_keys.csv", "agents.json",
-            "usage.csv", "audit_events.jsonl", "deletions.json"} == {f["name"] for f in manifest["files"]}  # fmt: skip
+            "usage.csv", "audit_events.jsonl", "deletions.json", "terms.json", "billing.json",
+            } == {f["name"] for f in manifest["files"]}  # fmt: skip
     for entry in manifest["files"]:
         assert hashlib.sha256(files[entry["name"]]).hexdigest() == entry["sha256"]
         assert f"{entry['sha256']}  {entry['name']}" in files["SHA256SUMS"].decode()
-    assert manifest["not_present"] == ["terms_acceptances", "billing"]
+    assert manifest["not_present"] == []
+    terms = json.loads(files["terms.json"])
+    assert terms["terms_accepted_version"] >= 1 and terms["model_licences_accepted"] == []
+    billing = json.loads(files["billing.json"])
+    assert billing == {"account": None, "subscription": None, "invoices": [], "payments": [], "credit_lots": []}
     users = list(csv.DictReader(io.StringIO(files["users.csv"].decode("utf-8-sig"))))
     assert {u["email"] for u in users} == {"ada@exporting.example", "bob@exporting.example"}
     assert "'=Bob" in {u["name"] for u in users}  # a spreadsheet shows the name, never runs it
