@@ -23,6 +23,7 @@ from litestar.response import Stream
 
 from api.dependencies import CommandService
 from api.exports import ExportFiles, read_chunks
+from api.guards import ALLOWED_WHILE_SUSPENDED
 from api.principal import Principal
 from domain.application import OwnLLM
 from domain.commands.lifecycle import DeletionState
@@ -136,8 +137,8 @@ class ExportController(Controller):
 
     tags = ["lifecycle"]
 
-    @post("/api/v1/exports", operation_id="exportTenant", opt={"action": Action.DATA_EXPORT}, status_code=202,
-          sync_to_thread=True)  # fmt: skip
+    @post("/api/v1/exports", operation_id="exportTenant", status_code=202, sync_to_thread=True,
+          opt={"action": Action.DATA_EXPORT, ALLOWED_WHILE_SUSPENDED: True})  # fmt: skip
     def export_tenant(self, ctx: NamedDependency[Ctx], commands: NamedDependency[CommandService],
                       lifecycle: NamedDependency[LifecycleView], export_files: NamedDependency[ExportFiles],
                       wake_sweeper: NamedDependency[Any]) -> ExportOut:  # fmt: skip
@@ -157,7 +158,8 @@ class ExportController(Controller):
         wake_sweeper()
         return _export_out(lifecycle.exports[export_id], export_files)
 
-    @get("/api/v1/exports", operation_id="listExports", opt={"action": Action.DATA_READ_OWN}, sync_to_thread=False)
+    @get("/api/v1/exports", operation_id="listExports", sync_to_thread=False,
+         opt={"action": Action.DATA_READ_OWN, ALLOWED_WHILE_SUSPENDED: True})  # fmt: skip
     def list_exports(self, principal: NamedDependency[Principal], lifecycle: NamedDependency[LifecycleView],
                      export_files: NamedDependency[ExportFiles]) -> list[ExportOut]:  # fmt: skip
         """The exports you may read (admins: the tenant's; everyone: their own), oldest first."""
@@ -169,7 +171,8 @@ class ExportController(Controller):
                 continue
         return views
 
-    @get("/api/v1/exports/{export_id:uuid}", operation_id="getExport", opt={"action": Action.DATA_READ_OWN},
+    @get("/api/v1/exports/{export_id:uuid}", operation_id="getExport",
+         opt={"action": Action.DATA_READ_OWN, ALLOWED_WHILE_SUSPENDED: True},
          sync_to_thread=False)  # fmt: skip
     def get_export(self, principal: NamedDependency[Principal], lifecycle: NamedDependency[LifecycleView],
                    export_files: NamedDependency[ExportFiles], export_id: FromPath[UUID]) -> ExportOut:  # fmt: skip
@@ -177,7 +180,7 @@ class ExportController(Controller):
         return _export_out(readable(lifecycle.exports.get(export_id), principal), export_files)
 
     @get("/api/v1/exports/{export_id:uuid}/download", operation_id="downloadExport",
-         opt={"action": Action.DATA_READ_OWN}, sync_to_thread=True)  # fmt: skip
+         opt={"action": Action.DATA_READ_OWN, ALLOWED_WHILE_SUSPENDED: True}, sync_to_thread=True)  # fmt: skip
     def download(self, ctx: NamedDependency[Ctx], principal: NamedDependency[Principal],
                  lifecycle: NamedDependency[LifecycleView], export_files: NamedDependency[ExportFiles],
                  commands: NamedDependency[CommandService], now: NamedDependency[datetime],

@@ -47,7 +47,7 @@ def test_a_revoked_operator_token_stops_at_once(api: Api) -> None:
     assert api.call("GET", "/api/v1/operator/appeals", issued.secret).status_code == 401
 
 
-def test_a_suspended_tenant_keeps_its_appeal_routes_only(api: Api) -> None:
+def test_a_suspended_tenant_keeps_its_appeal_and_export_routes_only(api: Api) -> None:
     signed = api.signup("acme")
     key, tenant = signed["api_key"]["secret"], signed["tenant"]["id"]
     op = operator_token(api)
@@ -58,6 +58,10 @@ def test_a_suspended_tenant_keeps_its_appeal_routes_only(api: Api) -> None:
     listed = api.call("GET", "/api/v1/suspensions", key)
     assert listed.status_code == 200 and [s["id"] for s in listed.json()] == [case["id"]]
     assert api.call("GET", "/api/v1/appeals", key).json() == []
+    export = api.call("POST", "/api/v1/exports", key)  # its data export stays reachable (terms §8)
+    assert export.status_code == 202, export.text
+    assert api.call("GET", f"/api/v1/exports/{export.json()['id']}", key).status_code == 200
+    assert api.call("GET", "/api/v1/exports", key).status_code == 200
     reinstate(api, op, tenant, "tenant", tenant)
     assert api.call("GET", "/api/v1/me", key).status_code == 200
     assert api.call("GET", "/api/v1/suspensions", key).json()[0]["status"] == "lifted"
