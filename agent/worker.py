@@ -149,6 +149,8 @@ class Worker:
                 log.warning("job subscription not removed: %s", type(exc).__name__)
             log.info("no longer serving model %s", model)
         for model in sorted(current - set(self._job_subs)):
+            if self._stopping:
+                return
             subject = protocol.job_subject(self.config.tenant_id, model)
             self._job_subs[model] = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
             log.info("serving model %s on %s", model, subject)
@@ -162,12 +164,14 @@ class Worker:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs, cancel running ones, and close the connection."""
         self._stopping = True
-        await self._leave_queue_groups()
+        # The heartbeat task re-joins queue groups (_sync_models): stop it first, or a sync already under
+        # way could subscribe again after the groups were left, and jobs would be routed to a leaving agent.
         for task in (self._heartbeat_task, self._monitor_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._leave_queue_groups()
         for state in list(self._jobs.values()):
             self._cancel_state(state)
         tasks = [s.task for s in self._jobs.values() if s.task is not None]

@@ -36,8 +36,8 @@ from domain.roles import SCOPES_BY_ROLE, Role
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.ownllm.local"
-# The model each demo backend announces (agent/models.py BUILTIN_ID, agent/backends/echo.py ECHO_MODEL).
-DEMO_MODELS = {"transformers": "smollm2-135m-instruct", "echo": "echo"}
+# The model the demo agent announces on either backend: the wheel's SmolLM2 (agent/models.py BUILTIN_ID).
+DEMO_MODEL = "smollm2-135m-instruct"
 
 
 def agent_accounts(services: Services) -> list[AgentAccount]:
@@ -223,7 +223,7 @@ def serve(settings: Settings, console: Console) -> None:
     settings, services = platform.settings, platform.services
     if projector is not None:
         projector.start()
-    admin_key = demo_admin_key(services, DEMO_MODELS[settings.demo_backend]) if settings.demo else None
+    admin_key = demo_admin_key(services, DEMO_MODEL) if settings.demo else None
     agent = DemoAgent(settings, services) if settings.demo and settings.inference else None
     base = settings.base_url
 

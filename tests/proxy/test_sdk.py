@@ -167,9 +167,11 @@ def test_usage_record_per_request(stack: Stack) -> None:
     assert set(record) == {
         "tenant_id", "user_id", "key_id", "agent_id", "model", "endpoint", "stream", "status",
         "prompt_tokens", "completion_tokens", "ttft_ms", "duration_ms", "request_id", "counts_corrected",
+        "counts_estimated",
     }  # fmt: skip
     assert record["status"] == "ok" and record["prompt_tokens"] == 3 and record["completion_tokens"] == 3
     assert record["counts_corrected"] is False  # an honest agent's counts are taken as they are
+    assert record["counts_estimated"] is False  # the echo engine counts its tokens
     assert record["agent_id"] and record["endpoint"] == "/v1/chat/completions" and record["stream"] is False
     assert "p q r" not in repr(record)
 
