@@ -44,6 +44,7 @@ from bench.proxy import (  # noqa: E402
     DirectClient,
     RawHTTP,
     Samples,
+    _terms,
     free_port,
     pct,
     run_cell,
@@ -183,9 +184,11 @@ def relay_cli(composition: Composition, upstream: str, core: int | None, tmp: Pa
     base = composition.base
     slug = f"bench-{uuid4().hex[:8]}"
     signup = httpx.post(base + "/api/v1/tenants", json={"slug": slug, "name": "Bench", "admin_name": "Bench",
-                        "admin_email": f"admin@{slug}.example"}, timeout=30)  # fmt: skip
+                        "admin_email": f"admin@{slug}.example", "accept_terms": _terms()}, timeout=30)  # fmt: skip
     signup.raise_for_status()
     admin = {"Authorization": f"Bearer {signup.json()['api_key']['secret']}"}
+    ack = {"model": "echo", "acknowledge_unlisted": True}  # the admin accepts the relayed model's licence
+    httpx.post(base + "/api/v1/licences", headers=admin, json=ack, timeout=30).raise_for_status()
     secrets = []
     for i in range(keys):
         issued = httpx.post(base + "/api/v1/keys/", headers=admin, json={"name": f"c{i}", "scopes": ["inference"]})
