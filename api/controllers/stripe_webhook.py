@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from api.guards import AnyRequest
 from api.problems import problem
 from api.stripe_webhook import MAX_BODY_BYTES, SignatureRejected, delivery_of, verify
 from domain.application import OwnLLM
+from domain.errors import Conflict
 
 
 class WebhookOut(msgspec.Struct):
@@ -24,6 +26,9 @@ class WebhookOut(msgspec.Struct):
 
     received: bool
     outcome: str
+
+
+CONFLICT_RETRIES = 4  # concurrent deliveries touching one invoice: applied again before answering 409
 
 
 @post(
@@ -55,5 +60,19 @@ async def stripe_webhook(
         return problem(
             400, "Malformed Stripe event", "the body is not a Stripe event this endpoint can read", "stripe-event"
         )
-    apply = functools.partial(commands.run, OwnLLM.apply_stripe_event, delivery, request_id)
+    apply = functools.partial(_apply, commands, delivery, request_id)
     return WebhookOut(received=True, outcome=await anyio.to_thread.run_sync(apply))
+
+
+def _apply(commands: CommandService, delivery: Any, request_id: str) -> str:
+    """Apply the event; when another delivery changed the same records at the same moment (Stripe sends an
+    invoice's created and paid events together), read again and apply, a few times, rather than leave it to
+    Stripe's retry hours later. The last conflict is answered 409 and Stripe retries it."""
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return str(commands.run(OwnLLM.apply_stripe_event, delivery, request_id))
+        except Conflict:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover

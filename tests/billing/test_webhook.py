@@ -166,3 +166,34 @@ def test_duplicated_and_shuffled_deliveries_have_one_effect_each(
     ledger = app.credit_ledger(tid)  # the purchase became exactly one lot of prepaid credits: no double credit
     assert ledger is not None and list(ledger.lots) == [lot_id_for(tid, f"pi_{tag}c")]
     assert ledger.lots[lot_id_for(tid, f"pi_{tag}c")].amount_cents == 50_00
+
+
+def test_an_invoices_created_and_paid_events_arriving_together_are_both_applied(billing_api: Api) -> None:
+    """Stripe (and localstripe) send them at once: the second to create the invoice conflicts, reads again."""
+    import threading
+
+    from api.controllers.stripe_webhook import _apply
+    from api.dependencies import CommandService
+    from api.stripe_webhook import delivery_of
+
+    tid = tenant(billing_api)
+    commands = CommandService(billing_api.services)
+    now = int(billing_api.clock().timestamp())
+    for n in range(12):
+        inv = invoice(f"in_race_{n}", tid, now)
+        created = delivery_of(event(f"evt_c{n}", "invoice.created", inv, now))
+        paid = delivery_of(
+            event(f"evt_p{n}", "invoice.paid", inv | {"amount_paid": 11_880, "payment_intent": f"pi_{n}"}, now)
+        )
+        outcomes: list[str] = []
+        threads = [
+            threading.Thread(target=lambda d=d, out=outcomes, rid=f"r{n}": out.append(_apply(commands, d, rid)))
+            for d in (created, paid)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) in (["applied", "applied"], ["applied", "stale"]), outcomes
+        stored = billing_api.services.app.repository.get(invoice_id(f"in_race_{n}"))
+        assert isinstance(stored, Invoice) and stored.paid
