@@ -27,79 +27,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
-from psycopg.adapt import Loader
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 from projections.log_decode import fast_decode
+from projections.log_ranges import RANGE_CHUNK, ranges_postgres, ranges_sqlite
+from projections.log_records import Recorded, recorded
+
+__all__ = ["RANGE_CHUNK", "NotificationLog", "Recorded", "recorded", "topics_of"]
 
 SQLITE_INDEX = "ownllm_stored_events_topic"
-_UNDECODED = object()
 POSTGRES_INDEX_SUFFIX = "_topic_id_idx"
 CONCURRENT_BUILD_ABOVE = 100_000  # rows: below this a plain build blocks writers for a fraction of a second
-RANGE_CHUNK = 2000  # ids per query of a read of every topic
-
-
-class Recorded:
-    """One notification as stored, with its event decoded on first use.
-
-    ``state`` is the bytes exactly as the recorder holds them (personal data sealed, as written),
-    which is what a tamper-evident ledger hashes; ``event`` is what the mapper decodes from them,
-    only when a reader asks (the ledger and the audit log read the few fields they need from
-    ``state`` directly where they can: decoding is most of the cost of reading the log). Readers at
-    the same place share one list of these, so an event is decoded at most once for all of them.
-    """
-
-    __slots__ = ("_decode", "_event", "_originator_id", "notification_id", "originator_version", "state", "topic")
-
-    def __init__(
-        self, notification: Notification, decode: Callable[[Notification], Any], event: Any = _UNDECODED
-    ) -> None:  # fmt: skip
-        self.notification_id: int = notification.id
-        self._originator_id: Any = notification.originator_id
-        self.originator_version: int = notification.originator_version
-        self.topic: str = notification.topic
-        self.state: bytes = notification.state
-        self._decode = decode
-        self._event = event
-
-    @classmethod
-    def of(cls, row: Sequence[Any], decode: Callable[[Notification], Any]) -> Recorded:
-        """A record from a row ``(id, originator id, version, topic, state)``; an id of 16 raw bytes is a UUID."""
-        record = cls.__new__(cls)
-        record.notification_id, record._originator_id, record.originator_version, record.topic, record.state = row
-        record._decode, record._event = decode, _UNDECODED
-        return record
-
-    @property
-    def originator_id(self) -> UUID | str:
-        """The aggregate's id (a UUID where the recorder stores one)."""
-        oid = self._originator_id
-        if isinstance(oid, bytes):
-            oid = self._originator_id = UUID(bytes=oid)
-        return cast("UUID | str", oid)
-
-    @property
-    def event(self) -> Any:
-        """The domain event, decoded by the application's mapper (once)."""
-        if self._event is _UNDECODED:
-            self._event = self._decode(
-                Notification(id=self.notification_id, originator_id=self.originator_id,
-                             originator_version=self.originator_version, topic=self.topic, state=self.state)
-            )  # fmt: skip
-        return self._event
-
-
-def recorded(notification: Notification, decode: Callable[[Notification], Any]) -> Recorded:
-    """The stored notification; its event is decoded by ``decode`` (the application's mapper) when used."""
-    return Recorded(notification, decode)
 
 
 def topics_of(classes: Iterable[type]) -> tuple[str, ...]:
@@ -169,8 +113,8 @@ class NotificationLog:
             batch = self.read(after, stop, topics, limit)
             return [Recorded(n, decode) for n in batch], (stop if len(batch) < limit else batch[-1].id)
         if isinstance(self.recorder, PostgresApplicationRecorder):
-            return _ranges_postgres(self.recorder, after, stop, limit, decode)
-        return _ranges_sqlite(self.recorder, after, stop, limit, decode)
+            return ranges_postgres(self.recorder, after, stop, limit, decode)
+        return ranges_sqlite(self.recorder, after, stop, limit, decode)
 
     def _read_sqlite(
         self, recorder: SQLiteApplicationRecorder, after: int, stop: int, topics: Sequence[str], limit: int
@@ -249,52 +193,6 @@ def _read_postgres(
             )
             for row in curs.fetchall()
         ]
-
-
-class _RawUUID(Loader):
-    """A uuid column as its 16 bytes (a :class:`Recorded` builds the UUID if a reader asks)."""
-
-    def load(self, data: Any) -> bytes:
-        return bytes(data)
-
-
-def _ranges_postgres(
-    recorder: PostgresApplicationRecorder, after: int, stop: int, limit: int, decode: Callable[[Notification], Any]
-) -> tuple[list[Recorded], int]:
-    table = SQL("{}.{}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-    query = SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-        "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-    ).format(table)
-    found: list[Recorded] = []
-    of = Recorded.of
-    with recorder.datastore.get_connection() as conn, conn.cursor(binary=True, row_factory=tuple_row) as curs:
-        curs.adapters.register_loader("uuid", _RawUUID)
-        while after < stop and len(found) < limit:
-            upper = min(stop, after + RANGE_CHUNK)
-            curs.execute(query, (after, upper), prepare=True)
-            found += [of(row, decode) for row in curs.fetchall()]
-            after = upper
-    return found, after
-
-
-def _ranges_sqlite(
-    recorder: SQLiteApplicationRecorder, after: int, stop: int, limit: int, decode: Callable[[Notification], Any]
-) -> tuple[list[Recorded], int]:
-    query = (
-        f"SELECT rowid, originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
-        "WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
-    )
-    convert, of = recorder.convert_originator_id, Recorded.of
-    found: list[Recorded] = []
-    with recorder.datastore.transaction(commit=False) as c:
-        cursor = c.sqlite_cursor
-        cursor.row_factory = None  # tuples
-        while after < stop and len(found) < limit:
-            upper = min(stop, after + RANGE_CHUNK)
-            found += [of((i, convert(o), v, t, s), decode) for i, o, v, t, s in cursor.execute(query, (after, upper))]
-            after = upper
-    return found, after
 
 
 def postgres_index_name(recorder: PostgresApplicationRecorder) -> str:
