@@ -23,12 +23,10 @@ from domain.features import FeatureOptIn
 from domain.invite import Invite
 from domain.key_sharing import SharingPolicy
 from domain.model_licence import ModelLicence
-from domain.operator import Operator
 from domain.pairing_key import PairingKey
-from domain.price_book import PriceBook
 from domain.suspension import Suspension
 from domain.tenant import Tenant
-from domain.terms import Publication, TermsAnswer
+from domain.terms import TermsAnswer
 from domain.usage import RejectionTally, UsageRecord
 from domain.user import User
 from projections.audit_billing import BILLING_DESCRIBE
@@ -37,7 +35,7 @@ USAGE_ACTION = "usage.hourly"
 # Not a row each: a debit per request is in the credit movements (projections/credit_view.py) as the
 # usage is in the hourly rows; the price book is the platform's, no tenant's (each affected tenant's
 # notice is in the credit notices outbox).
-NOT_ROWS = (CreditLedger.Debited, PriceBook.Opened, PriceBook.PriceChangeScheduled)
+NOT_ROWS = (CreditLedger.Debited,)  # one per request, like usage records: the credit view holds them
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,25 +174,18 @@ DESCRIBE.update(BILLING_DESCRIBE)  # billing (issue 15): projections/audit_billi
 
 
 def entry_for(event: Any) -> AuditEntry | None:
-    """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``)."""
-    if is_usage(event) or _platform(event) or isinstance(event, NOT_ROWS):
+    """The audit row of a domain event; None for usage records (aggregated, see ``is_usage``), per-request
+    debits, and events of no tenant (the operator's tokens, publications, the price book): those stay in
+    the integrity ledger and replay, in no tenant's audit log."""
+    if is_usage(event) or isinstance(event, NOT_ROWS):
+        return None
+    tenant_id = event.originator_id if isinstance(event, Tenant.Registered) else getattr(event, "tenant_id", None)
+    if tenant_id is None:
         return None
     describe = DESCRIBE.get(type(event), _undescribed)
     action, subject_kind, subject_id, summary = describe(event)
-    tenant_id = event.originator_id if isinstance(event, Tenant.Registered) else event.tenant_id
     return AuditEntry(tenant_id, event.timestamp, event.actor, action, subject_kind, subject_id, summary,
                       event.request_id)  # fmt: skip
-
-
-# Events of no tenant (the operator's own, such as its tokens): in no tenant's audit log.
-# No tenant's: in the integrity ledger and replay, not in a tenant's audit log.
-PLATFORM_EVENTS: frozenset[type] = frozenset(
-    {Operator.Registered, Operator.TokenIssued, Operator.TokenRevoked, Publication.Published}
-)
-
-
-def _platform(event: Any) -> bool:
-    return type(event) in PLATFORM_EVENTS
 
 
 def _undescribed(event: Any) -> tuple[str, str, UUID, str]:
