@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import lifecycle
+from policies import lifecycle, retention
 
 instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
 offsets = st.integers(min_value=-10 * 24 * 3600, max_value=10 * 24 * 3600)
@@ -41,14 +41,14 @@ def test_tenant_data_goes_within_thirty_days_of_termination(terminated: datetime
 def test_activity_records_are_kept_years_after_the_end_of_their_financial_year(
     recorded: datetime, jurisdiction: str
 ) -> None:
-    ends = lifecycle.retention_ends_at(recorded, jurisdiction)
+    ends = retention.retention_ends_at(recorded, jurisdiction)
     years = 10 if jurisdiction.upper() == "FR" else 5
     assert ends == datetime(recorded.year + 1 + years, 1, 1, tzinfo=UTC)
-    assert not lifecycle.retention_ended(recorded, jurisdiction, ends - timedelta(microseconds=1))
-    assert lifecycle.retention_ended(recorded, jurisdiction, ends)
+    assert not retention.retention_ended(recorded, jurisdiction, ends - timedelta(microseconds=1))
+    assert retention.retention_ended(recorded, jurisdiction, ends)
 
 
 def test_france_keeps_ten_years_and_the_default_is_five() -> None:
-    assert lifecycle.retention_years("FR") == 10
-    assert lifecycle.retention_years("NO") == 5
-    assert lifecycle.retention_years("SE") == 5
+    assert retention.retention_years("FR") == 10
+    assert retention.retention_years("NO") == 5
+    assert retention.retention_years("SE") == 5
