@@ -1,5 +1,6 @@
 """The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
-expiry, renewals and overdue invoices; each a class with ``name`` and ``run(now) -> events emitted``, idempotent."""
+expiry, renewals and overdue invoices, retention by law; each a class with ``name`` and ``run(now) -> events
+emitted``, idempotent."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from api.billing_sweep import BillingSweep
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.price_notices import PriceNotices
+from api.retention_sweep import BillingRetentionDue
 from api.services import Services, handler_locks
 from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
@@ -149,6 +151,7 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         CreditExpirySweep(services.app, services.credits.due),
         BillingSweep(services.app, services.billing, services.runner.catch_up),
         PriceNotices(services),
+        BillingRetentionDue(services, services.runner.catch_up),
     ]
 
 

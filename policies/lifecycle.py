@@ -57,4 +57,3 @@ def export_expires_at(completed_at: datetime) -> datetime:
 def export_expired(completed_at: datetime, now: datetime) -> bool:
     """The export's link has expired at ``now``."""
     return is_due(export_expires_at(completed_at), now)
-
