@@ -136,7 +136,8 @@ def export_files(services: Services) -> ExportFiles:
 def export_builder(services: Services) -> ExportBuilder:
     """The builder over this process's read models."""
     return ExportBuilder(export_files(services), services.directory, services.lifecycle, services.usage,
-                         services.audit, services.billing, services.credit_view)  # fmt: skip
+                         services.audit, services.billing, services.credit_view,
+                         services.settings.activity_jurisdiction)  # fmt: skip
 
 
 def sweep_tasks(services: Services) -> list[SweepTask]:
