@@ -6,6 +6,10 @@ over in the SELLER's jurisdiction (``policies/retention.py``), destroys that yea
 keys and records ``BillingRetention.Ended`` (uuid5 of tenant and year: a second pass at the same
 ``now`` records nothing). Every process drops those keys from its cache and redacts its copies on
 that event (``projections/lifecycle.py`` ErasureFollower, ``projections/billing_view.py``).
+
+For a TERMINATED tenant whose last fiscal year's activity retention is over in the TENANT's
+jurisdiction, it records ``ActivityRetention.Ended`` (once per tenant); the audit log and the usage
+view delete that tenant's rows on that event (and again on a rebuild, so they never come back).
 """
 
 from __future__ import annotations
@@ -47,4 +51,22 @@ class BillingRetentionDue:
                 log.warning("billing retention of tenant %s, %s not ended: %s", due.tenant_id, due.fiscal_year, exc)
                 continue
             emitted += int(ended)
+        return emitted
+
+
+@dataclass
+class ActivityRetentionDue:
+    """End the activity retention of every terminated tenant whose last fiscal year's retention is over."""
+
+    services: Services
+    name: str = "activity-retention"
+
+    def run(self, now: datetime) -> int:
+        """One ``ActivityRetention.Ended`` per tenant that became due."""
+        app, emitted = self.services.app, 0
+        for tenant_id, year in self.services.retention.activity_due(app.default_jurisdiction, now):
+            try:
+                emitted += int(self.services.command(app.end_activity_retention, tenant_id, year, now))
+            except DomainError as exc:
+                log.warning("activity retention of tenant %s not ended: %s", tenant_id, exc)
         return emitted

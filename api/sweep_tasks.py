@@ -14,7 +14,7 @@ from api.billing_sweep import BillingSweep
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.price_notices import PriceNotices
-from api.retention_sweep import BillingRetentionDue
+from api.retention_sweep import ActivityRetentionDue, BillingRetentionDue
 from api.services import Services, handler_locks
 from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
@@ -153,6 +153,7 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         BillingSweep(services.app, services.billing, services.runner.catch_up),
         PriceNotices(services),
         BillingRetentionDue(services, services.runner.catch_up),
+        ActivityRetentionDue(services),
     ]
 
 

@@ -56,6 +56,7 @@ class BillingRetention(Aggregate):
         check_over(retained_until, ended_at)
         self.tenant_id = tenant_id
         self.fiscal_year = fiscal_year
+        self.jurisdiction = jurisdiction
         self.subject_ids = list(subject_ids)
 
 
@@ -84,3 +85,4 @@ class ActivityRetention(Aggregate):
         check_over(retained_until, ended_at)
         self.tenant_id = tenant_id
         self.fiscal_year = fiscal_year
+        self.jurisdiction = jurisdiction
