@@ -71,7 +71,7 @@ def test_a_terminated_tenants_activity_goes_with_its_jurisdictions_retention(
         def purged() -> None:
             assert services.usage.query(gone.tenant_id) == []
             left = _audit(services, gone.tenant_id)
-            assert [action for _, action in left] == ["activity_retention.ended"], left  # only the end itself
+            assert [action for _, action in left] == ["retention.activity_ended"], left  # only the end itself
             assert (_audit(services, stays.tenant_id), services.usage.query(stays.tenant_id)) == kept
 
         purged()
