@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
 import pytest
 
 from api.settings import SettingsError, load_settings
 from domain.tenant import Tenant
+from tests.api.test_erasure_end_to_end import sweeper
 from tests.support.api_client import Api
 
 
@@ -40,6 +45,14 @@ def test_an_admin_sets_the_jurisdiction_and_everyone_reads_it(api: Api) -> None:
     assert api.call("PUT", "/api/v1/tenant/jurisdiction", admin, json={"jurisdiction": "NO"}).status_code == 200
     assert api.services.runner.log.head() == before
     assert api.services.app.repository.get(Tenant.create_id("fjord")).jurisdiction == "NO"  # replayed
+
+    # The tenant's export says it too.
+    export_id = api.call("POST", "/api/v1/exports", admin).json()["id"]
+    sweeper(api).run_once()
+    zipped = api.call("GET", f"/api/v1/exports/{export_id}/download", admin)
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as zf:
+        tenant_json = json.loads(zf.read("tenant.json"))
+    assert (tenant_json["jurisdiction"], tenant_json["jurisdiction_default"]) == ("NO", False)
 
 
 def test_the_default_jurisdiction_is_checked_at_start() -> None:
