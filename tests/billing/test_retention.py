@@ -4,6 +4,7 @@ retention ends (France 10 years, Norway 5), while amounts, dates and numbers sta
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,5 +208,30 @@ def test_a_contact_sealed_before_per_year_keys_is_carried_forward_and_its_key_en
         assert services.keys.key_for(legacy, create=False) is None
         still = services.app.billing_account(signed.tenant_id)
         assert still is not None and str(still.name) == ACME["name"]  # the contact in force survived
+    finally:
+        services.close()
+
+
+def test_account_events_stored_before_fiscal_years_load_with_the_account_key(
+    make_settings: Callable[..., Settings], clock: ManualClock
+) -> None:
+    """Bytes as the earlier code wrote them (no ``fiscal_year`` field) decode, and the account replays."""
+    import json
+    from dataclasses import replace
+
+    services = build_services(make_settings(), start_runner=False, clock=clock)
+    try:
+        tenant_id = uuid.uuid4()
+        legacy = billing_subject_id(tenant_id)
+        sealed: dict[str, Any] = {k: PersonalData(legacy, ACME[k]) for k in ("name", "email", "address")}
+        account = BillingAccount(tenant_id=tenant_id, country="FR", vat_id=None, actor="a", request_id="r", **sealed)
+        opened = account.collect_events()[0]
+        stored = services.app.mapper.to_stored_event(opened)
+        state = json.loads(stored.state)
+        del state["fiscal_year"]
+        old = services.app.mapper.to_domain_event(replace(stored, state=json.dumps(state).encode()))
+        assert isinstance(old, BillingAccount.Opened) and old.fiscal_year == 0
+        replayed = old.mutate(None)
+        assert replayed is not None and replayed.fiscal_year == 0 and str(replayed.name) == ACME["name"]
     finally:
         services.close()
