@@ -1,5 +1,5 @@
 """The retention sweep over clocks: every fiscal year's billing contact goes once, never a second early, and
-the contact in force never goes while the tenant lives."""
+the contact in force never goes while the tenant lives; a terminated tenant's activity ends once, on time."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from api.sweep_tasks import build_sweeper
 from api.sweeper import Sweeper
 from domain.billing_account import billing_contact_subject_id
 from domain.context import Ctx
-from domain.retention import BillingRetention
+from domain.retention import ActivityRetention, BillingRetention
 from domain.sealing import ERASED
-from policies.retention import fiscal_year, fiscal_year_retained_until
+from policies.retention import Records, fiscal_year, fiscal_year_retained_until
 from tests.support.clock import ManualClock
 from tests.support.stripe_events import event, invoice
 
@@ -102,3 +102,38 @@ def test_each_years_contact_goes_once_at_its_instant_and_the_one_in_force_stays(
             assert now >= when, year_ended  # no year of this tenant ended early, whichever it was
         account = services.app.billing_account(tenant_id)
         assert account is not None and account.name.value == "Canary" != ERASED  # the contact in force stays
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    jurisdiction=st.sampled_from(["NO", "FR", "SE", ""]),  # "": the operator's default (the seller's)
+    terminated_s=st.integers(0, 2 * YEAR_S),
+    around=st.lists(st.sampled_from([-SECOND, -TICK, timedelta(0), TICK, SECOND]), min_size=1, max_size=4),
+    extra=st.lists(st.integers(0, 12 * YEAR_S), max_size=2),
+)
+def test_a_terminated_tenants_activity_ends_once_at_its_jurisdictions_instant(
+    world: tuple[Services, Sweeper, ManualClock], jurisdiction: str, terminated_s: int, around: list[timedelta],
+    extra: list[int],
+) -> None:  # fmt: skip
+    services, sweeper, clock = world
+    start = clock.now = clock.now + timedelta(days=20 * 366)
+    signed = services.command(services.app.signup, slug=f"a{uuid.uuid4().hex[:10]}", name="R", admin_name="A",
+                              admin_email="a@r.example", request_id="r")  # fmt: skip
+    ctx = Ctx(f"user:{signed.admin_user_id}", signed.tenant_id, "r")
+    if jurisdiction:
+        services.command(services.app.set_jurisdiction, ctx, jurisdiction)
+    clock.now = start + timedelta(seconds=terminated_s)
+    erase_by = services.command(services.app.terminate_tenant, ctx, "ended")
+    clock.now = erase_by
+    sweeper.run_once(erase_by)  # the erasures, in the year of the deadline
+    rule = jurisdiction or services.app.seller_jurisdiction
+    end = fiscal_year_retained_until(rule, fiscal_year(erase_by), Records.ACTIVITY)
+    instants = sorted([end + delta for delta in around] + [erase_by + timedelta(seconds=s) for s in extra])
+    ended_id = ActivityRetention.create_id(signed.tenant_id)
+    for now in instants:
+        clock.now = max(clock.now, now)
+        sweeper.run_once(now)
+        assert sweeper.run_once(now)["activity-retention"] == 0
+        log = services.runner.log
+        found = log.read(0, log.head(), (get_topic(ActivityRetention.Ended),), 100_000)
+        assert sum(1 for n in found if n.originator_id == ended_id) == int(now >= end), now - end
