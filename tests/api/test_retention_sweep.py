@@ -104,7 +104,7 @@ def test_each_years_contact_goes_once_at_its_instant_and_the_one_in_force_stays(
         assert account is not None and account.name.value == "Canary" != ERASED  # the contact in force stays
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     jurisdiction=st.sampled_from(["NO", "FR", "SE", ""]),  # "": the operator's default (the seller's)
     terminated_s=st.integers(0, 2 * YEAR_S),
