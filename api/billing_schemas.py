@@ -58,6 +58,16 @@ class PlanChangeOut(msgspec.Struct):
     effective_at: datetime
 
 
+class BilledPartyOut(msgspec.Struct):
+    """Whom an invoice went to, as sealed for its fiscal year (``<erased>`` once that year's retention ended)."""
+
+    name: str
+    email: str
+    address: str
+    country: str
+    vat_id: str
+
+
 class InvoiceOut(msgspec.Struct):
     id: str
     number: str
@@ -74,6 +84,7 @@ class InvoiceOut(msgspec.Struct):
     due_at: datetime
     paid_at: datetime | None
     late_fees_cents: int
+    billed_to: BilledPartyOut | None = None
 
 
 class PaymentOut(msgspec.Struct):

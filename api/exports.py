@@ -36,7 +36,7 @@ from domain.roles import SCOPES_BY_ROLE
 from projections.audit_log import AuditFilter, AuditProjection
 from projections.billing_view import BillingView
 from projections.credit_view import CreditProjection
-from projections.directory import Directory
+from projections.directory import Directory, TenantView
 from projections.lifecycle import ExportView, LifecycleView
 from projections.usage_view import UsageProjection
 
@@ -115,6 +115,7 @@ class ExportBuilder:
     audit: AuditProjection
     billing: BillingView | None = None  # account, subscription, invoices, payments (tenant exports)
     credits: CreditProjection | None = None  # prepaid-credit lots and movements (tenant exports)
+    default_jurisdiction: str = ""  # a tenant's that set none (settings)
 
     def build(self, export: ExportView, now: datetime) -> Built:
         """Write the zip (replacing a partial one from a crash), then return its size and SHA-256."""
@@ -143,7 +144,8 @@ class ExportBuilder:
         steps.next("tenant.json")
         yield "tenant.json", [_json({"id": tenant.id, "slug": tenant.slug, "name": tenant.name,
                                      "registered_at": tenant.registered_at, "suspended": tenant.suspended,
-                                     "terminated": tenant.terminated, "plan": tenant.plan})]  # fmt: skip
+                                     "terminated": tenant.terminated, "plan": tenant.plan,
+                                     **self._jurisdiction(tenant)})]  # fmt: skip
         user_rows = [{"id": u.id, "name": u.name, "email": u.email, "role": u.role, "status": u.status,
                       "joined_at": u.joined_at} for u in users]  # fmt: skip
         steps.next("users")
@@ -175,6 +177,11 @@ class ExportBuilder:
             steps.next("terms and billing")
             yield "terms.json", [_json(self._terms(tenant_id))]
             yield "billing.json", [_json(self._billing(tenant_id))]
+
+    def _jurisdiction(self, tenant: TenantView) -> dict[str, Any]:
+        """Whose law keeps the tenant's activity records, and whether that is the operator's default."""
+        return {"jurisdiction": tenant.jurisdiction or self.default_jurisdiction,
+                "jurisdiction_default": not tenant.jurisdiction}  # fmt: skip
 
     def _terms(self, tenant_id: UUID) -> dict[str, Any]:
         """The tenant's standing with the terms, model licences and opt-in features (each answer's time and

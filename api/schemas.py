@@ -80,6 +80,16 @@ class TenantOut(msgspec.Struct):
     name: str
     status: str
     registered_at: datetime
+    # Whose law keeps the tenant's activity records (audit, usage; ISO 3166-1 alpha-2); billing records
+    # follow the operator's. ``jurisdiction_default``: none was set, the operator's default applies.
+    jurisdiction: str = ""
+    jurisdiction_default: bool = True
+
+
+class JurisdictionIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Whose law keeps the tenant's activity records: an ISO 3166-1 alpha-2 code such as NO or FR."""
+
+    jurisdiction: Annotated[str, msgspec.Meta(max_length=8)]
 
 
 class UserOut(msgspec.Struct):

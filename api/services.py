@@ -54,6 +54,7 @@ from projections.lifecycle import ErasureFollower, LifecycleView
 from projections.log import NotificationLog
 from projections.reactions import HandlerLock, ReactionRunner
 from projections.registry import ReadModels
+from projections.retention import RetentionView
 from projections.runner import ProjectionRunner
 from projections.status import FailureLog, failure_log_for
 from projections.usage_tables import PostgresUsageView, SQLiteUsageView
@@ -85,6 +86,7 @@ class Services:
     lifecycle: LifecycleView = field(default_factory=lambda: LifecycleView(Directory()))  # deletions, exports
     sweeper: Any = None  # the policy sweeper (api/sweeper.py) where this process runs one
     billing: BillingView = field(default_factory=BillingView)  # invoices, payments, subscriptions (issue 15)
+    retention: RetentionView = field(default_factory=RetentionView)  # what retention by law still keeps
     billing_ledger: BillingLedger | None = None  # every billing fact as a row, kept for the retention period
     credits: CreditBalances = field(default_factory=CreditBalances)  # balances and prices, for the proxy
     credit_view: CreditProjection | None = None  # lots, movements, notices (projections/credit_view.py)
@@ -219,7 +221,8 @@ def build_services(
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
     if settings.legal_dir:  # the operator's own documents instead of the bundled ones
         app.legal_documents = load_documents(Path(settings.legal_dir))
-    app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT rules invoices follow
+    app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT and billing retention rules apply
+    app.default_jurisdiction = settings.activity_jurisdiction  # a tenant's activity retention until it sets one
     app.price_notice = timedelta(days=settings.price_notice_days)  # before a token price change takes effect
     view_class = SQLiteUsageView if settings.persistence == "sqlite" else PostgresUsageView
     usage = UsageProjection(cast(UsageView, app.factory.tracking_recorder(view_class)))
@@ -235,6 +238,8 @@ def build_services(
     app.lifecycle_index = lifecycle
     billing = BillingView()
     read_models.add_in_memory("billing_view", billing)
+    retention = RetentionView()  # contact keys per fiscal year, terminated tenants (the retention sweep's questions)
+    read_models.add_in_memory("retention", retention)
     credit_balances = CreditBalances()
     read_models.add_in_memory("credit-balances", credit_balances)
     read_models.add_tracked(usage)
@@ -268,6 +273,7 @@ def build_services(
         enforcement=enforcement,
         lifecycle=lifecycle,
         billing=billing,
+        retention=retention,
         billing_ledger=billing_ledger,
         credits=credit_balances,
         credit_view=credit_view,

@@ -13,6 +13,7 @@ from agent.protocol import is_loopback_host
 from api.client_address import parse_networks
 from api.secret_files import PEPPER_HINT, pepper_problem
 from policies.limits import DEFAULT_PLAN
+from policies.retention import is_jurisdiction
 
 PREFIX = "OWNLLM_"
 
@@ -108,7 +109,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stripe_webhook_secret: str = ""  # whsec_...: POST /api/v1/billing/stripe/webhook answers 404 without one
     stripe_webhook_secret_file: str = ""
     stripe_api_base: str = ""  # default: the SDK's (https://api.stripe.com); tests point it at localstripe
-    seller_jurisdiction: Literal["FR", "NO"] = "FR"  # whose VAT and retention rules apply (policies/vat.py)
+    seller_jurisdiction: Literal["FR", "NO"] = "FR"  # whose VAT and billing retention rules apply (policies/vat.py)
+    # Whose law keeps a tenant's activity records (audit, usage) until its admin sets one (ISO 3166-1 alpha-2;
+    # empty: the seller's). policies/retention.py
+    default_jurisdiction: str = ""
 
     @property
     def sqlite_file(self) -> str:
@@ -119,6 +123,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def exports_path(self) -> str:
         """Where export files live until their link expires."""
         return self.exports_dir or os.path.join(self.var_dir, "exports")
+
+    @property
+    def activity_jurisdiction(self) -> str:
+        """The jurisdiction of a tenant that set none (``default_jurisdiction``, else the seller's)."""
+        return self.default_jurisdiction.strip().upper() or self.seller_jurisdiction
 
     @property
     def base_url(self) -> str:
@@ -155,6 +164,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if settings.persistence == "postgres" and not settings.postgres_dsn:
         raise SettingsError("OWNLLM_POSTGRES_DSN is required when OWNLLM_PERSISTENCE=postgres")
     _check_signup(settings)
+    if not is_jurisdiction(settings.activity_jurisdiction):
+        raise SettingsError("OWNLLM_DEFAULT_JURISDICTION must be an ISO 3166-1 alpha-2 country code such as NO or FR")
     return settings
 
 

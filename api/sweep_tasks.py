@@ -1,6 +1,6 @@
 """The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
-expiry, renewals, overdue invoices, price notices and the daily checkpoint digest; each a class with ``name``
-and ``run(now) -> events emitted`` (or notices queued), idempotent."""
+expiry, renewals, overdue invoices, price notices, retention by law and the daily checkpoint digest; each a
+class with ``name`` and ``run(now) -> events emitted`` (or notices queued), idempotent."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from api.checkpoint_digest import CheckpointDigest
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.price_notices import PriceNotices
+from api.retention_sweep import ActivityRetentionDue, BillingRetentionDue
 from api.services import Services, handler_locks
 from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
@@ -136,7 +137,8 @@ def export_files(services: Services) -> ExportFiles:
 def export_builder(services: Services) -> ExportBuilder:
     """The builder over this process's read models."""
     return ExportBuilder(export_files(services), services.directory, services.lifecycle, services.usage,
-                         services.audit, services.billing, services.credit_view)  # fmt: skip
+                         services.audit, services.billing, services.credit_view,
+                         services.settings.activity_jurisdiction)  # fmt: skip
 
 
 def sweep_tasks(services: Services) -> list[SweepTask]:
@@ -151,6 +153,8 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         CreditExpirySweep(services.app, services.credits.due),
         BillingSweep(services.app, services.billing, services.runner.catch_up),
         PriceNotices(services),
+        BillingRetentionDue(services, services.runner.catch_up),
+        ActivityRetentionDue(services),
         CheckpointDigest(services),
     ]
 

@@ -8,8 +8,11 @@ from api import schemas
 from projections.directory import AgentView, InviteView, KeyView, PairingKeyView, TenantView, UserView
 
 
-def tenant_out(t: TenantView) -> schemas.TenantOut:
-    return schemas.TenantOut(t.id, t.slug, t.name, "suspended" if t.suspended else "active", t.registered_at)
+def tenant_out(t: TenantView, default_jurisdiction: str = "") -> schemas.TenantOut:
+    """A tenant as the API shows it; its jurisdiction, or ``default_jurisdiction`` when it set none."""
+    status = "suspended" if t.suspended else "active"
+    jurisdiction = t.jurisdiction or default_jurisdiction
+    return schemas.TenantOut(t.id, t.slug, t.name, status, t.registered_at, jurisdiction, not t.jurisdiction)
 
 
 def user_out(u: UserView) -> schemas.UserOut:

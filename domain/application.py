@@ -23,6 +23,7 @@ from domain.commands.enforcement import EnforcementCommands
 from domain.commands.licences import LicenceCommands
 from domain.commands.lifecycle import LifecycleCommands
 from domain.commands.metering import MeteringCommands, uuid_for_request
+from domain.commands.retention import RetentionCommands
 from domain.commands.sharing import SharingCommands
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
 from domain.commands.terms import TermsCommands
@@ -51,6 +52,7 @@ class OwnLLM(
     EnforcementCommands,
     LifecycleCommands,
     BillingCommands,
+    RetentionCommands,
     CreditCommands,
 ):
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""

@@ -1,9 +1,13 @@
 """A tenant's billing account: who is invoiced, where (VAT follows the country) and under which VAT id.
 
 The account's id is the tenant's uuid5, so a tenant has at most one. Its personal data (the billed
-party's name, email, postal address and VAT id, which may name a sole trader) is sealed with the
-account's own subject key (:func:`billing_subject_id`); the country and whether a VAT id was given
-stay in clear, as the VAT decision on every invoice needs them for the whole retention period.
+party's name, email, postal address and VAT id, which may name a sole trader) is sealed with a key
+per tenant and fiscal year (:func:`billing_contact_subject_id`), destroyed when that year's billing
+retention ends (``policies/retention.py``, the seller's jurisdiction). The contact in force is
+carried into each new fiscal year (``ContactCarriedForward``, sealed under the new year's key), so
+ending an old year's retention erases only that year's copies. Events written before per-year keys
+(``fiscal_year`` 0) are sealed with the account's own key (:func:`billing_subject_id`). The country
+and whether a VAT id was given stay in clear, as the VAT decision on every invoice needs them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import ValidationError
 
 from domain.context import Ctx
-from domain.errors import InvalidValue
+from domain.errors import InvalidState, InvalidValue
 from domain.ids import NAMESPACE
 from domain.sealing import PersonalData
 from policies.vat import vat_country_of
@@ -28,7 +32,14 @@ def billing_account_id(tenant_id: UUID) -> UUID:
     return uuid5(NAMESPACE, f"billing-account:{tenant_id}")
 
 
-billing_subject_id = billing_account_id  # erasing the billed party destroys this subject's key
+billing_subject_id = billing_account_id  # the key of contacts sealed before per-fiscal-year keys
+
+
+def billing_contact_subject_id(tenant_id: UUID, fiscal_year: int) -> UUID:
+    """The subject whose key seals the tenant's billing contact in ``fiscal_year`` (0: the legacy account key)."""
+    if fiscal_year == 0:
+        return billing_subject_id(tenant_id)
+    return uuid5(NAMESPACE, f"billing-contact:{tenant_id}:{fiscal_year}")
 
 
 def check_country(country: str) -> str:
@@ -70,6 +81,7 @@ class BillingAccount(Aggregate):
         vat_id: PersonalData | None
         actor: str
         request_id: str
+        fiscal_year: int = 0  # whose key seals the contact (0: written before per-year keys)
 
     class Updated(Aggregate.Event):
         tenant_id: UUID
@@ -78,6 +90,19 @@ class BillingAccount(Aggregate):
         address: PersonalData
         country: str
         vat_id: PersonalData | None
+        actor: str
+        request_id: str
+        fiscal_year: int = 0
+
+    class ContactCarriedForward(Aggregate.Event):
+        """The contact in force, sealed again under ``fiscal_year``'s key (the old year's key may then go)."""
+
+        tenant_id: UUID
+        name: PersonalData
+        email: PersonalData
+        address: PersonalData
+        vat_id: PersonalData | None
+        fiscal_year: int
         actor: str
         request_id: str
 
@@ -103,9 +128,10 @@ class BillingAccount(Aggregate):
         vat_id: PersonalData | None,
         actor: str,
         request_id: str,
+        fiscal_year: int = 0,
     ) -> None:
         self.tenant_id = tenant_id
-        self._apply(name, email, address, country, vat_id)
+        self._apply(name, email, address, country, vat_id, fiscal_year)
         self.customer_id = ""
 
     @property
@@ -115,13 +141,36 @@ class BillingAccount(Aggregate):
 
     def update(
         self, ctx: Ctx, *, name: PersonalData, email: PersonalData, address: PersonalData, country: str,
-        vat_id: PersonalData | None,
+        vat_id: PersonalData | None, fiscal_year: int = 0,
     ) -> None:  # fmt: skip
         """Replace the billing details."""
         self._updated(
             tenant_id=self.tenant_id, name=name, email=email, address=address, country=country, vat_id=vat_id,
-            actor=ctx.actor, request_id=ctx.request_id,
+            actor=ctx.actor, request_id=ctx.request_id, fiscal_year=fiscal_year,
         )  # fmt: skip
+
+    def check_contact_readable(self) -> None:
+        """The contact in force can be sealed again only while its key lives."""
+        values = [self.name, self.email, self.address, *([self.vat_id] if self.vat_id is not None else [])]
+        if any(v.erased or v.unreadable for v in values):
+            raise InvalidState("the billing contact in force is erased or unreadable: set the billing details again")
+
+    def carry_forward(self, ctx: Ctx, fiscal_year: int) -> bool:
+        """Seal the contact in force under ``fiscal_year``'s key; no event when it already is (or is newer)."""
+        if fiscal_year <= self.fiscal_year:
+            return False
+        self.check_contact_readable()
+        subject = billing_contact_subject_id(self.tenant_id, fiscal_year)
+
+        def seal(value: PersonalData) -> PersonalData:
+            return PersonalData(subject, value.value)
+
+        self._carried(
+            tenant_id=self.tenant_id, name=seal(self.name), email=seal(self.email), address=seal(self.address),
+            vat_id=seal(self.vat_id) if self.vat_id is not None else None, fiscal_year=fiscal_year, actor=ctx.actor,
+            request_id=ctx.request_id,
+        )  # fmt: skip
+        return True
 
     def link_customer(self, ctx: Ctx, customer_id: str) -> None:
         """Remember the Stripe customer (no event when it is already the one)."""
@@ -129,16 +178,25 @@ class BillingAccount(Aggregate):
             self._linked(tenant_id=self.tenant_id, customer_id=customer_id, actor=ctx.actor, request_id=ctx.request_id)
 
     def _apply(
-        self, name: PersonalData, email: PersonalData, address: PersonalData, country: str, vat_id: PersonalData | None
-    ) -> None:
+        self, name: PersonalData, email: PersonalData, address: PersonalData, country: str, vat_id: PersonalData | None,
+        fiscal_year: int,
+    ) -> None:  # fmt: skip
         self.name, self.email, self.address, self.country, self.vat_id = name, email, address, country, vat_id
+        self.fiscal_year = fiscal_year  # whose key seals the contact in force (0: the legacy account key)
 
     @event(Updated)
     def _updated(
         self, tenant_id: UUID, name: PersonalData, email: PersonalData, address: PersonalData, country: str,
-        vat_id: PersonalData | None, actor: str, request_id: str,
+        vat_id: PersonalData | None, actor: str, request_id: str, fiscal_year: int = 0,
     ) -> None:  # fmt: skip
-        self._apply(name, email, address, country, vat_id)
+        self._apply(name, email, address, country, vat_id, fiscal_year)
+
+    @event(ContactCarriedForward)
+    def _carried(
+        self, tenant_id: UUID, name: PersonalData, email: PersonalData, address: PersonalData,
+        vat_id: PersonalData | None, fiscal_year: int, actor: str, request_id: str,
+    ) -> None:  # fmt: skip
+        self._apply(name, email, address, self.country, vat_id, fiscal_year)
 
     @event(StripeCustomerLinked)
     def _linked(self, tenant_id: UUID, customer_id: str, actor: str, request_id: str) -> None:

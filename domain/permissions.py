@@ -13,6 +13,7 @@ class Action(StrEnum):
     """Everything a caller can ask of the management API."""
 
     TENANT_READ = "tenant.read"
+    TENANT_MANAGE = "tenant.manage"  # the tenant's settings (its jurisdiction)
     USERS_READ = "users.read"
     USERS_INVITE = "users.invite"
     USERS_MANAGE = "users.manage"  # change role, suspend, reinstate, remove
@@ -53,6 +54,7 @@ _OVERSIGHT = frozenset({Role.ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR})
 
 MATRIX: dict[Action, Rule] = {
     Action.TENANT_READ: Rule(Scope.ADMIN_READ, _ALL),
+    Action.TENANT_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.USERS_READ: Rule(Scope.ADMIN_READ, _OVERSIGHT),
     Action.USERS_INVITE: Rule(Scope.ADMIN_WRITE, _ADMIN),
     Action.USERS_MANAGE: Rule(Scope.ADMIN_WRITE, _ADMIN),

@@ -13,6 +13,7 @@ from domain.context import Ctx
 from domain.errors import InvalidState, InvalidValue, LastAdmin
 from domain.ids import tenant_id_for
 from domain.sealing import PersonalData
+from policies.retention import is_jurisdiction
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$")
 RESERVED_SLUGS = frozenset(
@@ -33,8 +34,18 @@ def check_slug(slug: str) -> None:
         raise InvalidValue(f"slug '{slug}' is reserved", "slug")
 
 
+def check_jurisdiction(code: str) -> str:
+    """An ISO 3166-1 alpha-2 code (upper-cased): whose law keeps the tenant's activity records."""
+    cleaned = code.strip().upper()
+    if not is_jurisdiction(cleaned):
+        raise InvalidValue("jurisdiction must be an ISO 3166-1 alpha-2 country code such as NO or FR", "jurisdiction")
+    return cleaned
+
+
 class Tenant(Aggregate):
     """An organisation; its id derives from its slug so slugs are unique by construction."""
+
+    jurisdiction = ""  # "" until its admin sets one: the operator's default applies (policies/retention.py)
 
     class Registered(Aggregate.Created):
         slug: str
@@ -82,6 +93,14 @@ class Tenant(Aggregate):
 
         tenant_id: UUID
         user_id: UUID
+        actor: str
+        request_id: str
+
+    class JurisdictionSet(Aggregate.Event):
+        """Whose law keeps the tenant's activity records (audit, usage): an ISO 3166-1 alpha-2 code."""
+
+        tenant_id: UUID
+        jurisdiction: str
         actor: str
         request_id: str
 
@@ -133,6 +152,16 @@ class Tenant(Aggregate):
             raise InvalidState("tenant is already terminated")
         self._terminated(tenant_id=self.id, actor=ctx.actor, request_id=ctx.request_id,
                          reason=PersonalData(self.id, reason), terminated_at=now, erase_by=erase_by)  # fmt: skip
+
+    def set_jurisdiction(self, ctx: Ctx, jurisdiction: str) -> bool:
+        """Set the tenant's jurisdiction (no event when it is already the one)."""
+        code = check_jurisdiction(jurisdiction)
+        if self.terminated:
+            raise InvalidState("tenant is terminated")
+        if code == self.jurisdiction:
+            return False
+        self._jurisdiction_set(tenant_id=self.id, jurisdiction=code, actor=ctx.actor, request_id=ctx.request_id)
+        return True
 
     def appoint_admin(self, ctx: Ctx, user_id: UUID) -> None:
         """Count a user among the acting admins (no event when already counted)."""
@@ -188,3 +217,7 @@ class Tenant(Aggregate):
     @event(AdminSteppedDown)
     def _admin_stepped_down(self, tenant_id: UUID, user_id: UUID, actor: str, request_id: str) -> None:
         self.admins.discard(user_id)
+
+    @event(JurisdictionSet)
+    def _jurisdiction_set(self, tenant_id: UUID, jurisdiction: str, actor: str, request_id: str) -> None:
+        self.jurisdiction = jurisdiction

@@ -9,6 +9,7 @@ from uuid import UUID
 from domain.billing_account import BillingAccount, StripeCustomer
 from domain.invoice import Invoice
 from domain.payment import Payment
+from domain.retention import BillingRetention
 from domain.stripe_event import StripeEvent
 from domain.subscription import Subscription
 
@@ -48,6 +49,12 @@ BILLING_DESCRIBE: dict[type, Describe] = {
     BillingAccount.Updated: _on("account", "updated", _account),
     BillingAccount.StripeCustomerLinked: _on(
         "account", "customer_linked", lambda e: f"Stripe customer {e.customer_id}"
+    ),
+    BillingAccount.ContactCarriedForward: _on(
+        "account", "contact_carried_forward", lambda e: f"billing contact sealed for fiscal year {e.fiscal_year}"
+    ),
+    BillingRetention.Ended: _on(
+        "retention", "ended", lambda e: f"fiscal year {e.fiscal_year} past its retention: billing contact erased"
     ),
     StripeCustomer.Linked: _on("account", "customer_mapped", lambda e: f"Stripe customer {e.customer_id}"),
     StripeEvent.Received: _on("stripe", "event", lambda e: f"Stripe {e.type} {e.event_id}: {e.outcome}"),

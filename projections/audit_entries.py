@@ -24,6 +24,7 @@ from domain.invite import Invite
 from domain.key_sharing import SharingPolicy
 from domain.model_licence import ModelLicence
 from domain.pairing_key import PairingKey
+from domain.retention import ActivityRetention
 from domain.suspension import Suspension
 from domain.tenant import Tenant
 from domain.terms import TermsAnswer
@@ -88,6 +89,19 @@ DESCRIBE: dict[type, Describe] = {
     Tenant.Registered: lambda e: ("tenant.registered", "tenant", e.originator_id, f"tenant '{e.slug}' registered"),
     Tenant.Suspended: _tenant("suspended", "tenant suspended"),
     Tenant.Reinstated: _tenant("reinstated", "tenant reinstated"),
+    Tenant.JurisdictionSet: lambda e: (
+        "tenant.jurisdiction_set",
+        "tenant",
+        e.originator_id,
+        f"jurisdiction set to {e.jurisdiction} (activity records' retention)",
+    ),
+    ActivityRetention.Ended: lambda e: (
+        "retention.activity_ended",
+        "tenant",
+        e.tenant_id,
+        f"activity records up to fiscal year {e.fiscal_year} past their retention "
+        f"({e.jurisdiction}): purged from the read models",
+    ),
     Tenant.AdminAppointed: lambda e: ("tenant.admin_appointed", "user", e.user_id, "appointed admin"),
     Tenant.AdminSteppedDown: lambda e: ("tenant.admin_stepped_down", "user", e.user_id, "no longer admin"),
     User.Joined: _user("joined", lambda e: f"joined as {e.role}" + (" by invite" if e.invite_id else "")),

@@ -1,5 +1,9 @@
 """The audit log: one row per tenant event, usage as hourly aggregates, as a tracked SQL read model.
 
+A terminated tenant's rows go when its activity retention ends (``ActivityRetention.Ended``): the
+batch holding that event deletes the tenant's rows before it, in the same transaction; a rebuild does
+the same when it reaches the event, so the rows never come back (the events stay in the store).
+
 Rows and the tracking record are written in one transaction (as the usage view does), so a kill
 between them loses and duplicates nothing, and ``ownllm projections rebuild audit`` replays it.
 Positions are notification ids: a row's position is its event's (an hourly usage row keeps the
@@ -16,13 +20,17 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
 
+from domain.retention import ActivityRetention
 from projections.audit_rows import AuditRow, UsageBucket, rows_of, summary_of
 from projections.log import Recorded
 
 __all__ = ["AuditFilter", "AuditProjection", "AuditRow", "AuditTable", "Page", "UsageBucket", "summary_of"]
 
 TRACKING_NAME = "ownllm/audit"
+# ``ActivityRetention.Ended``: the tenant's rows before it go (a rebuild drops them again when it gets there).
+ACTIVITY_ENDED = get_topic(ActivityRetention.Ended)
 EXACT_COUNT_UP_TO = 100_000  # past this, X-Total-Count is an estimate (and a header says so)
 
 
@@ -65,8 +73,12 @@ class AuditTable(Protocol):
         """The last notification id applied (0 when new)."""
         ...
 
-    def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
-        """Insert ``rows``, add ``usage`` to their hourly rows and move the tracking, atomically."""
+    def apply(
+        self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket],
+        purges: Sequence[tuple[UUID, int]] = (),
+    ) -> None:  # fmt: skip
+        """Insert ``rows``, add ``usage`` to their hourly rows, drop each purged tenant's rows before its
+        position, and move the tracking, atomically."""
         ...
 
     def fetch(
@@ -114,9 +126,11 @@ class AuditProjection:
         for _ in range(5):
             if self.position >= through or self.position < start:
                 return
-            rows, usage = rows_of(r for r in records if r.notification_id > self.position)
+            fresh = [r for r in records if r.notification_id > self.position]
+            rows, usage = rows_of(fresh)
+            purges = [(r.event.tenant_id, r.notification_id) for r in fresh if r.topic == ACTIVITY_ENDED]
             try:
-                self.table.apply(self.position, Tracking(TRACKING_NAME, through), rows, usage)
+                self.table.apply(self.position, Tracking(TRACKING_NAME, through), rows, usage, purges)
             except (StaleAuditPosition, IntegrityError):
                 self.position = self.table.position()
                 continue

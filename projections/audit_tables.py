@@ -99,7 +99,10 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
         ]
 
-    def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
+    def apply(
+        self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket],
+        purges: Sequence[tuple[UUID, int]] = (),
+    ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as c:
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StaleAuditPosition
@@ -112,6 +115,8 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
                 "completion_tokens = completion_tokens + excluded.completion_tokens",
                 usage_params(usage, sqlite=True),
             )
+            for tenant_id, before in purges:
+                c.execute("DELETE FROM audit_log WHERE tenant_id = ? AND position < ?", (str(tenant_id), before))
             self._insert_tracking(c, tracking)
 
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -202,7 +207,10 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
         """A ``?``-placeholder query on this table, as psycopg runs it."""
         return SQL(sql.replace("?", "%s")).format(t=self.table)
 
-    def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
+    def apply(
+        self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket],
+        purges: Sequence[tuple[UUID, int]] = (),
+    ) -> None:  # fmt: skip
         insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         with self.datastore.transaction(commit=True) as curs:
             check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StaleAuditPosition)
@@ -223,6 +231,9 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
                     ).format(self.table, t=Identifier(self.name)),
                     usage_params(usage, sqlite=False),
                 )
+            for tenant_id, before in purges:
+                curs.execute(SQL("DELETE FROM {} WHERE tenant_id = %s AND position < %s").format(self.table),
+                             (tenant_id, before))  # fmt: skip
             self._insert_tracking(curs, tracking)
 
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:

@@ -3,13 +3,15 @@
 An in-memory read model rebuilt by every process from the event log (like the directory): billing
 events are few (a handful per tenant per month). Amounts are integer cents; the billed party's
 details read ``<erased>`` once their subject key is destroyed, while amounts, dates and numbers
-stay, under the tenant's pseudonymous id, for the retention period.
+stay, under the tenant's pseudonymous id, for the retention period. Each invoice keeps the contact in
+force when it was issued (sealed under its fiscal year's key), until that year's retention ends
+(``BillingRetention.Ended``: every process redacts its copies at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -17,6 +19,8 @@ from uuid import UUID
 from domain.billing_account import BillingAccount
 from domain.invoice import Invoice
 from domain.payment import Payment
+from domain.retention import BillingRetention
+from domain.sealing import ERASED
 from domain.subscription import Subscription
 from projections.log import topics_of
 
@@ -31,6 +35,12 @@ class AccountRow:
     country: str
     vat_id: str
     customer_id: str = ""
+    subject_id: UUID | None = None  # the key sealing this contact (that of a fiscal year)
+
+    def redact(self) -> None:
+        """The key is destroyed: the contact is gone."""
+        self.name = self.email = self.address = ERASED
+        self.vat_id = ERASED if self.vat_id else ""
 
 
 @dataclass(slots=True)
@@ -69,6 +79,7 @@ class InvoiceRow:
     overdue: bool = False
     failed_attempts: int = 0
     late_fees_cents: int = 0
+    billed_to: AccountRow | None = None  # the contact in force at issue (None: no billing account then)
 
     @property
     def total_cents(self) -> int:
@@ -132,7 +143,23 @@ class BillingView:
 def _account(v: BillingView, e: BillingAccount.Opened | BillingAccount.Updated) -> None:
     customer = v.accounts[e.tenant_id].customer_id if e.tenant_id in v.accounts else ""
     vat_id = str(e.vat_id) if e.vat_id is not None else ""
-    v.accounts[e.tenant_id] = AccountRow(str(e.name), str(e.email), str(e.address), e.country, vat_id, customer)
+    v.accounts[e.tenant_id] = AccountRow(str(e.name), str(e.email), str(e.address), e.country, vat_id, customer,
+                                         e.name.subject_id)  # fmt: skip
+
+
+def _carried(v: BillingView, e: BillingAccount.ContactCarriedForward) -> None:
+    row = v.accounts[e.tenant_id]
+    vat_id = str(e.vat_id) if e.vat_id is not None else ""
+    v.accounts[e.tenant_id] = replace(row, name=str(e.name), email=str(e.email), address=str(e.address),
+                                      vat_id=vat_id, subject_id=e.name.subject_id)  # fmt: skip
+
+
+def _retention_ended(v: BillingView, e: BillingRetention.Ended) -> None:
+    gone = set(e.subject_ids)
+    rows = [v.accounts.get(e.tenant_id), *(i.billed_to for i in v.invoices_by_tenant.get(e.tenant_id, []))]
+    for row in rows:
+        if row is not None and row.subject_id in gone:
+            row.redact()
 
 
 def _customer(v: BillingView, e: BillingAccount.StripeCustomerLinked) -> None:
@@ -174,6 +201,8 @@ def _issued(v: BillingView, e: Invoice.Issued) -> None:
         e.originator_id, e.tenant_id, e.stripe_invoice_id, e.number, e.reason, e.net_cents, e.vat_cents,
         e.vat_rate_bp, e.vat_country, e.reverse_charge, e.mention, e.currency, e.issued_at, e.due_at,
     )  # fmt: skip
+    account = v.accounts.get(e.tenant_id)
+    row.billed_to = replace(account) if account is not None else None
     v.invoices[row.id] = row
     v.invoices_by_tenant.setdefault(row.tenant_id, []).append(row)
 
@@ -214,6 +243,8 @@ _HANDLERS: dict[type, Callable[[BillingView, Any], None]] = {
     BillingAccount.Opened: _account,
     BillingAccount.Updated: _account,
     BillingAccount.StripeCustomerLinked: _customer,
+    BillingAccount.ContactCarriedForward: _carried,
+    BillingRetention.Ended: _retention_ended,
     Subscription.Started: _started,
     Subscription.Restarted: _started,
     Subscription.Upgraded: _upgraded,

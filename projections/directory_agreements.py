@@ -1,5 +1,6 @@
 """What the directory keeps of a tenant's agreements and standing: accepted model licences, answers to the
-terms and their publications, opt-in features, the billed plan, and keys suspected of being shared."""
+terms and their publications, opt-in features, the billed plan, keys suspected of being shared, and the
+tenant's jurisdiction."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from domain.api_key import ApiKey
 from domain.features import FeatureOptIn
 from domain.model_licence import ModelLicence
 from domain.subscription import Subscription
+from domain.tenant import Tenant
 from domain.terms import Publication, TermsAnswer
 
 # The directory (projections/directory.py), which imports these handlers: named, not imported, to keep
@@ -76,6 +78,10 @@ def _plan_ended(d: Directory, e: Subscription.Ended) -> None:
         tenant.plan = ""  # back to the settings' default plan
 
 
+def _jurisdiction_set(d: Directory, e: Tenant.JurisdictionSet) -> None:
+    d.tenants[e.originator_id].jurisdiction = e.jurisdiction
+
+
 AGREEMENT_HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     ModelLicence.Accepted: _licence_accepted,
     ModelLicence.Reaccepted: _licence_accepted,
@@ -92,4 +98,5 @@ AGREEMENT_HANDLERS: dict[type, Callable[[Directory, Any], None]] = {
     Subscription.Upgraded: _plan_set,
     Subscription.Renewed: _plan_set,
     Subscription.Ended: _plan_ended,
+    Tenant.JurisdictionSet: _jurisdiction_set,
 }

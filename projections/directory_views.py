@@ -21,6 +21,7 @@ class TenantView:
     terms_version: int = 0  # the latest version of the terms the tenant accepted (0: none recorded)
     terms_rejected: int = 0  # a version of the terms the tenant rejected in its notice period (0: none)
     terminated: bool = False  # the contract ended: its members are erased within 30 days
+    jurisdiction: str = ""  # set by its admin (ISO 3166-1 alpha-2); "": the operator's default applies
 
 
 @dataclass(slots=True)

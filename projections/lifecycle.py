@@ -5,8 +5,9 @@ aggregates (``domain.commands.lifecycle.LifecycleIndex``): a user's live keys, a
 and agents (from the directory), and the exports about a subject. It holds ids and times only.
 
 :class:`ErasureFollower` is the other half of "erasure is an event every process reacts to": on
-``Deletion.SubjectErased`` it drops the subject's key from this process's key cache, so nothing
-here unseals that subject again (the directory redacts its copies on the same event).
+``Deletion.SubjectErased`` (and ``BillingRetention.Ended``, whose billing-contact keys went) it drops
+the subject's key from this process's key cache, so nothing here unseals that subject again (the
+directory and the billing view redact their copies on the same events).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from uuid import UUID
 
 from domain.data_export import DataExport
 from domain.deletion import Deletion
+from domain.retention import BillingRetention
 from domain.sealing import KeyStore
 from domain.tenant import Tenant
 from policies.lifecycle import export_expires_at, is_due
@@ -207,7 +209,7 @@ LifecycleView.topics = topics_of(_HANDLERS)
 class ErasureFollower:
     """Drops an erased subject's key from this process's cache (every process runs one)."""
 
-    topics: ClassVar[tuple[str, ...]] = topics_of([Deletion.SubjectErased])
+    topics: ClassVar[tuple[str, ...]] = topics_of([Deletion.SubjectErased, BillingRetention.Ended])
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
@@ -216,6 +218,9 @@ class ErasureFollower:
         """Forget the key of an erased subject."""
         if isinstance(event, Deletion.SubjectErased):
             self.keys.forget(event.subject_id)
+        elif isinstance(event, BillingRetention.Ended):
+            for subject_id in event.subject_ids:
+                self.keys.forget(subject_id)
 
 
 def _describe_lifecycle_events() -> None:

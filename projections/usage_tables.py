@@ -66,8 +66,9 @@ class _UsageTable(TrackingRecorder):
         tracking: Tracking,
         events: Sequence[UsageRecord.Recorded | RefusedRow],
         quarantined: Sequence[tuple[int, str]] = (),
+        purged: Sequence[UUID] = (),
     ) -> None:
-        self._write(expected, tracking, [_params(e) for e in events], quarantined)
+        self._write(expected, tracking, [_params(e) for e in events], quarantined, purged)
 
     def rows(self, tenant_id: UUID, user_id: UUID | None, since: date | None, until: date | None) -> list[UsageRow]:
         where, params = _filters(tenant_id, user_id, since, until)
@@ -75,9 +76,11 @@ class _UsageTable(TrackingRecorder):
 
     @abstractmethod
     def _write(
-        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
-    ) -> None:
-        """Add ``rows`` (stored values) to the counts, keep the ``quarantined``, move the tracking, atomically."""
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]],
+        purged: Sequence[UUID],
+    ) -> None:  # fmt: skip
+        """Add ``rows`` (stored values) to the counts, keep the ``quarantined``, drop the ``purged`` tenants' rows,
+        move the tracking, atomically."""
 
     @abstractmethod
     def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -98,8 +101,9 @@ class SQLiteUsageView(_UsageTable, SQLiteTrackingRecorder):
         ]
 
     def _write(
-        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
-    ) -> None:
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]],
+        purged: Sequence[UUID],
+    ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as c:
             if (self._max_tracking_id(TRACKING_NAME, c) or 0) != expected:
                 raise StalePosition
@@ -114,6 +118,8 @@ class SQLiteUsageView(_UsageTable, SQLiteTrackingRecorder):
                     "duration_ms = duration_ms + excluded.duration_ms",
                     row,
                 )
+            for tenant_id in purged:
+                c.execute("DELETE FROM usage_daily WHERE tenant_id = ?", (str(tenant_id),))
             self._insert_tracking(c, tracking)
 
     def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -159,8 +165,9 @@ class PostgresUsageView(_UsageTable, PostgresTrackingRecorder):
         )
 
     def _write(
-        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]]
-    ) -> None:
+        self, expected: int, tracking: Tracking, rows: list[tuple[Any, ...]], quarantined: Sequence[tuple[int, str]],
+        purged: Sequence[UUID],
+    ) -> None:  # fmt: skip
         with self.datastore.transaction(commit=True) as curs:
             check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StalePosition)
             if quarantined:
@@ -180,6 +187,8 @@ class PostgresUsageView(_UsageTable, PostgresTrackingRecorder):
                     ).format(self.table, t=Identifier("ownllm_usage_daily")),
                     rows,
                 )
+            for tenant_id in purged:
+                curs.execute(SQL("DELETE FROM {} WHERE tenant_id = %s").format(self.table), (tenant_id,))
             self._insert_tracking(curs, tracking)
 
     def _select(self, where: str, params: list[Any]) -> list[tuple[Any, ...]]:

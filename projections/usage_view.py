@@ -11,6 +11,9 @@ view for every tenant behind it. Such a record is *quarantined*: not counted, it
 and reason kept in a small table (``usage_quarantine``) in the same transaction as the rest of its
 batch, logged, and shown by ``ownllm projections status``; the rest of the batch and later events
 apply as usual.
+
+A terminated tenant's rows go when its activity retention ends (``ActivityRetention.Ended``), in the
+transaction of the batch holding that event; a rebuild does the same, so they never come back.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from domain.retention import ActivityRetention
 from domain.usage import RejectionTally, UsageRecord
 from projections.log import Recorded, topics_of
 
@@ -93,9 +97,10 @@ class UsageView(Protocol):
         tracking: Tracking,
         events: Sequence[UsageRecord.Recorded | RefusedRow],
         quarantined: Sequence[tuple[int, str]] = (),
+        purged: Sequence[UUID] = (),
     ) -> None:
-        """Count ``events``, keep the ``quarantined`` (notification id, reason)s, and move the tracking
-        from ``expected`` to ``tracking``, atomically."""
+        """Count ``events``, keep the ``quarantined`` (notification id, reason)s, drop the ``purged`` tenants'
+        rows, and move the tracking from ``expected`` to ``tracking``, atomically."""
         ...
 
     def quarantined(self) -> list[tuple[int, str]]:
@@ -126,7 +131,7 @@ class UsageProjection:
     """Feeds ``UsageRecord.Recorded`` events to the view, exactly once, batch by batch."""
 
     name = "usage"
-    topics = topics_of([UsageRecord.Recorded, RejectionTally.Counted])
+    topics = topics_of([UsageRecord.Recorded, RejectionTally.Counted, ActivityRetention.Ended])
 
     def __init__(self, view: UsageView) -> None:
         self.view = view
@@ -149,7 +154,7 @@ class UsageProjection:
     def process_batch(self, events: Sequence[tuple[int, Any]]) -> None:
         """Apply the usage events of one batch of (notification id, event) newer than the view."""
         fresh = [(n, e) for n, e in events if n > self.position]
-        if any(_sort_out(fresh)):
+        if any(_sort_out(fresh)) or _purged(fresh):
             self._apply(fresh, fresh[-1][0])
 
     def _apply(self, events: Sequence[tuple[int, Any]], through: int) -> None:
@@ -162,9 +167,10 @@ class UsageProjection:
         for _ in range(5):
             if self.position >= through or self.position < start:
                 return
-            usage, quarantined = _sort_out((n, e) for n, e in events if n > self.position)
+            fresh = [(n, e) for n, e in events if n > self.position]
+            usage, quarantined = _sort_out(fresh)
             try:
-                self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage, quarantined)
+                self.view.apply(self.position, Tracking(TRACKING_NAME, through), usage, quarantined, _purged(fresh))
             except (StalePosition, IntegrityError):
                 self.position = self.view.position()  # another runner got there first: never count twice
                 continue
@@ -190,6 +196,11 @@ class UsageProjection:
               until: date | None = None) -> list[UsageRow]:  # fmt: skip
         """The view's rows (reads the database: the dashboard, not the hot path)."""
         return self.view.rows(tenant_id, user_id, since, until)
+
+
+def _purged(events: Sequence[tuple[int, Any]]) -> list[UUID]:
+    """The tenants whose activity retention ended in ``events``: their rows go."""
+    return [e.tenant_id for _, e in events if isinstance(e, ActivityRetention.Ended)]
 
 
 def _sort_out(

@@ -13,6 +13,7 @@ from litestar.params import FromQuery, JSONBody
 from api.billing_schemas import (
     AccountIn,
     AccountOut,
+    BilledPartyOut,
     InvoiceOut,
     LedgerEntryOut,
     PaymentOut,
@@ -45,9 +46,13 @@ def money(cents: int) -> str:
 
 def invoice_out(row: InvoiceRow) -> InvoiceOut:
     """An invoice as the API shows it."""
+    party = row.billed_to
+    billed_to = None if party is None else BilledPartyOut(party.name, party.email, party.address, party.country,
+                                                          party.vat_id)  # fmt: skip
     return InvoiceOut(
         str(row.id), row.number, row.reason, row.status, row.currency, row.net_cents, row.vat_rate_bp, row.vat_cents,
         row.total_cents, row.reverse_charge, row.mention, row.issued_at, row.due_at, row.paid_at, row.late_fees_cents,
+        billed_to,
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
@@ -13,9 +13,11 @@ from api import schemas
 from api.dependencies import CommandService
 from api.guards import AnyRequest
 from api.principal import Principal
+from api.settings import Settings
 from api.signup_gate import SignupGate
 from api.views import tenant_out, user_out
 from domain.application import OwnLLM
+from domain.context import Ctx
 from domain.errors import NotFound, SlugTaken
 from domain.ids import tenant_id_for
 from domain.permissions import Action
@@ -51,6 +53,7 @@ class TenantController(Controller):
         commands: NamedDependency[CommandService],
         directory: NamedDependency[Directory],
         signup_gate: NamedDependency[SignupGate],
+        settings: NamedDependency[Settings],
         data: JSONBody[schemas.SignupRequest],
         signup_token: Annotated[
             str | None, HeaderParameter(name="X-Signup-Token", max_length=200, description=TOKEN_DOC)
@@ -80,27 +83,47 @@ class TenantController(Controller):
                 raise SlugTaken(SLUG_UNAVAILABLE) from None
         key = result.admin_key
         return schemas.SignupResponse(
-            tenant=tenant_out(directory.tenants[result.tenant_id]),
+            tenant=tenant_out(directory.tenants[result.tenant_id], settings.activity_jurisdiction),
             admin=user_out(directory.users[result.admin_user_id]),
             api_key=schemas.IssuedSecretOut(key.id, key.secret, key.prefix, key.expires_at),
         )
 
     @get("/tenant", operation_id="getTenant", opt={"action": Action.TENANT_READ}, sync_to_thread=False)
     def current(
-        self, principal: NamedDependency[Principal], directory: NamedDependency[Directory]
-    ) -> schemas.TenantOut:
+        self, principal: NamedDependency[Principal], directory: NamedDependency[Directory],
+        settings: NamedDependency[Settings],
+    ) -> schemas.TenantOut:  # fmt: skip
         """The tenant of the calling key."""
         tenant = directory.tenants.get(principal.tenant_id)
         if tenant is None:
             raise NotFound("tenant not found")
-        return tenant_out(tenant)
+        return tenant_out(tenant, settings.activity_jurisdiction)
+
+    @put(
+        "/tenant/jurisdiction", operation_id="setTenantJurisdiction", opt={"action": Action.TENANT_MANAGE},
+        sync_to_thread=True,
+    )  # fmt: skip
+    def set_jurisdiction(
+        self, ctx: NamedDependency[Ctx], commands: NamedDependency[CommandService],
+        directory: NamedDependency[Directory], settings: NamedDependency[Settings],
+        data: JSONBody[schemas.JurisdictionIn],
+    ) -> schemas.TenantOut:  # fmt: skip
+        """Set whose law keeps the tenant's activity records (audit, usage): an ISO 3166-1 alpha-2 code (admins).
+
+        Billing records follow the operator's jurisdiction, whatever this says.
+        """
+        commands.run(OwnLLM.set_jurisdiction, ctx, data.jurisdiction)
+        return tenant_out(directory.tenants[ctx.tenant_id], settings.activity_jurisdiction)
 
     @get("/me", operation_id="getMe", opt={"action": Action.TENANT_READ}, sync_to_thread=False)
-    def me(self, principal: NamedDependency[Principal], directory: NamedDependency[Directory]) -> schemas.MeOut:
+    def me(
+        self, principal: NamedDependency[Principal], directory: NamedDependency[Directory],
+        settings: NamedDependency[Settings],
+    ) -> schemas.MeOut:  # fmt: skip
         """Who the calling key belongs to, and what it may do."""
         return schemas.MeOut(
             user=user_out(directory.users[principal.user_id]),
-            tenant=tenant_out(directory.tenants[principal.tenant_id]),
+            tenant=tenant_out(directory.tenants[principal.tenant_id], settings.activity_jurisdiction),
             key_id=principal.key_id,
             scopes=sorted(principal.scopes),
         )

@@ -14,87 +14,19 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.billing_account import (
-    BillingAccount,
-    StripeCustomer,
-    billing_account_id,
-    check_address,
-    check_country,
-    check_vat_id,
-)
 from domain.billing_facts import Fact, InvoiceFact, PaymentFact, RefundFact, StripeDelivery, SubscriptionFact
-from domain.commands.base import Commands, check_name, normalise_email
+from domain.commands.billing_accounts import BillingAccountCommands
 from domain.context import SYSTEM, Ctx
 from domain.errors import Conflict, InvalidState, NotFound
 from domain.invoice import Invoice, invoice_id
 from domain.payment import Payment, payment_id
-from domain.sealing import PersonalData
 from domain.stripe_event import StripeEvent, stripe_event_id
 from domain.subscription import Subscription, check_plan, subscription_id
 from policies import plans
-from policies.vat import VatDecision, vat_for
 
 
-class BillingCommands(Commands):
+class BillingCommands(BillingAccountCommands):
     """Billing accounts, subscriptions, and Stripe's events turned into ours."""
-
-    seller_jurisdiction: str = "FR"  # FR or NO: whose VAT rules apply (set from settings by the API)
-
-    # -- account ------------------------------------------------------------------------------
-
-    def save_billing_account(
-        self, ctx: Ctx, *, name: str, email: str, address: str, country: str, vat_id: str = ""
-    ) -> UUID:
-        """Open or update the tenant's billing account; personal data sealed with the account's key."""
-        self._tenant(ctx.tenant_id).check_active()
-        subject = billing_account_id(ctx.tenant_id)
-        code = check_country(country)
-        sealed = {
-            "name": PersonalData(subject, check_name(name, "name")),
-            "email": PersonalData(subject, normalise_email(email)),
-            "address": PersonalData(subject, check_address(address)),
-            "country": code,
-            "vat_id": PersonalData(subject, check_vat_id(vat_id, code)) if vat_id.strip() else None,
-        }
-        account = self._get(subject)
-        if isinstance(account, BillingAccount):
-            account.update(ctx, **sealed)  # type: ignore[arg-type]
-        else:
-            account = BillingAccount(tenant_id=ctx.tenant_id, actor=ctx.actor, request_id=ctx.request_id, **sealed)  # type: ignore[arg-type]
-        self._save(account)
-        return subject
-
-    def billing_account(self, tenant_id: UUID) -> BillingAccount | None:
-        """The tenant's billing account, if it has one."""
-        account = self._get(billing_account_id(tenant_id))
-        return account if isinstance(account, BillingAccount) else None
-
-    def link_stripe_customer(self, ctx: Ctx, customer_id: str) -> None:
-        """Tie a Stripe customer to the tenant's billing account (both ways, atomically)."""
-        account = self.billing_account(ctx.tenant_id)
-        if account is None:
-            raise NotFound("billing account not found: set the billing details first")
-        link = self._get(StripeCustomer.create_id(customer_id))
-        if isinstance(link, StripeCustomer) and link.tenant_id != ctx.tenant_id:
-            raise Conflict("this Stripe customer belongs to another tenant")
-        account.link_customer(ctx, customer_id)
-        changed: list[Aggregate] = [account]
-        if link is None:
-            changed.append(StripeCustomer(customer_id=customer_id, tenant_id=ctx.tenant_id, actor=ctx.actor,
-                                          request_id=ctx.request_id))  # fmt: skip
-        self._save(*changed)
-
-    def tenant_for_customer(self, customer_id: str) -> UUID | None:
-        """The tenant a Stripe customer belongs to."""
-        link = self._get(StripeCustomer.create_id(customer_id)) if customer_id else None
-        return link.tenant_id if isinstance(link, StripeCustomer) else None
-
-    def vat_decision(self, tenant_id: UUID) -> VatDecision:
-        """The VAT on the tenant's invoices; without an account, the seller's domestic rate (never less)."""
-        account = self.billing_account(tenant_id)
-        country = account.country if account is not None else self.seller_jurisdiction
-        business = account is not None and account.business
-        return vat_for(self.seller_jurisdiction, country, business_vat_id=business)  # type: ignore[arg-type]
 
     # -- subscription -------------------------------------------------------------------------
 
@@ -229,13 +161,15 @@ class BillingCommands(Commands):
         invoice = found if isinstance(found, Invoice) else self._issue(ctx, fact)
         if invoice.tenant_id != ctx.tenant_id:
             return []
+        # A new invoice shows the contact in force, sealed under its fiscal year's key (or a later one's).
+        carried = self.carry_contact_forward(ctx, max(fact.issued_at, self.clock())) if changed else []
         if fact.change == "paid":
             changed |= invoice.pay(ctx, fact.at, fact.amount_paid_cents, fact.payment_id)
         elif fact.change == "failed":
             changed |= invoice.fail(ctx, fact.at, fact.attempt)
         elif fact.change == "overdue":
             changed |= invoice.mark_overdue(ctx, max(fact.at, invoice.due_at))
-        return [invoice] if changed else []
+        return [*carried, invoice] if changed else []
 
     def _issue(self, ctx: Ctx, fact: InvoiceFact) -> Invoice:
         vat = self.vat_decision(ctx.tenant_id)

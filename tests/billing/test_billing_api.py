@@ -6,10 +6,11 @@ from uuid import UUID
 
 from api.services import Services
 from api.stripe_webhook import delivery_of
-from domain.billing_account import billing_subject_id
+from domain.billing_account import billing_contact_subject_id
 from domain.context import Ctx
 from domain.invoice import invoice_id
 from domain.sealing import ERASED
+from policies.retention import fiscal_year
 from tests.support.api_client import Api
 from tests.support.localstripe import wait_until
 from tests.support.stripe_events import event, invoice
@@ -77,7 +78,8 @@ def test_amounts_stay_readable_after_the_billed_party_is_erased(api: Api, servic
     services.app.apply_stripe_event(
         delivery_of(event("evt_e", "invoice.created", invoice("in_e", tenant_id, now), now)), "r"
     )
-    services.keys.destroy(billing_subject_id(tenant_id))  # crypto-shredding of the billed party
+    # crypto-shredding of the billed party: the key of this fiscal year's contact
+    services.keys.destroy(billing_contact_subject_id(tenant_id, fiscal_year(api.clock())))
     account = services.app.billing_account(tenant_id)  # replayed from its events
     assert account is not None and (str(account.name), str(account.email), str(account.vat_id)) == (ERASED,) * 3
     assert account.country == "DE"  # VAT facts stay in clear

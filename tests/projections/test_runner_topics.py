@@ -24,12 +24,14 @@ from projections.directory import Directory
 from projections.enforcement import Enforcement
 from projections.lifecycle import ErasureFollower, LifecycleView
 from projections.log import NotificationLog, Recorded, topics_of
+from projections.retention import RetentionView
 from projections.status import Failures
 from projections.usage_view import UsageProjection
 from tests.support.terms import TERMS
 
 USAGE = topics_of([UsageRecord.Recorded])[0]
-# the in-memory read models' topics (directory, enforcement, lifecycle, erasures, billing, credit balances): never usage
+# the in-memory read models' topics (directory, enforcement, lifecycle, erasures, billing, credit balances,
+# retention): never usage
 IN_MEMORY = tuple(
     sorted(
         {
@@ -39,6 +41,7 @@ IN_MEMORY = tuple(
             *ErasureFollower.topics,
             *BillingView.topics,
             *CreditBalances.topics,
+            *RetentionView.topics,
         }
     )
 )
