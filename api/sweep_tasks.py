@@ -1,6 +1,5 @@
 """The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
-expiry, renewals, overdue invoices, price notices and the daily checkpoint digest; each a class with ``name``
-and ``run(now) -> events emitted`` (or notices queued), idempotent."""
+expiry, renewals and overdue invoices; each a class with ``name`` and ``run(now) -> events emitted``, idempotent."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from datetime import datetime
 
 from api.appeal_window import appeal_window_sweep
 from api.billing_sweep import BillingSweep
-from api.checkpoint_digest import CheckpointDigest
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.price_notices import PriceNotices
@@ -151,7 +149,6 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         CreditExpirySweep(services.app, services.credits.due),
         BillingSweep(services.app, services.billing, services.runner.catch_up),
         PriceNotices(services),
-        CheckpointDigest(services),
     ]
 
 

@@ -59,9 +59,6 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
             SQL("CREATE INDEX IF NOT EXISTS ownllm_integrity_checkpoints_global ON {} (tree, global_size)").format(
                 self.checkpoint_table
             ),
-            SQL("CREATE INDEX IF NOT EXISTS ownllm_integrity_checkpoints_signed ON {} (signed_at)").format(
-                self.checkpoint_table
-            ),
             SQL("INSERT INTO {} VALUES ({}, 0) ON CONFLICT DO NOTHING").format(self.tracking, Literal(TRACKING_NAME)),
         ]
 
@@ -215,17 +212,5 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                     "ORDER BY global_size, tree LIMIT %s"
                 ).format(self.checkpoint_table),
                 (list(trees), after, limit),
-            )
-            return [CheckpointRow(**r) for r in curs.fetchall()]
-
-    def last_signed_between(self, start: datetime, end: datetime) -> list[CheckpointRow]:
-        """Each tree's newest checkpoint signed in ``[start, end)``."""
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                SQL(
-                    "SELECT DISTINCT ON (tree) tree, size, global_size, signed_at, note FROM {} "
-                    "WHERE signed_at >= %s AND signed_at < %s ORDER BY tree, size DESC"
-                ).format(self.checkpoint_table),
-                (start, end),
             )
             return [CheckpointRow(**r) for r in curs.fetchall()]

@@ -41,7 +41,6 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
             "CREATE TABLE IF NOT EXISTS integrity_checkpoints (tree TEXT NOT NULL, size INTEGER NOT NULL, "
             "global_size INTEGER NOT NULL, signed_at TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (tree, size))",
             "CREATE INDEX IF NOT EXISTS integrity_checkpoints_global ON integrity_checkpoints (tree, global_size)",
-            "CREATE INDEX IF NOT EXISTS integrity_checkpoints_signed ON integrity_checkpoints (signed_at)",
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
         ]
 
@@ -157,15 +156,5 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
                 "SELECT tree, size, global_size, signed_at, note FROM integrity_checkpoints "
                 f"WHERE tree IN ({marks}) AND global_size > ? ORDER BY global_size, tree LIMIT ?",
                 [*trees, after, limit],
-            )
-            return [CheckpointRow(r[0], r[1], r[2], time_of(r[3]) or datetime.min, r[4]) for r in c.fetchall()]
-
-    def last_signed_between(self, start: datetime, end: datetime) -> list[CheckpointRow]:
-        """Each tree's newest checkpoint signed in ``[start, end)`` (SQLite keeps the MAX row's other columns)."""
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                "SELECT tree, MAX(size), global_size, signed_at, note FROM integrity_checkpoints "
-                "WHERE signed_at >= ? AND signed_at < ? GROUP BY tree ORDER BY tree",
-                [time_text(start), time_text(end)],
             )
             return [CheckpointRow(r[0], r[1], r[2], time_of(r[3]) or datetime.min, r[4]) for r in c.fetchall()]

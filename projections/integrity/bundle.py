@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from projections.integrity.bundle_check import BundleReport, split_pinned, verify_bundle
+from projections.integrity.bundle_check import BundleReport, read_pinned, split_pinned, verify_bundle
 from projections.integrity.bundle_format import (
     FILES,
     FORMAT,
@@ -30,7 +30,6 @@ from projections.integrity.bundle_format import (
     tenant_origin,
     write,
 )
-from projections.integrity.pinned import read_pinned
 
 __all__ = [
     "FILES",

@@ -13,6 +13,7 @@ and the pinned checkpoint is proven extended by one consistency proof (O(log n))
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,16 @@ def split_pinned(notes: Iterable[str], origin: str) -> tuple[list[str], list[str
             own = True  # verified (and refused) with the global ones
         (global_notes if own else others).append(note)
     return global_notes, others
+
+
+def read_pinned(text: str) -> list[str]:
+    """Signed notes from a pinned file: one note, or JSON as ``GET /api/v1/audit/checkpoints`` answers."""
+    stripped = text.lstrip()
+    if stripped.startswith(("[", "{")):
+        data = json.loads(stripped)
+        items = data if isinstance(data, list) else data.get("checkpoints", [data])
+        return [str(item["note"]) for item in items]
+    return [text]
 
 
 @dataclass

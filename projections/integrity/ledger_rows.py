@@ -86,9 +86,5 @@ class LedgerTables(Protocol):
         """Checkpoints of ``trees`` cut after global size ``after``, in the order they were cut."""
         ...
 
-    def last_signed_between(self, start: datetime, end: datetime) -> list[CheckpointRow]:
-        """Each tree's newest checkpoint signed in ``[start, end)`` (the daily digest's)."""
-        ...
-
     def reading(self) -> AbstractContextManager[Any]:
         """A read transaction with trees for proofs (``projections.integrity.export.Snapshot``)."""
