@@ -35,7 +35,7 @@ test: install $(CHROMIUM)
 
 # Optional (issue 18): llama.cpp's OpenAI-compatible server, for tests/proxy/test_upstream_llama_cpp.py (skipped,
 # saying why, without it). No wheel for this platform: pip builds it from source once (cmake, a C++ compiler;
-# many minutes on two cores). `make test` does not need it.
+# 34 min measured on two loaded cores at nice 19). `make test` does not need it.
 LLAMA_CPP := $(VENV)/.llama-cpp
 llama-cpp: $(LLAMA_CPP)
 
