@@ -8,6 +8,9 @@ Subjects (``T`` is the tenant id, ``M`` the model token, ``I`` a proxy instance 
 - ``ollm.T.job.M``            proxy -> agents (queue group ``q-M``), a :class:`Job` sent as a
                               NATS request: the chosen agent answers :class:`Accepted` or
                               :class:`Error` on the request's reply inbox.
+- ``ollm.T.job.M.A``          proxy -> agent ``A`` alone (no queue group), the same request: a job
+                              offered again after another agent answered it ``busy`` before any
+                              text (its upstream said 429/503), to an agent it has not tried.
 - ``ollm.T.reply.I.J``        agent -> proxy: :class:`Chunk` ... then :class:`Final` or
                               :class:`Error` for job ``J``.
 - ``ollm.T.reply.I.J.A``      the same from agent ``A`` when the job asks for it
@@ -223,6 +226,11 @@ def model_token(model: str) -> str:
 def job_subject(tenant_id: str, model: str) -> str:
     """Where jobs for one tenant's model are sent."""
     return f"{SUBJECT_ROOT}.{tenant_id}.job.{model_token(model)}"
+
+
+def direct_job_subject(tenant_id: str, model: str, agent_id: str) -> str:
+    """Where a job is offered to one agent by name (an offer again, after another agent was busy)."""
+    return f"{job_subject(tenant_id, model)}.{agent_id}"
 
 
 def queue_group(model: str) -> str:

@@ -101,7 +101,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._closing = False
         self._stopping = False
-        self._job_subs: dict[str, Subscription] = {}
+        self._job_subs: dict[str, tuple[Subscription, ...]] = {}  # per model: queue group, by name
         self._model_ids = {m.id for m in backend.models()}
 
     @property
@@ -142,17 +142,20 @@ class Worker:
         assert self.nc is not None
         current = {m.id for m in self.backend.models()}
         for model in sorted(set(self._job_subs) - current):
-            sub = self._job_subs.pop(model)
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # a closed connection has dropped it already
-                log.warning("job subscription not removed: %s", type(exc).__name__)
+            for sub in self._job_subs.pop(model):
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # a closed connection has dropped it already
+                    log.warning("job subscription not removed: %s", type(exc).__name__)
             log.info("no longer serving model %s", model)
         for model in sorted(current - set(self._job_subs)):
             if self._stopping:
                 return
             subject = protocol.job_subject(self.config.tenant_id, model)
-            self._job_subs[model] = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            shared = await self.nc.subscribe(subject, queue=protocol.queue_group(model), cb=self._on_job)
+            # Offers by name: a job another agent answered ``busy`` before any text comes here alone.
+            named = protocol.direct_job_subject(self.config.tenant_id, model, self.config.agent_id)
+            self._job_subs[model] = (shared, await self.nc.subscribe(named, cb=self._on_job))
             log.info("serving model %s on %s", model, subject)
         self._model_ids = current
 
@@ -192,7 +195,8 @@ class Worker:
         Jobs the server delivered before that are answered ``stopping`` and the proxy offers them
         to another agent; without this a job sent in the gap would wait for the accept timeout.
         """
-        subs, self._job_subs = list(self._job_subs.values()), {}
+        subs = [sub for pair in self._job_subs.values() for sub in pair]
+        self._job_subs = {}
         if self.nc is None or not self.nc.is_connected:
             return
         for sub in subs:

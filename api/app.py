@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -161,14 +161,17 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
+    # The guard covers every route but /v1: the gateway authenticates its own requests (api/proxy/gateway.py),
+    # and Litestar would otherwise copy the route handler for the guard on every inference request.
+    guarded = Router(path="/", route_handlers=route_handlers, guards=[PermissionGuard(services.authenticator)])
     inference = _inference(settings, services)
+    routers: list[Router] = [guarded]
     if inference is not None:
-        route_handlers.append(inference.router())
+        routers.append(inference.router())
         on_startup.insert(0, inference.start)
         on_shutdown.insert(0, inference.stop)
     app = Litestar(
-        route_handlers=route_handlers,
-        guards=[PermissionGuard(services.authenticator)],
+        route_handlers=routers,
         dependencies=dependencies(services)
         | {"signup_gate": Provide(lambda: gate, sync_to_thread=False)}
         | {"billing": Provide(lambda: billing, sync_to_thread=False)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -59,6 +60,7 @@ def _in(address: str, trusted: tuple[Network, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+@functools.lru_cache(maxsize=4096)  # per request on the proxy: callers' addresses repeat
 def _key(address: str) -> str:
     """IPv4 as is; IPv6 as its /64; anything else (a Unix socket, a test client) as given."""
     try:

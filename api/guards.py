@@ -40,8 +40,16 @@ class PermissionGuard:
     def __init__(self, authenticator: KeyAuthenticator) -> None:
         self.authenticator = authenticator
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        """Authenticate the bearer key and check the route's action; the principal goes on the connection."""
+    def __deepcopy__(self, memo: dict[int, Any]) -> PermissionGuard:
+        """Itself: Litestar deep-copies a router it registers, and the guard shares the live authenticator."""
+        return self
+
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        """Authenticate the bearer key and check the route's action; the principal goes on the connection.
+
+        A coroutine on purpose: Litestar runs a plain function guard in a worker thread, a thread hop for
+        every request (/v1 included, where it has nothing to check) although the key lookup is in memory.
+        """
         action: Action | None = handler.opt.get("action")
         request_id_of(connection)
         if action is None:

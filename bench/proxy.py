@@ -134,6 +134,7 @@ class Samples:
     errors: int = 0
     elapsed: float = 0.0
     cpu_s: float = 0.0  # the proxy process's CPU time during the measured part (proxied cells)
+    proxy_cpu_s: float = 0.0  # a second process's, when run_cell is given ``proxy_pid`` (bench/upstream.py)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -261,6 +262,7 @@ async def run_cell(
     stream: bool,
     cpu_pid: int | None = None,
     staggered: bool = True,
+    proxy_pid: int | None = None,
 ) -> Samples:
     """``concurrency`` closed-loop clients for ``seconds`` (after a short warm-up).
 
@@ -284,12 +286,15 @@ async def run_cell(
     period = statistics.median(samples.total) if staggered and samples.total else 0.0
     samples.__init__()  # type: ignore[misc]
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    proxy_before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(*(client(c, period * i / concurrency) for i, c in enumerate(clients)))
     samples.elapsed = time.perf_counter() - started
     if cpu_pid:
         samples.cpu_s = cpu_seconds(cpu_pid) - cpu_before
+    if proxy_pid:
+        samples.proxy_cpu_s = cpu_seconds(proxy_pid) - proxy_before
     return samples
 
 
@@ -676,8 +681,9 @@ class Real:
 class Composition:
     """``ownllm serve`` (SQLite or PostgreSQL, embedded NATS) pinned to core 0, a tenant, keys and an echo agent."""
 
-    def __init__(self, store: str, pin: bool, postgres_dsn: str) -> None:
+    def __init__(self, store: str, pin: bool, postgres_dsn: str, root: Path = ROOT) -> None:
         self.store, self.pin, self.dsn = store, pin, postgres_dsn
+        self.root = root  # the source tree the server runs (another one: a baseline in the same run)
         self.var = tempfile.mkdtemp(prefix=f"ownllm-bench-{store}-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -687,7 +693,7 @@ class Composition:
 
     def start(self) -> None:
         """Start the server, then sign up a tenant and pair an echo agent through the real API."""
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path, "OWNLLM_VAR_DIR": self.var, "OWNLLM_PORT": str(self.port),
                "OWNLLM_LOG_LEVEL": "warning", "OWNLLM_DEFAULT_PLAN": "enterprise"}  # fmt: skip
         if self.store == "postgres":
@@ -706,6 +712,11 @@ class Composition:
         if self.pin:  # the embedded nats-server and the projector belong off the proxy's core
             for child in children_of(self.server.pid):
                 os.sched_setaffinity(child, {1})
+
+    def server_pid(self) -> int:
+        """The `ownllm serve` process (the proxy)."""
+        assert self.server is not None
+        return self.server.pid
 
     def projector_pid(self) -> int | None:
         """The child running the tracked read models (``ownllm projections run``), if any."""

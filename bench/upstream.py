@@ -15,7 +15,8 @@ With ``--pin`` (default when there are 2+ cores) ``ownllm serve`` gets the first
 second, and the upstream, nats-server and the clients the third and fourth if there are any (else
 they share the agent's core).
 
-    PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin]
+    PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin] [--paths serve]
+                                          [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def cores(pin: bool) -> dict[str, int | None]:
     return {"proxy": c[0], "agent": c[1], "upstream": c[1], "rest": c[1]}
 
 
-def relay_cli(composition: Composition, upstream: str, core: int | None, tmp: Path, keys: int) -> tuple[Any, list[str]]:
+def relay_cli(
+    composition: Composition, upstream: str, core: int | None, tmp: Path, keys: int, name: str = "relay"
+) -> tuple[Any, list[str]]:
     """Sign up a tenant on ``ownllm serve``, issue keys, pair the real agent CLI with --backend openai."""
     import httpx
 
@@ -199,7 +202,7 @@ def relay_cli(composition: Composition, upstream: str, core: int | None, tmp: Pa
     paired.raise_for_status()
     fields = paired.json()
     stored = creds.Credentials(*(fields[k] for k in creds.Credentials.__struct_fields__))
-    path = creds.save(stored, tmp / "relay.json")
+    path = creds.save(stored, tmp / f"{name}.json")
     cli = str(Path(sys.executable).parent / "ownllm-agent")
     agent = spawn(
         [cli, "serve", "--backend", "openai", "--upstream-url", upstream, "--credentials", str(path),
@@ -210,7 +213,7 @@ def relay_cli(composition: Composition, upstream: str, core: int | None, tmp: Pa
     return agent, secrets
 
 
-async def bench(seconds: float, levels: list[int], pin: bool) -> None:
+async def bench(seconds: float, levels: list[int], pin: bool, paths: set[str], baseline: Path | None) -> None:
     import httpx
 
     from api.embedded_nats import EmbeddedNats
@@ -230,6 +233,7 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
     if where["rest"] is not None and embedded.proc is not None:
         os.sched_setaffinity(embedded.proc.pid, {where["rest"]})
     composition = Composition("sqlite", pin, "")
+    base_composition = Composition("sqlite", pin, "", baseline) if baseline is not None else None
     results: dict[tuple[str, bool, int], Samples] = {}
     try:
         agent_id = str(uuid4())
@@ -243,6 +247,14 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
         serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, 2 * sum(levels))
         children.append(serve_agent)
         keys = iter(secrets)
+        base_keys: Any = iter(())
+        if base_composition is not None:  # the baseline tree's `ownllm serve`, its own relay agent (this tree's)
+            base_composition.start()
+            base_agent, base_secrets = relay_cli(
+                base_composition, base, where["agent"], tmp, 2 * sum(levels), "relay-base"
+            )
+            children.append(base_agent)
+            base_keys = iter(base_secrets)
 
         async def make_upstream_client(stream: bool) -> Any:
             client = RawHTTP(port, stream, KEY)
@@ -254,27 +266,45 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
             await client.connect()
             return client.one
 
+        async def make_base_client(stream: bool) -> Any:
+            assert base_composition is not None
+            client = RawHTTP(base_composition.port, stream, next(base_keys, KEY))
+            await client.connect()
+            return client.one
+
         async def make_agent_client() -> Any:
             return direct_nats.one
 
         for stream in (False, True):
             pace = STREAM_PACE_S if stream else 0.0
             httpx.post(f"http://127.0.0.1:{port}/_pace", content=str(pace))
-            # The same worker with the echo backend (no HTTP): what a local engine costs the agent.
-            echo = bare_agent([str(ROOT / "bench" / "proxy.py"), "--serve-agent"],
-                              {**nats_config, "backend": "echo", "token_delay_s": pace}, where["agent"])  # fmt: skip
-            for level in levels:
-                results[("echo", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, echo.pid)
-            stop(echo)
+            if "echo" in paths:  # the same worker with the echo backend (no HTTP): what a local engine costs
+                echo_config = {**nats_config, "backend": "echo", "token_delay_s": pace}
+                echo = bare_agent([str(ROOT / "bench" / "proxy.py"), "--serve-agent"], echo_config, where["agent"])
+                for level in levels:
+                    results[("echo", stream, level)] = await run_cell(
+                        make_agent_client, level, seconds, stream, echo.pid
+                    )
+                stop(echo)
             relay = bare_agent([__file__, "--serve-relay"], {**nats_config, "upstream_url": base}, where["agent"])
             for level in levels:
-                results[("direct", stream, level)] = await run_cell(
+                results[("direct", stream, level)] = await run_cell(  # always: the baseline of "added"
                     lambda s=stream: make_upstream_client(s), level, seconds, stream
                 )
-                results[("agent", stream, level)] = await run_cell(make_agent_client, level, seconds, stream, relay.pid)
-                results[("serve", stream, level)] = await run_cell(
-                    lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid
-                )
+                if "agent" in paths:
+                    results[("agent", stream, level)] = await run_cell(
+                        make_agent_client, level, seconds, stream, relay.pid
+                    )
+                if "serve" in paths:
+                    results[("serve", stream, level)] = await run_cell(
+                        lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid,
+                        proxy_pid=composition.server_pid(),
+                    )  # fmt: skip
+                if base_composition is not None:
+                    results[("base", stream, level)] = await run_cell(
+                        lambda s=stream: make_base_client(s), level, seconds, stream, base_agent.pid,
+                        proxy_pid=base_composition.server_pid(),
+                    )  # fmt: skip
             stop(relay)
         await nc.close()
     finally:
@@ -283,6 +313,8 @@ async def bench(seconds: float, levels: list[int], pin: bool) -> None:
                 child.terminate()
                 child.wait(10)
         composition.stop()
+        if base_composition is not None:
+            base_composition.stop()
         embedded.stop()
     print_tables(results, levels, where)
 
@@ -316,22 +348,26 @@ def print_tables(
     print(f"\nopenai backend relay overhead ({os.cpu_count()} cores; {placed}; shared machine: see the note)")
     print(
         f"{'mode':<9}{'path':<7}{'clients':>8} | {'p50':>7}{'p99':>8}{'added p50':>10} | {'req/s':>7} | "
-        f"{'ttft p50':>8}{'gap p50':>8}{'gap p99':>8}{'added gap p99':>14} | {'agent CPU ms/req':>16} | {'errors':>6}"
+        f"{'ttft p50':>8}{'gap p50':>8}{'gap p99':>8}{'added gap p99':>14} | {'agent CPU ms/req':>16} | "
+        f"{'proxy CPU ms/req':>16} | {'errors':>6}"
     )
     for stream in (False, True):
         for level in levels:
             base = results[("direct", stream, level)]
-            for path in ("direct", "echo", "agent", "serve"):
+            for path in ("direct", "echo", "agent", "serve", "base"):
+                if (path, stream, level) not in results:
+                    continue
                 s = results[(path, stream, level)]
-                relayed = path in ("agent", "serve")  # "added" compares paths that reach the upstream
+                relayed = path in ("agent", "serve", "base")  # "added" compares paths that reach the upstream
                 added = pct(s.total, 0.5) - pct(base.total, 0.5) if relayed else float("nan")
                 added_gap = pct(s.gaps, 0.99) - pct(base.gaps, 0.99) if relayed and stream else float("nan")
                 cpu = s.cpu_s * 1000 / max(1, s.requests) if path != "direct" else float("nan")
+                proxy_cpu = s.proxy_cpu_s * 1000 / max(1, s.requests) if path in ("serve", "base") else float("nan")
                 print(
                     f"{'stream' if stream else 'whole':<9}{path:<7}{level:>8} | {pct(s.total, 0.5):>7.2f}"
                     f"{pct(s.total, 0.99):>8.2f}{added:>10.2f} | {s.requests / max(s.elapsed, 1e-9):>7.0f} | "
                     f"{pct(s.ttft, 0.5):>8.2f}{pct(s.gaps, 0.5):>8.2f}{pct(s.gaps, 0.99):>8.2f}{added_gap:>14.2f} | "
-                    f"{cpu:>16.3f} | {s.errors:>6}"
+                    f"{cpu:>16.3f} | {proxy_cpu:>16.3f} | {s.errors:>6}"
                 )
     print("times in ms; direct = client -> upstream; echo = client -> NATS -> the same worker on the echo backend")
     print("(no upstream: a local engine's share); agent = client -> NATS -> relay agent -> upstream;")
@@ -339,7 +375,9 @@ def print_tables(
     print("        -> upstream: the whole path")
     print("added = that path minus direct at the same percentile and clients; gap = time between content chunks")
     print(f"streaming cells: the upstream paces tokens at {STREAM_PACE_S * 1000:.0f} ms; non-streaming at full speed")
+    print("base = the same as serve, with `ownllm serve` run from the --baseline-tree (same run, alternated)")
     print("agent CPU ms/req = the relay agent process's on-CPU time (schedstat, all threads) / requests served")
+    print("proxy CPU ms/req = the `ownllm serve` process's on-CPU time (all threads: usage writer included) / requests")
     print(TARGETS + " (printed, not asserted)")
 
 
@@ -354,9 +392,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--no-pin", action="store_true", help="leave every process unpinned")
+    parser.add_argument("--paths", default="echo,agent,serve", help="which of echo,agent,serve to run (direct always)")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another source tree (e.g. `git archive REV | tar -x -C DIR`): its `ownllm serve` as the `base` path",
+    )
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
-    asyncio.run(bench(args.seconds, levels, not args.no_pin))
+    paths = set(args.paths.split(","))
+    asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -60,6 +61,7 @@ class OpenAIUpstreamBackend:
         self._reading: set[str] = set()
         self._cancelled: dict[str, None] = {}  # job ids, oldest first
         self._poll_now = asyncio.Event()
+        self._last_read = float("-inf")  # when a job's stream last brought bytes (monotonic)
 
     # -- models and health ---------------------------------------------------------------------
 
@@ -95,9 +97,17 @@ class OpenAIUpstreamBackend:
             )
         try:
             response = await self._poller.get(self.config.url + "/models")
+        except httpx.TimeoutException as exc:
+            if self._streaming():  # busy, not gone: llama-cpp-python serves /v1/models between generations only
+                return False
+            return self._apply(None, b"", type(exc).__name__)
         except httpx.HTTPError as exc:
             return self._apply(None, b"", type(exc).__name__)
         return self._apply(response.status_code, response.content)
+
+    def _streaming(self) -> bool:
+        """Whether a job's stream brought bytes within the last poll timeout: the upstream answers."""
+        return time.monotonic() - self._last_read < min(5.0, max(1.0, self.config.poll_interval_s))
 
     def _poll_timeout(self) -> httpx.Timeout:
         """A poll waits at most the poll interval (1-5 s): a hung upstream counts as down."""
@@ -177,6 +187,7 @@ class OpenAIUpstreamBackend:
                         self._reading.discard(job_id)
                     if not data:  # the end of the body (read to it: the connection goes back to the pool)
                         break
+                    self._last_read = time.monotonic()
                     for delta in relay.feed(data):
                         yield delta
                 else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 from nats.errors import NoRespondersError
@@ -14,10 +15,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from agent import protocol
 from agent.protocol import Accepted, Error, Job
 from api.proxy import errors
+from api.proxy.channels import JobChannel
 from api.proxy.errors import OpenAIError
 from api.proxy.job_errors import agent_error
 from api.proxy.limits import Grant
 from api.proxy.registry import AgentRegistry
+from api.proxy.reoffer import first_word_served
 from api.proxy.responses import Encoder
 from api.proxy.run import JobRun
 from api.proxy.translate import Generation
@@ -42,49 +45,96 @@ class Dispatcher:
         self.accept_timeout_s = accept_timeout_s
 
     async def dispatch(
-        self, generation: Generation, tenant_id: str, meter: Meter, grant: Grant, encoder: Encoder
+        self,
+        generation: Generation,
+        tenant_id: str,
+        meter: Meter,
+        grant: Grant,
+        encoder: Encoder,
+        context_length: int | None,
+        receive: Any,
     ) -> JobRun:
-        """Send the job as a NATS request and wait for an agent to accept it."""
+        """Send the job as a NATS request, wait for an agent to accept it and for its first word.
+
+        While that first word is an agent's retryable refusal (``busy``: its upstream answered
+        429/503; ``model_not_loaded``), the job is offered to another agent (see :mod:`reoffer`).
+        """
         transport = self.transport
         if not transport.connected:
             raise errors.no_agent("The inference service is reconnecting to its agents; retry shortly.")
-        job_id = meter.request_id
         job = Job(
-            job_id=job_id,
+            job_id=meter.request_id,
             tenant_id=tenant_id,
             model=generation.model,
             kind=generation.kind,
-            reply_to=protocol.reply_subject(tenant_id, self.instance_id, job_id),
+            reply_to=protocol.reply_subject(tenant_id, self.instance_id, meter.request_id),
             sampling=generation.sampling,
             messages=generation.messages,
             prompt=generation.prompt,
             reply_as_agent=True,
         )
+        channel = await self._place(job, tenant_id)
+        run = JobRun(transport, channel, meter, grant, encoder, context_length, job.sampling.max_tokens)
+        run.watch(receive)
+        try:
+            await first_word_served(self, run, job, meter.stream)
+        except BaseException:
+            run.unwatch()
+            raise
+        return run
+
+    async def _place(self, job: Job, tenant_id: str) -> JobChannel:
+        """Offer the job to the model's queue group; the channel of the agent that accepted it."""
+        transport = self.transport
         # Open before the offer (replies may beat the accept); replies past max_tokens end the job.
-        channel = transport.open(job_id, tenant_id, job.sampling.max_tokens)
+        channel = transport.open(job.job_id, tenant_id, job.sampling.max_tokens)
         try:
             answer = await self._offer(job, tenant_id)
         except NoRespondersError:
-            transport.close_channel(job_id)
-            raise self._nobody_serves(tenant_id, generation.model) from None
+            transport.close_channel(job.job_id)
+            raise self._nobody_serves(tenant_id, job.model) from None
         except (NatsTimeoutError, TimeoutError):
             transport.cancel(channel, lambda *_: None)  # a late accept must not leave the job running
             raise errors.agent_timeout("No agent accepted the request in time.") from None
         except (msgspec.DecodeError, msgspec.ValidationError):
-            transport.close_channel(job_id)
+            transport.close_channel(job.job_id)
             raise OpenAIError(502, "server_error", "The agent sent a malformed answer.", code="agent_error") from None
         except Exception as exc:  # connection dropped between the check and the send
-            transport.close_channel(job_id)
+            transport.close_channel(job.job_id)
             log.warning("job request failed: %s", type(exc).__name__)
             raise errors.no_agent("The inference service lost its connection to the agents; retry shortly.") from None
         if isinstance(answer, Accepted):
             channel.agent_id = channel.served_by or answer.agent_id  # a claim: watched, never recorded
-            context_length = self.registry.context_length(tenant_id, job.model)
-            return JobRun(transport, channel, meter, grant, encoder, context_length, job.sampling.max_tokens)
-        transport.close_channel(job_id)
+            return channel
+        transport.close_channel(job.job_id)
         if isinstance(answer, Error):
             raise agent_error(answer)
         raise OpenAIError(502, "server_error", "The agent sent an unexpected answer.", code="agent_error")
+
+    async def place_with(self, job: Job, tenant_id: str, agent_id: str) -> JobChannel | Error | None:
+        """Offer the job to one agent by name: its channel if it accepted, its refusal, or ``None`` (no answer).
+
+        An agent that does not answer in time is told to drop the job (a late accept must not leave it running).
+        """
+        transport = self.transport
+        channel = transport.open(job.job_id, tenant_id, job.sampling.max_tokens)
+        subject = protocol.direct_job_subject(tenant_id, job.model, agent_id)
+        try:
+            answer = protocol.decode(await transport.request(subject, protocol.encode(job), self.accept_timeout_s))
+        except (NatsTimeoutError, TimeoutError, asyncio.CancelledError) as exc:
+            transport.cancel(channel, lambda *_: None)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return None
+        except Exception as exc:  # nobody by that name (an older agent, or gone), a malformed answer, the bus
+            transport.close_channel(job.job_id)
+            log.info("job %s not offered to agent %s: %s", job.job_id, agent_id, type(exc).__name__)
+            return None
+        if isinstance(answer, Accepted):
+            channel.agent_id = channel.served_by or agent_id
+            return channel
+        transport.close_channel(job.job_id)
+        return answer if isinstance(answer, Error) else None
 
     async def _offer(self, job: Job, tenant_id: str) -> protocol.Message:
         """Offer the job to the model's queue group, retrying the moments when agents come and go.

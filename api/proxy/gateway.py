@@ -50,10 +50,26 @@ _MISSING_KEY = (
 
 def authorization_of(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The ``Authorization`` header from the raw ASGI headers (cheaper than building Litestar's Headers)."""
+    return read_headers(raw_headers, False)[0]
+
+
+def read_headers(raw_headers: Iterable[tuple[bytes, bytes]], forwarded: bool) -> tuple[str | None, str, list[str]]:
+    """``Authorization``, ``User-Agent`` (at most 256 bytes) and ``X-Forwarded-For`` (when wanted), in one pass.
+
+    ASGI servers send header names in lower case (uvicorn does); ``Authorization`` is matched in any case.
+    """
+    authorization: str | None = None
+    user_agent = ""
+    hops: list[str] = []
     for name, value in raw_headers:
-        if len(name) == 13 and name.lower() == b"authorization":
-            return value.decode("latin-1")
-    return None
+        if name == b"user-agent":
+            user_agent = value[:256].decode("latin-1")
+        elif name == b"x-forwarded-for":
+            if forwarded:
+                hops.append(value.decode("latin-1"))
+        elif authorization is None and len(name) == 13 and name.lower() == b"authorization":
+            authorization = value.decode("latin-1")
+    return authorization, user_agent, hops
 
 
 def outcome_of(status: int) -> Outcome:
@@ -192,13 +208,17 @@ class InferenceGateway:
 
     async def generate(self, request: Request, endpoint: Endpoint) -> Response:
         """Handle a chat or completion request end to end; exactly one usage record once authenticated."""
-        principal = self.authenticate(authorization_of(request.scope["headers"]))
+        # The app echoes scope["state"]["request_id"] as X-Request-ID: this server-made id, which also names
+        # the job and keys the (idempotent) usage record (a client's own id may repeat); set before any refusal.
+        request_id = uuid4().hex
+        request.scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
+        authorization, user_agent, forwarded = read_headers(request.scope["headers"], bool(self.trusted_proxies))
+        principal = self.authenticate(authorization)
         if self.sharing is not None:
-            self._observe(request, principal)
-        meter = Meter(self.usage, uuid4().hex, endpoint.path, principal.tenant_id, principal.user_id, principal.key_id)
-        # The app echoes scope["state"]["request_id"] as X-Request-ID: make it this server-made id,
-        # which also names the job and keys the (idempotent) usage record; a client's own id may repeat.
-        request.scope.setdefault("state", {})["request_id"] = meter.request_id  # type: ignore[typeddict-unknown-key]
+            peer = request.scope.get("client")
+            address = client_address(peer[0] if peer else None, forwarded, self.trusted_proxies)
+            self.sharing.observe(principal.key_id, address, user_agent)
+        meter = Meter(self.usage, request_id, endpoint.path, principal.tenant_id, principal.user_id, principal.key_id)
         try:
             run = await self._start(request, endpoint, principal, meter)
         except OpenAIError as exc:
@@ -213,20 +233,6 @@ class InferenceGateway:
         if meter.stream:
             return run.stream_response()
         return await run.collect(request.receive)
-
-    def _observe(self, request: Request, principal: Principal) -> None:
-        """Show the key-sharing detector this request's network and program."""
-        forwarded: list[str] = []
-        user_agent = ""
-        for name, value in request.scope["headers"]:
-            if name == b"user-agent":
-                user_agent = value[:256].decode("latin-1")
-            elif name == b"x-forwarded-for" and self.trusted_proxies:
-                forwarded.append(value.decode("latin-1"))
-        peer = request.scope.get("client")
-        address = client_address(peer[0] if peer else None, forwarded, self.trusted_proxies)
-        assert self.sharing is not None
-        self.sharing.observe(principal.key_id, address, user_agent)
 
     async def _start(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> JobRun:
         """Check scope and limits, then the body, then hand the job to an agent; the run owns the meter after.
@@ -244,8 +250,10 @@ class InferenceGateway:
             )
         try:
             generation = await self._read(request, endpoint, principal, meter)
+            tenant = str(principal.tenant_id)
+            context = self.registry.context_length(tenant, generation.model)  # once: the agents' list is walked
+            generation = fit_to_context(generation, context)
             if self.credits is not None:
-                context = self.registry.context_length(str(principal.tenant_id), generation.model)
                 grant = self.credits.hold(grant, principal.tenant_id, generation, meter, context)
             encoder: Encoder = endpoint.encoder(
                 endpoint.id_prefix + meter.request_id,
@@ -253,13 +261,13 @@ class InferenceGateway:
                 int(time.time()),
                 generation.include_usage,
             )
-            return await self.dispatcher.dispatch(generation, str(principal.tenant_id), meter, grant, encoder)
+            return await self.dispatcher.dispatch(generation, tenant, meter, grant, encoder, context, request.receive)
         except BaseException:
             grant.release(0)
             raise
 
     async def _read(self, request: Request, endpoint: Endpoint, principal: Principal, meter: Meter) -> Generation:
-        """The request's generation, its ``max_tokens`` fitted to the model's context."""
+        """The request's generation, its model's licence checked (``max_tokens`` not yet fitted to the context)."""
         if not declares_json(request.headers.get("content-type")):  # OpenAI answers a non-JSON body with a 400
             raise errors.invalid_request(
                 "We could not parse the JSON body of your request. Send it with 'Content-Type: application/json'.",
@@ -271,4 +279,4 @@ class InferenceGateway:
         if self.licences is not None:
             tenant = str(principal.tenant_id)
             self.licences.check(principal.tenant_id, generation.model, lambda: self.registry.models(tenant))
-        return fit_to_context(generation, self.registry.context_length(str(principal.tenant_id), generation.model))
+        return generation

@@ -39,6 +39,7 @@ from api.proxy.channels import (
     MALFORMED,
     OVERRUN,
     TIMEOUT,
+    Item,
     JobChannel,
     Signal,
 )
@@ -76,9 +77,11 @@ class JobRun:
         "grant",
         "max_count",
         "meter",
+        "pending",
         "settled",
         "token_limit",
         "transport",
+        "watcher",
     )
 
     def __init__(
@@ -101,6 +104,8 @@ class JobRun:
         self.completion_tokens = 0
         self.settled = False
         self.abandoned = False
+        self.pending: Item | None = None  # the job's first word, taken while the dispatcher waited for it
+        self.watcher: asyncio.Task[None] | None = None  # tells the job when the client goes away
 
     def settle(self, outcome: Outcome, prompt_tokens: int = 0, completion_tokens: int | None = None) -> None:
         """Record usage, free the limit slot, forget the channel; once."""
@@ -149,6 +154,31 @@ class JobRun:
 
         self.transport.cancel(self.channel, drained)
 
+    async def first_word(self, stream: bool) -> Item:
+        """Wait for the job's first reply (for a stream, or a keepalive) and keep it for the response."""
+        queue = self.channel.queue
+        item = await queue.get()
+        while item is KEEPALIVE and not stream:  # a collected response has no use for keepalives
+            item = await queue.get()
+        self.pending = item
+        return item
+
+    def watch(self, receive: Any) -> None:
+        """Watch for the client going away: the job's queue gets ``CLIENT_GONE`` (whichever channel it has then)."""
+        if self.watcher is None:
+            self.watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive))
+
+    def unwatch(self) -> None:
+        """Stop watching the client (a stream's response watches it from here on)."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
+
+    def _opening(self) -> Item | None:
+        """The first word the dispatcher already took (once), else ``None``."""
+        item, self.pending = self.pending, None
+        return item
+
     async def events(self) -> AsyncIterator[bytes]:
         """The SSE body: accepted comment, chunks, then the end (or an error event).
 
@@ -158,11 +188,13 @@ class JobRun:
         queue = self.channel.queue
         encoder = self.encoder
         meter = self.meter
+        item = self._opening()
         try:
             yield SSE_ACCEPTED
             while True:
                 parts: list[bytes] = []
-                item = await queue.get()
+                if item is None:
+                    item = await queue.get()
                 while True:
                     if type(item) is Chunk:
                         if not self.admits(item):
@@ -190,6 +222,7 @@ class JobRun:
                     if queue.empty():
                         break
                     item = queue.get_nowait()
+                item = None
                 if parts:
                     yield parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
@@ -197,12 +230,14 @@ class JobRun:
 
     async def collect(self, receive: Any) -> Response[bytes]:
         """The non-streamed body; a client disconnect cancels the job on the agent."""
-        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive))
+        self.watch(receive)
         parts: list[str] = []
         queue = self.channel.queue
+        item = self._opening()
         try:
             while True:
-                item = await queue.get()
+                if item is None:
+                    item = await queue.get()
                 if type(item) is Chunk:
                     if not self.admits(item):
                         raise self._ended_by(OVERRUN)
@@ -220,8 +255,9 @@ class JobRun:
                 elif item is CLIENT_GONE:
                     self.abandon("cancelled")
                     return Response(b"", status_code=499)
+                item = None
         finally:
-            watcher.cancel()
+            self.unwatch()
             self.abandon("cancelled")
 
     def _finished(self, final: Final) -> tuple[int, int]:
@@ -255,6 +291,10 @@ class JobRun:
                 self.channel.queue.put_nowait(CLIENT_GONE)
                 return
 
-    def stream_response(self) -> Stream:
+    def stream_response(self) -> Stream | Response[bytes]:
         """The SSE response; the ASGI layer abandons the job if the client disconnects mid-send."""
+        self.unwatch()
+        if self.pending is CLIENT_GONE:  # it left while the job waited for its first word
+            self.abandon("cancelled")
+            return Response(b"", status_code=499)
         return guarded_sse(self.events(), on_close=self.abandon)

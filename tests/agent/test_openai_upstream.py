@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -223,6 +224,28 @@ async def test_models_follow_the_upstream_and_vanish_while_it_hangs(fake) -> Non
         await _until(lambda: [m.id for m in backend.models()] == ["a"], within_s=4)
         assert len(changes) >= 3
     finally:
+        watcher.cancel()
+
+
+async def test_a_model_poll_that_times_out_while_a_stream_flows_keeps_the_models(fake) -> None:
+    """llama-cpp-python's server answers /v1/models only between generations: busy is not gone."""
+    app, url = fake
+    backend = backend_for(url)
+    watcher = asyncio.create_task(backend.monitor(lambda: None))
+    try:
+        app.hang = True  # every poll now times out (1 s)
+        polls, started = app.model_polls, time.monotonic()
+        events = backend.generate(chat("a b c", model="drip", job_id="drip-poll"))
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                assert isinstance(event, TextDelta)
+                if time.monotonic() - started > 2.5:
+                    break
+        assert app.model_polls > polls  # polls went out (and timed out) while the stream flowed
+        assert "drip" in {m.id for m in backend.models()}
+        await _until(lambda: backend.models() == [], within_s=4)  # no stream: a timeout is down again
+    finally:
+        app.hang = False
         watcher.cancel()
 
 
