@@ -832,7 +832,8 @@ def children_of(pid: int) -> list[int]:
     """The direct children of a process (from /proc)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended since the listing
+            found += [int(c) for c in (task / "children").read_text().split()]
     return found
 
 
