@@ -116,6 +116,7 @@ class _HandlerState:
     failures: int = 0
     due: float = 0.0  # monotonic time before which a failing handler is not retried
     skipped_at: float = 0.0
+    settled_at: int = -1  # a log head this handler's stored position reached: nothing to do until the head moves
     running: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -140,6 +141,8 @@ class ReactionRunner:
     _wakes: int = 0  # bumped by wake(); each handler's thread waits for a new value or its interval
     _signal: threading.Condition = field(default_factory=threading.Condition)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _head_read: tuple[float, int] | None = None  # (when, head): one read of the head serves every idle thread
+    _head_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         reactions, self.reactions = list(self.reactions), []
@@ -158,16 +161,33 @@ class ReactionRunner:
 
     def run_once(self) -> int:
         """Advance every due reaction whose lock this process holds; returns how many events were handled."""
+        self._forget_head()
         return sum(self._run(reaction) for reaction in list(self.reactions))
+
+    def _head(self) -> int:
+        """The log's head, read at most once per half interval by all this runner's threads together (an idle
+        process polls once, not once per handler; :meth:`wake` and :meth:`run_once` read it afresh)."""
+        with self._head_lock:
+            at = time.monotonic()
+            if self._head_read is not None and at - self._head_read[0] < self.interval_s / 2:
+                return self._head_read[1]
+            head = self.log.head()
+            self._head_read = (at, head)
+            return head
+
+    def _forget_head(self) -> None:
+        with self._head_lock:
+            self._head_read = None
 
     def _run(self, reaction: Reaction) -> int:
         """Advance one handler if it is due and this process holds its lock (one caller at a time)."""
         state = self._state[reaction.name]
         with state.running:
-            if self.monotonic() < state.due or not self.locks.acquire(reaction.name):
+            head = self._head()
+            if head == state.settled_at or self.monotonic() < state.due or not self.locks.acquire(reaction.name):
                 return 0
             try:
-                handled = self._advance(reaction, state)
+                handled = self._advance(reaction, state, head)
             except Exception as exc:  # the handler, its position or the log: retried with backoff
                 self._failed(reaction, state, exc)
                 return 0
@@ -179,15 +199,17 @@ class ReactionRunner:
         """A handler's stored position."""
         return self.positions.max_tracking_id(name) or 0
 
-    def _advance(self, reaction: Reaction, state: _HandlerState) -> int:
-        position, head, handled = self.position(reaction.name), self.log.head(), 0
+    def _advance(self, reaction: Reaction, state: _HandlerState, head: int) -> int:
+        position, handled = self.position(reaction.name), 0
         while position < head:
             batch = self.log.read(position, head, reaction.topics, getattr(reaction, "batch_size", self.batch))
             if not batch:
-                self._skip_ahead(reaction.name, position, head, state)
+                position = self._skip_ahead(reaction.name, position, head, state)
                 break
             position = self._handle_batch(reaction, batch)
             handled += len(batch)
+        if position >= head:
+            state.settled_at = head
         return handled
 
     def _handle_batch(self, reaction: Reaction, batch: Sequence[Notification]) -> int:
@@ -230,11 +252,14 @@ class ReactionRunner:
             self.positions.insert_tracking(Tracking(reaction.name, batch[-1].id))
         return batch[-1].id
 
-    def _skip_ahead(self, name: str, position: int, head: int, state: _HandlerState) -> None:
-        """Nothing for this handler up to ``head``: record that now and then, so its lag reads true."""
-        if self.monotonic() - state.skipped_at >= SKIP_AHEAD_EVERY_S:
-            state.skipped_at = self.monotonic()
-            self.positions.insert_tracking(Tracking(name, head))
+    def _skip_ahead(self, name: str, position: int, head: int, state: _HandlerState) -> int:
+        """Nothing for this handler up to ``head``: record that now and then, so its lag reads true; the
+        position stored."""
+        if self.monotonic() - state.skipped_at < SKIP_AHEAD_EVERY_S:
+            return position
+        state.skipped_at = self.monotonic()
+        self.positions.insert_tracking(Tracking(name, head))
+        return head
 
     def _failed(self, reaction: Reaction, state: _HandlerState, exc: Exception) -> None:
         state.failures += 1
@@ -263,6 +288,7 @@ class ReactionRunner:
 
     def wake(self) -> None:
         """Run soon (after a command, so reactions follow it without waiting for the next poll)."""
+        self._forget_head()
         with self._signal:
             self._wakes += 1
             self._signal.notify_all()
