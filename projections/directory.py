@@ -126,7 +126,7 @@ class Directory:
 
 
 def _tenant_registered(d: Directory, e: Tenant.Registered) -> None:
-    d.tenants[e.originator_id] = TenantView(e.originator_id, e.slug, e.name, e.admin_user_id, e.timestamp)
+    d.tenants[e.originator_id] = TenantView(e.originator_id, e.slug, str(e.name), e.admin_user_id, e.timestamp)
 
 
 def _tenant_suspended(d: Directory, e: Tenant.Suspended) -> None:
@@ -146,6 +146,8 @@ def _subject_erased(d: Directory, e: Deletion.SubjectErased) -> None:
     """Redact every copy of the subject's sealed values at once (the events now read ``<erased>`` too)."""
     rows = d.rows(e.tenant_id)
     if e.subject_kind == "tenant":
+        if (tenant := d.tenants.get(e.tenant_id)) is not None:
+            tenant.name = ERASED  # also when an old event held it in clear
         for agent in rows.agents:
             agent.name = ERASED
         return

@@ -26,7 +26,7 @@ from domain.deletion import Cause, Deletion, SubjectKind
 from domain.errors import InvalidState, InvalidValue, NotFound, PermissionDenied
 from domain.roles import Role
 from domain.sealing import KeyStore
-from domain.tenant import Tenant
+from domain.tenant import Tenant, tenant_subject_id
 from domain.user import User
 from policies.lifecycle import deletion_due_at, is_due, termination_due_at
 
@@ -116,7 +116,7 @@ class LifecycleCommands(Commands):
         tenant.terminate(ctx, check_reason(reason), now, erase_by)
         pending: list[Aggregate] = [tenant]
         for subject_id, kind in [*((m, SubjectKind.USER) for m in self._members(tenant.id)),
-                                 (tenant.id, SubjectKind.TENANT)]:  # fmt: skip
+                                 (tenant_subject_id(tenant.id), SubjectKind.TENANT)]:  # fmt: skip
             current = self._current_deletion(subject_id)
             if current is not None and current.status in {"erased"}:
                 continue
