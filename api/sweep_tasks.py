@@ -20,6 +20,7 @@ from domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 BATCH = 200  # due erasures per transaction (domain.commands.erasure.MAX_BATCH at most)
+EXPORT_BATCH = 1000  # export expiries per transaction
 SETTLE_S = 10.0  # how long an export waits for the read models to reach the log's head before the next pass
 
 
@@ -70,15 +71,22 @@ class ExportsExpired:
 
     services: Services
     files: ExportFiles
+    batch: int = EXPORT_BATCH
     name: str = "exports-expired"
 
     def run(self, now: datetime) -> int:
-        """One ``DataExport.Expired`` per newly expired export; files of expired exports are deleted."""
+        """One ``DataExport.Expired`` per newly expired export (``batch`` to a transaction; a conflicting batch,
+        say with a download at that instant, one at a time); files of expired exports are deleted."""
         lifecycle, emitted = self.services.lifecycle, 0
-        for export in lifecycle.expired_exports(now):
-            if self.services.command(self.services.app.expire_export, export.id):
-                emitted += 1
-            self.files.delete(export.id)
+        expired = [export.id for export in lifecycle.expired_exports(now)]
+        for start in range(0, len(expired), self.batch):
+            chunk = expired[start : start + self.batch]
+            try:
+                emitted += self.services.command(self.services.app.expire_exports, chunk)
+            except DomainError:
+                emitted += sum(int(self.services.command(self.services.app.expire_export, e)) for e in chunk)
+            for export_id in chunk:
+                self.files.delete(export_id)
         for export_id in self.files.existing():  # a crash between the event and the unlink leaves a file
             view = lifecycle.exports.get(export_id)
             if view is not None and view.status == "expired":

@@ -113,13 +113,18 @@ class ErasureCommands(Commands):
         return Erasure(list(dict.fromkeys(plan.exports)), events)
 
     def _prefetch(self, plan: _Plan, deletion_ids: Sequence[UUID]) -> None:
-        """Read the deletions in one query where the recorder can (then their tenants and users in another)."""
-        for ids in (list(deletion_ids), None):
-            if ids is None:
-                deletions = [d for d in plan.loaded.values() if isinstance(d, Deletion)]
-                ids = [i for d in deletions for i in (d.tenant_id, d.subject_id) if i not in plan.loaded]
-            for aggregate_id, stream in self._streams(ids).items():
-                plan.loaded[aggregate_id] = project_aggregate(None, stream) if stream else None
+        """Read the deletions in one query where the recorder can, then their tenants, users and keys in another."""
+        self._read_into(plan, list(deletion_ids))
+        ids: list[UUID] = []
+        for deletion in [d for d in plan.loaded.values() if isinstance(d, Deletion)]:
+            ids += [deletion.tenant_id, deletion.subject_id]
+            if deletion.subject_kind == SubjectKind.USER:
+                ids += self._index().active_keys(deletion.tenant_id, deletion.subject_id)
+        self._read_into(plan, [i for i in ids if i not in plan.loaded])
+
+    def _read_into(self, plan: _Plan, ids: list[UUID]) -> None:
+        for aggregate_id, stream in self._streams(ids).items():
+            plan.loaded[aggregate_id] = project_aggregate(None, stream) if stream else None
 
     def _load_in(self, plan: _Plan, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in plan.loaded:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from eventsourcing.application import project_aggregate
 from eventsourcing.domain import Aggregate
 
 from domain.commands.base import check_reason
@@ -167,6 +168,17 @@ class LifecycleCommands(ErasureCommands):
         export.expire(_system(export, "expire"), reason)
         self._save(export)
         return True
+
+    def expire_exports(self, export_ids: Sequence[UUID], reason: str = "expired") -> int:
+        """Expire several links in one transaction (the sweeper's batch); how many were not expired yet."""
+        changed: list[Aggregate] = []
+        for stream in self._streams(list(export_ids)).values():
+            export = project_aggregate(None, stream) if stream else None
+            if isinstance(export, DataExport) and export.status != "expired":
+                export.expire(_system(export, "expire"), reason)
+                changed.append(export)
+        self._save(*changed)
+        return len(changed)
 
 
 def _system(export: DataExport, step: str) -> Ctx:
