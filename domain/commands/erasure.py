@@ -22,8 +22,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from eventsourcing.application import project_aggregate
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 
 from domain.agent import Agent
 from domain.api_key import ApiKey
@@ -78,6 +77,15 @@ class _Plan:
     exports: list[UUID] = field(default_factory=list)
 
 
+def fold(stream: Sequence[DomainEventProtocol[UUID]]) -> Aggregate | None:
+    """The aggregate its events make (None for no events): ``project_aggregate`` without its per-event
+    runtime-protocol ``isinstance`` assertion, a third of a batch's time over many small aggregates."""
+    aggregate: Aggregate | None = None
+    for domain_event in stream:
+        aggregate = domain_event.mutate(aggregate)  # type: ignore[attr-defined]
+    return aggregate
+
+
 class ErasureCommands(Commands):
     """Carrying out due deletions; see the module docstring."""
 
@@ -124,7 +132,7 @@ class ErasureCommands(Commands):
 
     def _read_into(self, plan: _Plan, ids: list[UUID]) -> None:
         for aggregate_id, stream in self._streams(ids).items():
-            plan.loaded[aggregate_id] = project_aggregate(None, stream) if stream else None
+            plan.loaded[aggregate_id] = fold(stream)
 
     def _load_in(self, plan: _Plan, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in plan.loaded:

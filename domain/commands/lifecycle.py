@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.application import project_aggregate
 from eventsourcing.domain import Aggregate
 
 from domain.commands.base import check_reason
-from domain.commands.erasure import ERASED_REASON, Erasure, ErasureCommands, LifecycleIndex
+from domain.commands.erasure import ERASED_REASON, Erasure, ErasureCommands, LifecycleIndex, fold
 from domain.context import SYSTEM, Ctx
 from domain.data_export import SCOPES, DataExport
 from domain.deletion import Cause, Deletion, SubjectKind
@@ -173,7 +172,7 @@ class LifecycleCommands(ErasureCommands):
         """Expire several links in one transaction (the sweeper's batch); how many were not expired yet."""
         changed: list[Aggregate] = []
         for stream in self._streams(list(export_ids)).values():
-            export = project_aggregate(None, stream) if stream else None
+            export = fold(stream)
             if isinstance(export, DataExport) and export.status != "expired":
                 export.expire(_system(export, "expire"), reason)
                 changed.append(export)
