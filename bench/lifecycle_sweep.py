@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.services import Services, build_services  # noqa: E402
-from api.sweep_tasks import build_sweeper  # noqa: E402
+from api.sweep_tasks import BATCH, EXPORT_BATCH, build_sweeper  # noqa: E402
 from bench.startup import msgspec_replace, store  # noqa: E402
 from domain.context import SYSTEM, Ctx  # noqa: E402
 from domain.data_export import DataExport  # noqa: E402
@@ -137,8 +137,6 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> None:
-    from api.sweep_tasks import BATCH, EXPORT_BATCH
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--erasures", default="1000,10000", help="due erasures per batched pass (sizes)")
     parser.add_argument("--baseline-erasures", default="1000", help="due erasures per one-at-a-time pass")

@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 
 from api.services import Services, build_services
 from api.settings import load_settings
-from api.sweep_tasks import DeletionsDue, export_files
+from api.sweep_tasks import DeletionsDue, ExportsExpired, export_files
 from domain.context import SYSTEM, Ctx
+from domain.data_export import DataExport
 from domain.deletion import Deletion
 from domain.sealing import ERASED
+from policies.lifecycle import EXPORT_LINK_LIFETIME
 from tests.support.clock import ManualClock
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
@@ -98,3 +100,27 @@ def test_a_batch_is_one_transaction_and_a_refusal_destroys_no_key_of_the_others(
     assert services.app.erase_subjects([ids[2], ids[0]], now=due, request_id=lambda d: f"t-{d}").events >= 5
     assert services.runner.log.head() > head
     assert services.app.erase_subjects([ids[2], ids[0]], now=due, request_id=lambda d: f"t-{d}").events == 0
+
+
+def test_export_links_expire_in_batches_once_each_and_never_early(world: tuple[Services, ManualClock]) -> None:
+    services, clock = world
+    clock.now = start = clock.now + timedelta(days=400)
+    signed = services.command(services.app.signup, slug=f"e{uuid.uuid4().hex[:10]}", name="E", admin_name="A",
+                              admin_email="a@e.example", request_id="r")  # fmt: skip
+    ids = [services.command(services.app.request_export, Ctx(SYSTEM, signed.tenant_id, f"x{n}"), scope="tenant",
+                            subject_id=None) for n in range(5)]  # fmt: skip
+    files = export_files(services)
+    for export_id in ids:
+        files.path(export_id).parent.mkdir(parents=True, exist_ok=True)
+        files.path(export_id).write_bytes(b"zip")
+        services.command(services.app.complete_export, export_id, files=1, size=3, sha256="0" * 64, now=start)
+    task = ExportsExpired(services, files, batch=2)
+    assert task.run(start + EXPORT_LINK_LIFETIME - timedelta(microseconds=1)) == 0
+    assert all(files.path(e).exists() for e in ids)
+    assert task.run(start + EXPORT_LINK_LIFETIME) == 5
+    assert task.run(start + EXPORT_LINK_LIFETIME) == 0
+    assert not any(files.path(e).exists() for e in ids)
+    assert [services.lifecycle.exports[e].status for e in ids] == ["expired"] * 5
+    log = services.runner.log
+    expired = [n.originator_id for n in log.read(0, log.head(), (get_topic(DataExport.Expired),), 100_000)]
+    assert sorted(expired.count(e) for e in ids) == [1] * 5
