@@ -9,7 +9,9 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-Slug = Annotated[str, Meta(min_length=3, max_length=40, description="lowercase [a-z0-9-]{3,40}")]
+Slug = Annotated[str, Meta(min_length=3, max_length=40, description=(
+    "lowercase [a-z0-9-]{3,40}; a public identifier kept in clear after erasure (in URLs and the audit "
+    "trail), so not a person's name: put that in name, which is sealed and erased"))]  # fmt: skip
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Email = Annotated[str, Meta(min_length=3, max_length=254)]
 Reason = Annotated[str, Meta(max_length=1000)]

@@ -10,6 +10,9 @@ In one run, on SQLite (and PostgreSQL with ``--stores sqlite,postgres``):
   ``--events`` events; baseline in the same run: one ordinary command (revoking a key).
 - sweeper: a pass at a time nothing is due over ``--pending`` pending deletions (the read model's
   scan, injected), and a pass erasing ``--due`` real due subjects (items/s).
+- due (``--parts due``): sweeper passes over many due items, erasures and export expiries, batched
+  against one at a time in the same run: ``bench/lifecycle_sweep.py`` (its own module for size; run it
+  directly for its sizes and flags).
 
     PYTHONPATH=. .venv/bin/python bench/lifecycle.py [--rows 100000] [--usage 1000000] [--events 1000000]
 
@@ -240,11 +243,20 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=1_000_000, help="pending deletions the idle pass scans")
     parser.add_argument("--due", type=int, default=200, help="due subjects one pass erases")
     parser.add_argument("--stores", default="sqlite")
-    parser.add_argument("--parts", default="export,erase,sweep", help="which measures to run")
+    parser.add_argument("--parts", default="export,erase,sweep", help="which measures to run (and: due)")
     args = parser.parse_args()
-    results = [measure(kind, args) for kind in args.stores.split(",")]
+    parts = set(args.parts.split(","))
+    results = [measure(kind, args) for kind in args.stores.split(",")] if parts - {"due"} else []
     print()
     print(table(results))
+    if "due" in parts:
+        from bench import lifecycle_sweep
+
+        due_args = argparse.Namespace(erasures="1000,10000", baseline_erasures="1000", exports="10000,100000",
+                                      baseline_exports="2000", erasure_batch=lifecycle_sweep.BATCH,
+                                      export_batch=lifecycle_sweep.EXPORT_BATCH)  # fmt: skip
+        rows = [row for kind in args.stores.split(",") for row in lifecycle_sweep.measure(kind, due_args)]
+        print(lifecycle_sweep.table(rows))
 
 
 if __name__ == "__main__":

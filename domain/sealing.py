@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -84,6 +85,18 @@ class KeyStore(ABC):
         with self._lock:
             self._destroy(subject_id)
             self._cache[subject_id] = None
+
+    def destroy_many(self, subject_ids: Sequence[UUID]) -> None:
+        """Erase several subjects at once (one transaction where the store can): a batch of due erasures."""
+        with self._lock:
+            self._destroy_many(list(dict.fromkeys(subject_ids)))
+            for subject_id in subject_ids:
+                self._cache[subject_id] = None
+
+    def _destroy_many(self, subject_ids: list[UUID]) -> None:
+        """One at a time unless the store does better."""
+        for subject_id in subject_ids:
+            self._destroy(subject_id)
 
     def forget(self, subject_id: UUID) -> None:
         """Drop the cached key (another process destroyed it): the next use reads the store again."""

@@ -1,4 +1,17 @@
-"""The tenant: an organisation with its own users, keys, agents and data."""
+"""The tenant: an organisation with its own users, keys, agents and data.
+
+The tenant's name may name a person (a sole trader's business): it is personal data, sealed like every
+other value of the tenant's own (agent names, suspension reasons) under the tenant's subject id
+(:func:`tenant_subject_id`, the tenant id itself: a deterministic uuid5 of the slug), whose key is
+destroyed when a terminated tenant's data is erased; readers show ``<erased>`` from then on. Events
+written before the name was sealed hold it as a plain string: they still load (``name`` is either),
+and the read models redact it on the tenant's erasure, though those old stored bytes keep it.
+
+The slug stays in clear, by decision: it is the tenant's identifier (its id derives from it; it is in
+URLs, the CLI's ``--tenant`` and audit summaries) and must stay reserved after erasure so that no other
+tenant can take over its id. Sign-up documents it as a public identifier, like a domain name, that should
+not be a person's name; the display name is the place for that.
+"""
 
 from __future__ import annotations
 
@@ -42,14 +55,26 @@ def check_jurisdiction(code: str) -> str:
     return cleaned
 
 
+def tenant_subject_id(tenant_id: UUID) -> UUID:
+    """The data subject of the tenant's own sealed values (its name, agent names, reasons): the tenant id."""
+    return tenant_id
+
+
+def sealed_name(slug: str, name: str) -> PersonalData:
+    """The tenant's display name as its ``Registered`` event carries it."""
+    return PersonalData(tenant_subject_id(tenant_id_for(slug)), name)
+
+
 class Tenant(Aggregate):
     """An organisation; its id derives from its slug so slugs are unique by construction."""
 
     jurisdiction = ""  # "" until its admin sets one: the operator's default applies (policies/retention.py)
 
     class Registered(Aggregate.Created):
+        """``name`` is sealed (:func:`sealed_name`); a plain string in events stored before it was."""
+
         slug: str
-        name: str
+        name: PersonalData | str
         admin_user_id: UUID
         actor: str
         request_id: str
@@ -110,7 +135,7 @@ class Tenant(Aggregate):
         return tenant_id_for(slug)
 
     @event(Registered)
-    def __init__(self, slug: str, name: str, admin_user_id: UUID, actor: str, request_id: str) -> None:
+    def __init__(self, slug: str, name: PersonalData | str, admin_user_id: UUID, actor: str, request_id: str) -> None:
         self.slug = slug
         self.name = name
         self.admin_user_id = admin_user_id
@@ -118,6 +143,11 @@ class Tenant(Aggregate):
         self.suspended = False
         self.suspension_id: UUID | None = None  # the operator's open action, when it stopped this
         self.terminated = False
+
+    @property
+    def display_name(self) -> str:
+        """The name as readers show it: ``<erased>`` once the tenant's key is destroyed."""
+        return str(self.name)
 
     @property
     def registered_at(self) -> datetime:

@@ -50,6 +50,8 @@ class Directory:
     pairing_keys: dict[UUID, PairingKeyView] = field(default_factory=dict)
     agents: dict[UUID, AgentView] = field(default_factory=dict)
     by_tenant: dict[UUID, TenantRows] = field(default_factory=dict)
+    keys_by_user: dict[UUID, list[KeyView]] = field(default_factory=dict)  # one user's keys, oldest first
+    invites_by_user: dict[UUID, list[InviteView]] = field(default_factory=dict)  # invites naming a user id
     licence_keys: dict[UUID, str] = field(default_factory=dict)  # acceptance id -> licence key
     publications: dict[str, datetime] = field(default_factory=dict)  # legal document ref -> published at
     feature_names: dict[UUID, str] = field(default_factory=dict)  # opt-in id -> feature name
@@ -81,8 +83,9 @@ class Directory:
 
     def tenant_keys(self, tenant_id: UUID, user_id: UUID | None = None) -> list[KeyView]:
         """A tenant's keys (optionally one user's), oldest first."""
-        keys = self.rows(tenant_id).keys[:]
-        return keys if user_id is None else [k for k in keys if k.user_id == user_id]
+        if user_id is None:
+            return self.rows(tenant_id).keys[:]
+        return [k for k in self.keys_by_user.get(user_id, ())[:] if k.tenant_id == tenant_id]  # not a tenant scan
 
     def tenant_invites(self, tenant_id: UUID) -> list[InviteView]:
         """A tenant's invites, oldest first."""
@@ -126,7 +129,7 @@ class Directory:
 
 
 def _tenant_registered(d: Directory, e: Tenant.Registered) -> None:
-    d.tenants[e.originator_id] = TenantView(e.originator_id, e.slug, e.name, e.admin_user_id, e.timestamp)
+    d.tenants[e.originator_id] = TenantView(e.originator_id, e.slug, str(e.name), e.admin_user_id, e.timestamp)
 
 
 def _tenant_suspended(d: Directory, e: Tenant.Suspended) -> None:
@@ -146,6 +149,8 @@ def _subject_erased(d: Directory, e: Deletion.SubjectErased) -> None:
     """Redact every copy of the subject's sealed values at once (the events now read ``<erased>`` too)."""
     rows = d.rows(e.tenant_id)
     if e.subject_kind == "tenant":
+        if (tenant := d.tenants.get(e.tenant_id)) is not None:
+            tenant.name = ERASED  # also when an old event held it in clear
         for agent in rows.agents:
             agent.name = ERASED
         return
@@ -153,12 +158,12 @@ def _subject_erased(d: Directory, e: Deletion.SubjectErased) -> None:
     if user is not None:
         user.name = user.email = ERASED
         user.removed = user.erased = True
-    for key in rows.keys:
-        if key.user_id == e.subject_id:
+    for key in d.keys_by_user.get(e.subject_id, ()):  # the person's own, not a scan of the tenant's
+        if key.tenant_id == e.tenant_id:
             key.name = ERASED
             key.revoked_at = key.revoked_at or e.timestamp
-    for invite in rows.invites:
-        if invite.user_id == e.subject_id:
+    for invite in d.invites_by_user.get(e.subject_id, ()):
+        if invite.tenant_id == e.tenant_id:
             invite.email = ERASED
 
 
@@ -188,6 +193,7 @@ def _invite_issued(d: Directory, e: Invite.Issued) -> None:
     invite = InviteView(e.originator_id, e.tenant_id, e.user_id, str(e.email), e.role, e.expires_at, e.timestamp)
     d.invites[invite.id] = invite
     d._add(invite.tenant_id).invites.append(invite)
+    d.invites_by_user.setdefault(invite.user_id, []).append(invite)
 
 
 def _invite_accepted(d: Directory, e: Invite.Accepted) -> None:
@@ -214,6 +220,7 @@ def _key_issued(d: Directory, e: ApiKey.Issued) -> None:
     d.keys[key.id] = key
     d.keys_by_hash[key.secret_hash] = key
     d._add(key.tenant_id).keys.append(key)
+    d.keys_by_user.setdefault(key.user_id, []).append(key)
 
 
 def _key_revoked(d: Directory, e: ApiKey.Revoked) -> None:

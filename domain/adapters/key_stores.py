@@ -52,12 +52,24 @@ class SQLiteKeyStore(KeyStore):
         stored = self._load(subject_id)
         return stored if stored is not None else key
 
+    _DESTROY = (
+        "INSERT INTO subject_keys (subject_id, key, destroyed) VALUES (?, NULL, 1) "
+        "ON CONFLICT(subject_id) DO UPDATE SET key=NULL, destroyed=1"
+    )
+
     def _destroy(self, subject_id: UUID) -> None:
-        self._db.execute(
-            "INSERT INTO subject_keys (subject_id, key, destroyed) VALUES (?, NULL, 1) "
-            "ON CONFLICT(subject_id) DO UPDATE SET key=NULL, destroyed=1",
-            (str(subject_id),),
-        )
+        self._db.execute(self._DESTROY, (str(subject_id),))
+        self.checkpoint()
+
+    def _destroy_many(self, subject_ids: list[UUID]) -> None:
+        """One transaction and one checkpoint for the whole batch."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(self._DESTROY, [(str(s),) for s in subject_ids])
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
         self.checkpoint()
 
     def checkpoint(self) -> bool:
@@ -146,6 +158,24 @@ class PostgresKeyStore(KeyStore):
             (subject_id,),
         )
         self.destroyed_since_vacuum += 1
+
+    def _destroy_many(self, subject_ids: list[UUID]) -> None:
+        """One transaction for the whole batch (a retry after a lost connection repeats it whole: idempotent)."""
+        import psycopg
+
+        query = (f"INSERT INTO {self._table} (subject_id, key, destroyed) VALUES (%s, NULL, true) "
+                 "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true")  # fmt: skip
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany(query, [(s,) for s in subject_ids])
+                break
+            except psycopg.OperationalError:
+                if attempt == self.ATTEMPTS:
+                    raise
+                log.warning("subject-key store: connection lost, retrying (%d/%d)", attempt, self.ATTEMPTS)
+                time.sleep(self.RETRY_PAUSE_S * attempt)
+        self.destroyed_since_vacuum += len(subject_ids)
 
     destroyed_since_vacuum = 0
 

@@ -1,64 +1,27 @@
-"""The data lifecycle: deletion requests with their restore window, erasure, termination, exports.
-
-Erasure (GDPR Art. 17) destroys the subject's key first (crypto-shredding: every value sealed with
-it reads ``<erased>`` from then on, in the events, their replays and every read model built from
-them), then records, in one save, the revocation of the subject's API keys, their removal, the
-expiry of their exports and ``Deletion.SubjectErased`` (ids only). A crash between the two leaves
-the data already gone and the deletion still pending: the next sweep records the rest.
-"""
+"""The data lifecycle: deletion requests with their restore window, termination, exports; erasure itself is
+:mod:`domain.commands.erasure` (names re-exported here)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.agent import Agent
-from domain.api_key import ApiKey
-from domain.commands.base import Commands, check_reason
+from domain.commands.base import check_reason
+from domain.commands.erasure import ERASED_REASON, Erasure, ErasureCommands, LifecycleIndex, fold
 from domain.context import SYSTEM, Ctx
 from domain.data_export import SCOPES, DataExport
 from domain.deletion import Cause, Deletion, SubjectKind
 from domain.errors import InvalidState, InvalidValue, NotFound, PermissionDenied
 from domain.roles import Role
-from domain.sealing import KeyStore
-from domain.tenant import Tenant
+from domain.tenant import tenant_subject_id
 from domain.user import User
-from policies.lifecycle import deletion_due_at, is_due, termination_due_at
+from policies.lifecycle import deletion_due_at, termination_due_at
 
-ERASED_REASON = "account erased"
-
-
-class LifecycleIndex(Protocol):
-    """What erasure must find across aggregates; implemented by the lifecycle read model."""
-
-    def active_keys(self, tenant_id: UUID, user_id: UUID) -> Sequence[UUID]:
-        """The user's API keys that are not revoked."""
-        ...
-
-    def members(self, tenant_id: UUID) -> Sequence[UUID]:
-        """The tenant's users, removed ones included."""
-        ...
-
-    def active_agents(self, tenant_id: UUID) -> Sequence[UUID]:
-        """The tenant's agents that are not revoked."""
-        ...
-
-    def live_exports(self, tenant_id: UUID, subject_id: UUID) -> Sequence[UUID]:
-        """Exports about ``subject_id`` (a user; the tenant: every export of it) that have not expired."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Erasure:
-    """What an erasure did: the exports whose files must be deleted, and how many events it recorded."""
-
-    exports: list[UUID]
-    events: int
+__all__ = ["ERASED_REASON", "DeletionState", "Erasure", "LifecycleCommands", "LifecycleIndex"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +34,8 @@ class DeletionState:
     cause: str
 
 
-class LifecycleCommands(Commands):
-    """Deletion with restore, erasure, tenant termination, and data exports."""
-
-    keys: KeyStore
-    lifecycle_index: LifecycleIndex | None = None  # wired by the composition root
+class LifecycleCommands(ErasureCommands):
+    """Deletion with restore, erasure (:mod:`domain.commands.erasure`), tenant termination, and data exports."""
 
     # -- deletion ----------------------------------------------------------------------------
 
@@ -116,7 +76,7 @@ class LifecycleCommands(Commands):
         tenant.terminate(ctx, check_reason(reason), now, erase_by)
         pending: list[Aggregate] = [tenant]
         for subject_id, kind in [*((m, SubjectKind.USER) for m in self._members(tenant.id)),
-                                 (tenant.id, SubjectKind.TENANT)]:  # fmt: skip
+                                 (tenant_subject_id(tenant.id), SubjectKind.TENANT)]:  # fmt: skip
             current = self._current_deletion(subject_id)
             if current is not None and current.status in {"erased"}:
                 continue
@@ -129,65 +89,6 @@ class LifecycleCommands(Commands):
                                               after=current))  # fmt: skip
         self._save(*pending)
         return erase_by
-
-    def erase_subject(self, deletion_id: UUID, *, now: datetime, request_id: str) -> Erasure:
-        """Carry out a due deletion: the exports whose files must go, and the events recorded.
-
-        Nothing happens (and nothing is recorded) when it is not due at ``now`` or no longer pending.
-        """
-        deletion = self._get(deletion_id)
-        if not isinstance(deletion, Deletion) or deletion.status != "pending" or not is_due(deletion.due_at, now):
-            return Erasure([], 0)
-        ctx = Ctx(actor=SYSTEM, tenant_id=deletion.tenant_id, request_id=request_id)
-        tenant = self._tenant(deletion.tenant_id)
-        changed: list[Aggregate] = []
-        if deletion.subject_kind == SubjectKind.USER:
-            changed += self._retire_user(ctx, tenant, deletion.subject_id)
-        else:
-            changed += self._retire_tenant(ctx, tenant)
-        exports = self._expire_exports(ctx, deletion.subject_id)
-        self.keys.destroy(deletion.subject_id)  # the erasure itself; all else is bookkeeping
-        deletion.erase(ctx, now)
-        aggregates = list({id(a): a for a in (deletion, *changed, *exports)}.values())
-        events = sum(len(a.pending_events) for a in aggregates)
-        self._save(*aggregates)
-        return Erasure([export.id for export in exports], events)
-
-    def _retire_user(self, ctx: Ctx, tenant: Tenant, user_id: UUID) -> list[Aggregate]:
-        user = self._get(user_id)
-        if not isinstance(user, User):
-            return []
-        changed: list[Aggregate] = []
-        for key_id in self._index().active_keys(tenant.id, user_id):
-            key = self._get(key_id)
-            if isinstance(key, ApiKey) and not key.revoked:
-                key.revoke(ctx, ERASED_REASON)
-                changed.append(key)
-        if not user.removed:
-            if not tenant.terminated:
-                tenant.step_down_admin(ctx, user_id)  # LastAdmin: refused, retried by the next sweep
-                changed.append(tenant)
-            user.remove(ctx, ERASED_REASON)
-            changed.append(user)
-        return changed
-
-    def _retire_tenant(self, ctx: Ctx, tenant: Tenant) -> list[Aggregate]:
-        changed: list[Aggregate] = []
-        for agent_id in self._index().active_agents(tenant.id):
-            agent = self._get(agent_id)
-            if isinstance(agent, Agent) and not agent.revoked:
-                agent.revoke(ctx, "tenant terminated")
-                changed.append(agent)
-        return changed
-
-    def _expire_exports(self, ctx: Ctx, subject_id: UUID) -> list[DataExport]:
-        exports = []
-        for export_id in self._index().live_exports(ctx.tenant_id, subject_id):
-            export = self._get(export_id)
-            if isinstance(export, DataExport) and export.status != "expired":
-                export.expire(ctx, "erased")
-                exports.append(export)
-        return exports
 
     def _new_deletion(
         self, ctx: Ctx, tenant_id: UUID, subject_id: UUID, kind: str, cause: str, due_at: datetime,
@@ -220,11 +121,6 @@ class LifecycleCommands(Commands):
 
     def _members(self, tenant_id: UUID) -> Sequence[UUID]:
         return self._index().members(tenant_id)
-
-    def _index(self) -> LifecycleIndex:
-        if self.lifecycle_index is None:
-            raise RuntimeError("the lifecycle index is not wired (api/services.py)")
-        return self.lifecycle_index
 
     # -- exports -----------------------------------------------------------------------------
 
@@ -271,6 +167,17 @@ class LifecycleCommands(Commands):
         export.expire(_system(export, "expire"), reason)
         self._save(export)
         return True
+
+    def expire_exports(self, export_ids: Sequence[UUID], reason: str = "expired") -> int:
+        """Expire several links in one transaction (the sweeper's batch); how many were not expired yet."""
+        changed: list[Aggregate] = []
+        for stream in self._streams(list(export_ids)).values():
+            export = fold(stream)
+            if isinstance(export, DataExport) and export.status != "expired":
+                export.expire(_system(export, "expire"), reason)
+                changed.append(export)
+        self._save(*changed)
+        return len(changed)
 
 
 def _system(export: DataExport, step: str) -> Ctx:

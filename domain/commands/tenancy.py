@@ -13,7 +13,7 @@ from domain.errors import AlreadyMember, AlreadyUsed, Conflict, InvalidValue, Pe
 from domain.invite import Invite
 from domain.roles import SCOPES_BY_ROLE, Role
 from domain.sealing import PersonalData
-from domain.tenant import Tenant, check_slug
+from domain.tenant import Tenant, check_slug, sealed_name
 from domain.terms import TermsAnswer
 from domain.user import User, check_role
 from legal.documents import LegalDocument, in_force
@@ -54,7 +54,9 @@ class TenancyCommands(AccessCommands):
         org_name = check_name(name, "name")
         admin_id = uuid4()
         actor = f"user:{admin_id}"
-        tenant = Tenant(slug=slug, name=org_name, admin_user_id=admin_id, actor=actor, request_id=request_id)
+        tenant = Tenant(
+            slug=slug, name=sealed_name(slug, org_name), admin_user_id=admin_id, actor=actor, request_id=request_id
+        )
         admin = User(
             id=admin_id,
             tenant_id=tenant.id,

@@ -101,3 +101,42 @@ def test_the_subject_keys_can_live_in_a_database_of_their_own(postgres_dsn: str,
         assert key_rows(keys_dsn) >= 1  # the admin's key is in the keys' own database ...
         assert key_rows(postgres_dsn) == -1  # ... and the event store's database has no key table at all
         assert signed.admin_user_id
+
+
+def test_a_batch_of_destroyed_keys_goes_in_one_transaction_from_the_sqlite_file_and_its_wal(tmp_path: Path) -> None:
+    path = tmp_path / "subject-keys.sqlite"
+    store = SQLiteKeyStore(str(path))
+    subjects = [uuid.uuid4() for _ in range(300)]
+    keys = {s: store.key_for(s, create=True) for s in subjects}
+    reader = SQLiteKeyStore(str(path))
+    assert reader.key_for(subjects[0], create=False) == keys[subjects[0]]
+    gone, kept = subjects[:150], subjects[150:]
+    never_had_one = uuid.uuid4()
+    store.destroy_many([*gone, gone[0], never_had_one])  # duplicates and unknown subjects are fine
+    raw = _files(path)
+    assert all(keys[s] in raw for s in kept)
+    assert not any(keys[s] in raw for s in gone)  # neither in the file, its free pages, nor the -wal
+    assert all(store.key_for(s, create=True) is None for s in (*gone, never_had_one))  # never recreated
+    assert all(store.key_for(s, create=False) == keys[s] for s in kept)
+    store.destroy_many(gone)  # idempotent
+    reader.forget(subjects[0])
+    assert reader.key_for(subjects[0], create=False) is None
+    reader.close()
+    store.close()
+
+
+def test_a_batch_of_destroyed_keys_leaves_postgres_at_the_next_vacuum(postgres_dsn: str) -> None:
+    store = PostgresKeyStore(postgres_dsn, create_schema(postgres_dsn))
+    try:
+        subjects = [uuid.uuid4() for _ in range(40)]
+        keys = {s: store.key_for(s, create=True) for s in subjects}
+        store.destroy_many(subjects[:25])
+        assert store.destroyed_since_vacuum == 25 and store.vacuum() is True
+        reopened = PostgresKeyStore(postgres_dsn, store._table.split(".")[0].strip('"'))
+        try:
+            assert all(reopened.key_for(s, create=True) is None for s in subjects[:25])
+            assert all(reopened.key_for(s, create=False) == keys[s] for s in subjects[25:])
+        finally:
+            reopened.close()
+    finally:
+        store.close()

@@ -258,3 +258,33 @@ def test_new_commands_append_after_the_old_history(old_store: Services, old_sett
         assert usage_totals(replayed) == totals
     finally:
         replayed.close()
+
+
+def test_an_old_clear_tenant_name_still_loads_and_reads_erased_after_the_tenant_is_erased(
+    old_store: Services, old_settings: Settings
+) -> None:
+    """Before the name was sealed, ``Tenant.Registered`` held it as a plain string: it loads as one, the
+    aggregate and the directory read it, and after the terminated tenant's erasure every reader shows
+    ``<erased>`` (the old stored bytes keep it: events are never rewritten)."""
+    from api.sweep_tasks import build_sweeper
+    from domain.tenant import Tenant
+
+    acme = TENANTS["acme"]
+    name = next(t["name"] for t in EXPECTED["directory"]["tenants"] if t["slug"] == "acme")
+    registered = next(n for n in old_store.app.recorder.select_events(acme) if n.originator_version == 1)
+    event = old_store.app.mapper.to_domain_event(registered)
+    assert isinstance(event, Tenant.Registered) and type(event.name) is str and event.name == name  # old shape
+    tenant = old_store.app.repository.get(acme)
+    assert (tenant.name, tenant.display_name) == (name, name)
+    assert old_store.directory.tenants[acme].name == name
+
+    erase_by = old_store.command(old_store.app.terminate_tenant, Ctx("system", acme, "after-v1-end"), "ended")
+    old_store.sweeper = build_sweeper(old_store)
+    assert old_store.sweeper.run_once(erase_by)["deletions-due"] > 0
+    assert old_store.directory.tenants[acme].name == ERASED
+    restarted = build_services(old_settings, start_runner=False)  # a replay from the first event
+    try:
+        assert restarted.directory.tenants[acme].name == ERASED
+        assert restarted.directory.tenants[TENANTS["globex"]].name != ERASED  # the other tenant keeps its name
+    finally:
+        restarted.close()

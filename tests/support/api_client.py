@@ -26,8 +26,11 @@ class Api:
             headers["Authorization"] = f"Bearer {key}"
         return self.client.request(method, path, headers=headers, **kwargs)
 
-    def signup(self, slug: str, email: str = "admin@example.com", name: str = "Admin") -> dict[str, Any]:
-        body = {"slug": slug, "name": slug.title(), "admin_name": name, "admin_email": email, "accept_terms": TERMS}
+    def signup(
+        self, slug: str, email: str = "admin@example.com", name: str = "Admin", org: str | None = None
+    ) -> dict[str, Any]:
+        body = {"slug": slug, "name": org or slug.title(), "admin_name": name, "admin_email": email,
+                "accept_terms": TERMS}  # fmt: skip
         response = self.call("POST", "/api/v1/tenants", json=body)
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
