@@ -18,17 +18,30 @@ keepalive, and is not offered again after that.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
 from agent import protocol
 from agent.protocol import Error, Job
+from api.proxy.channels import JobChannel
 from api.proxy.job_errors import agent_error
+from api.proxy.registry import AgentRegistry
 from api.proxy.run import JobRun
+from api.proxy.transport import Transport
 
-if TYPE_CHECKING:
-    from api.proxy.dispatch import Dispatcher
+
+class Dispatcher(Protocol):
+    """What a re-offer needs of :class:`api.proxy.dispatch.Dispatcher` (a protocol: no import circle)."""
+
+    transport: Transport
+    registry: AgentRegistry
+    instance_id: str
+
+    async def place_with(self, job: Job, tenant_id: str, agent_id: str) -> JobChannel | Error | None:
+        """Offer the job to one agent by name."""
+        ...
+
 
 MAX_AGENTS = 3  # agents one request is offered to, the first included
 RETRYABLE = frozenset({"busy", "model_not_loaded"})  # refusals that mean "nothing started, try elsewhere"
