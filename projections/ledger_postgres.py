@@ -20,8 +20,7 @@ from projections.integrity.ledger_rows import (
     StaleLedgerPosition,
     TileRow,
 )
-from projections.integrity.merkle import HASH_SIZE
-from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey
+from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey, width_of
 from projections.ledger_tables import LedgerSnapshot, edge_of
 from projections.tracking import check_locked_position
 
@@ -141,7 +140,7 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                         "hashes = excluded.hashes"
                     ).format(self.tiles),
                     [list(column) for column in zip(
-                        *((tree, level, idx, len(hashes) // HASH_SIZE, hashes) for tree, level, idx, hashes in tiles),
+                        *((tree, level, idx, width_of(hashes), hashes) for tree, level, idx, hashes in tiles),
                         strict=True,
                     )],
                 )  # fmt: skip
