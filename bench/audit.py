@@ -135,8 +135,11 @@ def proofs(
     tables: Any = ledger.tables
     indexes = [rng.randrange(n) for _ in range(samples)]
     bottom_only = lambda fetch: lambda keys: {k: v[:TILE_BYTES] for k, v in fetch(keys).items()}  # noqa: E731
-    runs = (("LRU of full tiles", tables.tile_cache, None), ("no cache", TileCache(0), None),
-            ("baseline: LRU, tiles read without their inner rows (hashed per read)", TileCache(), bottom_only))
+    runs = (
+        ("LRU of full tiles", tables.tile_cache, None),
+        ("no cache", TileCache(0), None),
+        ("baseline: LRU, tiles read without their inner rows (hashed per read)", TileCache(), bottom_only),
+    )
     for label, cache, wrap in runs:  # fmt: skip
         saved, tables.tile_cache = tables.tile_cache, cache
         try:

@@ -27,12 +27,9 @@ Prints a markdown table; asserts nothing (target: p99 <= 10 ms).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,9 +44,8 @@ import psycopg  # noqa: E402
 from psycopg.sql import SQL, Identifier  # noqa: E402
 
 from api.services import Services, build_services  # noqa: E402
-from api.settings import Settings, load_settings  # noqa: E402
 from bench.audit_log import queries, timed  # noqa: E402
-from bench.startup import msgspec_replace, store  # noqa: E402
+from bench.startup import kept_store, msgspec_replace, store  # noqa: E402
 from projections.audit_queries import STORED, TIME_FORMAT  # noqa: E402
 from projections.audit_tables import COPY_TYPES  # noqa: E402
 
@@ -96,12 +92,15 @@ def rows(count: int, tenancy: list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.U
 def load_postgres(services: Services, count: int, people: list[Any]) -> None:
     table = services.audit.table  # type: ignore[attr-defined]
     target = SQL("COPY {} (" + STORED + ") FROM STDIN (FORMAT BINARY)").format(table.table)
-    with table.bulk_load():
-        with psycopg.connect(services.settings.postgres_dsn) as conn, conn.cursor() as curs:
-            with curs.copy(target) as copy:
-                copy.set_types(COPY_TYPES)
-                for values in rows(count, people):
-                    copy.write_row(values)
+    with (
+        table.bulk_load(),
+        psycopg.connect(services.settings.postgres_dsn) as conn,
+        conn.cursor() as curs,
+        curs.copy(target) as copy,
+    ):
+        copy.set_types(COPY_TYPES)
+        for values in rows(count, people):
+            copy.write_row(values)
     with psycopg.connect(services.settings.postgres_dsn, autocommit=True) as conn:
         conn.execute(SQL("VACUUM (ANALYZE) {}.{}").format(Identifier(services.settings.postgres_schema),
                                                          Identifier("ownllm_audit_log")))  # fmt: skip
@@ -121,36 +120,6 @@ def load_sqlite(services: Services, count: int, people: list[Any]) -> None:
             db.execute("ANALYZE audit_log")
         finally:
             db.close()
-
-
-@contextlib.contextmanager
-def kept_store(kind: str, name: str, drop: bool) -> Iterator[Settings]:
-    """A store kept between runs under ``name`` (built by the first), removed afterwards when ``drop``."""
-    var_dir = Path(tempfile.gettempdir()) / f"ownllm-bench-{name}-{kind}"
-    var_dir.mkdir(exist_ok=True)
-    database = f"ownllm_bench_{name}"
-    server = os.environ.get("OWNLLM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-    dsn = server.rsplit("/", 1)[0] + f"/{database}"
-    if kind == "postgres":
-        with psycopg.connect(server, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-                conn.execute(SQL("CREATE DATABASE {}").format(Identifier(database)))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
-        settings = load_settings({}, persistence="postgres", postgres_dsn=dsn, postgres_schema="bench",
-                                 var_dir=str(var_dir), inference=False)  # fmt: skip
-    else:
-        settings = load_settings({}, var_dir=str(var_dir), inference=False)
-    try:
-        yield settings
-    finally:
-        if drop:
-            if kind == "postgres":
-                with psycopg.connect(server, autocommit=True) as conn:
-                    conn.execute(SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(database)))
-            import shutil
-
-            shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def stored_rows(services: Services) -> int:

@@ -19,6 +19,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
+from projections import audit_counts
 from projections.audit_log import TRACKING_NAME, AuditFilter, AuditRow, Order, StaleAuditPosition, UsageBucket
 from projections.audit_queries import (
     COPY_CSV,
@@ -61,6 +62,7 @@ class _AuditTable(TrackingRecorder):
 
     sqlite: bool
     table_sql: str  # the table's name as :func:`select_sql` puts it in the statement
+    bulk = False  # a rebuild is writing (``bulk_load``): counts are summed once at its end
 
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
@@ -96,6 +98,10 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             "requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, action_kind TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, position)",
             *(f"CREATE INDEX IF NOT EXISTS audit_log_{name} ON audit_log ({cols})" for name, cols in INDEXES.items()),
+            "CREATE TABLE IF NOT EXISTS audit_counts (tenant_id TEXT NOT NULL, action TEXT NOT NULL, actor TEXT NOT "
+            "NULL, action_kind TEXT NOT NULL, rows INTEGER NOT NULL, PRIMARY KEY (tenant_id, action, actor)) "
+            "WITHOUT ROWID",
+            audit_counts.fill_sql("audit_counts", "audit_log"),
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
         ]
 
@@ -106,6 +112,12 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             c.executemany(
                 f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows_params(rows, sqlite=True)
             )
+            if not self.bulk:
+                c.executemany(
+                    "INSERT INTO audit_counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, action, actor) "
+                    "DO UPDATE SET rows = rows + excluded.rows",
+                    audit_counts.tally([*rows, *self._new_buckets(c, usage)]),
+                )
             c.executemany(
                 f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket) DO UPDATE "
                 "SET requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
@@ -113,6 +125,16 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
                 usage_params(usage, sqlite=True),
             )
             self._insert_tracking(c, tracking)
+
+    @staticmethod
+    def _new_buckets(c: Any, usage: Sequence[UsageBucket]) -> list[UsageBucket]:
+        """The hourly usage rows not stored yet (their counts are added to, not counted again)."""
+        stored: set[str] = set()
+        for start in range(0, len(usage), 500):
+            chunk = [str(u.bucket) for u in usage[start : start + 500]]
+            c.execute(f"SELECT bucket FROM audit_log WHERE bucket IN ({','.join('?' * len(chunk))})", chunk)
+            stored.update(r[0] for r in c.fetchall())
+        return [u for u in usage if str(u.bucket) not in stored]
 
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self.datastore.transaction(commit=False) as c:
@@ -146,12 +168,15 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         return self._select(*select_sql("audit_log", where, after, None, limit, "asc", sqlite=True))
 
     def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        if audit_counts.countable(where):
+            return int(self._select(*audit_counts.count_sql("audit_counts", where, sqlite=True))[0][0]), True
         found = int(self._select(*count_sql("audit_log", where, up_to, sqlite=True))[0][0])
         return (found, True) if found <= up_to else (up_to, False)
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute("DELETE FROM audit_log")
+            c.execute("DELETE FROM audit_counts")
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
 
     @contextmanager
@@ -159,13 +184,17 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             for name in SECONDARY:
                 c.execute(f"DROP INDEX IF EXISTS audit_log_{name}")
+        self.bulk = True
         try:
             yield
         finally:
+            self.bulk = False
             with self.datastore.transaction(commit=True) as c:
                 for statement in self.construct_create_table_statements():
                     if statement.startswith("CREATE INDEX"):
                         c.execute(statement)
+                c.execute("DELETE FROM audit_counts")
+                c.execute(audit_counts.fill_sql("audit_counts", "audit_log"))
 
 
 class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
@@ -188,6 +217,15 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
                 "requests bigint, prompt_tokens bigint, completion_tokens bigint, action_kind text NOT NULL)"
             ).format(self.table)
         )
+        self.counts = SQL("{}.{}").format(schema, Identifier("ownllm_audit_counts"))
+        self.sql_create_statements += [
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid NOT NULL, action text NOT NULL, actor text NOT NULL, "
+                "action_kind text NOT NULL, rows bigint NOT NULL, PRIMARY KEY (tenant_id, action, actor))"
+            ).format(self.counts),
+            SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.counts),  # see audit_counts
+            SQL(audit_counts.fill_sql("{c}", "{t}")).format(c=self.counts, t=self.table),
+        ]
         for suffix, cols in {"tenant": "tenant_id, position", **INDEXES}.items():
             self.sql_create_statements.append(
                 SQL("CREATE INDEX IF NOT EXISTS {} ON {} (" + cols + ")").format(
@@ -200,7 +238,7 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
 
     def _sql(self, sql: str) -> Any:
         """A ``?``-placeholder query on this table, as psycopg runs it."""
-        return SQL(sql.replace("?", "%s")).format(t=self.table)
+        return SQL(sql.replace("?", "%s")).format(t=self.table, c=self.counts)
 
     def apply(self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket]) -> None:
         insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -214,6 +252,8 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
                         copy.write_row((r.position, _uuid(e.tenant_id), e.time, e.actor, e.action, e.subject_kind,
                                         _uuid(e.subject_id), e.summary, e.request_id, None, 0, 0, 0,
                                         e.action.partition(".")[0]))  # fmt: skip
+            if not self.bulk:
+                self._count(curs, [*rows, *self._new_buckets(curs, usage)])
             if usage:
                 curs.executemany(
                     SQL(
@@ -224,6 +264,28 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
                     usage_params(usage, sqlite=False),
                 )
             self._insert_tracking(curs, tracking)
+
+    def _new_buckets(self, curs: Any, usage: Sequence[UsageBucket]) -> list[UsageBucket]:
+        """The hourly usage rows not stored yet (their counts are added to, not counted again)."""
+        if not usage:
+            return []
+        curs.execute(
+            SQL("SELECT bucket FROM {} WHERE bucket = ANY(%s)").format(self.table), ([u.bucket for u in usage],)
+        )
+        stored = {r["bucket"] for r in curs.fetchall()}
+        return [u for u in usage if u.bucket not in stored]
+
+    def _count(self, curs: Any, rows: Sequence[AuditRow | UsageBucket]) -> None:
+        """Add new rows to the counts (one statement)."""
+        counted = audit_counts.tally(rows)
+        if counted:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::int8[]) "
+                    "ON CONFLICT (tenant_id, action, actor) DO UPDATE SET rows = {}.rows + excluded.rows"
+                ).format(self.counts, Identifier("ownllm_audit_counts")),
+                [list(column) for column in zip(*counted, strict=True)],
+            )
 
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self.datastore.cursor() as curs:  # one statement: no BEGIN/ROLLBACK round trips
@@ -255,6 +317,9 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
             yield from (bytes(chunk) for chunk in copy)
 
     def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        if audit_counts.countable(where):
+            sql, params = audit_counts.count_sql("{c}", where, sqlite=False)
+            return int(self._select(sql, params)[0][0]), True
         sql, params = count_sql("{t}", where, up_to, sqlite=False)
         with self.datastore.cursor() as curs:
             curs.execute(self._sql(sql), params)
@@ -268,7 +333,7 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("TRUNCATE {}").format(self.table))  # no dead rows left for the rebuild to wade through
+            curs.execute(SQL("TRUNCATE {}, {}").format(self.table, self.counts))  # no dead rows left for a rebuild
             curs.execute(
                 SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
                 (TRACKING_NAME,),
@@ -280,12 +345,17 @@ class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             for name in SECONDARY:
                 curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(schema, Identifier(f"{self.name}_{name}")))
+        self.bulk = True
         try:
             yield
         finally:
+            self.bulk = False
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute("SET LOCAL maintenance_work_mem = '256MB'")  # each index sorted in memory
                 for statement in self.sql_create_statements:
                     if statement.as_string().startswith("CREATE INDEX"):
                         curs.execute(statement)
+                curs.execute(SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.counts))
+                curs.execute(SQL("DELETE FROM {}").format(self.counts))
+                curs.execute(SQL(audit_counts.fill_sql("{c}", "{t}")).format(c=self.counts, t=self.table))
                 curs.execute(SQL("ANALYZE {}").format(self.table))

@@ -8,8 +8,9 @@ levels' 254 hashes, row by row upwards (:data:`INNER_BYTES`; written once, when 
 from the nodes the writer hashed anyway): a proof then reads every node it needs and hashes none.
 The bottom row alone (the C2SP tile) is the first :data:`TILE_BYTES`; a full tile stored without
 its inner rows (written before them) still reads, hashed as before. The tile's own root is the
-bottom-row entry of tile ``(t + 1, k >> 8)``. Only the rightmost tile of each tile level is partial (width < 256); it grows
-in place as leaves are appended, and a node inside a partial tile exists when its subtree is complete.
+bottom-row entry of tile ``(t + 1, k >> 8)``. Only the rightmost tile of each tile level is partial
+(width < 256); it grows in place as leaves are appended, and a node inside a partial tile exists
+when its subtree is complete.
 
 Why: one row per node costs about two indexed rows per leaf and tree, and a proof one query per
 node. With tiles, appending B leaves rewrites the right edge (one row per tile level) and adds a row

@@ -20,10 +20,10 @@ from api.cli_audit import verify_database
 from api.ledger_keys import public_keys
 from api.services import Services, build_services
 from api.settings import Settings
+from projections.integrity import tiles as tiles_module
 from projections.integrity.bundle import tenant_leaf_data
 from projections.integrity.ledger import Ledger
 from projections.integrity.ledger_rows import GLOBAL
-from projections.integrity import tiles as tiles_module
 from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.tiles import (
     INNER_BYTES,
