@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from domain.operator import Operator
 from domain.price_book import PriceBook
 from domain.terms import Publication
 from domain.usage import UsageRecord
+from projections import log_ranges, runner
 from projections.audit_entries import DESCRIBE, NOT_ROWS, USAGE_ACTION
 from projections.audit_log import AuditFilter, AuditRow
 from projections.log import NotificationLog
@@ -203,6 +205,32 @@ def test_a_crash_between_rows_and_position_loses_and_duplicates_nothing(
         "api_key.issued", "usage.hourly", "invite.issued", "invite.accepted", "user.joined", "api_key.issued",
     ]  # fmt: skip
     assert sum(r.requests for r in after if r.entry.action == USAGE_ACTION) == 2
+
+
+def test_a_rebuild_in_many_batches_reads_each_next_batch_while_applying_one_and_equals_incremental(
+    quiet: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    story = Story(quiet, clock)
+    for n, kind in enumerate(["join", "key", "usage", "hour", "usage", "revoke", "role", "usage", "key"] * 3):
+        story.act(kind, n)
+    quiet.runner.catch_up()
+    incremental = _rows(quiet, story.tenant_id)
+    monkeypatch.setattr(runner, "TRACKED_BATCH", 4)
+    monkeypatch.setattr(log_ranges, "RANGE_CHUNK", 3)  # ids per query: batches of a few events
+    threads: list[str] = []
+    read = NotificationLog.records
+
+    def watched(self: NotificationLog, *args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return read(self, *args)
+
+    monkeypatch.setattr(NotificationLog, "records", watched)
+    replayed, head = rebuild(quiet.audit, NotificationLog(quiet.app.recorder), quiet.app.mapper.to_domain_event)
+    assert replayed == head and len(threads) > 5
+    if quiet.settings.persistence == "postgres":  # the next batch read in the reading thread
+        assert all(name.startswith("rebuild-read") for name in threads[1:])
+    assert _rows(quiet, story.tenant_id) == incremental
+    _check_counts(quiet, story, incremental)
 
 
 def _indexes(services: Services) -> set[str]:
