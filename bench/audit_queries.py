@@ -46,8 +46,8 @@ from psycopg.sql import SQL, Identifier  # noqa: E402
 from api.services import Services, build_services  # noqa: E402
 from bench.audit_log import queries, timed  # noqa: E402
 from bench.startup import kept_store, msgspec_replace, store  # noqa: E402
+from projections.audit_postgres import COPY_TYPES  # noqa: E402
 from projections.audit_queries import STORED, TIME_FORMAT  # noqa: E402
-from projections.audit_tables import COPY_TYPES  # noqa: E402
 
 SPAN = timedelta(days=730)
 START = datetime(2024, 1, 1, tzinfo=UTC)
