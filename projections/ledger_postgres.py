@@ -97,12 +97,12 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
         return edge_of(last)
 
     def fetch_tiles(self, cursor: Any, tree: str, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        # one primary-key lookup per tile: a join with unnest(arrays) got a generic plan once prepared
+        # that took 0.5 ms a proof at 10M leaves, three times these
+        one = "SELECT level, idx, hashes FROM {t} WHERE tree = %s AND level = %s AND idx = %s"
         cursor.execute(
-            SQL(
-                "SELECT level, idx, hashes FROM {} WHERE tree = %s AND (level, idx) IN "
-                "(SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
-            ).format(self.tiles),
-            (tree, [level for level, _ in keys], [index for _, index in keys]),
+            SQL(" UNION ALL ".join([one] * len(keys))).format(t=self.tiles),
+            [part for key in keys for part in (tree, *key)],
         )
         return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in cursor.fetchall()}
 
