@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from uuid import UUID, uuid5
 
 import msgspec
@@ -19,9 +20,9 @@ from projections.usage_view import MAX_RECORD_VALUE
 USAGE_BUCKETS = UUID("0d3b8f7c-6a52-5c1e-b7a4-3e9f1d2c8a60")
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """A row as stored: an entry with its position (and usage counts on an hourly usage row)."""
+class AuditRow(NamedTuple):
+    """A row as stored: an entry with its position (and usage counts on an hourly usage row); a named
+    tuple, as :class:`~projections.audit_entries.AuditEntry` is."""
 
     position: int
     entry: AuditEntry
