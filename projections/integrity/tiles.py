@@ -5,7 +5,8 @@ Tile ``(t, k)`` ("tile level" ``t``, index ``k``) holds the hashes of nodes ``(8
 (nodes at levels ``8t + 1`` .. ``8t + 7``) are hashed from the bottom row when read (254 hashes
 for a full tile), except that a full tile's stored row goes on after its bottom row with those
 levels' 254 hashes, row by row upwards (:data:`INNER_BYTES`; written once, when the tile fills,
-from the nodes the writer hashed anyway): a proof then reads every node it needs and hashes none.
+from the nodes the writer hashed anyway; the ledger does so for its global tree only, as the
+extra bytes cost appends): a proof then reads every node it needs and hashes none.
 The bottom row alone (the C2SP tile) is the first :data:`TILE_BYTES`; a full tile stored without
 its inner rows (written before them) still reads, hashed as before. The tile's own root is the
 bottom-row entry of tile ``(t + 1, k >> 8)``. Only the rightmost tile of each tile level is partial
@@ -158,8 +159,10 @@ class TileStore:
         fetch: Fetch | None = None,
         cache: TileCache | None = None,
         name: str = "",
+        inner: bool = True,
     ) -> None:
         self._size = size
+        self._with_inner = inner  # store full tiles with their inner rows (what a proof reads without hashing)
         self._held: dict[TileKey, bytearray] = {key: bytearray(value) for key, value in (tiles or {}).items()}
         self._views: dict[TileKey, Tile] = {}
         self._dirty: set[TileKey] = set()
@@ -208,7 +211,7 @@ class TileStore:
             key = (tile_level, index >> TILE_HEIGHT)
             chunk = digests[at : at + TILE_WIDTH - index % TILE_WIDTH]
             row = self._held.get(key, bytearray())
-            if len(row) != (index % TILE_WIDTH) * HASH_SIZE or any(len(d) != HASH_SIZE for d in chunk):
+            if len(row) != (index % TILE_WIDTH) * HASH_SIZE or {*map(len, chunk)} - {HASH_SIZE}:
                 raise ValueError(f"node ({level}, {index}) is not the next one of its tile (append-only)")
             row += b"".join(chunk)
             self._held[key] = row
@@ -224,6 +227,8 @@ class TileStore:
         A row that does not start at its tile's first node (this store opened on a partial tile) is
         not kept: that tile's inner rows are hashed from its bottom row when it fills.
         """
+        if not self._with_inner:
+            return
         tile_level, height = divmod(level, TILE_HEIGHT)
         per = TILE_WIDTH >> height  # nodes of this height in one tile
         index, at = first, 0
@@ -241,7 +246,7 @@ class TileStore:
     def _stored(self, key: TileKey) -> bytes:
         """A grown tile as stored: its bottom row, and when full its inner rows after it."""
         bottom = bytes(self._held[key][:TILE_BYTES])
-        if len(bottom) < TILE_BYTES:
+        if len(bottom) < TILE_BYTES or not self._with_inner:
             return bottom
         rows = self._inner.pop(key, {})
         kept = [rows.get(height, b"") for height in range(1, TILE_HEIGHT)]

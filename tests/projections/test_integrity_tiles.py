@@ -245,6 +245,10 @@ def test_a_crash_mid_batch_keeps_the_last_committed_tiles(quiet: Services, monke
     with ledger.tables.reading() as snapshot:
         assert snapshot.tree(GLOBAL).size == 300
         assert snapshot.tree(GLOBAL).root() == _memory(first).root()
+    tables: Any = ledger.tables
+    with ledger.tables.reading() as snapshot:  # the global tree's full tiles carry their inner rows; a tenant's not
+        global_tile = tables.fetch_tiles(snapshot._cursor, GLOBAL, [(0, 0)])[(0, 0)]
+        assert global_tile[TILE_BYTES:] == inner_rows(global_tile[:TILE_BYTES])
     ledger.process_records(second, 700)
     everything = first + second
     with ledger.tables.reading() as snapshot:
@@ -258,6 +262,7 @@ def test_a_crash_mid_batch_keeps_the_last_committed_tiles(quiet: Services, monke
             if record.event.tenant_id == tenants[0]:
                 own.append(tenant_leaf_data(index, leaf_hash(record.state)))
         assert snapshot.tree(str(tenants[0])).root() == own.root()
+        assert len(tables.fetch_tiles(snapshot._cursor, str(tenants[0]), [(0, 0)])[(0, 0)]) == TILE_BYTES
 
 
 def _memory(records: list[Record]) -> MerkleTree:
