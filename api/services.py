@@ -37,7 +37,8 @@ from domain.context import Ctx
 from domain.sealing import KeyStore
 from legal.documents import load as load_documents
 from projections.audit_log import AuditProjection, AuditTable
-from projections.audit_tables import PostgresAuditTable, SQLiteAuditTable
+from projections.audit_postgres import PostgresAuditTable
+from projections.audit_tables import SQLiteAuditTable
 from projections.billing_ledger import BillingLedger, BillingTable
 from projections.billing_tables import PostgresBillingTable, SQLiteBillingTable
 from projections.billing_view import BillingView

@@ -14,12 +14,16 @@ Per store, in the same run as the baseline (hashlib's SHA-256 of each leaf):
   decode of the same log.
 - full verification: the appended log verified in one pass against its signed checkpoints.
 - inclusion proofs from the database at ``--leaves`` and at ``--proof-leaves`` (a tree of that size
-  written straight into the tile table, its fill time reported): p50/p99 over ``--samples`` random
-  leaves in one read transaction, with the LRU of full tiles, and with it off (every tile fetched).
+  hashed in memory a level at a time and written straight into the tile table, its fill time
+  reported): p50/p99 over ``--samples`` random leaves in one read transaction, with the LRU of full
+  tiles, with it off (every tile fetched), and, as the same run's baseline, with the full tiles'
+  stored inner rows ignored (hashed per read, as before they were stored); a bare round trip; 200
+  proofs of each checked against the writer's root.
 
 Prints a markdown table; asserts nothing.
 
     PYTHONPATH=. .venv/bin/python bench/audit.py [--leaves 1000000] [--proof-leaves 10000000] [--stores postgres,sqlite]
+        [--parts append,reads,proofs] [--samples 10000]
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from projections.integrity.checkpoints import open_checkpoint
 from projections.integrity.ledger import Ledger
 from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MerkleTree, leaf_hash
-from projections.integrity.tiles import TileCache, TileStore
+from projections.integrity.proofs import verify_inclusion
+from projections.integrity.tiles import TILE_BYTES, TileCache, TileStore
 from projections.integrity.verify import verify_full_log
 from projections.runner import TRACKED_BATCH, rebuild
 
@@ -119,35 +124,60 @@ def append(
         services.close()
 
 
-def proofs(ledger: Ledger, tree: str, n: int, rows: list[tuple[str, str]], kind: str, samples: int = 2000) -> None:
-    """Inclusion proofs of random leaves from the tile table, with the full-tile LRU and without."""
+def proofs(
+    ledger: Ledger, tree: str, n: int, rows: list[tuple[str, str]], kind: str, samples: int = 2000,
+    root: bytes | None = None, leaf: Any = None,
+) -> None:  # fmt: skip
+    """Inclusion proofs of random leaves from the tile table: with the full-tile LRU, without, and as
+    tiles stored without their inner rows read (those rows hashed again per tile: the baseline of the
+    same run, same rows and query), next to a bare round trip; a sample checked against ``root``."""
     rng = random.Random(1)
     tables: Any = ledger.tables
-    for label, cache in (("LRU of full tiles", tables.tile_cache), ("no cache", TileCache(0))):
+    indexes = [rng.randrange(n) for _ in range(samples)]
+    bottom_only = lambda fetch: lambda keys: {k: v[:TILE_BYTES] for k, v in fetch(keys).items()}  # noqa: E731
+    runs = (
+        ("LRU of full tiles", tables.tile_cache, None),
+        ("no cache", TileCache(0), None),
+        ("baseline: LRU, tiles read without their inner rows (hashed per read)", TileCache(), bottom_only),
+    )
+    for label, cache, wrap in runs:  # fmt: skip
         saved, tables.tile_cache = tables.tile_cache, cache
         try:
             with ledger.tables.reading() as snapshot:
                 merkle = snapshot.tree(tree)
+                if wrap is not None:
+                    store: Any = merkle.store
+                    store._fetch = wrap(store._fetch)
                 assert merkle.size == n
-                indexes = [rng.randrange(n) for _ in range(samples)]
                 took = timed([lambda i=i, m=merkle: m.inclusion_proof(i, n) for i in indexes])
+                if root is not None and leaf is not None:
+                    for i in indexes[:200]:
+                        verify_inclusion(i, n, leaf(i), merkle.inclusion_proof(i, n), root)
         finally:
             tables.tile_cache = saved
-        rows.append((f"{kind}: inclusion proof from the tile table at {n:,} leaves ({label})", p50_p99(took)))
+        rows.append((f"{kind}: inclusion proof from the tile table at {n:,} leaves ({label}), {samples:,} random "
+                     "leaves", p50_p99(took)))  # fmt: skip
+    with ledger.tables.reading() as snapshot:
+        cursor: Any = snapshot._cursor
+        took = timed([lambda: (cursor.execute("SELECT 1"), cursor.fetchall()) for _ in indexes])
+    rows.append((f"{kind}: baseline: a bare SELECT 1 round trip in the same transaction", p50_p99(took)))
+    if root is not None:
+        rows.append((f"{kind}: proofs checked against the writer's root (verify_inclusion)", "200 of each, all valid"))
 
 
-def big_tree(ledger: Ledger, n: int) -> float:
-    """A tree of ``n`` leaves written straight into the tile table (hashed in memory, upserted 1M leaves at a time)."""
+def big_tree(ledger: Ledger, n: int) -> tuple[float, bytes, Any]:
+    """A tree of ``n`` leaves written straight into the tile table: hashed in memory a level at a time
+    (``extend_hashes``, the same tree as one leaf at a time: tests/projections/test_fast_paths.py),
+    upserted 1M leaves at a time; the seconds, its root, and the leaf hash of an index."""
     start = time.perf_counter()
     store = TileStore(0)
     merkle = MerkleTree(store)
     seed = os.urandom(32)
     position = ledger.tables.position()
     for at in range(0, n, 1_000_000):
-        for i in range(at, min(n, at + 1_000_000)):
-            merkle.append_hash(leaf_hash(seed + i.to_bytes(8, "big")))
+        merkle.extend_hashes([leaf_hash(seed + i.to_bytes(8, "big")) for i in range(at, min(n, at + 1_000_000))])
         ledger.tables.apply(position, position, [(BIG_TREE, *t) for t in store.take_dirty()], (), ())
-    return time.perf_counter() - start
+    return time.perf_counter() - start, merkle.root(), lambda i: leaf_hash(seed + i.to_bytes(8, "big"))
 
 
 def with_reads(settings: Settings, events: int, rows: list[tuple[str, str]], kind: str) -> None:
@@ -177,7 +207,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--batch", type=int, default=TRACKED_BATCH, help="records per ledger batch (the runner's)")
     parser.add_argument("--stores", default="postgres,sqlite")
+    parser.add_argument("--samples", type=int, default=10_000, help="random leaves per inclusion-proof figure")
+    parser.add_argument("--parts", default="append,reads,proofs", help="what to measure (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     n = args.leaves
     blob = os.urandom(n + args.size)
     states = [blob[i : i + args.size] for i in range(n)]
@@ -190,24 +223,26 @@ def main() -> None:
     rows.append((f"baseline: hashlib SHA-256 of each leaf ({args.size} B)", f"{raw:,.0f} leaves/s"))
 
     for kind in args.stores.split(","):
-        with store(kind, None) as settings:
-            print(f"{kind}: append {n:,} ...", flush=True)
-            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, 1000)  # baseline
-        with store(kind, None) as settings:
-            print(f"{kind}: append {n:,} in batches of {args.batch:,} ...", flush=True)
-            append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, args.batch)
+        if "append" in parts:
+            with store(kind, None) as settings:
+                print(f"{kind}: append {n:,} ...", flush=True)
+                append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, 1000)  # baseline
+            with store(kind, None) as settings:
+                print(f"{kind}: append {n:,} in batches of {args.batch:,} ...", flush=True)
+                append(msgspec_replace(settings, run_projections=False), states, rows, kind, raw, args.batch)
         with store(kind, None) as settings:
             settings = msgspec_replace(settings, run_projections=False)
-            print(f"{kind}: read + decode + append {args.events:,} ...", flush=True)
-            with_reads(settings, args.events, rows, kind)
-            if args.proof_leaves:
+            if "reads" in parts:
+                print(f"{kind}: read + decode + append {args.events:,} ...", flush=True)
+                with_reads(settings, args.events, rows, kind)
+            if args.proof_leaves and "proofs" in parts:
                 print(f"{kind}: filling a tree of {args.proof_leaves:,} leaves ...", flush=True)
                 services = build_services(settings, start_runner=False)
                 try:
-                    took = big_tree(ledger_of(services), args.proof_leaves)
-                    rows.append((f"{kind}: fill of a {args.proof_leaves:,}-leaf tree straight into tiles",
+                    took, root, leaf = big_tree(ledger_of(services), args.proof_leaves)
+                    rows.append((f"{kind}: fill of a {args.proof_leaves:,}-leaf tree straight into tiles (bulk)",
                                  f"{took:.0f} s"))  # fmt: skip
-                    proofs(ledger_of(services), BIG_TREE, args.proof_leaves, rows, kind)
+                    proofs(ledger_of(services), BIG_TREE, args.proof_leaves, rows, kind, args.samples, root, leaf)
                 finally:
                     services.close()
 

@@ -351,6 +351,34 @@ def store(kind: str, base: str | None) -> Iterator[Settings]:
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def kept_store(kind: str, name: str, drop: bool) -> Iterator[Settings]:
+    """A store kept between runs under ``name`` (built by the first), removed afterwards when ``drop``."""
+    var_dir = Path(tempfile.gettempdir()) / f"ownllm-bench-{name}-{kind}"
+    var_dir.mkdir(exist_ok=True)
+    database = f"ownllm_bench_{name}"
+    server = os.environ.get("OWNLLM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    dsn = server.rsplit("/", 1)[0] + f"/{database}"
+    if kind == "postgres":
+        with psycopg.connect(server, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(SQL("CREATE DATABASE {}").format(Identifier(database)))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+        settings = load_settings({}, persistence="postgres", postgres_dsn=dsn, postgres_schema="bench",
+                                 var_dir=str(var_dir), inference=False)  # fmt: skip
+    else:
+        settings = load_settings({}, var_dir=str(var_dir), inference=False)
+    try:
+        yield settings
+    finally:
+        if drop:
+            if kind == "postgres":
+                with psycopg.connect(server, autocommit=True) as conn:
+                    conn.execute(SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(database)))
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--usage-events", type=int, default=10_000_000)

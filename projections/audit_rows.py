@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from uuid import UUID, uuid5
 
 import msgspec
@@ -19,9 +20,9 @@ from projections.usage_view import MAX_RECORD_VALUE
 USAGE_BUCKETS = UUID("0d3b8f7c-6a52-5c1e-b7a4-3e9f1d2c8a60")
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """A row as stored: an entry with its position (and usage counts on an hourly usage row)."""
+class AuditRow(NamedTuple):
+    """A row as stored: an entry with its position (and usage counts on an hourly usage row); a named
+    tuple, as :class:`~projections.audit_entries.AuditEntry` is."""
 
     position: int
     entry: AuditEntry
@@ -90,18 +91,62 @@ def rows_of(records: Iterable[Recorded]) -> tuple[list[AuditRow], list[UsageBuck
     """The audit rows of stored records, and their usage folded per key, model and hour.
 
     Usage records are most of the log: their counts are read from the stored bytes without the
-    mapper (a third of the cost of a full decode); anything unexpected there takes the full decode.
+    mapper (a third of the cost of a full decode), their ids and hour checked per bucket, not per
+    record; anything unexpected there takes the full decode.
     """
     rows: list[AuditRow] = []
-    buckets: dict[tuple[str, str, str, str], _Bucket] = {}
+    usage: list[Recorded] = []
     for record in records:
         if record.topic == _USAGE_TOPIC:
-            _count(buckets, record)
+            usage.append(record)
             continue
         entry = entry_for(record.event)
         if entry is not None:
             rows.append(AuditRow(record.notification_id, entry))
+    buckets = _fold(usage) if usage else {}
     return rows, [_bucket_row(b) for b in buckets.values()]
+
+
+def _fold(records: list[Recorded]) -> dict[tuple[str, str, str, str], _Bucket]:
+    """The records' buckets: counted by their ids and hour as stored, each bucket's ids and hour then
+    checked once (not per record); a record msgspec cannot read, or a batch with an id or time not as
+    the mapper writes them, is counted record by record (the mapper decoding what it must)."""
+    raw: dict[tuple[str, str, str, str, bool], list[int]] = {}  # as stored -> [position, requests, tokens...]
+    slow: list[Recorded] = []
+    for record in records:
+        try:
+            u = _read_usage(record.state)
+        except msgspec.DecodeError:
+            slow.append(record)
+            continue
+        moment, prompt, completion = u.timestamp.data, u.prompt_tokens, u.completion_tokens
+        if not (0 <= prompt <= MAX_RECORD_VALUE and 0 <= completion <= MAX_RECORD_VALUE):
+            prompt = completion = 0  # out of range: the usage view quarantines it; the request still counts
+        utc = moment.endswith("+00:00") and len(moment) >= 13  # then its hour is its first 13 characters
+        key = (u.tenant_id.data, u.key_id.data, u.model, moment[:13] if utc else moment, utc)
+        counts = raw.get(key)
+        if counts is None:
+            raw[key] = [record.notification_id, 1, prompt, completion]
+        else:
+            counts[1] += 1
+            counts[2] += prompt
+            counts[3] += completion
+    buckets: dict[tuple[str, str, str, str], _Bucket] = {}
+    try:
+        for (tenant, key_id, model, moment, utc), (position, requests, prompt, completion) in raw.items():
+            tenant_id, key_hex, hour = _hex(tenant), _hex(key_id), moment if utc else _hour(moment)
+            bucket = buckets.get((tenant_id, key_hex, model, hour))
+            if bucket is None:
+                bucket = buckets[(tenant_id, key_hex, model, hour)] = _Bucket(position, tenant_id, key_hex, model, hour)
+            bucket.position = min(bucket.position, position)
+            bucket.requests += requests
+            bucket.prompt_tokens += prompt
+            bucket.completion_tokens += completion
+    except ValueError:
+        buckets, slow = {}, records
+    for record in slow:
+        _count(buckets, record)
+    return buckets
 
 
 def _count(buckets: dict[tuple[str, str, str, str], _Bucket], record: Recorded) -> None:
@@ -119,6 +164,7 @@ def _count(buckets: dict[tuple[str, str, str, str], _Bucket], record: Recorded) 
     bucket = buckets.get(key)
     if bucket is None:
         bucket = buckets[key] = _Bucket(record.notification_id, tenant_id, key_id, model, hour)
+    bucket.position = min(bucket.position, record.notification_id)
     bucket.requests += 1
     bucket.prompt_tokens += prompt
     bucket.completion_tokens += completion

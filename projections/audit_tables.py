@@ -1,5 +1,5 @@
 """The audit log's tables: :class:`SQLiteAuditTable` (in the embedded store's file) and
-:class:`PostgresAuditTable`, tracking recorders that write rows and position together.
+:class:`~projections.audit_postgres.PostgresAuditTable`, tracking recorders that write rows and position together.
 
 Their SQL (keyset pages, counts, the CSV export) is built in :mod:`projections.audit_queries`.
 """
@@ -7,23 +7,19 @@ Their SQL (keyset pages, counts, the CSV export) is built in :mod:`projections.a
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier, Literal
 
+from projections import audit_counts
 from projections.audit_log import TRACKING_NAME, AuditFilter, AuditRow, Order, StaleAuditPosition, UsageBucket
 from projections.audit_queries import (
-    COPY_CSV,
     INDEXES,
-    RAW_POSTGRES,
     STORED,
     TIME_FORMAT,
     count_sql,
@@ -31,9 +27,7 @@ from projections.audit_queries import (
     rows_params,
     select_sql,
     usage_params,
-    where_clause,
 )
-from projections.tracking import check_locked_position
 
 # The indexes a rebuild drops and builds once at the end, after the rows (one sort each instead of a
 # B-tree insert per row and index: the rebuild's largest cost). The primary key and the usage rows'
@@ -41,26 +35,14 @@ from projections.tracking import check_locked_position
 # them missing until the next start, whose CREATE INDEX IF NOT EXISTS puts them back.
 SECONDARY = ("tenant", *INDEXES)
 SINCE_PROBE = 1000  # index entries a SQLite page since a time counts before choosing its index
-COPY_TYPES = ["int8", "uuid", "timestamptz", "text", "text", "text", "uuid", "text", "text", "uuid", "int8", "int8",
-              "int8", "text"]  # the STORED columns, in order  # fmt: skip
 
 
-def _uuid(value: Any) -> UUID:
-    return value if type(value) is UUID else UUID(str(value))
-
-
-def _one(curs: Any) -> Any:
-    """The one row a query always returns."""
-    row = curs.fetchone()
-    assert row is not None
-    return row
-
-
-class _AuditTable(TrackingRecorder):
+class AuditTableBase(TrackingRecorder):
     """What both tables do alike: the position, and a keyset page read into rows."""
 
     sqlite: bool
     table_sql: str  # the table's name as :func:`select_sql` puts it in the statement
+    bulk = False  # a rebuild is writing (``bulk_load``): counts are summed once at its end
 
     def position(self) -> int:
         return self.max_tracking_id(TRACKING_NAME) or 0
@@ -81,7 +63,7 @@ class _AuditTable(TrackingRecorder):
         """The rows of a ``?``-placeholder query, as tuples."""
 
 
-class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
+class SQLiteAuditTable(AuditTableBase, SQLiteTrackingRecorder):
     """The audit log in the embedded SQLite event store file."""
 
     sqlite = True
@@ -96,6 +78,10 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             "requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, action_kind TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (tenant_id, position)",
             *(f"CREATE INDEX IF NOT EXISTS audit_log_{name} ON audit_log ({cols})" for name, cols in INDEXES.items()),
+            "CREATE TABLE IF NOT EXISTS audit_counts (tenant_id TEXT NOT NULL, action TEXT NOT NULL, actor TEXT NOT "
+            "NULL, action_kind TEXT NOT NULL, rows INTEGER NOT NULL, PRIMARY KEY (tenant_id, action, actor)) "
+            "WITHOUT ROWID",
+            audit_counts.fill_sql("audit_counts", "audit_log"),
             f"INSERT INTO tracking VALUES ('{TRACKING_NAME}', 0) ON CONFLICT DO NOTHING",
         ]
 
@@ -109,6 +95,12 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             c.executemany(
                 f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows_params(rows, sqlite=True)
             )
+            if not self.bulk:
+                c.executemany(
+                    "INSERT INTO audit_counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, action, actor) "
+                    "DO UPDATE SET rows = rows + excluded.rows",
+                    audit_counts.tally([*rows, *self._new_buckets(c, usage)]),
+                )
             c.executemany(
                 f"INSERT INTO audit_log ({STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (bucket) DO UPDATE "
                 "SET requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
@@ -117,7 +109,20 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
             )
             for tenant_id, before in purges:
                 c.execute("DELETE FROM audit_log WHERE tenant_id = ? AND position < ?", (str(tenant_id), before))
+                if not self.bulk:  # the tenant's counts summed again from the rows left (few: it ended)
+                    for statement in audit_counts.recount_sql("audit_counts", "audit_log"):
+                        c.execute(statement, (str(tenant_id),))
             self._insert_tracking(c, tracking)
+
+    @staticmethod
+    def _new_buckets(c: Any, usage: Sequence[UsageBucket]) -> list[UsageBucket]:
+        """The hourly usage rows not stored yet (their counts are added to, not counted again)."""
+        stored: set[str] = set()
+        for start in range(0, len(usage), 500):
+            chunk = [str(u.bucket) for u in usage[start : start + 500]]
+            c.execute(f"SELECT bucket FROM audit_log WHERE bucket IN ({','.join('?' * len(chunk))})", chunk)
+            stored.update(r[0] for r in c.fetchall())
+        return [u for u in usage if str(u.bucket) not in stored]
 
     def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self.datastore.transaction(commit=False) as c:
@@ -151,12 +156,15 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         return self._select(*select_sql("audit_log", where, after, None, limit, "asc", sqlite=True))
 
     def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
+        if audit_counts.countable(where):
+            return int(self._select(*audit_counts.count_sql("audit_counts", where, sqlite=True))[0][0]), True
         found = int(self._select(*count_sql("audit_log", where, up_to, sqlite=True))[0][0])
         return (found, True) if found <= up_to else (up_to, False)
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute("DELETE FROM audit_log")
+            c.execute("DELETE FROM audit_counts")
             c.execute("UPDATE tracking SET notification_id = 0 WHERE application_name = ?", [TRACKING_NAME])
 
     @contextmanager
@@ -164,139 +172,14 @@ class SQLiteAuditTable(_AuditTable, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             for name in SECONDARY:
                 c.execute(f"DROP INDEX IF EXISTS audit_log_{name}")
+        self.bulk = True
         try:
             yield
         finally:
+            self.bulk = False
             with self.datastore.transaction(commit=True) as c:
                 for statement in self.construct_create_table_statements():
                     if statement.startswith("CREATE INDEX"):
                         c.execute(statement)
-
-
-class PostgresAuditTable(_AuditTable, PostgresTrackingRecorder):
-    """The audit log in the event store's PostgreSQL schema."""
-
-    sqlite = False
-    table_sql = "{t}"  # formatted with the schema-qualified identifier
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        schema = Identifier(self.datastore.schema)
-        self.name = "ownllm_audit_log"
-        self.table = SQL("{}.{}").format(schema, Identifier(self.name))
-        self.tracking = SQL("{}.{}").format(schema, Identifier(self.tracking_table_name))
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, tenant_id uuid NOT NULL, "
-                "time timestamptz NOT NULL, actor text NOT NULL, action text NOT NULL, subject_kind text NOT NULL, "
-                "subject_id uuid NOT NULL, summary text NOT NULL, request_id text NOT NULL, bucket uuid UNIQUE, "
-                "requests bigint, prompt_tokens bigint, completion_tokens bigint, action_kind text NOT NULL)"
-            ).format(self.table)
-        )
-        for suffix, cols in {"tenant": "tenant_id, position", **INDEXES}.items():
-            self.sql_create_statements.append(
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (" + cols + ")").format(
-                    Identifier(f"{self.name}_{suffix}"), self.table
-                )
-            )
-        self.sql_create_statements.append(
-            SQL("INSERT INTO {} VALUES ({}, 0) ON CONFLICT DO NOTHING").format(self.tracking, Literal(TRACKING_NAME))
-        )
-
-    def _sql(self, sql: str) -> Any:
-        """A ``?``-placeholder query on this table, as psycopg runs it."""
-        return SQL(sql.replace("?", "%s")).format(t=self.table)
-
-    def apply(
-        self, expected: int, tracking: Tracking, rows: Sequence[AuditRow], usage: Sequence[UsageBucket],
-        purges: Sequence[tuple[UUID, int]] = (),
-    ) -> None:  # fmt: skip
-        insert = "INSERT INTO {} (" + STORED + ") VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-        with self.datastore.transaction(commit=True) as curs:
-            check_locked_position(curs, self.tracking, TRACKING_NAME, expected, StaleAuditPosition)
-            if rows:  # binary COPY: a rebuild's rows go in at the server's pace, not one statement each
-                with curs.copy(SQL("COPY {} (" + STORED + ") FROM STDIN (FORMAT BINARY)").format(self.table)) as copy:
-                    copy.set_types(COPY_TYPES)
-                    for r in rows:
-                        e = r.entry
-                        copy.write_row((r.position, _uuid(e.tenant_id), e.time, e.actor, e.action, e.subject_kind,
-                                        _uuid(e.subject_id), e.summary, e.request_id, None, 0, 0, 0,
-                                        e.action.partition(".")[0]))  # fmt: skip
-            if usage:
-                curs.executemany(
-                    SQL(
-                        insert + " ON CONFLICT (bucket) DO UPDATE SET requests = {t}.requests + excluded.requests, "
-                        "prompt_tokens = {t}.prompt_tokens + excluded.prompt_tokens, "
-                        "completion_tokens = {t}.completion_tokens + excluded.completion_tokens"
-                    ).format(self.table, t=Identifier(self.name)),
-                    usage_params(usage, sqlite=False),
-                )
-            for tenant_id, before in purges:
-                curs.execute(SQL("DELETE FROM {} WHERE tenant_id = %s AND position < %s").format(self.table),
-                             (tenant_id, before))  # fmt: skip
-            self._insert_tracking(curs, tracking)
-
-    def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        with self.datastore.cursor() as curs:  # one statement: no BEGIN/ROLLBACK round trips
-            curs.execute(self._sql(sql), params)
-            return [tuple(r.values()) for r in curs.fetchall()]
-
-    def fetch_raw(self, where: AuditFilter, *, after: int | None, limit: int) -> list[tuple[Any, ...]]:
-        sql, params = select_sql("{t}", where, after, None, limit, "asc", sqlite=False, columns=RAW_POSTGRES)
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self._sql(sql), params)
-            return curs.fetchall()
-
-    def copy_csv(self, where: AuditFilter, actors: Mapping[str, str], subjects: Mapping[str, str]) -> Iterator[bytes]:
-        """The export's CSV rows (no header), oldest first, formatted by the server (``COPY ... TO STDOUT``).
-
-        Display names come in as two arrays joined to the rows, and formula cells are escaped in SQL
-        as :func:`api.audit_export.safe_cell` does: no row passes through Python on its way out.
-        """
-        if where.involves is not None:
-            raise ValueError("a subject's history is exported through the keyset path")
-        conditions, params = where_clause(where, sqlite=False)
-        sql = COPY_CSV.replace("{where}", conditions.replace("?", "%s"))  # its columns are the audit table's alone
-        arguments = [list(actors), list(actors.values()), list(subjects), list(subjects.values()), *params]
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor() as curs,
-            curs.copy(SQL(sql).format(t=self.table), arguments) as copy,
-        ):
-            yield from (bytes(chunk) for chunk in copy)
-
-    def count(self, where: AuditFilter, up_to: int) -> tuple[int, bool]:
-        sql, params = count_sql("{t}", where, up_to, sqlite=False)
-        with self.datastore.cursor() as curs:
-            curs.execute(self._sql(sql), params)
-            found = int(_one(curs)["n"])
-            if found <= up_to:
-                return found, True
-            plan = "EXPLAIN (FORMAT JSON) " + sql.removeprefix("SELECT count(*) AS n FROM (").rsplit(" LIMIT ?", 1)[0]
-            curs.execute(self._sql(plan), params[:-1])
-            estimate = int(_one(curs)["QUERY PLAN"][0]["Plan"]["Plan Rows"])
-        return max(estimate, up_to + 1), False
-
-    def clear(self) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("TRUNCATE {}").format(self.table))  # no dead rows left for the rebuild to wade through
-            curs.execute(
-                SQL("UPDATE {} SET notification_id = 0 WHERE application_name = %s").format(self.tracking),
-                (TRACKING_NAME,),
-            )
-
-    @contextmanager
-    def bulk_load(self) -> Iterator[None]:
-        schema = Identifier(self.datastore.schema)
-        with self.datastore.transaction(commit=True) as curs:
-            for name in SECONDARY:
-                curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(schema, Identifier(f"{self.name}_{name}")))
-        try:
-            yield
-        finally:
-            with self.datastore.transaction(commit=True) as curs:
-                curs.execute("SET LOCAL maintenance_work_mem = '256MB'")  # each index sorted in memory
-                for statement in self.sql_create_statements:
-                    if statement.as_string().startswith("CREATE INDEX"):
-                        curs.execute(statement)
-                curs.execute(SQL("ANALYZE {}").format(self.table))
+                c.execute("DELETE FROM audit_counts")
+                c.execute(audit_counts.fill_sql("audit_counts", "audit_log"))

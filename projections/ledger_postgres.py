@@ -20,8 +20,7 @@ from projections.integrity.ledger_rows import (
     StaleLedgerPosition,
     TileRow,
 )
-from projections.integrity.merkle import HASH_SIZE
-from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey
+from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey, width_of
 from projections.ledger_tables import LedgerSnapshot, edge_of
 from projections.tracking import check_locked_position
 
@@ -101,12 +100,12 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
         return edge_of(last)
 
     def fetch_tiles(self, cursor: Any, tree: str, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        # one primary-key lookup per tile: a join with unnest(arrays) got a generic plan once prepared
+        # that took 0.5 ms a proof at 10M leaves, three times these
+        one = "SELECT level, idx, hashes FROM {t} WHERE tree = %s AND level = %s AND idx = %s"
         cursor.execute(
-            SQL(
-                "SELECT level, idx, hashes FROM {} WHERE tree = %s AND (level, idx) IN "
-                "(SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
-            ).format(self.tiles),
-            (tree, [level for level, _ in keys], [index for _, index in keys]),
+            SQL(" UNION ALL ".join([one] * len(keys))).format(t=self.tiles),
+            [part for key in keys for part in (tree, *key)],
         )
         return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in cursor.fetchall()}
 
@@ -144,7 +143,7 @@ class PostgresLedgerTables(PostgresTrackingRecorder):
                         "hashes = excluded.hashes"
                     ).format(self.tiles),
                     [list(column) for column in zip(
-                        *((tree, level, idx, len(hashes) // HASH_SIZE, hashes) for tree, level, idx, hashes in tiles),
+                        *((tree, level, idx, width_of(hashes), hashes) for tree, level, idx, hashes in tiles),
                         strict=True,
                     )],
                 )  # fmt: skip

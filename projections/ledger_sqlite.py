@@ -18,8 +18,7 @@ from projections.integrity.ledger_rows import (
     StaleLedgerPosition,
     TileRow,
 )
-from projections.integrity.merkle import HASH_SIZE
-from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey
+from projections.integrity.tiles import MAX_TILE_LEVELS, TileCache, TileKey, width_of
 from projections.ledger_tables import LedgerSnapshot, edge_of, time_of, time_text
 
 
@@ -101,7 +100,7 @@ class SQLiteLedgerTables(SQLiteTrackingRecorder):
             c.executemany(
                 "INSERT INTO integrity_tiles VALUES (?, ?, ?, ?, ?) ON CONFLICT (tree, level, idx) "
                 "DO UPDATE SET width = excluded.width, hashes = excluded.hashes",
-                [(tree, level, idx, len(hashes) // HASH_SIZE, hashes) for tree, level, idx, hashes in tiles],
+                [(tree, level, idx, width_of(hashes), hashes) for tree, level, idx, hashes in tiles],
             )
             c.executemany(
                 "INSERT INTO integrity_leaves VALUES (?, ?, ?, ?, ?)",

@@ -74,6 +74,11 @@ class NotificationLog:
         elif isinstance(self.recorder, PostgresApplicationRecorder):
             _ensure_postgres_index(self.recorder)
 
+    @property
+    def reads_alongside(self) -> bool:
+        """Whether a read may run in another thread while this process writes (a server's pool, not one file)."""
+        return isinstance(self.recorder, PostgresApplicationRecorder)
+
     def head(self) -> int:
         """The last notification id recorded (0 for an empty log)."""
         return self.recorder.max_notification_id() or 0

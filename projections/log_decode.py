@@ -65,16 +65,23 @@ class _FastDecoder:
         self.decode, self.tags = decode, tags
 
     def __call__(self, stored: Notification) -> Any:
-        cls = resolve_topic(stored.topic)
+        return self.decode_parts(stored.topic, stored.state, stored.originator_id, stored.originator_version,
+                                 lambda: stored)  # fmt: skip
+
+    def decode_parts(
+        self, topic: str, stored: bytes, originator_id: Any, version: int, notification: Callable[[], Notification]
+    ) -> Any:
+        """The event of a stored notification given by its parts (``notification`` makes it for the mapper)."""
+        cls = resolve_topic(topic)
         try:
-            state = self._plain(_json(stored.state))
+            state = self._plain(_json(stored))
         except (_Slow, msgspec.MsgspecError, ValueError, ArithmeticError):
-            return self.decode(stored)
+            return self.decode(notification())
         if type(state) is not dict or "class_version" in state or getattr(cls, "class_version", 1) != 1:
-            return self.decode(stored)
-        convert = find_id_convertor(cls, cast(Hashable, type(stored.originator_id)))
-        state["originator_id"] = convert(stored.originator_id)
-        state["originator_version"] = stored.originator_version
+            return self.decode(notification())
+        convert = find_id_convertor(cls, cast(Hashable, type(originator_id)))
+        state["originator_id"] = convert(originator_id)
+        state["originator_version"] = version
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event
@@ -83,11 +90,9 @@ class _FastDecoder:
         """A JSON object or array with the library's tagged objects turned into their values, inner ones
         first (as its object hook does), in place; scalars are left as they are without a call each."""
         tags = self.tags
-        if type(value) is list:
-            items: Any = enumerate(value)
-        else:
-            items = value.items()
-        for key, item in list(items):
+        # a dict's values are replaced while its items are walked (its size never changes); a list by index
+        items: Any = enumerate(value) if type(value) is list else value.items()
+        for key, item in items:
             kind = type(item)
             if kind is dict:
                 data = item.get("_data_")

@@ -54,11 +54,17 @@ class Recorded:
     def event(self) -> Any:
         """The domain event, decoded by the application's mapper (once)."""
         if self._event is _UNDECODED:
-            self._event = self._decode(
-                Notification(id=self.notification_id, originator_id=self.originator_id,
-                             originator_version=self.originator_version, topic=self.topic, state=self.state)
-            )  # fmt: skip
+            parts = getattr(self._decode, "decode_parts", None)  # the fast decoder needs no Notification made
+            if parts is not None:
+                self._event = parts(self.topic, self.state, self.originator_id, self.originator_version,
+                                    self._notification)  # fmt: skip
+            else:
+                self._event = self._decode(self._notification())
         return self._event
+
+    def _notification(self) -> Notification:
+        return Notification(id=self.notification_id, originator_id=self.originator_id,
+                            originator_version=self.originator_version, topic=self.topic, state=self.state)  # fmt: skip
 
 
 def recorded(notification: Notification, decode: Callable[[Notification], Any]) -> Recorded:

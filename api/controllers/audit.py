@@ -44,7 +44,10 @@ AUDIT_HEADERS = [
         required=False,
     ),
     ResponseHeader(
-        name="X-Total-Count", description="Matching rows (an estimate past 100,000).", documentation_only=True
+        name="X-Total-Count",
+        description="Matching rows (exact for filters on action and actor; with time, subject or request id, "
+        "an estimate past 100,000).",
+        documentation_only=True,
     ),
     ResponseHeader(
         name=POSITION, description="The notification position the answer stands on.", documentation_only=True

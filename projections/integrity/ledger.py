@@ -138,7 +138,9 @@ class Ledger:
         tree = self._trees.get(key)
         if tree is None:
             size, tiles = self.tables.edge(key)
-            store = self._stores[key] = TileStore(size, tiles)
+            # inner rows (proofs that hash nothing) for the global tree, which every proof reads; a tenant
+            # tree's proofs hash theirs (two tile writes per leaf, not four: the append rate)
+            store = self._stores[key] = TileStore(size, tiles, inner=key == GLOBAL)
             tree = self._trees[key] = MerkleTree(store)
             store.trim()  # the tree keeps its right edge; the full tiles behind it are not needed to append
         return tree

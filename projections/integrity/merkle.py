@@ -134,7 +134,7 @@ class MerkleTree:
         """Append leaves by their leaf hashes; the first one's index. The same tree as :meth:`append_hash`
         one by one, hashed a level at a time (a store with ``put_row`` takes each level's new nodes at once)."""
         first = self._size
-        if any(len(d) != HASH_SIZE for d in digests):
+        if {*map(len, digests)} - {HASH_SIZE}:
             raise ValueError("a leaf hash is 32 bytes")
         put_row = getattr(self.store, "put_row", None)
         last, level, start, row = self._last, 0, first, list(digests)  # the new nodes of ``level`` from ``start``

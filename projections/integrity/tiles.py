@@ -2,10 +2,16 @@
 
 Tile ``(t, k)`` ("tile level" ``t``, index ``k``) holds the hashes of nodes ``(8t, 256k)`` to
 ``(8t, 256k + 255)``: its bottom row, concatenated. The seven levels above it inside the tile
-(nodes at levels ``8t + 1`` .. ``8t + 7``) are not stored: they are hashed from the bottom row when
-read (at most 254 hashes per tile), and the tile's own root is the bottom-row entry of tile
-``(t + 1, k >> 8)``. Only the rightmost tile of each tile level is partial (width < 256); it grows
-in place as leaves are appended, and a node inside a partial tile exists when its subtree is complete.
+(nodes at levels ``8t + 1`` .. ``8t + 7``) are hashed from the bottom row when read (254 hashes
+for a full tile), except that a full tile's stored row goes on after its bottom row with those
+levels' 254 hashes, row by row upwards (:data:`INNER_BYTES`; written once, when the tile fills,
+from the nodes the writer hashed anyway; the ledger does so for its global tree only, as the
+extra bytes cost appends): a proof then reads every node it needs and hashes none.
+The bottom row alone (the C2SP tile) is the first :data:`TILE_BYTES`; a full tile stored without
+its inner rows (written before them) still reads, hashed as before. The tile's own root is the
+bottom-row entry of tile ``(t + 1, k >> 8)``. Only the rightmost tile of each tile level is partial
+(width < 256); it grows in place as leaves are appended, and a node inside a partial tile exists
+when its subtree is complete.
 
 Why: one row per node costs about two indexed rows per leaf and tree, and a proof one query per
 node. With tiles, appending B leaves rewrites the right edge (one row per tile level) and adds a row
@@ -34,6 +40,7 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 TILE_BYTES = TILE_WIDTH * HASH_SIZE
 MAX_TILE_LEVELS = 64 // TILE_HEIGHT  # a tree of fewer than 2**64 leaves
+INNER_BYTES = sum(TILE_WIDTH >> height for height in range(1, TILE_HEIGHT)) * HASH_SIZE  # 254 hashes
 
 TileKey = tuple[int, int]  # (tile level, tile index)
 Fetch = Callable[[Sequence[TileKey]], dict[TileKey, bytes]]
@@ -62,20 +69,40 @@ def edge_tiles(size: int) -> list[TileKey]:
     return keys
 
 
+def width_of(stored: bytes) -> int:
+    """How many bottom-row hashes a stored tile holds (a full tile's inner rows aside)."""
+    return min(len(stored) // HASH_SIZE, TILE_WIDTH)
+
+
 def size_of(last_leaf_tile: int, width: int) -> int:
     """A tree's size from its last level-0 tile's index and width."""
     return last_leaf_tile * TILE_WIDTH + width
 
 
+def inner_rows(bottom: bytes) -> bytes:
+    """A full tile's inner rows (heights 1 to 7, each concatenated, lowest first), hashed from its bottom row."""
+    tile = Tile(bottom)
+    tile.node(TILE_HEIGHT - 1, 0)
+    return b"".join(tile.rows[1:])
+
+
 class Tile:
-    """A tile's bottom row and the rows above it inside the tile, each hashed when first read."""
+    """A tile's bottom row and the rows above it inside the tile: stored (a full tile's), or hashed when first read."""
 
     __slots__ = ("rows",)
 
-    def __init__(self, bottom: bytes) -> None:
-        if len(bottom) % HASH_SIZE or not 0 < len(bottom) <= TILE_BYTES:
-            raise ValueError(f"a tile holds 1 to {TILE_WIDTH} hashes, not {len(bottom)} bytes")
-        self.rows = [bytes(bottom)]
+    def __init__(self, stored: bytes) -> None:
+        if len(stored) == TILE_BYTES + INNER_BYTES:
+            self.rows, at = [bytes(stored[:TILE_BYTES])], TILE_BYTES
+            for height in range(1, TILE_HEIGHT):
+                end = at + (TILE_WIDTH >> height) * HASH_SIZE
+                self.rows.append(bytes(stored[at:end]))
+                at = end
+            return
+        if len(stored) % HASH_SIZE or not 0 < len(stored) <= TILE_BYTES:
+            raise ValueError(f"a tile holds 1 to {TILE_WIDTH} hashes (and a full one its inner rows), "
+                             f"not {len(stored)} bytes")  # fmt: skip
+        self.rows = [bytes(stored)]
 
     @property
     def width(self) -> int:
@@ -132,11 +159,14 @@ class TileStore:
         fetch: Fetch | None = None,
         cache: TileCache | None = None,
         name: str = "",
+        inner: bool = True,
     ) -> None:
         self._size = size
+        self._with_inner = inner  # store full tiles with their inner rows (what a proof reads without hashing)
         self._held: dict[TileKey, bytearray] = {key: bytearray(value) for key, value in (tiles or {}).items()}
         self._views: dict[TileKey, Tile] = {}
         self._dirty: set[TileKey] = set()
+        self._inner: dict[TileKey, dict[int, bytearray]] = {}  # rows inside tiles not yet full, by height
         self._recent: dict[TileKey, Tile] = {}  # what the last fetch brought, whatever the cache drops since
         self._fetch, self._cache, self._name = fetch, cache, name
 
@@ -158,7 +188,8 @@ class TileStore:
         if len(digest) != HASH_SIZE:
             raise ValueError("a node hash is 32 bytes")
         if level % TILE_HEIGHT:
-            return  # inside a tile: hashed again from its bottom row when read
+            self._keep_inner(level, index, [digest])  # stored with the tile once it is full
+            return
         key = (level // TILE_HEIGHT, index >> TILE_HEIGHT)
         row = self._held.get(key, bytearray())
         if len(row) != (index % TILE_WIDTH) * HASH_SIZE:
@@ -173,13 +204,14 @@ class TileStore:
     def put_row(self, level: int, first: int, digests: Sequence[bytes]) -> None:
         """Store nodes ``(level, first)``, ``(level, first + 1)``, ... at once (what :meth:`put` does for each)."""
         if level % TILE_HEIGHT:
+            self._keep_inner(level, first, digests)
             return
         tile_level, index, at = level // TILE_HEIGHT, first, 0
         while at < len(digests):
             key = (tile_level, index >> TILE_HEIGHT)
             chunk = digests[at : at + TILE_WIDTH - index % TILE_WIDTH]
             row = self._held.get(key, bytearray())
-            if len(row) != (index % TILE_WIDTH) * HASH_SIZE or any(len(d) != HASH_SIZE for d in chunk):
+            if len(row) != (index % TILE_WIDTH) * HASH_SIZE or {*map(len, chunk)} - {HASH_SIZE}:
                 raise ValueError(f"node ({level}, {index}) is not the next one of its tile (append-only)")
             row += b"".join(chunk)
             self._held[key] = row
@@ -188,6 +220,39 @@ class TileStore:
             at, index = at + len(chunk), index + len(chunk)
         if level == 0 and digests:
             self._size = first + len(digests)
+
+    def _keep_inner(self, level: int, first: int, digests: Sequence[bytes]) -> None:
+        """Keep nodes inside tiles, row by row from each tile's first, for the tiles' inner rows once full.
+
+        A row that does not start at its tile's first node (this store opened on a partial tile) is
+        not kept: that tile's inner rows are hashed from its bottom row when it fills.
+        """
+        if not self._with_inner:
+            return
+        tile_level, height = divmod(level, TILE_HEIGHT)
+        per = TILE_WIDTH >> height  # nodes of this height in one tile
+        index, at = first, 0
+        while at < len(digests):
+            key, offset = (tile_level, index // per), index % per
+            chunk = digests[at : at + per - offset]
+            rows = self._inner.setdefault(key, {})
+            row = rows.get(height, bytearray()) if offset else rows.setdefault(height, bytearray())
+            if len(row) == offset * HASH_SIZE and height in rows:
+                row += b"".join(chunk)
+            else:
+                rows.pop(height, None)
+            at, index = at + len(chunk), index + len(chunk)
+
+    def _stored(self, key: TileKey) -> bytes:
+        """A grown tile as stored: its bottom row, and when full its inner rows after it."""
+        bottom = bytes(self._held[key][:TILE_BYTES])
+        if len(bottom) < TILE_BYTES or not self._with_inner:
+            return bottom
+        rows = self._inner.pop(key, {})
+        kept = [rows.get(height, b"") for height in range(1, TILE_HEIGHT)]
+        if all(len(row) == (TILE_WIDTH >> h) * HASH_SIZE for h, row in enumerate(kept, 1)):
+            return bottom + b"".join(kept)
+        return bottom + inner_rows(bottom)
 
     def prefetch(self, nodes: Iterable[tuple[int, int]]) -> None:
         """Load the tiles of these nodes that are neither held nor cached, in one ``fetch``."""
@@ -208,7 +273,7 @@ class TileStore:
 
     def take_dirty(self) -> list[tuple[int, int, bytes]]:
         """The tiles grown since the last call, as ``(tile level, tile index, hashes)``; then :meth:`trim`."""
-        grown = [(key[0], key[1], bytes(self._held[key])) for key in sorted(self._dirty)]
+        grown = [(key[0], key[1], self._stored(key)) for key in sorted(self._dirty)]
         self._dirty.clear()
         self.trim()
         return grown

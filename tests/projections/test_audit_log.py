@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from eventsourcing.domain import Aggregate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.sql import SQL
 
 import domain
 from api.services import Services, build_services
@@ -21,6 +23,7 @@ from domain.operator import Operator
 from domain.price_book import PriceBook
 from domain.terms import Publication
 from domain.usage import UsageRecord
+from projections import log_ranges, runner
 from projections.audit_entries import DESCRIBE, NOT_ROWS, USAGE_ACTION
 from projections.audit_log import AuditFilter, AuditRow
 from projections.log import NotificationLog
@@ -118,13 +121,61 @@ def test_rebuilt_equals_incremental(quiet: Services, clock: ManualClock, steps: 
     quiet.runner.catch_up()
     incremental = _rows(quiet, story.tenant_id)
 
+    _check_counts(quiet, story, incremental)
+
     app = quiet.app
     rebuild(quiet.audit, NotificationLog(app.recorder), app.mapper.to_domain_event)
     assert _rows(quiet, story.tenant_id) == incremental
+    _check_counts(quiet, story, incremental)
 
     usage = [r for r in incremental if r.entry.action == USAGE_ACTION]
     assert sum(r.requests for r in usage) == sum(1 for kind, _, _ in steps if kind == "usage")
     assert len({(r.entry.subject_id, r.entry.summary, r.entry.time) for r in usage}) == len(usage)  # one per hour
+
+
+def _check_counts(services: Services, story: Story, rows: list[AuditRow]) -> None:
+    """Every count from the counts table equals the rows that match, counted here."""
+    tenant = story.tenant_id
+    actors = [f"key:{k}" for k in story.keys[:2]] + [f"user:{story.users[0]}"]
+    filters = [
+        (AuditFilter(tenant), lambda r: True),
+        (AuditFilter(tenant, action_prefix="usage."), lambda r: r.entry.action.startswith("usage.")),
+        (AuditFilter(tenant, action_prefix="api_k"), lambda r: r.entry.action.startswith("api_k")),
+        (AuditFilter(tenant, action="api_key.issued"), lambda r: r.entry.action == "api_key.issued"),
+        (AuditFilter(tenant, actors=(actors[0],)), lambda r: r.entry.actor == actors[0]),
+        (AuditFilter(tenant, actors=tuple(actors), action_prefix="api_key."),
+         lambda r: r.entry.actor in actors and r.entry.action.startswith("api_key.")),
+    ]  # fmt: skip
+    for where, matches in filters:
+        assert services.audit.count(where) == (sum(1 for r in rows if matches(r)), True), where
+
+
+def test_a_store_from_before_the_counts_table_sums_its_rows_when_opened(
+    make_settings: Callable[..., Settings], clock: ManualClock
+) -> None:
+    made = make_settings()
+    services = build_services(made, start_runner=False, clock=clock)
+    story = Story(services, clock)
+    for n, kind in enumerate(["join", "key", "usage", "usage", "revoke", "hour", "usage", "role"]):
+        story.act(kind, n)
+    services.runner.catch_up()
+    rows = _rows(services, story.tenant_id)
+    table: Any = services.audit.table
+    with table.datastore.transaction(commit=True) as c:
+        c.execute("DROP TABLE audit_counts" if table.sqlite else SQL("DROP TABLE {}").format(table.counts))
+    services.close()
+    reopened = build_services(made, start_runner=False, clock=clock)
+    try:
+        _check_counts(reopened, story, rows)
+        reopened.runner.catch_up()  # nothing new: counted once
+        _check_counts(reopened, story, rows)
+        story.services = reopened
+        story.act("usage", 1)  # a new hour's row, then one more request in the same hour's row
+        story.act("usage", 1)
+        reopened.runner.catch_up()
+        _check_counts(reopened, story, _rows(reopened, story.tenant_id))
+    finally:
+        reopened.close()
 
 
 def test_a_crash_between_rows_and_position_loses_and_duplicates_nothing(
@@ -154,6 +205,32 @@ def test_a_crash_between_rows_and_position_loses_and_duplicates_nothing(
         "api_key.issued", "usage.hourly", "invite.issued", "invite.accepted", "user.joined", "api_key.issued",
     ]  # fmt: skip
     assert sum(r.requests for r in after if r.entry.action == USAGE_ACTION) == 2
+
+
+def test_a_rebuild_in_many_batches_reads_each_next_batch_while_applying_one_and_equals_incremental(
+    quiet: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    story = Story(quiet, clock)
+    for n, kind in enumerate(["join", "key", "usage", "hour", "usage", "revoke", "role", "usage", "key"] * 3):
+        story.act(kind, n)
+    quiet.runner.catch_up()
+    incremental = _rows(quiet, story.tenant_id)
+    monkeypatch.setattr(runner, "TRACKED_BATCH", 4)
+    monkeypatch.setattr(log_ranges, "RANGE_CHUNK", 3)  # ids per query: batches of a few events
+    threads: list[str] = []
+    read = NotificationLog.records
+
+    def watched(self: NotificationLog, *args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return read(self, *args)
+
+    monkeypatch.setattr(NotificationLog, "records", watched)
+    replayed, head = rebuild(quiet.audit, NotificationLog(quiet.app.recorder), quiet.app.mapper.to_domain_event)
+    assert replayed == head and len(threads) > 5
+    if quiet.settings.persistence == "postgres":  # the next batch read in the reading thread
+        assert all(name.startswith("rebuild-read") for name in threads[1:])
+    assert _rows(quiet, story.tenant_id) == incremental
+    _check_counts(quiet, story, incremental)
 
 
 def _indexes(services: Services) -> set[str]:

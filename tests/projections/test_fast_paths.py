@@ -77,6 +77,8 @@ def test_the_fast_decode_gives_what_the_mapper_gives(history: Services) -> None:
     for notification in stored:
         fast, slow = decode(notification), mapper.to_domain_event(notification)
         assert type(fast) is type(slow) and vars(fast) == vars(slow), notification.topic
+        recorded = Recorded(notification, decode).event  # by its parts, no Notification made
+        assert type(recorded) is type(slow) and vars(recorded) == vars(slow), notification.topic
 
 
 def test_the_fast_decode_leaves_what_it_cannot_read_to_the_mapper(history: Services) -> None:
@@ -95,6 +97,8 @@ def test_the_fast_decode_leaves_what_it_cannot_read_to_the_mapper(history: Servi
     decode.decode = lambda n: calls.append(n) or mapper.to_domain_event(n)  # type: ignore[attr-defined]
     event = decode(sealed)
     assert calls == [sealed] and vars(event) == vars(mapper.to_domain_event(sealed))
+    event = Recorded(sealed, decode).event  # the mapper gets the notification made again from the parts
+    assert calls == [sealed, sealed] and vars(event) == vars(mapper.to_domain_event(sealed))
     odd_states = (b"not json", b'{"a": {"_type_": "unknown", "_data_": "x"}}', b'{"timestamp": NaN}',
                   b'{"class_version": 2}', b'{"t": {"_type_": "uuid_hex", "_data_": "not a uuid"}}')  # fmt: skip
     for state in odd_states:

@@ -3,6 +3,7 @@ the last committed tiles, and a store from before tiles replays into them with i
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,11 +20,21 @@ from api.cli_audit import verify_database
 from api.ledger_keys import public_keys
 from api.services import Services, build_services
 from api.settings import Settings
+from projections.integrity import tiles as tiles_module
 from projections.integrity.bundle import tenant_leaf_data
 from projections.integrity.ledger import Ledger
 from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MerkleTree, leaf_hash
-from projections.integrity.tiles import TileCache, TileKey, TileStore, edge_tiles
+from projections.integrity.tiles import (
+    INNER_BYTES,
+    TILE_BYTES,
+    TileCache,
+    TileKey,
+    TileStore,
+    edge_tiles,
+    inner_rows,
+    width_of,
+)
 from tests.support.clock import ManualClock
 
 
@@ -106,7 +117,7 @@ def test_tiles_grow_in_place_as_c2sp_tlog_tiles_lays_them_out(size: int, expecte
         if rng.random() < 0.01:
             tiles.commit(store)
     tiles.commit(store)
-    assert {key: len(hashes) // 32 for key, hashes in tiles.rows.items()} == expected
+    assert {key: width_of(hashes) for key, hashes in tiles.rows.items()} == expected
 
 
 def test_a_proof_reads_its_tiles_in_one_fetch_and_full_tiles_come_from_the_cache() -> None:
@@ -120,6 +131,58 @@ def test_a_proof_reads_its_tiles_in_one_fetch_and_full_tiles_come_from_the_cache
         reader.inclusion_proof(index)
         assert len(tiles.fetches) - before <= 1
     assert len(tiles.fetches) == 3  # the last leaf's tiles are the edge, held; its neighbour's tile is cached
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=st.lists(st.tuples(st.integers(1, 900), st.booleans(), st.booleans()), min_size=1, max_size=8))
+def test_a_full_tile_is_stored_with_its_inner_rows_as_hashed_from_its_bottom_row(
+    batches: list[tuple[int, bool, bool]],
+) -> None:
+    data = _leaves(sum(count for count, _, _ in batches))
+    tiles = Tiles()
+    tree, store = tiles.writer(0)
+    for count, reopen, one_by_one in batches:  # a reopened writer hashes its partial tiles' rows when they fill
+        if one_by_one:
+            for leaf in data[tree.size : tree.size + count]:
+                tree.append(leaf)
+        else:
+            tree.extend(data[tree.size : tree.size + count])
+        tiles.commit(store)
+        if reopen:
+            tree, store = tiles.writer(tree.size)
+    for stored in tiles.rows.values():
+        if width_of(stored) < 256:
+            assert len(stored) == width_of(stored) * 32
+        else:
+            assert len(stored) == TILE_BYTES + INNER_BYTES
+            assert stored[TILE_BYTES:] == inner_rows(stored[:TILE_BYTES])
+
+
+def test_a_proof_from_full_tiles_hashes_nothing_and_tiles_stored_without_inner_rows_still_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tiles, n = Tiles(), 65_536  # every tile full but the root's (width 1)
+    tree, store = tiles.writer(0)
+    tree.extend(_leaves(n))
+    tiles.commit(store)
+    memory = MerkleTree()
+    memory.extend(_leaves(n))
+    hashed: list[bytes] = []
+
+    def counting(data: bytes = b"") -> Any:
+        hashed.append(data)
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(tiles_module, "_sha256", counting)
+    reader = tiles.reader(n)
+    for index in (0, 255, 256, 40_000, 65_535):
+        assert reader.inclusion_proof(index) == memory.inclusion_proof(index)
+    assert hashed == []
+    tiles.rows = {key: stored[:TILE_BYTES] for key, stored in tiles.rows.items()}  # as written before inner rows
+    reader = tiles.reader(n)
+    for index in (0, 255, 256, 40_000, 65_535):
+        assert reader.inclusion_proof(index) == memory.inclusion_proof(index)
+    assert hashed
 
 
 def test_a_tile_takes_only_the_next_hash() -> None:
@@ -182,6 +245,10 @@ def test_a_crash_mid_batch_keeps_the_last_committed_tiles(quiet: Services, monke
     with ledger.tables.reading() as snapshot:
         assert snapshot.tree(GLOBAL).size == 300
         assert snapshot.tree(GLOBAL).root() == _memory(first).root()
+    tables: Any = ledger.tables
+    with ledger.tables.reading() as snapshot:  # the global tree's full tiles carry their inner rows; a tenant's not
+        global_tile = tables.fetch_tiles(snapshot._cursor, GLOBAL, [(0, 0)])[(0, 0)]
+        assert global_tile[TILE_BYTES:] == inner_rows(global_tile[:TILE_BYTES])
     ledger.process_records(second, 700)
     everything = first + second
     with ledger.tables.reading() as snapshot:
@@ -195,6 +262,7 @@ def test_a_crash_mid_batch_keeps_the_last_committed_tiles(quiet: Services, monke
             if record.event.tenant_id == tenants[0]:
                 own.append(tenant_leaf_data(index, leaf_hash(record.state)))
         assert snapshot.tree(str(tenants[0])).root() == own.root()
+        assert len(tables.fetch_tiles(snapshot._cursor, str(tenants[0]), [(0, 0)])[(0, 0)]) == TILE_BYTES
 
 
 def _memory(records: list[Record]) -> MerkleTree:
