@@ -180,17 +180,23 @@ def queries(
 
 
 def export(services: Services, tenant_id: Any) -> tuple[int, float, float]:
-    """Rows, rows/s and peak traced MiB of one tenant's CSV export."""
-    names = Names(services.directory, tenant_id)
-    tracemalloc.start()
+    """Rows, rows/s and peak traced MiB of one tenant's CSV export: timed in one pass, memory traced in a
+    second (tracemalloc slows every allocation, so a traced pass would understate the rate)."""
+
+    def one_pass() -> int:
+        rows = 0
+        for chunk in csv_export(services.audit, AuditFilter(tenant_id), Names(services.directory, tenant_id)):
+            rows += chunk.count(b"\n")  # CRLF row by row, LF from PostgreSQL's COPY; no field holds a newline
+        return rows - 1
+
     started = time.perf_counter()
-    rows = 0
-    for chunk in csv_export(services.audit, AuditFilter(tenant_id), names):  # what GET /audit/export streams
-        rows += chunk.count(b"\n")  # CRLF row by row, LF from PostgreSQL's COPY; no field holds a newline
+    rows = one_pass()
     elapsed = time.perf_counter() - started
+    tracemalloc.start()
+    one_pass()
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    return rows - 1, (rows - 1) / elapsed, peak
+    return rows, rows / elapsed, peak
 
 
 def served(settings: Settings, services: Services, tenant_id: Any, runs: int) -> dict[str, Any]:
