@@ -32,6 +32,9 @@ from tests.support.stripe_events import SECRET, event, invoice, signed
 
 @pytest.fixture(scope="module")
 def stripe_base() -> Iterator[str]:
+    """One localstripe for the module. It delivers its own events a second after the change, to the webhook
+    configured then: possibly the next test's server. Each test signs up its own slug, so another test's late
+    events name a tenant this test's store does not know (ignored)."""
     with localstripe() as base:
         yield base
 
@@ -125,7 +128,7 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
 def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services, str], clock: ManualClock) -> None:
     services, base_url = billed
     app = services.app
-    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
+    acme = app.signup(slug="lots", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
     ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "buy-1")
     app.save_billing_account(ctx, name="Acme AS", email="regnskap@acme.example", address="Storgata 1, Oslo",
                              country="NO")  # fmt: skip
@@ -134,7 +137,7 @@ def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services,
     card = _save_card(gateway, billing.customer(ctx))
     intent_id, _, status = billing.buy_credits(ctx, 25_00, payment_method=card)
     assert status == "succeeded"
-    # localstripe does not send payment_intent.succeeded: the event is built from its own object and signed.
+    # localstripe sends payment_intent.succeeded a second later; the test signs it now from localstripe's object.
     intent = gateway.client.v1.payment_intents.retrieve(intent_id).to_dict()
     now = int(clock().timestamp())
     raw, headers = signed(event(f"evt_{intent_id}", "payment_intent.succeeded", intent, now), now)
@@ -167,7 +170,7 @@ def test_credits_bought_and_refunded_over_the_api_only_while_untouched(
     services, base_url = billed
     app = services.app
     acme = services.command(
-        app.signup, slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r"
+        app.signup, slug="refunds", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r"
     )
     admin = {"Authorization": f"Bearer {acme.admin_key.secret}"}
     account = {"name": "Acme AS", "email": "regnskap@acme.example", "address": "Storgata 1, Oslo", "country": "NO"}
