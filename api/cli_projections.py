@@ -25,8 +25,8 @@ def projections_rebuild(
     """Drop a tracked projection and replay the events it reads into it, with a progress bar."""
     from rich.progress import Progress
 
+    from projections.rebuild import rebuild
     from projections.registry import UnknownReadModel
-    from projections.runner import rebuild
 
     services = _services()
     try:

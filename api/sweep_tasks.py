@@ -17,7 +17,8 @@ from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
 from api.price_notices import PriceNotices
 from api.retention_sweep import ActivityRetentionDue, BillingRetentionDue
-from api.services import Services, handler_locks
+from api.services import Services
+from api.stores import handler_locks
 from api.sweeper import Sweeper, SweepTask
 from domain.errors import DomainError
 

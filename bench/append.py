@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from eventsourcing.persistence import StoredEvent  # noqa: E402
 
-from api.services import eventsourcing_env, key_store  # noqa: E402
 from api.settings import Settings, load_settings  # noqa: E402
+from api.stores import eventsourcing_env, key_store  # noqa: E402
 from domain.adapters.credentials import bcrypt_hash  # noqa: E402
 from domain.application import OwnLLM  # noqa: E402
 from domain.context import Ctx  # noqa: E402

@@ -54,7 +54,8 @@ from projections.integrity.merkle import MerkleTree, leaf_hash
 from projections.integrity.proofs import verify_inclusion
 from projections.integrity.tiles import TILE_BYTES, TileCache, TileStore
 from projections.integrity.verify import verify_full_log
-from projections.runner import TRACKED_BATCH, rebuild
+from projections.rebuild import rebuild
+from projections.runner import TRACKED_BATCH
 
 BIG_TREE = "bench-proofs"  # the tree written straight into the tile table for proofs at --proof-leaves
 

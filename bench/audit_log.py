@@ -55,7 +55,8 @@ from domain.application import OwnLLM  # noqa: E402
 from domain.audit_export import AuditExport  # noqa: E402
 from projections.audit_log import AuditFilter  # noqa: E402
 from projections.log import NotificationLog  # noqa: E402
-from projections.runner import BATCH, TRACKED_BATCH, ProjectionRunner, rebuild  # noqa: E402
+from projections.rebuild import rebuild  # noqa: E402
+from projections.runner import BATCH, TRACKED_BATCH, ProjectionRunner  # noqa: E402
 
 TARGETS = {"rebuild": 50_000, "query_p99_ms": 10.0, "export": 100_000}
 

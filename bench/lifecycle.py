@@ -44,7 +44,7 @@ from bench.startup import add_tenants, bulk_usage, msgspec_replace, store, usage
 from domain.context import SYSTEM, Ctx  # noqa: E402
 from projections.audit_log import AuditFilter  # noqa: E402
 from projections.lifecycle import DeletionView  # noqa: E402
-from projections.runner import rebuild  # noqa: E402
+from projections.rebuild import rebuild  # noqa: E402
 from tests.support.clock import ManualClock  # noqa: E402
 
 Row = dict[str, Any]

@@ -48,8 +48,9 @@ from eventsourcing.persistence import StoredEvent, Tracking  # noqa: E402
 from eventsourcing.postgres import PostgresApplicationRecorder  # noqa: E402
 from psycopg.sql import SQL, Identifier, Literal  # noqa: E402
 
-from api.services import Services, build_services, eventsourcing_env, key_store, pepper  # noqa: E402
+from api.services import Services, build_services  # noqa: E402
 from api.settings import Settings, load_settings  # noqa: E402
+from api.stores import eventsourcing_env, key_store, pepper  # noqa: E402
 from domain.adapters.credentials import bcrypt_hash  # noqa: E402
 from domain.application import OwnLLM  # noqa: E402
 from domain.context import SYSTEM, Ctx  # noqa: E402

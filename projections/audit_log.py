@@ -144,7 +144,7 @@ class AuditProjection:
         self.position = 0
 
     def bulk_load(self) -> AbstractContextManager[None]:
-        """What :func:`projections.runner.rebuild` writes in: indexes built once, after the rows (see the tables)."""
+        """What :func:`projections.rebuild.rebuild` writes in: indexes built once, after the rows (see the tables)."""
         return self.table.bulk_load()
 
     def page(

@@ -21,94 +21,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
 from domain.errors import DomainError
-from projections.log import Recorded, recorded
+from projections.log import recorded
+from projections.reaction_ports import BatchReaction, HandlerLock, Log, Positions, ReactingApp, Reaction
 from projections.status import FailureLog
 
 log = logging.getLogger(__name__)
 BATCH = 100
 SKIP_AHEAD_EVERY_S = 5.0  # how often an idle handler records that it has seen the rest of the log
 MAX_ERROR_CHARS = 500
-
-
-class Reaction(Protocol):
-    """A named handler of some event topics; its name keys its stored position, so never rename one."""
-
-    name: str
-    topics: tuple[str, ...]  # eventsourcing topics it handles; () means every event
-
-    def handle(self, event: Any, position: int) -> None:
-        """React to one event (the notification id is ``position``); raise to be retried later."""
-        ...
-
-
-@runtime_checkable
-class BatchReaction(Reaction, Protocol):
-    """A reaction that handles a whole batch at once: its commands and position in ONE transaction.
-
-    For handlers whose throughput matters (credit debits from usage): one save per batch, not per event.
-    """
-
-    def handle_batch(self, items: Sequence[Recorded]) -> None:
-        """React to the stored events in order (``.notification_id``; ``.event`` decodes on first use);
-        raise to have the whole batch retried."""
-        ...
-
-
-class Log(Protocol):
-    """The notification log, read by topic."""
-
-    def head(self) -> int:
-        """The last notification id (0 when empty)."""
-        ...
-
-    def read(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[Notification]:
-        """Up to ``limit`` notifications in ``(after, stop]`` with one of ``topics`` (all when empty)."""
-        ...
-
-
-class Positions(Protocol):
-    """Where each handler's position is kept: eventsourcing's tracking records."""
-
-    def max_tracking_id(self, application_name: str) -> int | None:
-        """The handler's position."""
-        ...
-
-    def insert_tracking(self, tracking: Tracking) -> None:
-        """Move the handler's position on (never back: a lower id raises IntegrityError)."""
-        ...
-
-
-class ReactingApp(Protocol):
-    """The application: decodes events and records a reaction's commands with its position."""
-
-    @property
-    def mapper(self) -> Any:
-        """Its mapper (``to_domain_event``)."""
-        ...
-
-    def reacting(self, tracking: Tracking) -> AbstractContextManager[Any]:
-        """Commands run inside are recorded with ``tracking`` in one transaction."""
-        ...
-
-
-class HandlerLock(Protocol):
-    """Held by at most one process per handler name."""
-
-    def acquire(self, name: str) -> bool:
-        """True when this process holds the handler's lock now (taken if free; never blocks)."""
-        ...
-
-    def release_all(self) -> None:
-        """Give every held lock back."""
-        ...
 
 
 @dataclass

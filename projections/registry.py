@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from projections.runner import Projection, TrackedReadModel
+from projections.read_model_types import Projection, TrackedReadModel
 from projections.status import Source
 
 

@@ -51,18 +51,17 @@ another process's revocation waits for it. While the polling thread runs it owns
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
 from projections.log import NotificationLog, Recorded
+from projections.read_model_types import Projection, TrackedProjection, TrackedReadModel
 from projections.status import FailureLog, utc_now
 
 log = logging.getLogger(__name__)
@@ -71,44 +70,6 @@ TRACKED_BATCH = 10_000  # records per batch of a tracked read model (one transac
 TRACKED_BATCHES_PER_POLL = 2  # then the in-memory projections catch up again (20,000 events, as before)
 Read = tuple[list[Recorded], int]  # records and the position they complete (NotificationLog.records)
 FAILURE_WRITE_EVERY_S = 5.0  # a reader failing at every poll updates its persisted count at most this often
-
-
-class Projection(Protocol):
-    """An in-memory read model: folds events one at a time (``topics``, when it has them, says which)."""
-
-    def process(self, event: Any) -> None:
-        """Apply one event."""
-        ...
-
-
-class TrackedProjection(Protocol):
-    """A persistent read model fed (notification id, event) pairs: every event, from position 0."""
-
-    def process_batch(self, events: Sequence[tuple[int, Any]]) -> None:
-        """Apply the (notification id, event) pairs it has not applied yet."""
-        ...
-
-
-class TrackedReadModel(Protocol):
-    """A persistent read model that keeps its own position and receives stored records."""
-
-    name: str
-    topics: tuple[str, ...]  # () is every event
-    position: int  # everything of its topics up to here is applied
-
-    def process_records(self, records: Sequence[Recorded], through: int) -> None:
-        """Apply ``records`` (every event of its topics after ``position`` up to ``through``) and move
-        the position to ``through``, atomically. After a lost race it may instead re-read its position
-        (ahead: skip what the other runner applied; behind: a rebuild elsewhere, the runner reads again)."""
-        ...
-
-    def stored_position(self) -> int:
-        """The position as stored (what another process reads)."""
-        ...
-
-    def clear(self) -> None:
-        """Drop everything and go back to position 0 (before a rebuild)."""
-        ...
 
 
 class ProjectionRunner:
@@ -297,46 +258,6 @@ class ProjectionRunner:
             except Exception:  # keep serving; the next poll retries
                 more = False
                 log.exception("projection runner failed; retrying")
-
-
-def rebuild(
-    model: TrackedReadModel,
-    log_: NotificationLog,
-    decode: Callable[[Notification], Any],
-    on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, int]:
-    """Drop a tracked read model and replay its topics into it; returns (events replayed, head reached).
-
-    On PostgreSQL the next batch is read in a second thread while this one is applied (the server
-    works on the read, and the driver waits on it, while this thread decodes and writes); whatever
-    the model's position after a batch, the next read starts there.
-    """
-    model.clear()
-    head = log_.head()
-    replayed = 0
-
-    def read(after: int) -> Read:
-        return log_.records(after, head, model.topics, TRACKED_BATCH, decode)
-
-    with (
-        getattr(model, "bulk_load", contextlib.nullcontext)(),  # e.g. secondary indexes built once at the end
-        ThreadPoolExecutor(1, thread_name_prefix="rebuild-read") as reader,
-    ):
-        ahead: Future[Read] | None = None
-        while model.position < head:
-            after = model.position
-            batch, through = ahead.result() if ahead is not None else read(after)
-            ahead = reader.submit(read, through) if log_.reads_alongside and through < head else None
-            model.process_records(batch, through)
-            if model.position == after:
-                raise RuntimeError(f"{model.name} did not move from {after} to {through}")
-            if model.position != through and ahead is not None:
-                ahead.cancel()
-                ahead = None
-            replayed += len(batch)
-            if on_progress is not None:
-                on_progress(model.position, head)
-    return replayed, head
 
 
 def _name(tracked: Any) -> str:

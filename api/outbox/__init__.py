@@ -14,8 +14,9 @@ from api.outbox.reaction import NoticeReaction
 from api.outbox.sender import OutboxSender, SmtpConfig, Undeliverable
 from api.outbox.store import Notice, SqlOutbox, postgres_outbox, sqlite_outbox
 from api.secret_files import private_file
-from api.services import Services, handler_locks
+from api.services import Services
 from api.settings import Settings
+from api.stores import handler_locks
 from domain.sealing import ERASED, UNREADABLE
 from projections.directory import Directory
 

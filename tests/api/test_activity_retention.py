@@ -18,7 +18,7 @@ from domain.context import Ctx
 from domain.retention import ActivityRetention
 from policies.retention import fiscal_year
 from projections.audit_log import AuditFilter
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests.support.clock import ManualClock
 
 TICK = timedelta(microseconds=1)

@@ -12,8 +12,9 @@ import pytest
 
 from api.embedded_nats import proxy_password
 from api.secret_files import SecretFileError, pepper_problem, read_or_create_secret
-from api.services import build_services, pepper
+from api.services import build_services
 from api.settings import Settings, SettingsError, load_settings
+from api.stores import pepper
 
 STRONG = "q3JcZ8v1TtQ0m4bV7xYkR2sN9pLwE5hA6uGdF0iCjKo"  # 43 base64url characters: 32 bytes' worth
 

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from api.proxy.usage import UsageWriter
 from api.proxy.usage_spool import Spool
-from api.services import Services, build_services, eventsourcing_env
+from api.services import Services, build_services
 from api.settings import Settings, load_settings
+from api.stores import eventsourcing_env
 from api.usage_store import SPOOL_DIR, batch_sink, usage_writer
 from domain.adapters.credentials import bcrypt_hash
 from domain.adapters.key_stores import SQLiteKeyStore

@@ -24,8 +24,8 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import resolve_topic
 from psycopg.conninfo import conninfo_to_dict
 
-from api.services import eventsourcing_env
 from api.settings import load_settings
+from api.stores import eventsourcing_env
 from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
 from tests.support.postgres import create_schema
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from eventsourcing.sqlite import SQLiteDatastore
 
-from api.services import eventsourcing_env
 from api.settings import load_settings
+from api.stores import eventsourcing_env
 from domain.adapters.sqlite_transactions import begin_writes_immediately, library_behaviour
 
 

@@ -10,8 +10,8 @@ import sys
 
 from api.outbox import outbox_store, smtp_config
 from api.outbox.sender import OutboxSender
-from api.services import handler_locks
 from api.settings import load_settings
+from api.stores import handler_locks
 
 
 def main(point: str) -> None:

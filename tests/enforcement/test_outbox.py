@@ -13,8 +13,9 @@ import pytest
 from api.outbox import Mailer, attach_outbox, generic_notice
 from api.outbox.sender import OutboxSender
 from api.outbox.store import Notice, message_id_for
-from api.services import Services, build_services, handler_locks
+from api.services import Services, build_services
 from api.settings import Settings
+from api.stores import handler_locks
 from domain.context import Ctx
 from tests.support.clock import ManualClock
 from tests.support.smtp import Inbox, smtp_server

@@ -18,8 +18,8 @@ import pytest
 from api.outbox import outbox_store, smtp_config
 from api.outbox.sender import LOCK_NAME, OutboxSender
 from api.outbox.store import Notice, message_id_for
-from api.services import handler_locks
 from api.settings import Settings
+from api.stores import handler_locks
 from tests.support.smtp import smtp_server
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,9 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from api.services import build_services, reaction_runner
+from api.services import build_services
 from api.settings import load_settings
+from api.stores import reaction_runner
 from domain.context import SYSTEM, Ctx
 from domain.invite import Invite
 

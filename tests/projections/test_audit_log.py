@@ -27,7 +27,7 @@ from projections import log_ranges, runner
 from projections.audit_entries import DESCRIBE, NOT_ROWS, USAGE_ACTION
 from projections.audit_log import AuditFilter, AuditRow
 from projections.log import NotificationLog
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests.support.clock import ManualClock
 
 

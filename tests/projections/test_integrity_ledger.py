@@ -21,7 +21,7 @@ from projections.integrity.ledger_rows import GLOBAL
 from projections.integrity.merkle import MemoryStore, MerkleTree, leaf_hash
 from projections.integrity.verify import verify_full_log
 from projections.log import NotificationLog
-from projections.runner import rebuild
+from projections.rebuild import rebuild
 from tests.support.clock import ManualClock
 
 

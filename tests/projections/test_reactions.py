@@ -18,8 +18,9 @@ from eventsourcing.utils import get_topic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.services import Services, build_services, reaction_runner
+from api.services import Services, build_services
 from api.settings import Settings, load_settings
+from api.stores import reaction_runner
 from domain.context import SYSTEM, Ctx
 from domain.invite import Invite
 from domain.pairing_key import PairingKey
