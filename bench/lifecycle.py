@@ -40,7 +40,8 @@ from api.audit_names import Names  # noqa: E402
 from api.services import Services, build_services  # noqa: E402
 from api.sweep_tasks import build_sweeper, export_builder  # noqa: E402
 from bench.audit_log import tenancy_templates  # noqa: E402
-from bench.startup import add_tenants, bulk_usage, msgspec_replace, store, usage_templates  # noqa: E402
+from bench.lifecycle_sweep import sweeping  # noqa: E402
+from bench.startup import add_tenants, bulk_usage, msgspec_replace, usage_templates  # noqa: E402
 from domain.context import SYSTEM, Ctx  # noqa: E402
 from projections.audit_log import AuditFilter  # noqa: E402
 from projections.lifecycle import DeletionView  # noqa: E402
@@ -125,7 +126,8 @@ def erasure_time(
 def sweeps(services: Services, clock: ManualClock, pending: int, due: int) -> Row:
     """A pass over ``pending`` injected pending deletions (none due), and one erasing ``due`` real subjects."""
     lifecycle = services.lifecycle
-    services.sweeper.run_once()  # what was due already (the exports above expire): out of the way
+    project(services)  # as the projector of `ownllm serve` would: exports wait for the read models (SETTLE_S)
+    services.sweeper.run_once()  # what was due already (the exports above are built or expire): out of the way
     later = clock() + timedelta(days=3650)
     for _ in range(pending):
         view = DeletionView(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "user", "admin", clock(), later)
@@ -143,7 +145,7 @@ def sweeps(services: Services, clock: ManualClock, pending: int, due: int) -> Ro
         joined = services.app.accept_invite(token=invite.secret, name=f"U{n}", request_id=f"d{n}")
         services.runner.catch_up()
         services.app.request_deletion(ctx, joined.user_id, "admin")
-    services.runner.catch_up()
+    project(services)
     clock.advance(days=30)
     started = time.perf_counter()
     emitted = services.sweeper.run_once()
@@ -158,29 +160,21 @@ def sweeps(services: Services, clock: ManualClock, pending: int, due: int) -> Ro
 def measure(kind: str, args: argparse.Namespace) -> Row:
     result: Row = {"store": kind}
     parts = set(args.parts.split(","))
-    with store(kind, None) as base:
-        # as in `ownllm serve`: the tracked read models run elsewhere (the projector), not after each command
-        settings = msgspec_replace(base, nats_public_url="tls://n:4222", run_projections=False)
-        clock = ManualClock()
-        services = build_services(settings, start_runner=False, clock=clock)
-        services.sweeper = build_sweeper(services)
-        try:
-            tenant = one_tenant(services, args.rows // 2, args.usage // 2) if parts & {"export", "erase"} else None
-            if "export" in parts and tenant is not None:
-                result["export_half"] = export_rows(services, tenant[0])
-            if tenant is not None:
-                bulk_usage(services, tenancy_templates(services.app, [tenant], 500), args.rows - args.rows // 2)
-                bulk_usage(services, usage_templates(services.app, [tenant], 200), args.usage - args.usage // 2)
-                project(services)
-            if "export" in parts and tenant is not None:
-                result["export_full"] = export_rows(services, tenant[0])
-            if "erase" in parts and tenant is not None:
-                result["erase_big"] = erasure_time(services, clock, tenant)
-            if "sweep" in parts:
-                result["sweep"] = sweeps(services, clock, args.pending, args.due)
-        finally:
-            services.close()
-        if "erase" in parts:
+    with sweeping(kind) as (settings, services, clock):
+        tenant = one_tenant(services, args.rows // 2, args.usage // 2) if parts & {"export", "erase"} else None
+        if "export" in parts and tenant is not None:
+            result["export_half"] = export_rows(services, tenant[0])
+        if tenant is not None:
+            bulk_usage(services, tenancy_templates(services.app, [tenant], 500), args.rows - args.rows // 2)
+            bulk_usage(services, usage_templates(services.app, [tenant], 200), args.usage - args.usage // 2)
+            project(services)
+        if "export" in parts and tenant is not None:
+            result["export_full"] = export_rows(services, tenant[0])
+        if "erase" in parts and tenant is not None:
+            result["erase_big"] = erasure_time(services, clock, tenant)
+        if "sweep" in parts:
+            result["sweep"] = sweeps(services, clock, args.pending, args.due)
+        if "erase" in parts:  # a log of its own, beside this one
             result["erase_small"] = small_erasure(settings, args.small)
     return result
 

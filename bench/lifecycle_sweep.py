@@ -17,9 +17,11 @@ Prints a markdown table; asserts only that every item was handled.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,25 +102,33 @@ def one_pass(services: Services, clock: ManualClock, what: str, n: int, batch: i
     return {"what": what, "n": n, "batch": batch, "setup_s": setup_s, "pass_s": pass_s, "items_s": n / pass_s}
 
 
-def measure(kind: str, args: argparse.Namespace) -> list[Row]:
-    rows = []
+@contextlib.contextmanager
+def sweeping(kind: str) -> Iterator[tuple[Any, Services, ManualClock]]:
+    """A fresh store of ``kind`` and services over it with a sweeper and a hand-moved clock; as in
+    `ownllm serve`, the tracked read models run elsewhere (the projector), not after each command."""
     with store(kind, None) as base:
         settings = msgspec_replace(base, nats_public_url="tls://n:4222", run_projections=False)
         clock = ManualClock()
         services = build_services(settings, start_runner=False, clock=clock)
         services.sweeper = build_sweeper(services)
         try:
-            services.sweeper.run_once()
-            plan = [("erasures", n, 1) for n in _sizes(args.baseline_erasures)]
-            plan += [("erasures", n, args.erasure_batch) for n in _sizes(args.erasures)]
-            plan += [("exports", n, 1) for n in _sizes(args.baseline_exports)]
-            plan += [("exports", n, args.export_batch) for n in _sizes(args.exports)]
-            for what, n, batch in plan:
-                row = one_pass(services, clock, what, n, batch) | {"store": kind}
-                print(row, flush=True)
-                rows.append(row)
+            yield settings, services, clock
         finally:
             services.close()
+
+
+def measure(kind: str, args: argparse.Namespace) -> list[Row]:
+    rows = []
+    with sweeping(kind) as (_, services, clock):
+        services.sweeper.run_once()
+        plan = [("erasures", n, 1) for n in _sizes(args.baseline_erasures)]
+        plan += [("erasures", n, args.erasure_batch) for n in _sizes(args.erasures)]
+        plan += [("exports", n, 1) for n in _sizes(args.baseline_exports)]
+        plan += [("exports", n, args.export_batch) for n in _sizes(args.exports)]
+        for what, n, batch in plan:
+            row = one_pass(services, clock, what, n, batch) | {"store": kind}
+            print(row, flush=True)
+            rows.append(row)
     return rows
 
 
