@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -216,6 +217,9 @@ def serve(settings: Settings, console: Console) -> None:
     """Run everything this process is configured for until interrupted."""
     import uvicorn
 
+    # httpx logs each request at INFO: here those are only this process's own start-up polls of itself,
+    # which would otherwise land in the middle of the banner that another thread prints.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     projector = Projector(settings) if settings.run_projections and settings.projector == "process" else None
     if projector is not None:  # the tracked read models run in the child; this process only reads them
         settings = msgspec.structs.replace(settings, run_projections=False)
