@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -104,6 +104,14 @@ class AuditTable(Protocol):
         ...
 
 
+class AuditBatch(NamedTuple):
+    """One batch of records as the audit table takes it."""
+
+    rows: list[AuditRow]
+    usage: list[UsageBucket]
+    purges: list[tuple[UUID, int]]
+
+
 @dataclass
 class AuditProjection:
     """Feeds every event to the audit table, exactly once, batch by batch."""
@@ -126,17 +134,24 @@ class AuditProjection:
         for _ in range(5):
             if self.position >= through or self.position < start:
                 return
-            fresh = [r for r in records if r.notification_id > self.position]
-            rows, usage = rows_of(fresh)
-            purges = [(r.event.tenant_id, r.notification_id) for r in fresh if r.topic == ACTIVITY_ENDED]
             try:
-                self.table.apply(self.position, Tracking(TRACKING_NAME, through), rows, usage, purges)
+                self.write(self.prepare([r for r in records if r.notification_id > self.position]), through)
             except (StaleAuditPosition, IntegrityError):
                 self.position = self.table.position()
                 continue
-            self.position = through
             return
         raise StaleAuditPosition("audit projection kept losing races; is more than one runner configured?")
+
+    def prepare(self, fresh: Sequence[Recorded]) -> AuditBatch:
+        """The rows, hourly usage and purges of records all newer than the position (no I/O)."""
+        rows, usage = rows_of(fresh)
+        purges = [(r.event.tenant_id, r.notification_id) for r in fresh if r.topic == ACTIVITY_ENDED]
+        return AuditBatch(rows, usage, purges)
+
+    def write(self, batch: AuditBatch, through: int) -> None:
+        """Write a prepared batch and move to ``through`` in one transaction (stale position: raises)."""
+        self.table.apply(self.position, Tracking(TRACKING_NAME, through), batch.rows, batch.usage, batch.purges)
+        self.position = through
 
     def clear(self) -> None:
         """Drop every row and go back to position 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,9 @@ from projections.audit_queries import (
 from projections.audit_tables import SECONDARY, AuditTableBase
 from projections.tracking import check_locked_position
 
+# A rebuild's indexes are built in this many sessions at once: each build also has the server's parallel
+# workers, but its heap scan and final write are one process's (7 builds: 9.0 s in one session, 7.5 in two).
+INDEX_SESSIONS = 2
 COPY_TYPES = ["int8", "uuid", "timestamptz", "text", "text", "text", "uuid", "text", "text", "uuid", "int8", "int8",
               "int8", "text"]  # the STORED columns, in order  # fmt: skip
 
@@ -204,12 +208,19 @@ class PostgresAuditTable(AuditTableBase, PostgresTrackingRecorder):
             yield
         finally:
             self.bulk = False
+            indexes = [s for s in self.sql_create_statements if s.as_string().startswith("CREATE INDEX")]
+            with ThreadPoolExecutor(INDEX_SESSIONS, thread_name_prefix="audit-index") as sessions:
+                for built in [sessions.submit(self._build, indexes[i::INDEX_SESSIONS]) for i in range(INDEX_SESSIONS)]:
+                    built.result()
             with self.datastore.transaction(commit=True) as curs:
-                curs.execute("SET LOCAL maintenance_work_mem = '256MB'")  # each index sorted in memory
-                for statement in self.sql_create_statements:
-                    if statement.as_string().startswith("CREATE INDEX"):
-                        curs.execute(statement)
                 curs.execute(SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.counts))
                 curs.execute(SQL("DELETE FROM {}").format(self.counts))
                 curs.execute(SQL(audit_counts.fill_sql("{c}", "{t}")).format(c=self.counts, t=self.table))
                 curs.execute(SQL("ANALYZE {}").format(self.table))
+
+    def _build(self, statements: Sequence[Any]) -> None:
+        """Build some of the indexes in a session of their own (each sorted in memory)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            for statement in statements:
+                curs.execute(statement)

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
+from projections.fast_uuid import uuid_from_bytes
+
 _UNDECODED = object()
 
 
@@ -47,7 +49,7 @@ class Recorded:
         """The aggregate's id (a UUID where the recorder stores one)."""
         oid = self._originator_id
         if isinstance(oid, bytes):
-            oid = self._originator_id = UUID(bytes=oid)
+            oid = self._originator_id = uuid_from_bytes(oid)
         return cast("UUID | str", oid)
 
     @property

@@ -25,7 +25,7 @@ from domain.terms import Publication
 from domain.usage import UsageRecord
 from projections import log_ranges, runner
 from projections.audit_entries import DESCRIBE, NOT_ROWS, USAGE_ACTION
-from projections.audit_log import AuditFilter, AuditRow
+from projections.audit_log import AuditFilter, AuditProjection, AuditRow
 from projections.log import NotificationLog
 from projections.rebuild import rebuild
 from tests.support.clock import ManualClock
@@ -225,10 +225,19 @@ def test_a_rebuild_in_many_batches_reads_each_next_batch_while_applying_one_and_
         return read(self, *args)
 
     monkeypatch.setattr(NotificationLog, "records", watched)
+    writers: list[str] = []
+    write = AuditProjection.write
+
+    def written(self: AuditProjection, *args: Any) -> None:
+        writers.append(threading.current_thread().name)
+        write(self, *args)
+
+    monkeypatch.setattr(AuditProjection, "write", written)
     replayed, head = rebuild(quiet.audit, NotificationLog(quiet.app.recorder), quiet.app.mapper.to_domain_event)
     assert replayed == head and len(threads) > 5
     if quiet.settings.persistence == "postgres":  # the next batch read in the reading thread
         assert all(name.startswith("rebuild-read") for name in threads[1:])
+    assert len(writers) == len(threads) and all(name.startswith("rebuild-write") for name in writers)
     assert _rows(quiet, story.tenant_id) == incremental
     _check_counts(quiet, story, incremental)
 
@@ -274,6 +283,40 @@ def test_a_rebuild_builds_its_indexes_after_the_rows_and_again_when_it_fails(
     with pytest.raises(OSError):
         rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
     assert _indexes(quiet) == indexes
+
+
+def test_a_rebuild_whose_write_fails_stops_at_the_last_batch_written_and_the_next_one_completes(
+    quiet: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are worked out ahead of their writes; a write that fails ends the rebuild with its error,
+    the table as the batches before it left it (rows and position together), nothing of later ones."""
+    story = Story(quiet, clock)
+    for n, kind in enumerate(["join", "key", "usage", "hour", "revoke", "role", "usage", "key"] * 2):
+        story.act(kind, n)
+    quiet.runner.catch_up()
+    incremental = _rows(quiet, story.tenant_id)
+    monkeypatch.setattr(runner, "TRACKED_BATCH", 5)
+    monkeypatch.setattr(log_ranges, "RANGE_CHUNK", 5)
+    apply, calls = type(quiet.audit.table).apply, []
+
+    def third_fails(self: Any, expected: int, tracking: Any, *args: Any) -> None:
+        calls.append(tracking.notification_id)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        apply(self, expected, tracking, *args)
+
+    monkeypatch.setattr(type(quiet.audit.table), "apply", third_fails)
+    log = NotificationLog(quiet.app.recorder)
+    with pytest.raises(OSError, match="disk full"):
+        rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
+    assert len(calls) == 3 and quiet.audit.stored_position() == calls[1]
+    partial = _rows(quiet, story.tenant_id)
+    assert partial and all(r.position <= calls[1] for r in partial)
+    tenancy = [r for r in incremental if r.position <= calls[1] and r.entry.action != USAGE_ACTION]
+    assert [r for r in partial if r.entry.action != USAGE_ACTION] == tenancy  # hourly usage: counted so far
+    monkeypatch.setattr(type(quiet.audit.table), "apply", apply)
+    replayed, head = rebuild(quiet.audit, log, quiet.app.mapper.to_domain_event)
+    assert replayed == head and _rows(quiet, story.tenant_id) == incremental
 
 
 def test_a_page_since_a_time_is_the_same_whichever_index_it_walks(quiet: Services, clock: ManualClock) -> None:
