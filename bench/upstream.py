@@ -16,7 +16,7 @@ second, and the upstream, nats-server and the clients the third and fourth if th
 they share the agent's core).
 
     PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin] [--paths serve]
-                                          [--baseline-tree DIR]
+                                          [--modes stream] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -213,7 +213,9 @@ def relay_cli(
     return agent, secrets
 
 
-async def bench(seconds: float, levels: list[int], pin: bool, paths: set[str], baseline: Path | None) -> None:
+async def bench(
+    seconds: float, levels: list[int], pin: bool, paths: set[str], baseline: Path | None, modes: tuple[bool, ...]
+) -> None:
     import httpx
 
     from api.embedded_nats import EmbeddedNats
@@ -275,7 +277,7 @@ async def bench(seconds: float, levels: list[int], pin: bool, paths: set[str], b
         async def make_agent_client() -> Any:
             return direct_nats.one
 
-        for stream in (False, True):
+        for stream in modes:
             pace = STREAM_PACE_S if stream else 0.0
             httpx.post(f"http://127.0.0.1:{port}/_pace", content=str(pace))
             if "echo" in paths:  # the same worker with the echo backend (no HTTP): what a local engine costs
@@ -353,6 +355,8 @@ def print_tables(
     )
     for stream in (False, True):
         for level in levels:
+            if ("direct", stream, level) not in results:
+                continue
             base = results[("direct", stream, level)]
             for path in ("direct", "echo", "agent", "serve", "base"):
                 if (path, stream, level) not in results:
@@ -393,6 +397,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--no-pin", action="store_true", help="leave every process unpinned")
     parser.add_argument("--paths", default="echo,agent,serve", help="which of echo,agent,serve to run (direct always)")
+    parser.add_argument("--modes", default="whole,stream", help="which of whole,stream to run")
     parser.add_argument(
         "--baseline-tree",
         type=Path,
@@ -401,7 +406,8 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
     paths = set(args.paths.split(","))
-    asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree))
+    modes = tuple(mode == "stream" for mode in args.modes.split(","))
+    asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree, modes))
 
 
 if __name__ == "__main__":
