@@ -397,7 +397,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--no-pin", action="store_true", help="leave every process unpinned")
     parser.add_argument("--paths", default="echo,agent,serve", help="which of echo,agent,serve to run (direct always)")
-    parser.add_argument("--modes", default="whole,stream", help="which of whole,stream to run")
+    parser.add_argument("--modes", default="whole,stream", help="which of whole,stream to run (comma-separated)")
     parser.add_argument(
         "--baseline-tree",
         type=Path,
@@ -406,6 +406,9 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
     paths = set(args.paths.split(","))
+    unknown = set(args.modes.split(",")) - {"whole", "stream"}
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(sorted(unknown))} (whole, stream)")
     modes = tuple(mode == "stream" for mode in args.modes.split(","))
     asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree, modes))
 

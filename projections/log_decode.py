@@ -66,7 +66,7 @@ class _FastDecoder:
         self.decode, self.tags = decode, tags
         self._classes: dict[str, type] = {}
         self._convert_id: dict[tuple[type, type], Callable[[Any], Any]] = {}
-        self._shapes: dict[str, _Shape] = {}
+        self._shapes: dict[str, _Shape | None] = {}  # learned from a topic's first event (None: it has none)
 
     def __call__(self, stored: Notification) -> Any:
         return self.decode_parts(stored.topic, stored.state, stored.originator_id, stored.originator_version,
@@ -96,17 +96,15 @@ class _FastDecoder:
         return event
 
     def _state(self, topic: str, stored: bytes) -> Any:
-        """The stored JSON with the tagged values converted: by the topic's known shape when the bytes
-        prove it holds (see :class:`_Shape`), else by walking it (and learning the shape)."""
+        """The stored JSON with the tagged values converted: by the topic's shape when the bytes prove it
+        holds (see :class:`_Shape`), else by walking it. The shape is learned once, from the first event."""
         value = _json(stored)
-        shape = self._shapes.get(topic)
+        if topic not in self._shapes:
+            self._shapes[topic] = _Shape.of(value, stored, self.tags)
+        shape = self._shapes[topic]
         if shape is not None and shape.converts(value, stored):
             return value
-        learned = _Shape.of(value, stored, self.tags)
-        value = self._plain(value)  # after a partial ``converts``: the values it set are no dicts, left alone
-        if learned is not None:
-            self._shapes[topic] = learned
-        return value
+        return self._plain(value)  # after a partial ``converts``: the values it set are no dicts, left alone
 
     def _plain(self, value: Any) -> Any:
         """A JSON object or array with the library's tagged objects turned into their values, inner ones

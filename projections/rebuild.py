@@ -98,6 +98,13 @@ def _pipelined(
     replayed, after = 0, model.position
     ahead: Future[Read] | None = None
     written: Future[None] | None = None
+
+    def settle() -> None:  # the previous batch's write, whose position is ``after``
+        if written is not None:
+            written.result()
+            if on_progress is not None:
+                on_progress(after, head)
+
     with ThreadPoolExecutor(1, thread_name_prefix="rebuild-write") as writer:
         try:
             while after < head:
@@ -106,17 +113,11 @@ def _pipelined(
                 if through <= after:
                     raise RuntimeError(f"{model.name} did not move from {after} to {through}")
                 prepared = model.prepare([r for r in batch if r.notification_id > after])
-                if written is not None:
-                    written.result()
-                    if on_progress is not None:
-                        on_progress(after, head)
+                settle()
                 written = writer.submit(model.write, prepared, through)
                 replayed += len(batch)
                 after = through
-            if written is not None:
-                written.result()
-                if on_progress is not None:
-                    on_progress(after, head)
+            settle()
         finally:
             if ahead is not None:
                 ahead.cancel()
