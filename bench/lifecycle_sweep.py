@@ -2,11 +2,14 @@
 
 Each round sets up ``n`` due items in a fresh tenant of the same store (written in bulk through the
 domain's own aggregates, then projected), moves the clock to their due instant and times one full
-``Sweeper.run_once`` (every task, as ``ownllm serve`` runs it) with the task's batch size set: the
-product's default, and ``1`` (one item per command, transaction and catch-up: the code before batching)
-as the baseline measured in the same run. Erasures are users with an API key and a pending deletion
-(per item: key revoked, user removed, ``SubjectErased``, subject key destroyed); export expiries are
-completed exports whose 24 h link ends (per item: ``DataExport.Expired`` and the file's unlink).
+``Sweeper.run_once`` (every task ``ownllm serve``'s sweeper has) with the task's batch size set: the
+product's default, and ``1`` (one item per command, transaction and catch-up, through the same batched
+code) as the baseline measured in the same run. Only the sweeper runs while a pass is timed: the
+tracked read models (serve's projector child) and the reactions are brought to the head before it and
+are idle during it, so a pass in ``ownllm serve`` shares the machine and the store with them.
+Erasures are users with an API key and a pending deletion (per item: key revoked, user removed,
+``SubjectErased``, subject key destroyed); export expiries are completed exports whose 24 h link ends
+(per item: ``DataExport.Expired`` and the file's unlink).
 
     PYTHONPATH=. .venv/bin/python bench/lifecycle_sweep.py [--erasures 1000,10000] [--exports 1000000]
         [--baseline-erasures 1000] [--baseline-exports 10000] [--stores sqlite,postgres]

@@ -94,7 +94,7 @@ class ReactionRunner:
         """The log's head, read at most once per half interval by all this runner's threads together (an idle
         process polls once, not once per handler; :meth:`wake` and :meth:`run_once` read it afresh)."""
         with self._head_lock:
-            at = time.monotonic()
+            at = self.monotonic()
             if self._head_read is not None and at - self._head_read[0] < self.interval_s / 2:
                 return self._head_read[1]
             head = self.log.head()

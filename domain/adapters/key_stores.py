@@ -119,13 +119,19 @@ class PostgresKeyStore(KeyStore):
             "subject_id uuid PRIMARY KEY, key bytea, destroyed boolean NOT NULL DEFAULT false)"
         )
 
-    def _execute(self, query: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
-        """Run one statement, on a fresh connection again when the one lent broke; its first row."""
+    def _execute(self, query: str, params: tuple[object, ...] = (), many: list[tuple[object, ...]] | None = None
+                 ) -> tuple[Any, ...] | None:  # fmt: skip
+        """Run one statement (or, ``many``, it once per row in one transaction), on a fresh connection again
+        when the one lent broke (a batch is repeated whole: our statements are idempotent); its first row."""
         import psycopg
 
         for attempt in range(1, self.ATTEMPTS + 1):
             try:
                 with self._pool.connection() as conn:
+                    if many is not None:
+                        with conn.transaction(), conn.cursor() as cursor:
+                            cursor.executemany(query, many)
+                        return None
                     cursor = conn.execute(query, params)  # the table name is our own
                     return cursor.fetchone() if cursor.description else None
             except psycopg.OperationalError:
@@ -152,30 +158,16 @@ class PostgresKeyStore(KeyStore):
         return stored if stored is not None else key
 
     def _destroy(self, subject_id: UUID) -> None:
-        self._execute(
-            f"INSERT INTO {self._table} (subject_id, key, destroyed) VALUES (%s, NULL, true) "
-            "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true",
-            (subject_id,),
-        )
+        self._execute(self._DESTROY.format(table=self._table), (subject_id,))
         self.destroyed_since_vacuum += 1
 
     def _destroy_many(self, subject_ids: list[UUID]) -> None:
-        """One transaction for the whole batch (a retry after a lost connection repeats it whole: idempotent)."""
-        import psycopg
-
-        query = (f"INSERT INTO {self._table} (subject_id, key, destroyed) VALUES (%s, NULL, true) "
-                 "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true")  # fmt: skip
-        for attempt in range(1, self.ATTEMPTS + 1):
-            try:
-                with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-                    cursor.executemany(query, [(s,) for s in subject_ids])
-                break
-            except psycopg.OperationalError:
-                if attempt == self.ATTEMPTS:
-                    raise
-                log.warning("subject-key store: connection lost, retrying (%d/%d)", attempt, self.ATTEMPTS)
-                time.sleep(self.RETRY_PAUSE_S * attempt)
+        """One transaction for the whole batch."""
+        self._execute(self._DESTROY.format(table=self._table), many=[(s,) for s in subject_ids])
         self.destroyed_since_vacuum += len(subject_ids)
+
+    _DESTROY = ("INSERT INTO {table} (subject_id, key, destroyed) VALUES (%s, NULL, true) "
+                "ON CONFLICT (subject_id) DO UPDATE SET key=NULL, destroyed=true")  # fmt: skip
 
     destroyed_since_vacuum = 0
 

@@ -161,12 +161,7 @@ class LifecycleCommands(ErasureCommands):
 
     def expire_export(self, export_id: UUID, reason: str = "expired") -> bool:
         """The link stops working (the caller deletes the file); False when already expired."""
-        export = self._get(export_id)
-        if not isinstance(export, DataExport) or export.status == "expired":
-            return False
-        export.expire(_system(export, "expire"), reason)
-        self._save(export)
-        return True
+        return self.expire_exports([export_id], reason) == 1
 
     def expire_exports(self, export_ids: Sequence[UUID], reason: str = "expired") -> int:
         """Expire several links in one transaction (the sweeper's batch); how many were not expired yet."""
