@@ -20,7 +20,17 @@ from api.services import Services, build_services
 from api.settings import Settings
 from domain.usage import UsageRecord
 from projections.directory import Directory
-from projections.log import SQLITE_INDEX, NotificationLog, postgres_index_name, postgres_query, sqlite_query, topics_of
+from projections.log import (
+    SHORT_RANGE,
+    SQLITE_INDEX,
+    NotificationLog,
+    postgres_index_name,
+    postgres_query,
+    postgres_short_query,
+    sqlite_query,
+    sqlite_short_query,
+    topics_of,
+)
 
 TOPICS = ("a:A", "b:B", "c:C", "d:D")
 
@@ -54,7 +64,12 @@ def check_equals_filtering(log: NotificationLog) -> None:
     same_answer()
 
 
-def test_reading_by_topic_is_filtering_the_whole_log(make_settings: Callable[..., Settings]) -> None:
+@pytest.mark.parametrize("short_range", [0, 10, 10**6], ids=["by-topic", "both", "by-id"])
+def test_reading_by_topic_is_filtering_the_whole_log(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, short_range: int
+) -> None:
+    """Ranges up to ``SHORT_RANGE`` ids are read by id, longer ones per topic: each is the same answer."""
+    monkeypatch.setattr("projections.log.SHORT_RANGE", short_range)
     services = build_services(make_settings(), start_runner=False)
     try:
         fill(services.app.recorder, [TOPICS[(n * n + n // 3) % 3] if n % 11 else "d:D" for n in range(45)])
@@ -158,14 +173,7 @@ def test_postgres_reads_a_topic_through_the_index_never_the_usage_rows(
     assert isinstance(recorder, PostgresApplicationRecorder)
     schema, table = postgres_services.settings.postgres_schema, recorder.events_table_name
     with psycopg.connect(postgres_services.settings.postgres_dsn, autocommit=True) as conn:
-        # 60,000 usage rows with a directory event every 500, then fresh statistics.
-        conn.execute(
-            f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, state) '
-            "SELECT gen_random_uuid(), 1, CASE WHEN g %% 500 = 0 THEN %s ELSE %s END, '\\x00'::bytea "
-            "FROM generate_series(1, 60000) g",
-            (DIRECTORY_TOPICS[0], USAGE_TOPICS[0]),
-        )
-        conn.execute(f'ANALYZE "{schema}"."{table}"')
+        fill_usage(conn, schema, table)
         conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         text = postgres_query(recorder, 100).as_string(conn)
         for n, name in enumerate(("topics", "after", "stop"), start=1):
@@ -184,9 +192,45 @@ def test_postgres_reads_a_topic_through_the_index_never_the_usage_rows(
             assert read <= len(topics) * 100, plan  # at most ``limit`` index entries per topic
 
 
-def explain(conn: psycopg.Connection[Any], topics: list[str], after: int) -> Any:
+@pytest.mark.parametrize("persistence", ["postgres"])
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_postgres_reads_a_short_range_by_id_never_through_the_topic_index(
+    postgres_services: Services, plan_cache_mode: str
+) -> None:
+    """What a reader following the log asks at each poll: a few new ids, the directory's many topics."""
+    recorder = postgres_services.app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    schema, table = postgres_services.settings.postgres_schema, recorder.events_table_name
+    with psycopg.connect(postgres_services.settings.postgres_dsn, autocommit=True) as conn:
+        fill_usage(conn, schema, table)
+        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        text = postgres_short_query(recorder, 100).as_string(conn)
+        for n, name in enumerate(("topics", "after", "stop"), start=1):
+            text = text.replace(f"%({name})s", f"${n}")
+        conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")
+        head = 60_000
+        for topics, after in ((DIRECTORY_TOPICS, head - 40), (DIRECTORY_TOPICS, head - SHORT_RANGE), (USAGE_TOPICS, 0)):
+            plan = explain(conn, topics, after, min(after + SHORT_RANGE, head))
+            scans = [n for n in walk(plan["Plan"]) if n.get("Relation Name") == table]
+            assert scans and all(n["Node Type"] in {"Index Scan", "Bitmap Heap Scan"} for n in scans), plan
+            assert not any(n.get("Index Name") == postgres_index_name(recorder) for n in walk(plan["Plan"])), plan
+            assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) <= SHORT_RANGE, plan
+
+
+def fill_usage(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
+    """60,000 usage rows with a directory event every 500, then fresh statistics."""
+    conn.execute(
+        f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, state) '
+        "SELECT gen_random_uuid(), 1, CASE WHEN g %% 500 = 0 THEN %s ELSE %s END, '\\x00'::bytea "
+        "FROM generate_series(1, 60000) g",
+        (DIRECTORY_TOPICS[0], USAGE_TOPICS[0]),
+    )
+    conn.execute(f'ANALYZE "{schema}"."{table}"')
+
+
+def explain(conn: psycopg.Connection[Any], topics: list[str], after: int, stop: int = 10**9) -> Any:
     query = SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE by_topic({}, {}, {})").format(
-        Literal(topics), Literal(after), Literal(10**9)
+        Literal(topics), Literal(after), Literal(stop)
     )
     row = conn.execute(query).fetchone()
     assert row is not None
@@ -220,6 +264,11 @@ def test_sqlite_reads_a_topic_through_the_covering_index(make_settings: Callable
                         f"SEARCH stored_events USING COVERING INDEX {SQLITE_INDEX} (topic=? AND rowid>? AND rowid<?)",
                         "SEARCH stored_events USING INTEGER PRIMARY KEY (rowid=?)",
                     }, steps
+                c.execute(
+                    "EXPLAIN QUERY PLAN " + sqlite_short_query("stored_events", len(topics)), [0, 200, *topics, 100]
+                )
+                steps = [row[3] for row in c.fetchall()]
+                assert steps == ["SEARCH stored_events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"], steps
     finally:
         services.close()
 
