@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -130,11 +131,42 @@ class Samples:
     total: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    # per pair of stamped tokens (bench/upstream.py): the gap the client saw minus the gap the upstream sent
+    relay_gaps: list[float] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
     elapsed: float = 0.0
     cpu_s: float = 0.0  # the proxy process's CPU time during the measured part (proxied cells)
     proxy_cpu_s: float = 0.0  # a second process's, when run_cell is given ``proxy_pid`` (bench/upstream.py)
+
+
+class StampedGaps:
+    """What a stream adds to each gap between two tokens the upstream stamped with its send time.
+
+    bench/upstream.py's upstream ends each streamed token with ``@`` and ``time.monotonic_ns()`` when
+    it sent it (one clock for every process on the machine): the gap the client sees between two
+    tokens minus the gap between their sends is what everything in between added to that gap,
+    whatever the upstream's own pacing did (on a shared core, its sleeps run late too).
+    """
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.sent: int | None = None
+        self.received = 0
+
+    def token(self, text: bytes, received_ns: int, samples: Samples) -> None:
+        """Note a content chunk received at ``received_ns`` (unstamped chunks are ignored)."""
+        at = text.rfind(b"@")
+        if at < 0:
+            return
+        digits = re.match(rb"\d+", text[at + 1 :])
+        if digits is None:
+            return
+        sent = int(digits.group())
+        if self.sent is not None:
+            samples.relay_gaps.append(((received_ns - self.received) - (sent - self.sent)) / 1e9)
+        self.sent, self.received = sent, received_ns
 
 
 def pct(values: list[float], q: float) -> float:
@@ -177,10 +209,12 @@ class DirectClient:
         try:
             await self.nc.request(protocol.job_subject(TENANT, "echo"), protocol.encode(job), timeout=5)
             last = None
+            stamped = StampedGaps()
             while True:
                 message = await asyncio.wait_for(queue.get(), 10)
                 now = time.perf_counter()
                 if isinstance(message, Chunk):
+                    stamped.token(message.text.encode(), time.monotonic_ns(), samples)
                     if last is None:
                         samples.ttft.append(now - start)
                     else:
@@ -236,14 +270,16 @@ class RawHTTP:
                 samples.errors += 1
             return
         last = None
+        stamped = StampedGaps()
         while True:
             size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
             data = await reader.readexactly(size + 2)
             if size == 0:
                 break
-            now = time.perf_counter()
+            now, now_ns = time.perf_counter(), time.monotonic_ns()
             for event in data.split(b"\n\n"):
                 if event.startswith(b'data: {"id"') and b'"content"' in event:
+                    stamped.token(event, now_ns, samples)
                     if last is None:
                         samples.ttft.append(now - start)
                     else:
@@ -681,8 +717,9 @@ class Real:
 class Composition:
     """``ownllm serve`` (SQLite or PostgreSQL, embedded NATS) pinned to core 0, a tenant, keys and an echo agent."""
 
-    def __init__(self, store: str, pin: bool, postgres_dsn: str, root: Path = ROOT) -> None:
+    def __init__(self, store: str, pin: bool, postgres_dsn: str, root: Path = ROOT, children_core: int = 1) -> None:
         self.store, self.pin, self.dsn = store, pin, postgres_dsn
+        self.children_core = children_core  # where its nats-server and projector go when pinned
         self.root = root  # the source tree the server runs (another one: a baseline in the same run)
         self.var = tempfile.mkdtemp(prefix=f"ownllm-bench-{store}-")
         self.port = free_port()
@@ -711,7 +748,7 @@ class Composition:
         self._wait_healthy()
         if self.pin:  # the embedded nats-server and the projector belong off the proxy's core
             for child in children_of(self.server.pid):
-                os.sched_setaffinity(child, {1})
+                os.sched_setaffinity(child, {self.children_core})
 
     def server_pid(self) -> int:
         """The `ownllm serve` process (the proxy)."""

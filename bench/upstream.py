@@ -12,8 +12,12 @@ process) serves three kinds of clients in the same run, at each concurrency leve
 Non-streaming cells run the upstream at full speed; streaming cells pace it at 5 ms per token so
 gaps are a generation's. The relay agents' own CPU time per request is printed (from /proc).
 With ``--pin`` (default when there are 2+ cores) ``ownllm serve`` gets the first core, the agent the
-second, and the upstream, nats-server and the clients the third and fourth if there are any (else
-they share the agent's core).
+second, the upstream the third and the rest (nats-servers, the serve's projector, the clients) the
+fourth if there are any (else they share the agent's core).
+
+Each streamed token carries the upstream's send time, so besides the gap p99 next to the direct
+path's (``added gap p99``) the table gives ``relay gap p99``: per pair of tokens, the gap the client
+saw minus the gap the upstream sent (what the path itself added, whatever the upstream's pacing did).
 
     PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin] [--paths serve]
                                           [--modes stream] [--baseline-tree DIR]
@@ -28,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -93,7 +98,7 @@ def serve_upstream(config: dict[str, Any]) -> None:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-    events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": t}) for t in TOKENS)]
+    role = chunk({"role": "assistant", "content": ""})
     tail = chunk({}, "stop")
     usage_event = b"data: " + json.dumps({"id": "chatcmpl-up", "choices": [], "usage": usage}).encode() + b"\n\n"
 
@@ -119,9 +124,10 @@ def serve_upstream(config: dict[str, Any]) -> None:
             return
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for event in events:
+        for token in ("", *TOKENS):  # the role first; each token stamped with its send time (bench.proxy.StampedGaps)
             if state["pace"]:
                 await asyncio.sleep(state["pace"])
+            event = chunk({"content": f"{token}@{time.monotonic_ns()}"}) if token else role
             await send({"type": "http.response.body", "body": event, "more_body": True})
         last = tail + (usage_event if (request.get("stream_options") or {}).get("include_usage") else b"")
         await send({"type": "http.response.body", "body": last + b"data: [DONE]\n\n"})
@@ -234,8 +240,9 @@ async def bench(
     embedded = EmbeddedNats(Settings(var_dir=str(tmp / "nats"))).start()
     if where["rest"] is not None and embedded.proc is not None:
         os.sched_setaffinity(embedded.proc.pid, {where["rest"]})
-    composition = Composition("sqlite", pin, "")
-    base_composition = Composition("sqlite", pin, "", baseline) if baseline is not None else None
+    rest = where["rest"] if where["rest"] is not None else 1  # its nats-server and projector: off the agent's core
+    composition = Composition("sqlite", pin, "", children_core=rest)
+    base_composition = Composition("sqlite", pin, "", baseline, rest) if baseline is not None else None
     results: dict[tuple[str, bool, int], Samples] = {}
     try:
         agent_id = str(uuid4())
@@ -350,7 +357,8 @@ def print_tables(
     print(f"\nopenai backend relay overhead ({os.cpu_count()} cores; {placed}; shared machine: see the note)")
     print(
         f"{'mode':<9}{'path':<7}{'clients':>8} | {'p50':>7}{'p99':>8}{'added p50':>10} | {'req/s':>7} | "
-        f"{'ttft p50':>8}{'gap p50':>8}{'gap p99':>8}{'added gap p99':>14} | {'agent CPU ms/req':>16} | "
+        f"{'ttft p50':>8}{'gap p50':>8}{'gap p99':>8}{'added gap p99':>14}{'relay gap p99':>14} | "
+        f"{'agent CPU ms/req':>16} | "
         f"{'proxy CPU ms/req':>16} | {'errors':>6}"
     )
     for stream in (False, True):
@@ -370,7 +378,8 @@ def print_tables(
                 print(
                     f"{'stream' if stream else 'whole':<9}{path:<7}{level:>8} | {pct(s.total, 0.5):>7.2f}"
                     f"{pct(s.total, 0.99):>8.2f}{added:>10.2f} | {s.requests / max(s.elapsed, 1e-9):>7.0f} | "
-                    f"{pct(s.ttft, 0.5):>8.2f}{pct(s.gaps, 0.5):>8.2f}{pct(s.gaps, 0.99):>8.2f}{added_gap:>14.2f} | "
+                    f"{pct(s.ttft, 0.5):>8.2f}{pct(s.gaps, 0.5):>8.2f}{pct(s.gaps, 0.99):>8.2f}{added_gap:>14.2f}"
+                    f"{pct(s.relay_gaps, 0.99) if stream else float('nan'):>14.2f} | "
                     f"{cpu:>16.3f} | {proxy_cpu:>16.3f} | {s.errors:>6}"
                 )
     print("times in ms; direct = client -> upstream; echo = client -> NATS -> the same worker on the echo backend")
@@ -378,6 +387,8 @@ def print_tables(
     print("serve = client -> `ownllm serve` (SQLite, usage recorded) -> NATS -> `ownllm-agent --backend openai`")
     print("        -> upstream: the whole path")
     print("added = that path minus direct at the same percentile and clients; gap = time between content chunks")
+    print("relay gap = per pair of tokens, the gap the client saw minus the gap between the upstream's sends of")
+    print("        them (each token carries its send time): what the path itself added to that gap")
     print(f"streaming cells: the upstream paces tokens at {STREAM_PACE_S * 1000:.0f} ms; non-streaming at full speed")
     print("base = the same as serve, with `ownllm serve` run from the --baseline-tree (same run, alternated)")
     print("agent CPU ms/req = the relay agent process's on-CPU time (schedstat, all threads) / requests served")
