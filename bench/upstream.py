@@ -393,6 +393,9 @@ def print_tables(
     print("base = the same as serve, with `ownllm serve` run from the --baseline-tree (same run, alternated)")
     print("agent CPU ms/req = the relay agent process's on-CPU time (schedstat, all threads) / requests served")
     print("proxy CPU ms/req = the `ownllm serve` process's on-CPU time (all threads: usage writer included) / requests")
+    if any(s.errors for s in results.values()):
+        print("errors = answers other than 200: a whole cell at 1 client passes the enterprise plan's 3,000 requests")
+        print("        a minute per key after about 6 s (fast 429s that inflate req/s): keep --seconds at 3 or less")
     print(TARGETS + " (printed, not asserted)")
 
 
