@@ -10,8 +10,10 @@ one token per text event), marked ``estimated``. A cancel closes the upstream co
 vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
 the upstream, and an upstream that stops answering leaves the agent announcing none.
 
-Jobs go through aiohttp (a quarter of httpx's CPU per streamed request, measured with
-bench/upstream.py's upstream); the rare model polls and the doctor use httpx.
+Jobs and model polls go through aiohttp (a quarter of httpx's CPU per streamed request, measured
+with bench/upstream.py's upstream), each new connection to a host name checked again
+(:mod:`agent.backends.upstream_dns`); the first listing at start and the doctor use httpx, right
+after the start-up check.
 
 Nothing from a request or response body is logged, upstream error bodies included.
 """
@@ -29,6 +31,7 @@ import httpx
 
 from agent.backends.base import Event, Finished, GenerationRequest, RequestError
 from agent.backends.upstream_config import UpstreamConfig
+from agent.backends.upstream_dns import CheckedResolver
 from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
 from agent.backends.upstream_stream import Relay
 from agent.backends.upstream_wire import estimate_prompt_tokens, refusal, request_body
@@ -36,6 +39,7 @@ from agent.protocol import ModelInfo
 
 log = logging.getLogger("ownllm.agent.upstream")
 MAX_ERROR_BODY = 64 * 1024
+MAX_LISTING = 4 * 1024 * 1024  # a GET /v1/models answer
 MAX_CHARS_PER_CHUNK_TOKEN = 256
 MAX_EARLY_CANCELS = 4096
 MAX_DELTA_CHARS = 16 * 1024  # one chunk of coalesced events, well under NATS's payload limit
@@ -56,7 +60,8 @@ class OpenAIUpstreamBackend:
         self._routes: Routes = {}
         self._healthy = False
         self._session: aiohttp.ClientSession | None = None
-        self._poller: httpx.AsyncClient | None = None
+        self._poller: aiohttp.ClientSession | None = None
+        self._resolver: CheckedResolver | None = None
         self._tasks: dict[str, asyncio.Task[object]] = {}
         self._reading: set[str] = set()
         self._cancelled: dict[str, None] = {}  # job ids, oldest first
@@ -68,7 +73,8 @@ class OpenAIUpstreamBackend:
     def load(self) -> None:
         """Ask the upstream for its models once; an unreachable upstream is announced when it answers."""
         try:
-            with httpx.Client(trust_env=False, timeout=self._poll_timeout()) as client:
+            timeout = httpx.Timeout(self._poll_s(), connect=self.config.connect_timeout_s)
+            with httpx.Client(trust_env=False, timeout=timeout) as client:
                 response = client.get(self.config.url + "/models", headers=self.config.headers())
             self._apply(response.status_code, response.content)
         except httpx.HTTPError as exc:
@@ -91,27 +97,29 @@ class OpenAIUpstreamBackend:
 
     async def refresh(self) -> bool:
         """Ask ``/v1/models`` now; whether the announced models changed."""
-        if self._poller is None:
-            self._poller = httpx.AsyncClient(
-                trust_env=False, timeout=self._poll_timeout(), headers=self.config.headers()
-            )
+        if self._poller is None or self._poller.closed:
+            limits = aiohttp.ClientTimeout(total=self._poll_s(), connect=self.config.connect_timeout_s)
+            self._poller = self._client(1, limits, decompress=True)
         try:
-            response = await self._poller.get(self.config.url + "/models")
-        except httpx.TimeoutException as exc:
+            async with self._poller.get(self.config.url + "/models", allow_redirects=False) as response:
+                status, body = response.status, await _bounded_body(response.content, MAX_LISTING + 1)
+        except TimeoutError as exc:
             if self._streaming():  # busy, not gone: llama-cpp-python serves /v1/models between generations only
                 return False
             return self._apply(None, b"", type(exc).__name__)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return self._apply(None, b"", type(exc).__name__)
-        return self._apply(response.status_code, response.content)
+        if len(body) > MAX_LISTING:
+            return self._apply(None, b"", f"a model listing over {MAX_LISTING} bytes")
+        return self._apply(status, body)
 
     def _streaming(self) -> bool:
         """Whether a job's stream brought bytes within the last poll timeout: the upstream answers."""
-        return time.monotonic() - self._last_read < min(5.0, max(1.0, self.config.poll_interval_s))
+        return time.monotonic() - self._last_read < self._poll_s()
 
-    def _poll_timeout(self) -> httpx.Timeout:
+    def _poll_s(self) -> float:
         """A poll waits at most the poll interval (1-5 s): a hung upstream counts as down."""
-        return httpx.Timeout(min(5.0, max(1.0, self.config.poll_interval_s)), connect=self.config.connect_timeout_s)
+        return min(5.0, max(1.0, self.config.poll_interval_s))
 
     def _apply(self, status: int | None, body: bytes, failure: str | None = None) -> bool:
         """Take a poll's outcome; whether the announced models changed."""
@@ -145,16 +153,26 @@ class OpenAIUpstreamBackend:
         Created in the running loop; never through an HTTP proxy from the environment.
         """
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.capacity + 4, keepalive_timeout=30),
-                headers={**self.config.headers(), **_HEADERS},
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.config.connect_timeout_s, sock_read=self.config.timeout_s
-                ),
-                trust_env=False,
-                auto_decompress=False,
-            )
+            timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
+                                            sock_read=self.config.timeout_s)  # fmt: skip
+            self._session = self._client(self.capacity + 4, timeout, _HEADERS)
         return self._session
+
+    def _client(
+        self, connections: int, timeout: aiohttp.ClientTimeout, headers: dict[str, str] | None = None,
+        decompress: bool = False,
+    ) -> aiohttp.ClientSession:  # fmt: skip
+        """A connection pool to the upstream: its key sent, no proxy from the environment, host names
+        checked at each new connection unless remote upstreams are allowed."""
+        if self._resolver is None and not self.config.allow_remote:
+            self._resolver = CheckedResolver()  # one for jobs and polls (made in the running loop)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=30, resolver=self._resolver),
+            headers={**self.config.headers(), **(headers or {})},
+            timeout=timeout,
+            trust_env=False,
+            auto_decompress=decompress,
+        )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """One streaming request upstream; each text event is yielded as it arrives."""
@@ -238,14 +256,16 @@ class OpenAIUpstreamBackend:
         if self._session is not None:
             await self._session.close()
         if self._poller is not None:
-            await self._poller.aclose()
+            await self._poller.close()
+        if self._resolver is not None:
+            await self._resolver.close()
 
 
-async def _bounded_body(content: aiohttp.StreamReader) -> bytes:
-    """An error body, at most :data:`MAX_ERROR_BODY` bytes (never logged)."""
+async def _bounded_body(content: aiohttp.StreamReader, limit: int = MAX_ERROR_BODY) -> bytes:
+    """A body, at most ``limit`` bytes (an error body is never logged)."""
     raw = bytearray()
-    while len(raw) < MAX_ERROR_BODY:
-        part = await content.read(MAX_ERROR_BODY - len(raw))
+    while len(raw) < limit:
+        part = await content.read(limit - len(raw))
         if not part:
             break
         raw += part

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +27,10 @@ class UpstreamConfigError(ValueError):
     """The upstream settings cannot be used; the message says what to change."""
 
 
+class UpstreamAddressError(OSError):
+    """The upstream's host resolves to a public address and remote upstreams are not allowed."""
+
+
 class UpstreamConfig(msgspec.Struct, frozen=True):
     """Where the upstream OpenAI-compatible server is and what to serve from it."""
 
@@ -39,6 +43,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True):
     poll_interval_s: float = 5.0
     timeout_s: float = 120.0
     connect_timeout_s: float = 2.0
+    allow_remote: bool = False  # else every connection checks the host's addresses again (upstream_dns)
 
     def __repr__(self) -> str:
         """Never show the key."""
@@ -59,6 +64,11 @@ def _private(address: str) -> bool:
     return ip.is_loopback or ip.is_private
 
 
+def public_addresses(addresses: Iterable[str]) -> list[str]:
+    """Those of ``addresses`` on neither loopback nor a private network."""
+    return sorted({a for a in addresses if not _private(a)})
+
+
 def check_url(url: str, allow_remote: bool = False) -> str:
     """The normalised base URL; raises unless it is http(s) on a loopback or private address (or allowed)."""
     parts = urlsplit(url.strip())
@@ -72,7 +82,7 @@ def check_url(url: str, allow_remote: bool = False) -> str:
             addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)}
         except OSError as exc:
             raise UpstreamConfigError(f"upstream host {host!r} does not resolve: {exc}") from exc
-        public = sorted(a for a in addresses if not _private(str(a)))
+        public = public_addresses(str(a) for a in addresses)
         if public:
             raise UpstreamConfigError(
                 f"upstream {host!r} is not on loopback or a private network ({', '.join(map(str, public))}); "
@@ -141,8 +151,10 @@ def from_settings(
     key = read_key_file(file) if file is not None else (env.get(KEY_ENV) or "").strip() or None
     if settings.upstream_context_length <= 0 or settings.upstream_poll_interval_s <= 0:
         raise UpstreamConfigError("upstream context length and poll interval must be positive")
+    remote = allow_remote or settings.upstream_allow_remote
     return UpstreamConfig(
-        url=check_url(raw_url, allow_remote or settings.upstream_allow_remote),
+        url=check_url(raw_url, remote),
+        allow_remote=remote,
         api_key=key,
         routes=parse_routes(models if models is not None else settings.upstream_models),
         context_length=settings.upstream_context_length,

@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -305,3 +308,35 @@ async def test_paced_events_are_relayed_one_by_one_as_they_arrive(fake) -> None:
     assert [text for _, text in arrivals[:5]] == [" a", " b", " c", " a", " b"]  # nothing held back
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrivals[:5])]
     assert all(gap > 0.02 for gap in gaps)  # each as the upstream sent it, 50 ms apart
+
+
+async def test_a_host_name_is_checked_again_at_each_new_connection(
+    fake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DNS answer that turns public after start gets neither a prompt nor the key; private again, both."""
+    app, url = fake
+    port, answer, real = urlsplit(url).port, {"address": "127.0.0.1"}, socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "upstream.internal":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answer["address"], port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    app.key = "sk-upstream"
+    backend = backend_for(url.replace("127.0.0.1", "upstream.internal"), api_key="sk-upstream")
+    assert [m.id for m in backend.models()] == list(app.models)  # the listing at start
+    answer["address"] = "93.184.216.34"  # the record now points off the private network
+    seen = len(app.seen_keys)
+    with caplog.at_level(logging.WARNING, "ownllm.agent.upstream"):
+        with pytest.raises(RequestError, match="upstream connection failed"):
+            await collect(backend, chat("a prompt that must stay here"))
+        assert await backend.refresh() and backend.models() == []  # announced down: no job comes
+    refused = "upstream.internal now resolves to 93.184.216.34, not a private address: not connecting"
+    assert caplog.text.count(refused) == 1  # once, not per connection
+    assert "ClientConnectorDNSError" in caplog.text  # refused before connecting, not a connection that failed
+    assert len(app.seen_keys) == seen and app.requests == []
+    answer["address"] = "127.0.0.1"
+    assert await backend.refresh() and backend.models()
+    deltas, final = await collect(backend, chat("hello"))
+    assert deltas and final.finish_reason == "stop" and len(app.requests) == 1
