@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -169,23 +170,15 @@ USAGE_TOPICS = list(topics_of([UsageRecord.Recorded]))
 def test_postgres_reads_a_topic_through_the_index_never_the_usage_rows(
     postgres_services: Services, plan_cache_mode: str
 ) -> None:
-    recorder = postgres_services.app.recorder
-    assert isinstance(recorder, PostgresApplicationRecorder)
-    schema, table = postgres_services.settings.postgres_schema, recorder.events_table_name
-    with psycopg.connect(postgres_services.settings.postgres_dsn, autocommit=True) as conn:
-        fill_usage(conn, schema, table)
-        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-        text = postgres_query(recorder, 100).as_string(conn)
-        for n, name in enumerate(("topics", "after", "stop"), start=1):
-            text = text.replace(f"%({name})s", f"${n}")
-        conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")  # as the runner's prepared statement
+    """A reader far behind: per topic, the next ids from the topic index, never a usage row."""
+    with prepared(postgres_services, postgres_query, plan_cache_mode) as (conn, table, topic_index):
         for topics, after in ((DIRECTORY_TOPICS, 0), (DIRECTORY_TOPICS, 59_000), (USAGE_TOPICS, 30_000)):
             plan = explain(conn, topics, after)
             nodes = list(walk(plan["Plan"]))
             scans = [n for n in nodes if n.get("Relation Name") == table]
             assert scans, plan
             assert all(n["Node Type"] in {"Index Only Scan", "Index Scan"} for n in scans), plan
-            by_topic = [n for n in scans if n.get("Index Name") == postgres_index_name(recorder)]
+            by_topic = [n for n in scans if n.get("Index Name") == topic_index]
             assert by_topic and all(n["Node Type"] == "Index Only Scan" for n in by_topic), plan
             assert all("Filter" not in n for n in scans), plan  # no row is read only to be thrown away
             read = sum(n["Actual Rows"] * n["Actual Loops"] for n in by_topic)
@@ -198,27 +191,32 @@ def test_postgres_reads_a_short_range_by_id_never_through_the_topic_index(
     postgres_services: Services, plan_cache_mode: str
 ) -> None:
     """What a reader following the log asks at each poll: a few new ids, the directory's many topics."""
-    recorder = postgres_services.app.recorder
-    assert isinstance(recorder, PostgresApplicationRecorder)
-    schema, table = postgres_services.settings.postgres_schema, recorder.events_table_name
-    with psycopg.connect(postgres_services.settings.postgres_dsn, autocommit=True) as conn:
-        fill_usage(conn, schema, table)
-        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-        text = postgres_short_query(recorder, 100).as_string(conn)
-        for n, name in enumerate(("topics", "after", "stop"), start=1):
-            text = text.replace(f"%({name})s", f"${n}")
-        conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")
+    with prepared(postgres_services, postgres_short_query, plan_cache_mode) as (conn, table, topic_index):
         head = 60_000
         for topics, after in ((DIRECTORY_TOPICS, head - 40), (DIRECTORY_TOPICS, head - SHORT_RANGE), (USAGE_TOPICS, 0)):
             plan = explain(conn, topics, after, min(after + SHORT_RANGE, head))
             scans = [n for n in walk(plan["Plan"]) if n.get("Relation Name") == table]
             assert scans and all(n["Node Type"] in {"Index Scan", "Bitmap Heap Scan"} for n in scans), plan
-            assert not any(n.get("Index Name") == postgres_index_name(recorder) for n in walk(plan["Plan"])), plan
+            assert not any(n.get("Index Name") == topic_index for n in walk(plan["Plan"])), plan
             assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) <= SHORT_RANGE, plan
 
 
-def fill_usage(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
-    """60,000 usage rows with a directory event every 500, then fresh statistics."""
+@contextmanager
+def prepared(
+    services: Services, query_of: Callable[[PostgresApplicationRecorder, int], Any], plan_cache_mode: str
+) -> Iterator[tuple[psycopg.Connection[Any], str, str]]:
+    """60,000 usage rows with a directory event every 500, fresh statistics, then the query (limit 100)
+    prepared as ``by_topic`` (as the runner's prepared statement) under ``plan_cache_mode``; yields the
+    connection, the events table's name and the topic index's."""
+    recorder = services.app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    schema, table = services.settings.postgres_schema, recorder.events_table_name
+    with psycopg.connect(services.settings.postgres_dsn, autocommit=True) as conn:
+        _prepare(conn, schema, table, query_of(recorder, 100).as_string(conn), plan_cache_mode)
+        yield conn, table, postgres_index_name(recorder)
+
+
+def _prepare(conn: psycopg.Connection[Any], schema: str, table: str, text: str, plan_cache_mode: str) -> None:
     conn.execute(
         f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, state) '
         "SELECT gen_random_uuid(), 1, CASE WHEN g %% 500 = 0 THEN %s ELSE %s END, '\\x00'::bytea "
@@ -226,6 +224,10 @@ def fill_usage(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
         (DIRECTORY_TOPICS[0], USAGE_TOPICS[0]),
     )
     conn.execute(f'ANALYZE "{schema}"."{table}"')
+    conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+    for n, name in enumerate(("topics", "after", "stop"), start=1):
+        text = text.replace(f"%({name})s", f"${n}")
+    conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")
 
 
 def explain(conn: psycopg.Connection[Any], topics: list[str], after: int, stop: int = 10**9) -> Any:
