@@ -72,6 +72,9 @@ class PostgresAuditTable(AuditTableBase, PostgresTrackingRecorder):
                 "CREATE TABLE IF NOT EXISTS {} (tenant_id uuid NOT NULL, action text NOT NULL, actor text NOT NULL, "
                 "action_kind text NOT NULL, rows bigint NOT NULL, PRIMARY KEY (tenant_id, action, actor))"
             ).format(self.counts),
+            # the rows' table before the counts, in the order a batch takes them (else a batch in flight, holding
+            # the rows and writing its counts, and this opening, holding the counts and indexing the rows, deadlock)
+            SQL("LOCK TABLE {} IN SHARE MODE").format(self.table),
             SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self.counts),  # see audit_counts
             SQL(audit_counts.fill_sql("{c}", "{t}")).format(c=self.counts, t=self.table),
         ]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.domain import Aggregate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 import domain
 from api.services import Services, build_services
@@ -335,3 +338,37 @@ def test_a_page_since_a_time_is_the_same_whichever_index_it_walks(quiet: Service
                 older = quiet.audit.page(AuditFilter(story.tenant_id, since=since), before=page.rows[-1].position,
                                          limit=limit)  # fmt: skip
                 assert older.rows == expected[limit : 2 * limit]
+
+
+@pytest.mark.parametrize("persistence", ["postgres"])
+def test_a_process_opening_the_table_while_another_writes_a_batch_waits_for_it(quiet: Services) -> None:
+    """Opening takes the table, then the counts (as a batch does), so the two never wait on each other.
+
+    It had locked the counts first and the table at its ``CREATE INDEX IF NOT EXISTS``: a batch holding
+    the table and then writing its counts was a deadlock (seen in CI when a second process opened).
+    """
+    table: Any = quiet.audit.table
+    dsn = quiet.settings.postgres_dsn
+    row = (uuid.uuid4(), "user:x", "user.joined", "user", uuid.uuid4(), "joined", "r", "user")
+    with ThreadPoolExecutor(1) as another, psycopg.connect(dsn) as writer:  # a batch in flight: row in, counts not
+        writer.execute(SQL("SET search_path TO {}").format(Identifier(quiet.settings.postgres_schema)))
+        columns = "position, tenant_id, time, actor, action, subject_kind, subject_id, summary, request_id, action_kind"
+        writer.execute(
+            f"INSERT INTO ownllm_audit_log ({columns}) VALUES (1, %s, now(), %s, %s, %s, %s, %s, %s, %s)", row
+        )
+        opened: Future[None] = another.submit(table.create_table)  # another process opening the table
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(dsn) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_on_a_lock(dsn), "the opening did not wait for the batch"
+        writer.execute("INSERT INTO ownllm_audit_counts VALUES (%s, %s, %s, %s, 1)", (row[0], row[2], row[1], row[7]))
+        writer.commit()  # before the fix: deadlock detected, in one of the two
+    opened.result(timeout=10)
+    assert quiet.audit.count(AuditFilter(row[0])) == (1, True)
+
+
+def _waiting_on_a_lock(dsn: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                             "AND datname = current_database()").fetchone()  # fmt: skip
+    return bool(found and found[0])
