@@ -240,7 +240,7 @@ async def bench(
     embedded = EmbeddedNats(Settings(var_dir=str(tmp / "nats"))).start()
     if where["rest"] is not None and embedded.proc is not None:
         os.sched_setaffinity(embedded.proc.pid, {where["rest"]})
-    rest = where["rest"] if where["rest"] is not None else 1  # its nats-server and projector: off the agent's core
+    rest = where["rest"] or 0  # the serve's nats-server and projector, when pinned: off the agent's core
     composition = Composition("sqlite", pin, "", children_core=rest)
     base_composition = Composition("sqlite", pin, "", baseline, rest) if baseline is not None else None
     results: dict[tuple[str, bool, int], Samples] = {}

@@ -212,22 +212,19 @@ def prepared(
     assert isinstance(recorder, PostgresApplicationRecorder)
     schema, table = services.settings.postgres_schema, recorder.events_table_name
     with psycopg.connect(services.settings.postgres_dsn, autocommit=True) as conn:
-        _prepare(conn, schema, table, query_of(recorder, 100).as_string(conn), plan_cache_mode)
+        conn.execute(
+            f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, state) '
+            "SELECT gen_random_uuid(), 1, CASE WHEN g %% 500 = 0 THEN %s ELSE %s END, '\\x00'::bytea "
+            "FROM generate_series(1, 60000) g",
+            (DIRECTORY_TOPICS[0], USAGE_TOPICS[0]),
+        )
+        conn.execute(f'ANALYZE "{schema}"."{table}"')
+        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        text = query_of(recorder, 100).as_string(conn)
+        for n, name in enumerate(("topics", "after", "stop"), start=1):
+            text = text.replace(f"%({name})s", f"${n}")
+        conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")
         yield conn, table, postgres_index_name(recorder)
-
-
-def _prepare(conn: psycopg.Connection[Any], schema: str, table: str, text: str, plan_cache_mode: str) -> None:
-    conn.execute(
-        f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, state) '
-        "SELECT gen_random_uuid(), 1, CASE WHEN g %% 500 = 0 THEN %s ELSE %s END, '\\x00'::bytea "
-        "FROM generate_series(1, 60000) g",
-        (DIRECTORY_TOPICS[0], USAGE_TOPICS[0]),
-    )
-    conn.execute(f'ANALYZE "{schema}"."{table}"')
-    conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-    for n, name in enumerate(("topics", "after", "stop"), start=1):
-        text = text.replace(f"%({name})s", f"${n}")
-    conn.execute(f"PREPARE by_topic(text[], bigint, bigint) AS {text}")
 
 
 def explain(conn: psycopg.Connection[Any], topics: list[str], after: int, stop: int = 10**9) -> Any:
