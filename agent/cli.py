@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -140,7 +141,18 @@ def serve_command(
         queue_limit=queue_limit if queue_limit is not None else settings.queue_limit,
         heartbeat_interval_s=heartbeat_interval or settings.heartbeat_interval_s,
     )
-    asyncio.run(_serve(Worker(engine, config), parent_pid))
+    run_loop(_serve(Worker(engine, config), parent_pid))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the agent's event loop on uvloop where it is installed (a quarter less of the relay agent's CPU
+    per streamed request in bench/upstream.py), else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or a box without it: the same agent, a slower loop
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def _serve(worker: object, parent_pid: int | None = None) -> None:

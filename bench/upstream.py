@@ -145,6 +145,7 @@ def serve_relay(config: dict[str, Any]) -> None:
     """Child: a relay agent (Worker + the openai backend) of the bench tenant on the bare NATS rig."""
     from agent.backends.openai_upstream import OpenAIUpstreamBackend
     from agent.backends.upstream_config import UpstreamConfig
+    from agent.cli import run_loop
     from agent.worker import Worker, WorkerConfig
 
     async def main() -> None:
@@ -155,7 +156,7 @@ def serve_relay(config: dict[str, Any]) -> None:
         print("ready", flush=True)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    run_loop(main())  # the loop ownllm-agent serve runs
 
 
 # ---------------------------------------------------------------- orchestration

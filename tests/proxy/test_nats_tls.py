@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.backends.echo import EchoBackend
+from agent.cli import run_loop
 from agent.protocol import NatsUrlError, tls_options
 from agent.worker import Worker, WorkerConfig
 from api.proxy.registry import AgentRegistry
@@ -73,6 +74,21 @@ async def test_tls_url_with_the_ca_connects(connect: Connect, certs: TlsFiles) -
     with NatsServer(config=tls_config(certs)) as server:
         close = await connect(f"tls://127.0.0.1:{server.port}", str(certs.ca))
         await close()
+
+
+def test_the_agents_own_loop_connects_over_tls(certs: TlsFiles) -> None:
+    """``ownllm-agent serve`` runs on uvloop (``run_loop``), whose TLS is its own: the same handshake-first
+    connection works there, not only on the asyncio loop the other tests run on."""
+    loops: list[str] = []
+
+    async def connect_once(url: str) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        stop = await agent_connect(url, str(certs.ca))
+        await stop()
+
+    with NatsServer(config=tls_config(certs)) as server:
+        run_loop(connect_once(f"tls://127.0.0.1:{server.port}"))
+    assert loops == ["uvloop"]
 
 
 @CLIENTS
