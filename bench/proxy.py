@@ -139,6 +139,14 @@ class Samples:
     cpu_s: float = 0.0  # the proxy process's CPU time during the measured part (proxied cells)
     proxy_cpu_s: float = 0.0  # a second process's, when run_cell is given ``proxy_pid`` (bench/upstream.py)
 
+    def add(self, other: Samples) -> Samples:
+        """This cell and another run of it pooled (bench/upstream.py's rounds): latencies, counts and times."""
+        for name in ("total", "ttft", "gaps", "relay_gaps"):
+            getattr(self, name).extend(getattr(other, name))
+        for name in ("requests", "errors", "elapsed", "cpu_s", "proxy_cpu_s"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
 
 class StampedGaps:
     """What a stream adds to each gap between two tokens the upstream stamped with its send time.

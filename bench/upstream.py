@@ -11,6 +11,8 @@ process) serves three kinds of clients in the same run, at each concurrency leve
 
 Non-streaming cells run the upstream at full speed; streaming cells pace it at 5 ms per token so
 gaps are a generation's. The relay agents' own CPU time per request is printed (from /proc).
+With ``--rounds N`` every cell runs N times, the paths taking turns within each round, and each row
+pools its rounds' samples: a shared machine's slow spells then fall on every path alike.
 With ``--pin`` (default when there are 2+ cores) ``ownllm serve`` gets the first core, the agent the
 second, the upstream the third and the rest (nats-servers, the serve's projector, the clients) the
 fourth if there are any (else they share the agent's core).
@@ -20,7 +22,7 @@ path's (``added gap p99``) the table gives ``relay gap p99``: per pair of tokens
 saw minus the gap the upstream sent (what the path itself added, whatever the upstream's pacing did).
 
     PYTHONPATH=. python bench/upstream.py [--seconds 1] [--concurrency 1,16,64] [--no-pin] [--paths serve]
-                                          [--modes stream] [--baseline-tree DIR]
+                                          [--modes stream] [--baseline-tree DIR] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -184,9 +186,16 @@ def cores(pin: bool) -> dict[str, int | None]:
 
 
 def relay_cli(
-    composition: Composition, upstream: str, core: int | None, tmp: Path, keys: int, name: str = "relay"
+    composition: Composition,
+    upstream: str,
+    core: int | None,
+    tmp: Path,
+    keys: int,
+    name: str = "relay",
+    tree: Path | None = None,
 ) -> tuple[Any, list[str]]:
-    """Sign up a tenant on ``ownllm serve``, issue keys, pair the real agent CLI with --backend openai."""
+    """Sign up a tenant on ``ownllm serve``, issue keys, pair the real agent CLI with --backend openai
+    (from ``tree``'s sources when given)."""
     import httpx
 
     from agent import credentials as creds
@@ -214,14 +223,20 @@ def relay_cli(
     agent = spawn(
         [cli, "serve", "--backend", "openai", "--upstream-url", upstream, "--credentials", str(path),
          "--capacity", "64", "--queue-limit", "256", "--heartbeat-interval", "1"],
-        core, {"OWNLLM_AGENT_LOG_LEVEL": "WARNING"},
+        core, {"OWNLLM_AGENT_LOG_LEVEL": "WARNING", **({"PYTHONPATH": str(tree)} if tree else {})},
     )  # fmt: skip
     composition._wait_for_model(secrets[0])
     return agent, secrets
 
 
 async def bench(
-    seconds: float, levels: list[int], pin: bool, paths: set[str], baseline: Path | None, modes: tuple[bool, ...]
+    seconds: float,
+    levels: list[int],
+    pin: bool,
+    paths: set[str],
+    baseline: Path | None,
+    modes: tuple[bool, ...],
+    rounds: int = 1,
 ) -> None:
     import httpx
 
@@ -245,6 +260,11 @@ async def bench(
     composition = Composition("sqlite", pin, "", children_core=rest)
     base_composition = Composition("sqlite", pin, "", baseline, rest) if baseline is not None else None
     results: dict[tuple[str, bool, int], Samples] = {}
+    keys_needed = 2 * sum(levels) * rounds  # fresh keys each round: no key nears its plan's rate limit
+
+    def pool(path: str, stream: bool, level: int, samples: Samples) -> None:
+        results[(path, stream, level)] = results.pop((path, stream, level), Samples()).add(samples)
+
     try:
         agent_id = str(uuid4())
         embedded.authorization.sync([AgentAccount(agent_id, TENANT, "bench-relay", hash_password("pw", 4))])
@@ -254,14 +274,14 @@ async def bench(
         direct_nats = DirectClient(nc)
         await direct_nats.start()
         composition.start()
-        serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, 2 * sum(levels))
+        serve_agent, secrets = relay_cli(composition, base, where["agent"], tmp, keys_needed)
         children.append(serve_agent)
         keys = iter(secrets)
         base_keys: Any = iter(())
-        if base_composition is not None:  # the baseline tree's `ownllm serve`, its own relay agent (this tree's)
+        if base_composition is not None:  # the baseline tree's `ownllm serve` and relay agent
             base_composition.start()
             base_agent, base_secrets = relay_cli(
-                base_composition, base, where["agent"], tmp, 2 * sum(levels), "relay-base"
+                base_composition, base, where["agent"], tmp, keys_needed, "relay-base", baseline
             )
             children.append(base_agent)
             base_keys = iter(base_secrets)
@@ -292,29 +312,29 @@ async def bench(
                 echo_config = {**nats_config, "backend": "echo", "token_delay_s": pace}
                 echo = bare_agent([str(ROOT / "bench" / "proxy.py"), "--serve-agent"], echo_config, where["agent"])
                 for level in levels:
-                    results[("echo", stream, level)] = await run_cell(
-                        make_agent_client, level, seconds, stream, echo.pid
-                    )
+                    for _ in range(rounds):
+                        pool("echo", stream, level, await run_cell(make_agent_client, level, seconds, stream, echo.pid))
                 stop(echo)
             relay = bare_agent([__file__, "--serve-relay"], {**nats_config, "upstream_url": base}, where["agent"])
             for level in levels:
-                results[("direct", stream, level)] = await run_cell(  # always: the baseline of "added"
-                    lambda s=stream: make_upstream_client(s), level, seconds, stream
-                )
-                if "agent" in paths:
-                    results[("agent", stream, level)] = await run_cell(
-                        make_agent_client, level, seconds, stream, relay.pid
-                    )
-                if "serve" in paths:
-                    results[("serve", stream, level)] = await run_cell(
-                        lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid,
-                        proxy_pid=composition.server_pid(),
-                    )  # fmt: skip
-                if base_composition is not None:
-                    results[("base", stream, level)] = await run_cell(
-                        lambda s=stream: make_base_client(s), level, seconds, stream, base_agent.pid,
-                        proxy_pid=base_composition.server_pid(),
-                    )  # fmt: skip
+                for _ in range(rounds):
+                    pool("direct", stream, level, await run_cell(  # always: the baseline of "added"
+                        lambda s=stream: make_upstream_client(s), level, seconds, stream
+                    ))  # fmt: skip
+                    if "agent" in paths:
+                        pool("agent", stream, level, await run_cell(
+                            make_agent_client, level, seconds, stream, relay.pid
+                        ))  # fmt: skip
+                    if "serve" in paths:
+                        pool("serve", stream, level, await run_cell(
+                            lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid,
+                            proxy_pid=composition.server_pid(),
+                        ))  # fmt: skip
+                    if base_composition is not None:
+                        pool("base", stream, level, await run_cell(
+                            lambda s=stream: make_base_client(s), level, seconds, stream, base_agent.pid,
+                            proxy_pid=base_composition.server_pid(),
+                        ))  # fmt: skip
             stop(relay)
         await nc.close()
     finally:
@@ -326,7 +346,7 @@ async def bench(
         if base_composition is not None:
             base_composition.stop()
         embedded.stop()
-    print_tables(results, levels, where)
+    print_tables(results, levels, where, rounds)
 
 
 def bare_agent(args: list[str], config: dict[str, Any], core: int | None) -> subprocess.Popen[str]:
@@ -351,7 +371,7 @@ async def _proxy_nats(embedded: Any) -> Any:
 
 
 def print_tables(
-    results: dict[tuple[str, bool, int], Samples], levels: list[int], where: dict[str, int | None]
+    results: dict[tuple[str, bool, int], Samples], levels: list[int], where: dict[str, int | None], rounds: int
 ) -> None:
     """One table per mode: each path's latency next to the direct upstream's, req/s, the agent's CPU per request."""
     placed = ", ".join(f"{k} core {v}" for k, v in where.items()) if where["agent"] is not None else "not pinned"
@@ -391,7 +411,9 @@ def print_tables(
     print("relay gap = per pair of tokens, the gap the client saw minus the gap between the upstream's sends of")
     print("        them (each token carries its send time): what the path itself added to that gap")
     print(f"streaming cells: the upstream paces tokens at {STREAM_PACE_S * 1000:.0f} ms; non-streaming at full speed")
-    print("base = the same as serve, with `ownllm serve` run from the --baseline-tree (same run, alternated)")
+    print("base = the same as serve, `ownllm serve` and the agent run from the --baseline-tree (same run, alternated)")
+    if rounds > 1:
+        print(f"each row pools {rounds} rounds of its cell (the paths took turns in each round)")
     print("agent CPU ms/req = the relay agent process's on-CPU time (schedstat, all threads) / requests served")
     print("proxy CPU ms/req = the `ownllm serve` process's on-CPU time (all threads: usage writer included) / requests")
     if any(s.errors for s in results.values()):
@@ -413,6 +435,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="leave every process unpinned")
     parser.add_argument("--paths", default="echo,agent,serve", help="which of echo,agent,serve to run (direct always)")
     parser.add_argument("--modes", default="whole,stream", help="which of whole,stream to run (comma-separated)")
+    parser.add_argument("--rounds", type=int, default=1, help="run each cell this many times, pooled")
     parser.add_argument(
         "--baseline-tree",
         type=Path,
@@ -425,7 +448,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--modes: unknown {', '.join(sorted(unknown))} (whole, stream)")
     modes = tuple(mode == "stream" for mode in args.modes.split(","))
-    asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree, modes))
+    asyncio.run(bench(args.seconds, levels, not args.no_pin, paths, args.baseline_tree, modes, max(1, args.rounds)))
 
 
 if __name__ == "__main__":
