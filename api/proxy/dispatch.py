@@ -20,7 +20,7 @@ from api.proxy.errors import OpenAIError
 from api.proxy.job_errors import agent_error
 from api.proxy.limits import Grant
 from api.proxy.registry import AgentRegistry
-from api.proxy.reoffer import first_word_served
+from api.proxy.reoffer import Offers, first_word_served, offered_elsewhere, refusal, retryable
 from api.proxy.responses import Encoder
 from api.proxy.run import JobRun
 from api.proxy.translate import Generation
@@ -56,8 +56,9 @@ class Dispatcher:
     ) -> JobRun:
         """Send the job as a NATS request, wait for an agent to accept it and for its first word.
 
-        While that first word is an agent's retryable refusal (``busy``: its upstream answered
-        429/503; ``model_not_loaded``), the job is offered to another agent (see :mod:`reoffer`).
+        While the offer's answer or that first word is an agent's retryable refusal (``busy``: its queue
+        is full or its upstream answered 429/503; ``model_not_loaded``), the job is offered to another
+        agent (see :mod:`reoffer`).
         """
         transport = self.transport
         if not transport.connected:
@@ -73,18 +74,20 @@ class Dispatcher:
             prompt=generation.prompt,
             reply_as_agent=True,
         )
-        channel = await self._place(job, tenant_id)
+        offers = Offers()
+        channel = await self._place(job, tenant_id, offers)
         run = JobRun(transport, channel, meter, grant, encoder, context_length, job.sampling.max_tokens)
         run.watch(receive)
         try:
-            await first_word_served(self, run, job, meter.stream)
+            await first_word_served(self, run, job, meter.stream, offers)
         except BaseException:
             run.unwatch()
             raise
         return run
 
-    async def _place(self, job: Job, tenant_id: str) -> JobChannel:
-        """Offer the job to the model's queue group; the channel of the agent that accepted it."""
+    async def _place(self, job: Job, tenant_id: str, offers: Offers) -> JobChannel:
+        """Offer the job to the model's queue group (then by name, while agents refuse it as busy); the
+        channel of the agent that accepted it."""
         transport = self.transport
         # Open before the offer (replies may beat the accept); replies past max_tokens end the job.
         channel = transport.open(job.job_id, tenant_id, job.sampling.max_tokens)
@@ -107,6 +110,13 @@ class Dispatcher:
             channel.agent_id = channel.served_by or answer.agent_id  # a claim: watched, never recorded
             return channel
         transport.close_channel(job.job_id)
+        if retryable(answer):  # the agent that got it has no room: another may
+            assert isinstance(answer, Error)
+            offers.refusals.append(answer)
+            placed = await offered_elsewhere(self, job, offers)
+            if placed is not None:
+                return placed
+            raise agent_error(refusal(offers.refusals))
         if isinstance(answer, Error):
             raise agent_error(answer)
         raise OpenAIError(502, "server_error", "The agent sent an unexpected answer.", code="agent_error")

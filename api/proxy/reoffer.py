@@ -10,6 +10,11 @@ shortest ``Retry-After`` the agents gave. Each attempt has its own job id (``<re
 a refused attempt's stray replies never reach the next one; a refused attempt records no usage
 (its agent generated nothing), so the request's one usage record is its last attempt's.
 
+An agent whose queue is full answers the offer itself with ``busy`` (and one that just stopped
+serving the model, ``model_not_loaded``): the job is then offered by name the same way, to any live
+agent of the model (that answer names nobody NATS vouches for, so the refusing agent may be asked
+again, within the same bound).
+
 The wait for the first word happens before the response starts, so a stream refused everywhere is
 still a real 429; a stream whose agent is silent for a keepalive interval starts (200) at the
 keepalive, and is not offered again after that.
@@ -18,6 +23,7 @@ keepalive, and is not offered again after that.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -72,40 +78,55 @@ def refusal(errors: list[Error]) -> Error:
     return msgspec.structs.replace(busy[0], retry_after_s=min(waits) if waits else None)
 
 
-async def first_word_served(dispatcher: Dispatcher, run: JobRun, job: Job, stream: bool) -> None:
+@dataclass
+class Offers:
+    """One request's offers so far: the agents known to have had it, their refusals, the attempts made."""
+
+    tried: set[str] = field(default_factory=set)
+    refusals: list[Error] = field(default_factory=list)
+    attempt: int = 1  # the first offer, to the model's queue group
+
+
+async def offered_elsewhere(dispatcher: Dispatcher, job: Job, offers: Offers) -> JobChannel | None:
+    """Offer the job by name to live agents of its model not tried yet, until one accepts or
+    :data:`MAX_AGENTS` offers were made; the accepting agent's channel, else ``None``."""
+    for agent_id in untried(dispatcher, job.tenant_id, job.model, offers.tried)[: MAX_AGENTS - offers.attempt]:
+        offers.attempt += 1
+        offers.tried.add(agent_id)
+        job_id = f"{job.job_id}-{offers.attempt}"
+        reply_to = protocol.reply_subject(job.tenant_id, dispatcher.instance_id, job_id)
+        answer = await dispatcher.place_with(
+            msgspec.structs.replace(job, job_id=job_id, reply_to=reply_to), job.tenant_id, agent_id
+        )
+        if isinstance(answer, Error):
+            offers.refusals.append(answer)
+        elif answer is not None:
+            return answer
+    return None
+
+
+async def first_word_served(
+    dispatcher: Dispatcher, run: JobRun, job: Job, stream: bool, offers: Offers | None = None
+) -> None:
     """Wait for the run's first word, offering the job again while it is a retryable refusal.
 
     Raises the client-facing refusal when no agent took it; the run then never settles (no usage
     record: the gateway tallies the 429). A failure while waiting (cancellation) stops the job.
+    ``offers``: what placing the job already tried (an agent whose queue was full at the offer).
     """
-    tried: set[str] = set()
-    refusals: list[Error] = []
-    attempt = 1
+    offers = offers or Offers()
     try:
         while retryable(item := await run.first_word(stream)):
             assert isinstance(item, Error)
-            refusals.append(item)
+            offers.refusals.append(item)
             channel = run.channel
             dispatcher.transport.close_channel(channel.job_id)  # its refusal was its last word
             if channel.served_by is None:  # an agent that does not name itself could be offered the job again
-                raise agent_error(refusal(refusals))
-            tried.add(channel.served_by)
-            placed = None
-            for agent_id in untried(dispatcher, job.tenant_id, job.model, tried)[: MAX_AGENTS - attempt]:
-                attempt += 1
-                tried.add(agent_id)
-                job_id = f"{job.job_id}-{attempt}"
-                reply_to = protocol.reply_subject(job.tenant_id, dispatcher.instance_id, job_id)
-                answer = await dispatcher.place_with(
-                    msgspec.structs.replace(job, job_id=job_id, reply_to=reply_to), job.tenant_id, agent_id
-                )
-                if isinstance(answer, Error):
-                    refusals.append(answer)
-                elif answer is not None:
-                    placed = answer
-                    break
+                raise agent_error(refusal(offers.refusals))
+            offers.tried.add(channel.served_by)
+            placed = await offered_elsewhere(dispatcher, job, offers)
             if placed is None:
-                raise agent_error(refusal(refusals))
+                raise agent_error(refusal(offers.refusals))
             run.channel = placed
     except BaseException:
         if not run.settled and run.channel.job_id in dispatcher.transport.channels:

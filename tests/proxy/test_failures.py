@@ -238,6 +238,37 @@ def test_busy_agent_is_429_with_retry_after(fresh_stack: Stack) -> None:
     stream.close()
 
 
+def test_an_agent_full_at_the_offer_hands_the_job_to_one_with_room(fresh_stack: Stack) -> None:
+    """NATS gives each offer to one agent of the queue group at random; the full one's ``busy`` sends it
+    on by name, so while a second agent has room no request is refused (8 in a row: without the
+    hand-over about half land on the full agent and get 429)."""
+    for _ in range(2):
+        fresh_stack.add_agent(token_delay_s=0.05, capacity=1, queue_limit=0)
+    deadline = time.monotonic() + 5
+    while len(fresh_stack.gateway.registry.live(str(TENANT_A))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # both agents' heartbeats heard
+    client = sdk(fresh_stack)
+    stream = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": LONG}], stream=True)
+    next(iter(stream))  # one agent is full from here on
+    secret, principal = fresh_stack.keys.issue()
+    try:
+        for _ in range(8):
+            reply = sdk(fresh_stack, secret).chat.completions.create(
+                model="echo", messages=[{"role": "user", "content": "x"}]
+            )
+            assert reply.choices[0].message.content
+    finally:
+        stream.close()
+    deadline = time.monotonic() + 5
+    while len(records := fresh_stack.usage.wait_for(lambda r: r["key_id"] == principal.key_id)) < 8:
+        assert time.monotonic() < deadline, records
+        time.sleep(0.05)
+    time.sleep(0.3)  # a wrong ninth record would show by now
+    records = fresh_stack.usage.wait_for(lambda r: r["key_id"] == principal.key_id)
+    assert [r["status"] for r in records] == ["ok"] * 8  # one record each
+    assert len({r["agent_id"] for r in records}) == 1  # all served by the agent with room
+
+
 def test_job_refused_by_a_stopping_agent_is_offered_again(fresh_stack: Stack) -> None:
     offers: list[str] = []
 
