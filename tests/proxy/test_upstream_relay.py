@@ -95,7 +95,10 @@ def test_streaming_relays_every_word_and_one_usage(relay: Relay) -> None:
         )
     )
     words = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert "".join(words) == "alpha beta gamma delta" and len(words) == 4  # one chunk per upstream event
+    assert "".join(words) == "alpha beta gamma delta"
+    # One chunk per upstream event, except events that reached the agent together (a process starved
+    # for 50 ms on a loaded machine reads two at once and relays them as one): never held to the end.
+    assert 2 <= len(words) <= 4
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
     assert relay.one_record(relay.front, principal.key_id)["stream"] is True  # type: ignore[attr-defined]
 
