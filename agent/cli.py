@@ -145,8 +145,8 @@ def serve_command(
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run the agent's event loop on uvloop where it is installed (a quarter less of the relay agent's CPU
-    per streamed request in bench/upstream.py), else on asyncio's own."""
+    """Run the agent's event loop on uvloop where it is installed (10-25% less of the relay agent's CPU per
+    streamed request in bench/upstream.py at 1 client), else on asyncio's own."""
     try:
         import uvloop
     except ImportError:  # Windows, or a box without it: the same agent, a slower loop
