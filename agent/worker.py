@@ -18,6 +18,7 @@ from nats.aio.subscription import Subscription
 
 from agent import protocol
 from agent.backends.base import Backend, Finished, GenerationRequest, Monitored, RequestError, TextDelta
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job
 
 log = logging.getLogger("ownllm.agent.worker")
@@ -132,7 +133,7 @@ class Worker:
         )
         await self._sync_models()
         await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
-        await self.nc.flush()
+        await flush_in_order(self.nc)  # the job subscriptions are the server's when start returns
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
         if isinstance(self.backend, Monitored):
             self._monitor_task = asyncio.create_task(self.backend.monitor(self._beat_now.set))

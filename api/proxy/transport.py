@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
 from agent import protocol
+from agent.nats_order import flush_in_order
 from agent.protocol import Cancel
 from api.proxy.channels import JobChannel, OnDrained, check_idle, fail_all, take_reply
 from api.proxy.intake import HeartbeatIntake
@@ -97,7 +98,7 @@ class Transport:
         )
         await self._subscribe(protocol.reply_wildcard(self.instance_id), self._on_reply, REPLY_PENDING)
         await self._subscribe(protocol.HEARTBEAT_WILDCARD, self._on_heartbeat, HEARTBEAT_PENDING)
-        await self.nc.flush()
+        await flush_in_order(self.nc)
         self._watchdog = asyncio.create_task(self._watch())
 
     async def _subscribe(self, subject: str, callback: Callable[[Msg], Any], pending: tuple[int, int]) -> None:

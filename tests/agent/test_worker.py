@@ -59,14 +59,7 @@ class Proxy:
         """Send a job as a request; return the agent's answer."""
         self.replies.setdefault(job.job_id, asyncio.Queue())
         subject, payload = protocol.job_subject(TENANT, job.model), protocol.encode(job)
-        for attempt in range(20):  # ~1 in 8 runs the first request right after start finds no interest yet
-            try:
-                reply = await self.nc.request(subject, payload, timeout)
-                break
-            except nats.errors.NoRespondersError:
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0.05)
+        reply = await self.nc.request(subject, payload, timeout)  # a started worker's subscriptions are there
         answer = protocol.decode(reply.data)
         assert isinstance(answer, Accepted | Error)
         return answer
