@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 
 from agent import protocol
 from agent.backends.echo import EchoBackend
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Cancel, ChatMessage, Chunk, Error, Final, Heartbeat, Job, Sampling
 from agent.worker import Worker, WorkerConfig, parse_job
 from tests.support.nats import NatsServer, users_config
@@ -48,7 +49,7 @@ class Proxy:
     async def start(self) -> Proxy:
         """Subscribe to this instance's reply wildcard."""
         await self.nc.subscribe(protocol.reply_wildcard(PROXY), cb=self._on_reply)
-        await self.nc.flush()
+        await flush_in_order(self.nc)
         return self
 
     async def _on_reply(self, msg: nats.aio.msg.Msg) -> None:
@@ -238,7 +239,7 @@ async def test_heartbeat_content(server: NatsServer, proxy: Proxy) -> None:
         beats.put_nowait(beat)
 
     await proxy.nc.subscribe(protocol.HEARTBEAT_WILDCARD, cb=on_beat)
-    await proxy.nc.flush()
+    await flush_in_order(proxy.nc)
     worker = await start_worker(server, agent_id="agent-hb", heartbeat_interval_s=0.1, capacity=2, token_delay_s=0.05)
     try:
         beat = await asyncio.wait_for(beats.get(), 2)
@@ -327,10 +328,10 @@ async def test_agent_permissions_confine_to_own_tenant(nats_server_factory: Fact
 
         # Tenant B: subscribing to its jobs and publishing on its reply/heartbeat subjects is refused.
         await agent_nc.subscribe("ollm.tenant-b.job.echo", queue="q-echo")
-        await agent_nc.flush()
+        await flush_in_order(agent_nc)
         await agent_nc.publish(protocol.reply_subject("tenant-b", PROXY, "j"), b"x")
         await agent_nc.publish(protocol.heartbeat_subject("tenant-b", "agent-a"), b"x")
-        await agent_nc.flush()
+        await flush_in_order(agent_nc)
         for _ in range(50):
             if len(errors) >= 3:
                 break

@@ -10,6 +10,7 @@ import pytest
 
 from agent import protocol
 from agent.backends.echo import EchoBackend
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Heartbeat
 from agent.worker import Worker, WorkerConfig
 from tests.agent.test_worker import TENANT, Factory, Proxy, make_job
@@ -53,7 +54,7 @@ async def test_models_join_and_leave_the_queue_groups_and_heartbeats_at_once(ser
         beats.put_nowait(protocol.decode(msg.data))  # type: ignore[arg-type]
 
     await proxy.nc.subscribe(protocol.HEARTBEAT_WILDCARD, cb=on_beat)
-    await proxy.nc.flush()
+    await flush_in_order(proxy.nc)
     backend = ShiftingEcho()
     backend.load()
     worker = Worker(backend, WorkerConfig("agent-s", TENANT, server.url, heartbeat_interval_s=30))

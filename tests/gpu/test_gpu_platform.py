@@ -27,6 +27,7 @@ skip_module_without_cuda()
 
 
 from agent import protocol  # noqa: E402
+from agent.nats_order import flush_in_order  # noqa: E402
 from agent.protocol import Final  # noqa: E402
 from tests.gpu.platform_rig import Agent, GpuPlatform  # noqa: E402
 
@@ -156,7 +157,7 @@ async def test_closing_the_stream_cancels_the_job_within_1s(stack: Stack, engine
             finals.append((time.monotonic(), message))
 
     await watcher.subscribe("ollm.*.reply.>", cb=on_reply)
-    await watcher.flush()
+    await flush_in_order(watcher)
     client = stack.platform.async_sdk()
     try:
         stack.sent["cancelled"] += 1

@@ -21,6 +21,7 @@ from uuid import uuid4
 import nats
 
 from agent import protocol
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Chunk, Heartbeat, Job, ModelInfo
 
 
@@ -71,7 +72,7 @@ async def serve_flooding(nc: nats.NATS, options: dict[str, str], until: float) -
             await asyncio.sleep(0)
 
     await nc.subscribe(protocol.job_subject(tenant_id, "flood"), queue=protocol.queue_group("flood"), cb=on_job)
-    await nc.flush()
+    await flush_in_order(nc)
     return sent
 
 

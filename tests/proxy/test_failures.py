@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from agent import protocol
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Final, Job
 from tests.proxy.conftest import TENANT_A, Stack
 
@@ -51,7 +52,7 @@ async def test_client_disconnect_cancels_on_the_agent_within_1s(fresh_stack: Sta
             finals.append((time.monotonic(), message))
 
     await watcher.subscribe(f"ollm.{TENANT_A}.reply.>", cb=on_reply)
-    await watcher.flush()
+    await flush_in_order(watcher)
     body = {"model": "echo", "messages": [{"role": "user", "content": LONG}], "stream": True}
     async with httpx.AsyncClient(base_url=fresh_stack.base_url) as http:
         async with http.stream(
@@ -155,7 +156,7 @@ def fake_agent(stack: Stack, model: str, on_job: OnJob) -> tuple[threading.Event
             await on_job(nc, msg, job)
 
         await nc.subscribe(protocol.job_subject(str(TENANT_A), model), queue=f"q-{model}", cb=on_msg)
-        await nc.flush()
+        await flush_in_order(nc)
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent import protocol
+from agent.nats_order import flush_in_order
 from agent.protocol import Accepted, Chunk, Final, Heartbeat, Job, ModelInfo
 from api.proxy.registry import TOKEN_COUNT_CEILING
 from tests.proxy.conftest import TENANT_A, Agent, Stack
@@ -36,7 +37,7 @@ def announce(stack: Stack, agent_id: str, model: str, context_length: int) -> No
         info = ModelInfo(id=model, backend="fake", context_length=context_length)
         heartbeat = Heartbeat(agent_id, str(TENANT_A), (info,), capacity=1, in_flight=0, queued=0, interval_s=60)
         await nc.publish(protocol.heartbeat_subject(str(TENANT_A), agent_id), protocol.encode(heartbeat))
-        await nc.flush()
+        await flush_in_order(nc)
         await nc.close()
 
     asyncio.run(beat())
@@ -153,7 +154,7 @@ def test_an_agent_claiming_another_agents_id_is_recorded_under_its_own(fresh_sta
         info = ModelInfo(id="spoof", backend="fake", context_length=CONTEXT)
         heartbeat = Heartbeat(liar.agent_id, str(TENANT_A), (info,), capacity=1, in_flight=0, queued=0, interval_s=60)
         await nc.publish(protocol.heartbeat_subject(str(TENANT_A), liar.agent_id), protocol.encode(heartbeat))
-        await nc.flush()
+        await flush_in_order(nc)
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)

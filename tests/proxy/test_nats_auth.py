@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
+from agent.nats_order import flush_in_order
 from api.embedded_nats import EmbeddedNats
 from api.nats_auth import AgentAccount, NatsAuthorization, hash_password, render
 from api.settings import Settings
@@ -55,7 +56,7 @@ async def test_agent_cannot_touch_another_tenants_subjects(server: EmbeddedNats)
 
     await agent_a.subscribe(f"ollm.{B}.job.>", cb=on_msg)
     await agent_a.subscribe(f"ollm.{A}.job.>", cb=on_msg)
-    await agent_a.flush()
+    await flush_in_order(agent_a)
     await asyncio.sleep(0.2)
     await proxy.publish(f"ollm.{B}.job.echo", b"for B")
     await proxy.publish(f"ollm.{A}.job.echo", b"for A")
@@ -65,11 +66,11 @@ async def test_agent_cannot_touch_another_tenants_subjects(server: EmbeddedNats)
         spied.append(msg.data)
 
     await proxy.subscribe(f"ollm.{B}.>", cb=on_spied)
-    await proxy.flush()
+    await flush_in_order(proxy)
     await agent_a.publish(f"ollm.{B}.reply.inst.job1", b"forged")
     await agent_a.publish(f"ollm.{B}.hb.b1", b"forged")
     await agent_a.publish(f"ollm.{A}.hb.b1", b"not my heartbeat subject")
-    await agent_a.flush()
+    await flush_in_order(agent_a)
     await asyncio.sleep(0.3)
     assert received == [b"for A"]
     assert spied == []

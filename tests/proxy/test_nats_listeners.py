@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from agent.nats_order import flush_in_order
 from api.embedded_nats import MAX_CONNECTIONS, MAX_SUBSCRIPTIONS, EmbeddedNats, nats_server_binary
 from api.nats_auth import AgentAccount, hash_password, render
 from api.settings import Settings
@@ -81,7 +82,7 @@ async def test_an_agent_connection_cannot_hold_unbounded_subscriptions(embedded:
     connection = await nats.connect(embedded.url, user=user, password=user, allow_reconnect=False)
     for i in range(MAX_SUBSCRIPTIONS):
         await connection.subscribe(f"ollm.{TENANT}.job.model-{i}")
-    await connection.flush()
+    await flush_in_order(connection)
     assert connection.is_connected  # up to the bound is fine
     await connection.subscribe(f"ollm.{TENANT}.job.one-too-many")
     with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):

@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from agent import protocol
+from agent.nats_order import flush_in_order
 from agent.protocol import Job
 from tests.agent.fake_upstream import FakeUpstream
 from tests.proxy.conftest import TENANT_A, Agent, Stack, build_stack, teardown_stack
@@ -117,7 +118,7 @@ async def test_stop_and_sampling_reach_the_upstream(relay: Relay) -> None:
             jobs.append(message)
 
     await watcher.subscribe(f"ollm.{TENANT_A}.job.>", cb=on_job)
-    await watcher.flush()
+    await flush_in_order(watcher)
     client, _ = relay.sdk()
     reply = await asyncio.to_thread(
         client.chat.completions.create,
