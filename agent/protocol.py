@@ -39,10 +39,13 @@ import hashlib
 import ipaddress
 import re
 import ssl
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
 
 import msgspec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 PROTOCOL_VERSION = 1
 SUBJECT_ROOT = "ollm"
@@ -335,3 +338,15 @@ def tls_options(servers: str | list[str], ca_file: str | None = None) -> TlsOpti
     if "tls" in secure:
         options["tls_handshake_first"] = True
     return options
+
+
+async def flush_in_order(nc: NATS) -> None:
+    """Return once the server has processed every command this connection sent before the call.
+
+    nats-py (2.16) writes ``flush()``'s PING straight to the socket, ahead of commands its flusher task
+    has not written yet (a SUB just made), so one flush can come back before the server holds the
+    subscription, and a request from another connection then finds no responders. By the time the
+    first PONG is read the flusher has written that queue, so the second PING follows it.
+    """
+    await nc.flush()
+    await nc.flush()

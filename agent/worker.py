@@ -18,8 +18,7 @@ from nats.aio.subscription import Subscription
 
 from agent import protocol
 from agent.backends.base import Backend, Finished, GenerationRequest, Monitored, RequestError, TextDelta
-from agent.nats_order import flush_in_order
-from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job
+from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job, flush_in_order
 
 log = logging.getLogger("ownllm.agent.worker")
 

@@ -21,8 +21,7 @@ from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
 from agent import protocol
-from agent.nats_order import flush_in_order
-from agent.protocol import Cancel
+from agent.protocol import Cancel, flush_in_order
 from api.proxy.channels import JobChannel, OnDrained, check_idle, fail_all, take_reply
 from api.proxy.intake import HeartbeatIntake
 from api.proxy.nats_close import drain_then_close

@@ -11,7 +11,7 @@ import json
 
 import nats
 
-from agent.nats_order import flush_in_order
+from agent.protocol import flush_in_order
 
 INFO = {"server_id": "scripted", "version": "2.10.0", "proto": 1, "headers": True, "max_payload": 1048576}
 

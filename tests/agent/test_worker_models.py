@@ -10,8 +10,7 @@ import pytest
 
 from agent import protocol
 from agent.backends.echo import EchoBackend
-from agent.nats_order import flush_in_order
-from agent.protocol import Accepted, Heartbeat
+from agent.protocol import Accepted, Heartbeat, flush_in_order
 from agent.worker import Worker, WorkerConfig
 from tests.agent.test_worker import TENANT, Factory, Proxy, make_job
 from tests.support.nats import NatsServer

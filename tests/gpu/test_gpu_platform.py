@@ -27,8 +27,7 @@ skip_module_without_cuda()
 
 
 from agent import protocol  # noqa: E402
-from agent.nats_order import flush_in_order  # noqa: E402
-from agent.protocol import Final  # noqa: E402
+from agent.protocol import Final, flush_in_order  # noqa: E402
 from tests.gpu.platform_rig import Agent, GpuPlatform  # noqa: E402
 
 QUESTION = "What is the capital of France?"

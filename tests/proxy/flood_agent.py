@@ -21,8 +21,7 @@ from uuid import uuid4
 import nats
 
 from agent import protocol
-from agent.nats_order import flush_in_order
-from agent.protocol import Accepted, Chunk, Heartbeat, Job, ModelInfo
+from agent.protocol import Accepted, Chunk, Heartbeat, Job, ModelInfo, flush_in_order
 
 
 def heartbeats(tenant_id: str, agent_id: str) -> list[bytes]:

@@ -13,8 +13,7 @@ import openai
 import pytest
 
 from agent import protocol
-from agent.nats_order import flush_in_order
-from agent.protocol import Accepted, Final, Job
+from agent.protocol import Accepted, Final, Job, flush_in_order
 from tests.proxy.conftest import TENANT_A, Stack
 
 LONG = " ".join(f"w{i}" for i in range(400))

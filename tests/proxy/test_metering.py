@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent import protocol
-from agent.nats_order import flush_in_order
-from agent.protocol import Accepted, Chunk, Final, Heartbeat, Job, ModelInfo
+from agent.protocol import Accepted, Chunk, Final, Heartbeat, Job, ModelInfo, flush_in_order
 from api.proxy.registry import TOKEN_COUNT_CEILING
 from tests.proxy.conftest import TENANT_A, Agent, Stack
 from tests.proxy.test_failures import fake_agent, one_record, proxy_connection, sdk

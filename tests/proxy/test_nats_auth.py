@@ -11,7 +11,7 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
-from agent.nats_order import flush_in_order
+from agent.protocol import flush_in_order
 from api.embedded_nats import EmbeddedNats
 from api.nats_auth import AgentAccount, NatsAuthorization, hash_password, render
 from api.settings import Settings

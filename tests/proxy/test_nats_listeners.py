@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from agent.nats_order import flush_in_order
+from agent.protocol import flush_in_order
 from api.embedded_nats import MAX_CONNECTIONS, MAX_SUBSCRIPTIONS, EmbeddedNats, nats_server_binary
 from api.nats_auth import AgentAccount, hash_password, render
 from api.settings import Settings

@@ -17,8 +17,7 @@ import openai
 import pytest
 
 from agent import protocol
-from agent.nats_order import flush_in_order
-from agent.protocol import Job
+from agent.protocol import Job, flush_in_order
 from tests.agent.fake_upstream import FakeUpstream
 from tests.proxy.conftest import TENANT_A, Agent, Stack, build_stack, teardown_stack
 from tests.proxy.upstream_support import pair_relay, start_relay, wait_until
