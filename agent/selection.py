@@ -24,7 +24,7 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
     "exllamav2": ("torch", "exllamav2"),
     "transformers": ("torch", "transformers", "gguf", "accelerate"),
     "echo": (),
-    "openai": ("httpx", "aiohttp"),
+    "openai": ("aiohttp",),
 }
 # An import probe answers None when the engine can run here, or the reason it cannot.
 ImportProbe = Callable[[str], str | None]

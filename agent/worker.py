@@ -130,6 +130,8 @@ class Worker:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
+        if isinstance(self.backend, Monitored):
+            await self.backend.refresh()  # the first listing: start announces what the upstream serves
         await self._sync_models()
         await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
         await flush_in_order(self.nc)  # the job subscriptions are the server's when start returns

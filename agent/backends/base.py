@@ -116,6 +116,10 @@ class Backend(Protocol):
 class Monitored(Protocol):
     """A backend whose models come and go (an upstream server): it watches them while the worker runs."""
 
+    async def refresh(self) -> bool:
+        """Ask for the models now (the worker's first listing, in its loop); whether they changed."""
+        ...
+
     async def monitor(self, changed: Callable[[], None]) -> None:
         """Run until cancelled; call ``changed()`` whenever ``models()`` would answer differently."""
         ...

@@ -10,10 +10,9 @@ one token per text event), marked ``estimated``. A cancel closes the upstream co
 vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
 the upstream, and an upstream that stops answering leaves the agent announcing none.
 
-Jobs and model polls go through aiohttp (a quarter of httpx's CPU per streamed request, measured
-with bench/upstream.py's upstream), each new connection to a host name checked again
-(:mod:`agent.backends.upstream_dns`); the first listing at start and the doctor use httpx, right
-after the start-up check.
+Every request upstream (jobs, model polls from the first listing on, the doctor's) goes through
+aiohttp (a quarter of httpx's CPU per streamed request, measured with bench/upstream.py's upstream),
+each new connection to a host name checked again (:mod:`agent.backends.upstream_http`).
 
 Nothing from a request or response body is logged, upstream error bodies included.
 """
@@ -27,11 +26,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-import httpx
 
 from agent.backends.base import Event, Finished, GenerationRequest, RequestError
 from agent.backends.upstream_config import UpstreamConfig
-from agent.backends.upstream_dns import CheckedResolver
+from agent.backends.upstream_http import CheckedResolver, bounded_body, fetch_listing, upstream_session
 from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
 from agent.backends.upstream_stream import Relay
 from agent.backends.upstream_wire import estimate_prompt_tokens, refusal, request_body
@@ -39,7 +37,6 @@ from agent.protocol import ModelInfo
 
 log = logging.getLogger("ownllm.agent.upstream")
 MAX_ERROR_BODY = 64 * 1024
-MAX_LISTING = 4 * 1024 * 1024  # a GET /v1/models answer
 MAX_CHARS_PER_CHUNK_TOKEN = 256
 MAX_EARLY_CANCELS = 4096
 MAX_DELTA_CHARS = 16 * 1024  # one chunk of coalesced events, well under NATS's payload limit
@@ -58,7 +55,7 @@ class OpenAIUpstreamBackend:
         self.config = config
         self.capacity = max(1, config.capacity)
         self._routes: Routes = {}
-        self._healthy = False
+        self._healthy: bool | None = None  # unknown until the first listing
         self._session: aiohttp.ClientSession | None = None
         self._poller: aiohttp.ClientSession | None = None
         self._resolver: CheckedResolver | None = None
@@ -71,46 +68,39 @@ class OpenAIUpstreamBackend:
     # -- models and health ---------------------------------------------------------------------
 
     def load(self) -> None:
-        """Ask the upstream for its models once; an unreachable upstream is announced when it answers."""
-        try:
-            timeout = httpx.Timeout(self._poll_s(), connect=self.config.connect_timeout_s)
-            with httpx.Client(trust_env=False, timeout=timeout) as client:
-                response = client.get(self.config.url + "/models", headers=self.config.headers())
-            self._apply(response.status_code, response.content)
-        except httpx.HTTPError as exc:
-            self._apply(None, b"", type(exc).__name__)
-        if not self._healthy:
-            log.warning("upstream %s is not answering yet; serving its models once it does", self.config.url)
+        """Nothing to load: the first listing is the worker's ``refresh``, in its loop and through the
+        resolver that checks the host (a listing here would resolve it outside that check)."""
 
     def models(self) -> list[ModelInfo]:
         """The models the upstream serves now (none while it does not answer)."""
         return [info for _, info in self._routes.values()]
 
     async def monitor(self, changed: Callable[[], None]) -> None:
-        """Poll ``/v1/models`` every interval (at once after a failed connection); report changes."""
+        """After the first listing, poll ``/v1/models`` every interval (at once after a failed connection);
+        report changes."""
         while True:
-            if await self.refresh():
-                changed()
             self._poll_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval_s)
+            if await self.refresh():
+                changed()
 
     async def refresh(self) -> bool:
         """Ask ``/v1/models`` now; whether the announced models changed."""
         if self._poller is None or self._poller.closed:
             limits = aiohttp.ClientTimeout(total=self._poll_s(), connect=self.config.connect_timeout_s)
-            self._poller = self._client(1, limits, decompress=True)
+            # A new connection per poll: every few seconds the host is checked again, even with no jobs.
+            self._poller = upstream_session(self.config, self._checked(), 1, limits, decompress=True, fresh=True)
         try:
-            async with self._poller.get(self.config.url + "/models", allow_redirects=False) as response:
-                status, body = response.status, await _bounded_body(response.content, MAX_LISTING + 1)
+            status, body = await fetch_listing(self._poller, self.config)
+        except ListingError as exc:
+            return self._apply(None, b"", str(exc))
         except TimeoutError as exc:
             if self._streaming():  # busy, not gone: llama-cpp-python serves /v1/models between generations only
                 return False
             return self._apply(None, b"", type(exc).__name__)
         except aiohttp.ClientError as exc:
             return self._apply(None, b"", type(exc).__name__)
-        if len(body) > MAX_LISTING:
-            return self._apply(None, b"", f"a model listing over {MAX_LISTING} bytes")
         return self._apply(status, body)
 
     def _streaming(self) -> bool:
@@ -134,7 +124,8 @@ class OpenAIUpstreamBackend:
         healthy = failure is None
         if healthy != self._healthy:
             level, state = (logging.INFO, "answers") if healthy else (logging.WARNING, f"is down ({failure})")
-            log.log(level, "upstream %s", state)
+            later = "; serving its models once it answers" if self._healthy is None and not healthy else ""
+            log.log(level, "upstream %s %s%s", self.config.url, state, later)
         changed = routes != self._routes
         if changed:
             log.info("upstream models now: %s", describe(routes) or "none")
@@ -155,24 +146,14 @@ class OpenAIUpstreamBackend:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                             sock_read=self.config.timeout_s)  # fmt: skip
-            self._session = self._client(self.capacity + 4, timeout, _HEADERS)
+            self._session = upstream_session(self.config, self._checked(), self.capacity + 4, timeout, _HEADERS)
         return self._session
 
-    def _client(
-        self, connections: int, timeout: aiohttp.ClientTimeout, headers: dict[str, str] | None = None,
-        decompress: bool = False,
-    ) -> aiohttp.ClientSession:  # fmt: skip
-        """A connection pool to the upstream: its key sent, no proxy from the environment, host names
-        checked at each new connection unless remote upstreams are allowed."""
+    def _checked(self) -> CheckedResolver | None:
+        """One resolver for jobs and polls (made in the running loop); none when remote upstreams are allowed."""
         if self._resolver is None and not self.config.allow_remote:
-            self._resolver = CheckedResolver()  # one for jobs and polls (made in the running loop)
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=30, resolver=self._resolver),
-            headers={**self.config.headers(), **(headers or {})},
-            timeout=timeout,
-            trust_env=False,
-            auto_decompress=decompress,
-        )
+            self._resolver = CheckedResolver()
+        return self._resolver
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """One streaming request upstream; each text event is yielded as it arrives."""
@@ -193,7 +174,7 @@ class OpenAIUpstreamBackend:
             async with self._http().post(self.config.url + path, data=body, allow_redirects=False) as response:
                 self._reading.discard(job_id)
                 if response.status != 200:
-                    raw = await _bounded_body(response.content)
+                    raw = await bounded_body(response.content, MAX_ERROR_BODY)  # never logged
                     log.info("job %s: upstream answered HTTP %d", job_id, response.status)
                     raise refusal(response.status, raw, request, response.headers.get("retry-after"))
                 content = response.content
@@ -259,14 +240,3 @@ class OpenAIUpstreamBackend:
             await self._poller.close()
         if self._resolver is not None:
             await self._resolver.close()
-
-
-async def _bounded_body(content: aiohttp.StreamReader, limit: int = MAX_ERROR_BODY) -> bytes:
-    """A body, at most ``limit`` bytes (an error body is never logged)."""
-    raw = bytearray()
-    while len(raw) < limit:
-        part = await content.read(limit - len(raw))
-        if not part:
-            break
-        raw += part
-    return bytes(raw)

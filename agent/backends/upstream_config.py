@@ -43,7 +43,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True):
     poll_interval_s: float = 5.0
     timeout_s: float = 120.0
     connect_timeout_s: float = 2.0
-    allow_remote: bool = False  # else every connection checks the host's addresses again (upstream_dns)
+    allow_remote: bool = False  # else every connection checks the host's addresses again (upstream_http)
 
     def __repr__(self) -> str:
         """Never show the key."""

@@ -1,20 +1,24 @@
 """``ownllm-agent doctor`` for the ``openai`` backend: reachable, models, a one-token completion, latency.
 
-The probe prompt is a fixed word; nothing the server answers is printed except counts and names.
+The probe prompt is a fixed word; nothing the server answers is printed except counts and names. It
+connects as jobs do: through aiohttp, the host checked at each new connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-import httpx
+import aiohttp
 import msgspec
 
 from agent.backends.upstream_config import UpstreamConfig
+from agent.backends.upstream_http import CheckedResolver, fetch_listing, upstream_session
 from agent.backends.upstream_models import ListingError, announced, parse_listing
 from agent.backends.upstream_wire import stream_events
 
 Rows = list[tuple[str, str]]
+_FAILURES = (aiohttp.ClientError, TimeoutError, ValueError)  # ValueError: a line over aiohttp's limit
 
 
 def _ms(start: float) -> str:
@@ -22,32 +26,55 @@ def _ms(start: float) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms"
 
 
-def upstream_rows(config: UpstreamConfig, transport: httpx.BaseTransport | None = None) -> Rows:
+def upstream_rows(config: UpstreamConfig) -> Rows:
     """Rows of (what, finding) about the upstream server."""
-    timeout = httpx.Timeout(30.0, connect=config.connect_timeout_s)
-    with httpx.Client(trust_env=False, headers=config.headers(), timeout=timeout, transport=transport) as client:
-        start = time.perf_counter()
-        try:
-            listing = client.get(config.url + "/models")
-        except httpx.HTTPError as exc:
-            return [("upstream", f"{config.url}: not reachable ({type(exc).__name__})")]
-        if listing.status_code != 200:
-            hint = " (check the upstream key)" if listing.status_code in (401, 403) else ""
-            return [("upstream", f"{config.url}: GET /models answered HTTP {listing.status_code}{hint}")]
-        rows: Rows = [("upstream", f"{config.url}: reachable, GET /models in {_ms(start)}")]
-        try:
-            routes = announced(config, parse_listing(listing.content))
-        except ListingError as exc:
-            return [*rows, ("upstream models", str(exc))]
-        shown = ", ".join(f"{public} (context {info.context_length})" for public, (_, info) in routes.items())
-        rows.append(("upstream models", shown or "none (check --models against the server's model ids)"))
-        if routes:
-            public, (upstream_id, _) = next(iter(routes.items()))
-            rows.append((f"one-token completion ({public})", _one_token(client, config, upstream_id)))
+    return asyncio.run(_rows(config))
+
+
+async def _rows(config: UpstreamConfig) -> Rows:
+    """The checks, in one connection pool."""
+    resolver = None if config.allow_remote else CheckedResolver()
+    timeout = aiohttp.ClientTimeout(total=30.0, connect=config.connect_timeout_s)
+    try:
+        async with upstream_session(config, resolver, 1, timeout, decompress=True) as client:
+            return await _check(client, config)
+    finally:
+        if resolver is not None:
+            await resolver.close()
+
+
+async def _check(client: aiohttp.ClientSession, config: UpstreamConfig) -> Rows:
+    """Reachable, the models, a one-token completion."""
+    start = time.perf_counter()
+    try:
+        status, body = await fetch_listing(client, config)
+    except ListingError as exc:
+        return [("upstream", f"{config.url}: {exc}")]
+    except _FAILURES as exc:
+        return [("upstream", f"{config.url}: not reachable ({type(exc).__name__}{_why(exc)})")]
+    if status != 200:
+        hint = " (check the upstream key)" if status in (401, 403) else ""
+        return [("upstream", f"{config.url}: GET /models answered HTTP {status}{hint}")]
+    rows: Rows = [("upstream", f"{config.url}: reachable, GET /models in {_ms(start)}")]
+    try:
+        routes = announced(config, parse_listing(body))
+    except ListingError as exc:
+        return [*rows, ("upstream models", str(exc))]
+    shown = ", ".join(f"{public} (context {info.context_length})" for public, (_, info) in routes.items())
+    rows.append(("upstream models", shown or "none (check --models against the server's model ids)"))
+    if routes:
+        public, (upstream_id, _) = next(iter(routes.items()))
+        rows.append((f"one-token completion ({public})", await _one_token(client, config, upstream_id)))
     return rows
 
 
-def _one_token(client: httpx.Client, config: UpstreamConfig, model: str) -> str:
+def _why(exc: BaseException) -> str:
+    """The reason a refused host gives (its public address), else nothing."""
+    cause = exc.__cause__ or exc.__context__
+    return f": {cause}" if cause is not None and "public address" in str(cause) else ""
+
+
+async def _one_token(client: aiohttp.ClientSession, config: UpstreamConfig, model: str) -> str:
     """Stream a one-token chat completion; the time to its first event and whether usage came with it."""
     body = {
         "model": model,
@@ -61,18 +88,19 @@ def _one_token(client: httpx.Client, config: UpstreamConfig, model: str) -> str:
     first: str | None = None
     usage = False
     try:
-        with client.stream("POST", config.url + "/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                return f"failed: HTTP {response.status_code}"
-            for line in response.iter_lines():
-                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+        async with client.post(config.url + "/chat/completions", json=body, allow_redirects=False) as response:
+            if response.status != 200:
+                return f"failed: HTTP {response.status}"
+            async for raw in response.content:
+                line = raw.strip()
+                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
                     continue
                 first = first or _ms(start)
                 try:
                     usage = usage or stream_events.decode(line[5:].strip()).usage is not None
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     return "failed: the server sent a malformed event"
-    except httpx.HTTPError as exc:
+    except _FAILURES as exc:
         return f"failed ({type(exc).__name__})"
     counts = "usage reported" if usage else "no usage reported: token counts will be estimated"
     return f"ok, first event in {first or '-'}, done in {_ms(start)}; {counts}"

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
+
+import pytest
 
 Scope = dict[str, Any]
 SCRIPTED = ("slow-first", "drip", "cut", "busy", "unavailable", "boom", "bad-echo", "bad-plain", "malformed")
@@ -159,3 +162,16 @@ async def _json(send: Any, status: int, payload: Any, headers: dict[str, str] | 
     start = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": raw})
+
+
+def answer_host(monkeypatch: pytest.MonkeyPatch, host: str, port: int, address: str) -> dict[str, str]:
+    """Make ``host`` resolve to ``address`` (port ``port``); the dict's ``address`` changes the answer later."""
+    answer, real = {"address": address}, socket.getaddrinfo
+
+    def resolve(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answer["address"], port))]
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return answer

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,7 +16,9 @@ from agent.backends.base import Backend, Finished, GenerationRequest, Monitored,
 from agent.backends.openai_upstream import OpenAIUpstreamBackend
 from agent.backends.upstream_config import UpstreamConfig
 from agent.protocol import ChatMessage, Sampling
-from tests.agent.fake_upstream import FakeUpstream
+from agent.worker import Worker, WorkerConfig
+from tests.agent.fake_upstream import FakeUpstream, answer_host
+from tests.agent.test_worker import TENANT, Factory
 from tests.support.server import ServerThread
 
 
@@ -44,11 +44,11 @@ async def close_backends() -> AsyncIterator[None]:
         await OPENED.pop().aclose()
 
 
-def backend_for(url: str, **config: object) -> OpenAIUpstreamBackend:
-    """A loaded backend relaying to ``url``."""
+async def backend_for(url: str, **config: object) -> OpenAIUpstreamBackend:
+    """A backend relaying to ``url``, after its first listing (a worker's start makes it)."""
     backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2, **config))  # type: ignore[arg-type]
-    backend.load()
     OPENED.append(backend)
+    await backend.refresh()
     return backend
 
 
@@ -76,7 +76,7 @@ async def collect(backend: OpenAIUpstreamBackend, req: GenerationRequest) -> tup
 
 async def test_relays_each_event_with_the_upstreams_counts_and_passes_sampling_through(fake) -> None:
     app, url = fake
-    backend = backend_for(url)
+    backend = await backend_for(url)
     assert isinstance(backend, Backend) and isinstance(backend, Monitored)
     assert {m.id: m.context_length for m in backend.models()}["echo"] == 4096
     deltas, final = await collect(
@@ -102,7 +102,7 @@ async def test_completions_and_length(fake) -> None:
     req = GenerationRequest(
         job_id="c", model="echo", kind="completion", prompt="a b c d e", sampling=Sampling(max_tokens=2)
     )
-    deltas, final = await collect(backend_for(url), req)
+    deltas, final = await collect(await backend_for(url), req)
     assert "".join(d.text for d in deltas) == "a b" and final.finish_reason == "length"
     assert app.requests[-1]["prompt"] == "a b c d e" and "messages" not in app.requests[-1]
 
@@ -110,7 +110,7 @@ async def test_completions_and_length(fake) -> None:
 async def test_without_usage_the_counts_are_estimated_and_marked(fake) -> None:
     _, url = fake
     text = "one two three four five six"
-    deltas, final = await collect(backend_for(url), chat(text, model="no-usage"))
+    deltas, final = await collect(await backend_for(url), chat(text, model="no-usage"))
     assert "".join(d.text for d in deltas) == text and sum(d.tokens for d in deltas) == 6
     # prompt: characters / 4 rounded up, plus 4 per message; completion: one per text event
     expected_prompt = -(-(len("be brief") + len(text)) // 4) + 2 * 4
@@ -119,10 +119,10 @@ async def test_without_usage_the_counts_are_estimated_and_marked(fake) -> None:
 
 async def test_a_slow_first_byte_is_waited_for_and_a_timeout_is_an_error(fake) -> None:
     _, url = fake
-    deltas, final = await collect(backend_for(url), chat("late but fine", model="slow-first"))
+    deltas, final = await collect(await backend_for(url), chat("late but fine", model="slow-first"))
     assert "".join(d.text for d in deltas) == "late but fine" and final.finish_reason == "stop"
     with pytest.raises(RequestError) as timed_out:
-        await collect(backend_for(url, timeout_s=0.1), chat("too late", model="slow-first"))
+        await collect(await backend_for(url, timeout_s=0.1), chat("too late", model="slow-first"))
     assert timed_out.value.code == "internal" and "sent nothing" in str(timed_out.value)
 
 
@@ -139,7 +139,7 @@ async def test_a_slow_first_byte_is_waited_for_and_a_timeout_is_an_error(fake) -
 async def test_upstream_statuses_become_protocol_errors(fake, model: str, code: str, retry: float | None) -> None:
     app, url = fake
     with pytest.raises(RequestError) as refused:
-        await collect(backend_for(url), chat("CANARYstatus123 please", model=model))
+        await collect(await backend_for(url), chat("CANARYstatus123 please", model=model))
     assert refused.value.code == code and refused.value.retry_after_s == retry
     assert app.followed == 0
     assert "CANARYstatus123" not in str(refused.value)
@@ -150,7 +150,7 @@ async def test_upstream_statuses_become_protocol_errors(fake, model: str, code: 
 async def test_a_400_that_echoes_the_prompt_is_passed_on_without_its_message(fake) -> None:
     _, url = fake
     with pytest.raises(RequestError) as refused:
-        await collect(backend_for(url), chat("CANARYbad456 secret words", model="bad-echo"))
+        await collect(await backend_for(url), chat("CANARYbad456 secret words", model="bad-echo"))
     assert refused.value.code == "bad_request"
     assert str(refused.value) == "upstream refused the request (HTTP 400)"
 
@@ -160,7 +160,7 @@ async def test_a_broken_stream_ends_the_job_with_an_error_after_what_was_relayed
     _, url = fake
     received: list[str] = []
     with pytest.raises(RequestError) as failed:
-        async for event in backend_for(url).generate(chat("CANARYcut789 b c d e", model=model)):
+        async for event in (await backend_for(url)).generate(chat("CANARYcut789 b c d e", model=model)):
             if isinstance(event, TextDelta):
                 received.append(event.text)
     assert failed.value.code == "internal" and "CANARYcut789" not in str(failed.value)
@@ -169,7 +169,7 @@ async def test_a_broken_stream_ends_the_job_with_an_error_after_what_was_relayed
 
 async def test_cancel_closes_the_upstream_connection_within_a_second(fake) -> None:
     app, url = fake
-    backend = backend_for(url)
+    backend = await backend_for(url)
     deltas: list[TextDelta] = []
     final: Finished | None = None
     cancelled_at = 0.0
@@ -195,7 +195,7 @@ async def test_cancel_closes_the_upstream_connection_within_a_second(fake) -> No
 async def test_a_cancel_while_waiting_for_the_first_byte_takes_effect_at_once(fake) -> None:
     app, url = fake
     app.first_byte_s = 5.0
-    backend = backend_for(url)
+    backend = await backend_for(url)
     task = asyncio.ensure_future(collect(backend, chat("x", model="slow-first", job_id="slow-1")))
     await asyncio.sleep(0.2)
     started = time.monotonic()
@@ -208,7 +208,7 @@ async def test_a_cancel_while_waiting_for_the_first_byte_takes_effect_at_once(fa
 async def test_models_follow_the_upstream_and_vanish_while_it_hangs(fake) -> None:
     app, url = fake
     app.models = {"a": 8192, "b": None}
-    backend = backend_for(url, context_length=1234, licences=(("a", "Apache-2.0"),))
+    backend = await backend_for(url, context_length=1234, licences=(("a", "Apache-2.0"),))
     assert {(m.id, m.context_length, m.licence) for m in backend.models()} == {
         ("a", 8192, "Apache-2.0"),
         ("b", 1234, None),
@@ -233,7 +233,7 @@ async def test_models_follow_the_upstream_and_vanish_while_it_hangs(fake) -> Non
 async def test_a_model_poll_that_times_out_while_a_stream_flows_keeps_the_models(fake) -> None:
     """llama-cpp-python's server answers /v1/models only between generations: busy is not gone."""
     app, url = fake
-    backend = backend_for(url)
+    backend = await backend_for(url)
     watcher = asyncio.create_task(backend.monitor(lambda: None))
     try:
         app.hang = True  # every poll now times out (1 s)
@@ -255,19 +255,19 @@ async def test_a_model_poll_that_times_out_while_a_stream_flows_keeps_the_models
 async def test_routes_rename_upstream_models_and_the_key_is_sent(fake) -> None:
     app, url = fake
     app.key = "sk-upstream-secret"
-    backend = backend_for(url, routes=(("public", "echo"),), api_key="sk-upstream-secret")
+    backend = await backend_for(url, routes=(("public", "echo"),), api_key="sk-upstream-secret")
     assert [m.id for m in backend.models()] == ["public"]
     deltas, _ = await collect(backend, chat("renamed ok", model="public"))
     assert "".join(d.text for d in deltas) == "renamed ok" and app.requests[-1]["model"] == "echo"
     assert "sk-upstream-secret" not in repr(backend.config)
-    assert backend_for(url).models() == []  # without the key the upstream answers 401: nothing served
+    assert (await backend_for(url)).models() == []  # without the key the upstream answers 401: nothing served
 
 
 async def test_no_body_reaches_any_log_at_any_level(fake, caplog: pytest.LogCaptureFixture) -> None:
     _, url = fake
     caplog.set_level(logging.DEBUG)  # httpx and httpcore included
     canary = "CANARYlog0c4f"
-    backend = backend_for(url)
+    backend = await backend_for(url)
     await collect(backend, chat(f"say {canary}"))
     for model in ("boom", "bad-echo", "mid-error", "malformed", "cut", "busy"):
         with pytest.raises(RequestError):
@@ -287,7 +287,7 @@ async def _until(check, within_s: float = 2.0) -> None:
 
 async def test_a_cancel_before_the_job_starts_sends_nothing_upstream(fake) -> None:
     app, url = fake
-    backend = backend_for(url)
+    backend = await backend_for(url)
     backend.cancel("early-1")
     deltas, final = await collect(backend, chat("never asked", job_id="early-1"))
     assert deltas == [] and final.finish_reason == "cancelled" and final.completion_tokens == 0
@@ -298,7 +298,7 @@ async def test_a_cancel_before_the_job_starts_sends_nothing_upstream(fake) -> No
 
 async def test_paced_events_are_relayed_one_by_one_as_they_arrive(fake) -> None:
     _, url = fake
-    backend = backend_for(url)
+    backend = await backend_for(url)
     arrivals: list[tuple[float, str]] = []
     async for event in backend.generate(chat("a b c", model="drip", job_id="drip-2")):
         if isinstance(event, TextDelta):
@@ -315,16 +315,9 @@ async def test_a_host_name_is_checked_again_at_each_new_connection(
 ) -> None:
     """A DNS answer that turns public after start gets neither a prompt nor the key; private again, both."""
     app, url = fake
-    port, answer, real = urlsplit(url).port, {"address": "127.0.0.1"}, socket.getaddrinfo
-
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "upstream.internal":
-            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answer["address"], port))]
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    answer = answer_host(monkeypatch, "upstream.internal", urlsplit(url).port or 0, "127.0.0.1")
     app.key = "sk-upstream"
-    backend = backend_for(url.replace("127.0.0.1", "upstream.internal"), api_key="sk-upstream")
+    backend = await backend_for(url.replace("127.0.0.1", "upstream.internal"), api_key="sk-upstream")
     assert [m.id for m in backend.models()] == list(app.models)  # the listing at start
     answer["address"] = "93.184.216.34"  # the record now points off the private network
     seen = len(app.seen_keys)
@@ -340,3 +333,26 @@ async def test_a_host_name_is_checked_again_at_each_new_connection(
     assert await backend.refresh() and backend.models()
     deltas, final = await collect(backend, chat("hello"))
     assert deltas and final.finish_reason == "stop" and len(app.requests) == 1
+
+
+async def test_the_first_listing_at_start_is_checked_too(
+    fake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, nats_server_factory: Factory
+) -> None:
+    """The answer turned public between the start-up check and the worker's start: its listing sends nothing."""
+    app, url = fake
+    answer_host(monkeypatch, "upstream.internal", urlsplit(url).port or 0, "93.184.216.34")
+    app.key = "sk-upstream"
+    config = UpstreamConfig(url=url.replace("127.0.0.1", "upstream.internal"), api_key="sk-upstream")
+    backend = OpenAIUpstreamBackend(config)
+    OPENED.append(backend)
+    backend.load()  # as ownllm-agent serve does before its loop
+    worker = Worker(backend, WorkerConfig("agent-u", TENANT, nats_server_factory().url, heartbeat_interval_s=30))
+    with caplog.at_level(logging.WARNING, "ownllm.agent.upstream"):
+        await worker.start()
+    try:
+        assert "resolves to 93.184.216.34, not a private address: not connecting" in caplog.text
+        assert backend.models() == [] and app.seen_keys == []
+        down = "/v1 is down (ClientConnectorDNSError); serving its models once it answers"
+        assert down in caplog.text
+    finally:
+        await worker.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_doctor import upstream_rows
 from agent.cli import app
-from tests.agent.fake_upstream import FakeUpstream
+from tests.agent.fake_upstream import FakeUpstream, answer_host
 from tests.support.server import ServerThread
 
 
@@ -49,6 +50,17 @@ def test_wrong_key_and_unreachable(fake) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert "not reachable" in dict(upstream_rows(UpstreamConfig(url=f"http://127.0.0.1:{port}/v1")))["upstream"]
+
+
+def test_a_host_that_now_resolves_to_a_public_address_is_not_asked(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor connects as jobs do: a host checked at start whose answer turned public gets no request."""
+    app_, url = fake
+    app_.key = "sk-doctor-key"
+    answer_host(monkeypatch, "upstream.internal", urlsplit(url).port or 0, "93.184.216.34")
+    config = UpstreamConfig(url=url.replace("127.0.0.1", "upstream.internal"), api_key="sk-doctor-key")
+    finding = dict(upstream_rows(config))["upstream"]
+    assert "not reachable" in finding and "resolves to a public address (93.184.216.34)" in finding
+    assert app_.seen_keys == [] and app_.model_polls == 0
 
 
 def test_the_cli_doctor_shows_the_upstream(fake, tmp_path: Path) -> None:

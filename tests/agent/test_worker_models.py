@@ -39,6 +39,9 @@ class ShiftingEcho(EchoBackend):
         self.model_ids = ids
         self.changed.set()
 
+    async def refresh(self) -> bool:
+        return False  # the list is the test's: nothing to ask at start
+
     async def monitor(self, changed: Callable[[], None]) -> None:
         while True:
             await self.changed.wait()
