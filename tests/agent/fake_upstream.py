@@ -9,7 +9,8 @@ The model name picks the script:
 - ``busy`` / ``unavailable`` / ``boom``: HTTP 429 (Retry-After: 3) / 503 / 500 with the prompt in the body;
 - ``bad-echo`` / ``bad-plain``: HTTP 400 whose message quotes the prompt / holds no content;
 - ``malformed``: a broken JSON event; ``mid-error``: an error event after one word;
-- ``no-usage``: like echo, without the usage event; ``redirect``: HTTP 307 to another host.
+- ``no-usage``: like echo, without the usage event; ``redirect``: HTTP 307 to another host;
+- ``lockstep``: like echo, but each word after the first waits for the test to release ``steps``.
 
 ``/v1/models`` lists ``models`` (with ``max_model_len``) and hangs while ``hang`` is set.
 Request bodies are kept in memory (``requests``) so tests can check what was passed through.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from typing import Any
 
@@ -27,7 +29,7 @@ import pytest
 
 Scope = dict[str, Any]
 SCRIPTED = ("slow-first", "drip", "cut", "busy", "unavailable", "boom", "bad-echo", "bad-plain", "malformed")
-SCRIPTED_MORE = ("mid-error", "no-usage", "redirect")
+SCRIPTED_MORE = ("mid-error", "no-usage", "redirect", "lockstep")
 
 
 class FakeUpstream:
@@ -44,6 +46,7 @@ class FakeUpstream:
         self.followed = 0  # requests that followed the ``redirect`` script's Location
         self.key: str | None = None  # when set, requests must carry it
         self.seen_keys: list[str | None] = []
+        self.steps = threading.Semaphore(0)  # ``lockstep``: one release per word after the first
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -115,6 +118,8 @@ class FakeUpstream:
             if model == "mid-error" and i == 1:
                 await _event(send, json.dumps({"error": {"message": f"failed on {prompt}"}}).encode())
                 return
+            if model == "lockstep" and i > 0 and not await asyncio.to_thread(self.steps.acquire, True, 10):
+                return  # the test never asked for this word
             await _event(send, _chunk(word if i == 0 else " " + word, chat))
         shown = min(len(words), request.get("max_tokens", 16))
         await _event(send, _chunk("", chat, "length" if shown < len(words) else "stop"))
