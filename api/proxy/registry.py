@@ -32,6 +32,11 @@ def clamp_interval(interval_s: float) -> float:
     return interval_s if interval_s >= low else low
 
 
+def announced_load(heartbeat: Heartbeat) -> float:
+    """Jobs running and queued per slot, from what the agent announced (negative counts read as none)."""
+    return (max(0, heartbeat.in_flight) + max(0, heartbeat.queued)) / max(1, heartbeat.capacity)
+
+
 @dataclass(frozen=True, slots=True)
 class LiveAgent:
     """The last heartbeat of one agent and when it stops counting."""
@@ -41,6 +46,7 @@ class LiveAgent:
     models: tuple[ModelInfo, ...]
     expires_at: float
     first_seen: float
+    load: float = 0.0  # jobs running and queued per slot at its last beat (as it said: a hint, not a bound)
 
 
 class AgentRegistry:
@@ -90,6 +96,7 @@ class AgentRegistry:
             models=heartbeat.models,
             expires_at=self.clock() + MISSED_BEATS * clamp_interval(heartbeat.interval_s),
             first_seen=previous.first_seen if previous else self._wall(),
+            load=announced_load(heartbeat),
         )
         return True
 

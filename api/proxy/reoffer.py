@@ -2,7 +2,8 @@
 
 A relay agent accepts a job and then learns that its upstream is full (HTTP 429/503): it answers
 ``Error(code="busy")`` before any chunk. While no text of the job exists, the proxy offers it again,
-by name, to a live agent serving the model that this request has not tried (``ollm.T.job.M.A``),
+by name, to a live agent serving the model that this request has not tried (``ollm.T.job.M.A``;
+the least loaded by its last heartbeat first),
 at most :data:`MAX_AGENTS` agents in all. The agent that refused is known from the subject of its
 reply, which NATS vouches for; one that does not name itself is not offered around (it could be
 tried again). Only when no agent took the job does the client get the refusal: 429 with the
@@ -59,14 +60,13 @@ def retryable(item: object) -> bool:
 
 
 def untried(dispatcher: Dispatcher, tenant_id: str, model: str, tried: set[str]) -> list[str]:
-    """Live agents serving ``model`` that this request has not tried, in random order (spreads the load)."""
-    agents = [
-        a.agent_id
-        for a in dispatcher.registry.live(tenant_id)
-        if a.agent_id not in tried and any(m.id == model for m in a.models)
-    ]
+    """Live agents serving ``model`` that this request has not tried, the least loaded at their last
+    heartbeat first, in random order among equals (spreads the load)."""
+    live = dispatcher.registry.live(tenant_id)
+    agents = [a for a in live if a.agent_id not in tried and any(m.id == model for m in a.models)]
     random.shuffle(agents)
-    return agents
+    agents.sort(key=lambda a: a.load)  # stable: the shuffle orders the equals
+    return [a.agent_id for a in agents]
 
 
 def refusal(errors: list[Error]) -> Error:

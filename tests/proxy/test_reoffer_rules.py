@@ -66,3 +66,26 @@ def test_a_job_goes_only_to_live_agents_of_its_model_not_tried_yet(
     chosen = untried(dispatcher, "t", "m", set(tried))
     assert sorted(chosen) == sorted(a for a, models in served.items() if "m" in models and a not in tried)
     assert len(chosen) == len(set(chosen))
+
+
+loads = st.dictionaries(
+    st.sampled_from([f"a{i}" for i in range(6)]),
+    st.tuples(st.integers(-2, 8), st.integers(-2, 8), st.integers(-1, 4)),  # in flight, queued, capacity
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(loads)
+def test_the_least_loaded_agent_by_its_last_heartbeat_is_offered_the_job_first(
+    announced: dict[str, tuple[int, int, int]],
+) -> None:
+    registry = AgentRegistry(clock=lambda: 100.0)
+    for agent_id, (in_flight, queued, capacity) in announced.items():
+        beat = Heartbeat(agent_id, "t", (ModelInfo("m", "openai"),), capacity, in_flight, queued, interval_s=1.0)
+        registry.beat("t", beat)
+    dispatcher: Any = SimpleNamespace(registry=registry)
+    chosen = untried(dispatcher, "t", "m", set())
+    load = {a: (max(0, f) + max(0, q)) / max(1, c) for a, (f, q, c) in announced.items()}
+    assert sorted(chosen) == sorted(announced)
+    assert [load[a] for a in chosen] == sorted(load.values())  # a lie about counts reorders, never breaks
