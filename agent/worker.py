@@ -18,7 +18,9 @@ from nats.aio.subscription import Subscription
 
 from agent import protocol
 from agent.backends.base import Backend, Finished, GenerationRequest, Monitored, RequestError, TextDelta
+from agent.intake import parse_job
 from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job, flush_in_order
+from agent.slots import Slots
 
 log = logging.getLogger("ownllm.agent.worker")
 
@@ -50,41 +52,6 @@ class _JobState:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-def parse_job(data: bytes) -> Job | Error:
-    """Decode a job request, or the :class:`Error` to answer (bad message or unknown version)."""
-    try:
-        message = protocol.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _undecodable(data, exc)
-    if not isinstance(message, Job):
-        return Error(job_id="", code="bad_request", message=f"expected a job, got {type(message).__name__}")
-    if message.v != protocol.PROTOCOL_VERSION:
-        return _version_error(message.job_id, message.v)
-    return message
-
-
-def _version_error(job_id: str, version: object) -> Error:
-    """The answer to a job in a protocol version this agent does not speak."""
-    return Error(
-        job_id=job_id,
-        code="unsupported_version",
-        message=f"protocol version {version!r} is not supported (this agent: {protocol.PROTOCOL_VERSION})",
-    )
-
-
-def _undecodable(data: bytes, exc: Exception) -> Error:
-    """Classify a message that does not decode: a newer version, or malformed."""
-    try:
-        raw = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError:
-        raw = None
-    job_id = raw.get("job_id") if isinstance(raw, dict) else None
-    job_id = job_id if isinstance(job_id, str) else ""
-    if isinstance(raw, dict) and raw.get("v", protocol.PROTOCOL_VERSION) != protocol.PROTOCOL_VERSION:
-        return _version_error(job_id, raw.get("v"))
-    return Error(job_id=job_id, code="bad_request", message=f"malformed job message ({type(exc).__name__})")
-
-
 class Worker:
     """Serves one tenant's jobs from NATS with a bounded queue in front of the backend."""
 
@@ -94,7 +61,7 @@ class Worker:
         self.capacity = max(1, config.capacity or backend.capacity)
         self.nc: NATS | None = None
         self._jobs: dict[str, _JobState] = {}
-        self._slots = asyncio.Semaphore(self.capacity)
+        self._slots = Slots(self.capacity)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._beat_now = asyncio.Event()  # the backend's models changed: announce at once
@@ -132,12 +99,21 @@ class Worker:
         )
         if isinstance(self.backend, Monitored):
             await self.backend.refresh()  # the first listing: start announces what the upstream serves
+        self._sync_capacity()
         await self._sync_models()
         await self.nc.subscribe(protocol.cancel_subject(cfg.tenant_id), cb=self._on_cancel)
         await flush_in_order(self.nc)  # the job subscriptions are the server's when start returns
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
         if isinstance(self.backend, Monitored):
             self._monitor_task = asyncio.create_task(self.backend.monitor(self._beat_now.set))
+
+    def _sync_capacity(self) -> None:
+        """Follow the backend's capacity (an upstream reports its own when it answers) unless it was set."""
+        if self.config.capacity or self.backend.capacity == self.capacity:
+            return
+        self.capacity = max(1, self.backend.capacity)
+        self._slots.resize(self.capacity)
+        log.info("capacity now %d", self.capacity)
 
     async def _sync_models(self) -> None:
         """Join the queue group of every model the backend serves now, and leave those it no longer serves."""
@@ -227,6 +203,7 @@ class Worker:
             if self.nc is not None and self.nc.is_connected:
                 try:
                     if not self._stopping:
+                        self._sync_capacity()
                         await self._sync_models()
                     await self.nc.publish(subject, protocol.encode(self.heartbeat()))
                 except Exception as exc:  # keep beating through reconnects

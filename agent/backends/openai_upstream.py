@@ -8,7 +8,9 @@ upstream's. A server that reports no usage gets counts
 estimated as described in :func:`agent.backends.upstream_wire.estimate_prompt_tokens` (completion:
 one token per text event), marked ``estimated``. A cancel closes the upstream connection, which
 vLLM and llama.cpp take as an abort. ``GET /v1/models`` is polled: models appear and disappear with
-the upstream, and an upstream that stops answering leaves the agent announcing none.
+the upstream, and an upstream that stops answering leaves the agent announcing none. Unless a
+capacity is set, each time the upstream comes up the agent takes the capacity it reports
+(:mod:`agent.backends.upstream_capacity`).
 
 Every request upstream (jobs, model polls from the first listing on, the doctor's) goes through
 aiohttp (a quarter of httpx's CPU per streamed request, measured with bench/upstream.py's upstream),
@@ -28,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from agent.backends.base import Event, Finished, GenerationRequest, RequestError
+from agent.backends.upstream_capacity import DEFAULT_CAPACITY, discover_capacity
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_http import CheckedResolver, bounded_body, fetch_listing, upstream_session
 from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
@@ -53,7 +56,7 @@ class OpenAIUpstreamBackend:
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self.capacity = max(1, config.capacity)
+        self.capacity = max(1, config.capacity or DEFAULT_CAPACITY)  # unset: the upstream's, once it answers
         self._routes: Routes = {}
         self._healthy: bool | None = None  # unknown until the first listing
         self._session: aiohttp.ClientSession | None = None
@@ -91,6 +94,7 @@ class OpenAIUpstreamBackend:
             limits = aiohttp.ClientTimeout(total=self._poll_s(), connect=self.config.connect_timeout_s)
             # A new connection per poll: every few seconds the host is checked again, even with no jobs.
             self._poller = upstream_session(self.config, self._checked(), 1, limits, decompress=True, fresh=True)
+        was_healthy = self._healthy
         try:
             status, body = await fetch_listing(self._poller, self.config)
         except ListingError as exc:
@@ -101,7 +105,24 @@ class OpenAIUpstreamBackend:
             return self._apply(None, b"", type(exc).__name__)
         except aiohttp.ClientError as exc:
             return self._apply(None, b"", type(exc).__name__)
-        return self._apply(status, body)
+        changed = self._apply(status, body)
+        if self._healthy and not was_healthy and self.config.capacity is None:  # it (re)started: ask again
+            changed = await self._ask_capacity() or changed
+        return changed
+
+    async def _ask_capacity(self) -> bool:
+        """Take the capacity the upstream reports (else the default); whether it changed."""
+        assert self._poller is not None
+        try:
+            found = await discover_capacity(self._poller, self.config)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            found = None
+        capacity, source = found or (DEFAULT_CAPACITY, "not reported: the default")
+        if capacity == self.capacity:
+            return False
+        log.info("upstream capacity %d (%s)", capacity, source)
+        self.capacity = capacity
+        return True
 
     def _streaming(self) -> bool:
         """Whether a job's stream brought bytes within the last poll timeout: the upstream answers."""
@@ -146,7 +167,8 @@ class OpenAIUpstreamBackend:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                             sock_read=self.config.timeout_s)  # fmt: skip
-            self._session = upstream_session(self.config, self._checked(), self.capacity + 4, timeout, _HEADERS)
+            # No pool limit: the worker's slots bound the jobs, and the capacity may grow after this.
+            self._session = upstream_session(self.config, self._checked(), 0, timeout, _HEADERS)
         return self._session
 
     def _checked(self) -> CheckedResolver | None:

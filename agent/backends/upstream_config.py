@@ -39,7 +39,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True):
     routes: tuple[tuple[str, str], ...] = ()  # (announced id, upstream id); empty: discover
     context_length: int = 4096
     licences: tuple[tuple[str, str], ...] = ()
-    capacity: int = 16
+    capacity: int | None = None  # None: what the upstream reports (upstream_capacity), else DEFAULT_CAPACITY
     poll_interval_s: float = 5.0
     timeout_s: float = 120.0
     connect_timeout_s: float = 2.0
@@ -159,7 +159,7 @@ def from_settings(
         routes=parse_routes(models if models is not None else settings.upstream_models),
         context_length=settings.upstream_context_length,
         licences=parse_licences(settings.upstream_licences),
-        capacity=capacity or settings.capacity or 16,
+        capacity=capacity or settings.capacity,
         poll_interval_s=settings.upstream_poll_interval_s,
         timeout_s=settings.upstream_timeout_s,
     )

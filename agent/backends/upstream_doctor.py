@@ -1,4 +1,4 @@
-"""``ownllm-agent doctor`` for the ``openai`` backend: reachable, models, a one-token completion, latency.
+"""``ownllm-agent doctor`` for the ``openai`` backend: reachable, models, capacity, a one-token completion, latency.
 
 The probe prompt is a fixed word; nothing the server answers is printed except counts and names. It
 connects as jobs do: through aiohttp, the host checked at each new connection.
@@ -12,6 +12,7 @@ import time
 import aiohttp
 import msgspec
 
+from agent.backends.upstream_capacity import DEFAULT_CAPACITY, discover_capacity
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_http import CheckedResolver, fetch_listing, upstream_session
 from agent.backends.upstream_models import ListingError, announced, parse_listing
@@ -62,10 +63,26 @@ async def _check(client: aiohttp.ClientSession, config: UpstreamConfig) -> Rows:
         return [*rows, ("upstream models", str(exc))]
     shown = ", ".join(f"{public} (context {info.context_length})" for public, (_, info) in routes.items())
     rows.append(("upstream models", shown or "none (check --models against the server's model ids)"))
+    rows.append(("upstream capacity", await _capacity(client, config)))
     if routes:
         public, (upstream_id, _) = next(iter(routes.items()))
         rows.append((f"one-token completion ({public})", await _one_token(client, config, upstream_id)))
     return rows
+
+
+async def _capacity(client: aiohttp.ClientSession, config: UpstreamConfig) -> str:
+    """The jobs the agent runs at once: set, reported by the server, or the default."""
+    if config.capacity:
+        return f"{config.capacity} (set)"
+    try:
+        found = await discover_capacity(client, config)
+    except _FAILURES as exc:
+        found, why = None, f" ({type(exc).__name__})"
+    else:
+        why = ""
+    if found is None:
+        return f"not reported{why}: {DEFAULT_CAPACITY} (set --capacity, e.g. to vLLM's --max-num-seqs)"
+    return f"{found[0]} ({found[1]})"
 
 
 def _why(exc: BaseException) -> str:

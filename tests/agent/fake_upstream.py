@@ -12,7 +12,8 @@ The model name picks the script:
 - ``no-usage``: like echo, without the usage event; ``redirect``: HTTP 307 to another host;
 - ``lockstep``: like echo, but each word after the first waits for the test to release ``steps``.
 
-``/v1/models`` lists ``models`` (with ``max_model_len``) and hangs while ``hang`` is set.
+``/v1/models`` lists ``models`` (with ``max_model_len``) and hangs while ``hang`` is set. Other GETs
+answer ``info[path]`` (as llama.cpp's ``/props`` or SGLang's ``/server_info`` would), else 404.
 Request bodies are kept in memory (``requests``) so tests can check what was passed through.
 """
 
@@ -46,6 +47,8 @@ class FakeUpstream:
         self.followed = 0  # requests that followed the ``redirect`` script's Location
         self.key: str | None = None  # when set, requests must carry it
         self.seen_keys: list[str | None] = []
+        self.info: dict[str, bytes] = {}  # GET path (from the server's root) -> body
+        self.info_asked: list[str] = []
         self.steps = threading.Semaphore(0)  # ``lockstep``: one release per word after the first
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -62,6 +65,13 @@ class FakeUpstream:
             return
         if scope["path"].endswith("/models"):
             await self._models(send)
+            return
+        if scope["method"] == "GET":
+            self.info_asked.append(scope["path"])
+            if scope["path"] in self.info:
+                await _raw(send, 200, self.info[scope["path"]])
+            else:
+                await _json(send, 404, {"detail": "Not Found"})
             return
         body = b""
         while True:
@@ -162,7 +172,10 @@ async def _event(send: Any, data: bytes) -> None:
 
 
 async def _json(send: Any, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-    raw = json.dumps(payload).encode()
+    await _raw(send, status, json.dumps(payload).encode(), headers)
+
+
+async def _raw(send: Any, status: int, raw: bytes, headers: dict[str, str] | None = None) -> None:
     extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     start = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": start})

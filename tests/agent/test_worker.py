@@ -15,8 +15,9 @@ from nats.aio.client import Client as NATS
 
 from agent import protocol
 from agent.backends.echo import EchoBackend
+from agent.intake import parse_job
 from agent.protocol import Accepted, Cancel, ChatMessage, Chunk, Error, Final, Heartbeat, Job, Sampling, flush_in_order
-from agent.worker import Worker, WorkerConfig, parse_job
+from agent.worker import Worker, WorkerConfig
 from tests.support.nats import NatsServer, users_config
 
 TENANT = "tenant-a"
