@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -37,6 +38,12 @@ def stripe_base() -> Iterator[str]:
     events name a tenant this test's store does not know (ignored)."""
     with localstripe() as base:
         yield base
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Real now, whatever ``TEST_CLOCK_START`` says: localstripe signs its webhooks with the real clock."""
+    return ManualClock(datetime.now(UTC))
 
 
 @pytest.fixture
