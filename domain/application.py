@@ -27,6 +27,7 @@ from domain.commands.retention import RetentionCommands
 from domain.commands.sharing import SharingCommands
 from domain.commands.tenancy import Joined, SignedUp, TenancyCommands
 from domain.commands.terms import TermsCommands
+from domain.credit_ledger import SNAPSHOT_EVERY, CreditLedger
 from domain.sealing import KeyStore, SealingMapper
 
 __all__ = [
@@ -58,6 +59,7 @@ class OwnLLM(
     """Commands of the core: tenants, users, invites, API keys, pairing keys, agents, usage, audit exports."""
 
     name = "ownllm"
+    snapshotting_intervals = {CreditLedger: SNAPSHOT_EVERY}  # type: ignore[dict-item]
 
     def __init__(
         self,

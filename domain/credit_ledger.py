@@ -7,6 +7,7 @@ movement as an event. Lots are bought in cents and used in micro-cents (see the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as AggregateSnapshot
 
 from domain.errors import InvalidValue, LedgerClosed, NotFound, NotRefundable
 from domain.ids import NAMESPACE
@@ -21,6 +23,9 @@ from policies import credits as policy
 from policies.prices import BILLING_MODES, DEFAULT_BILLING_MODE
 
 DEBIT_MEMORY = 10_000  # the latest usage request ids a ledger remembers to ignore a repeated debit
+# A snapshot every this many events: loading a ledger reads at most this many after its latest snapshot.
+# A snapshot holds the remembered request ids (up to ~0.5 MB), so not much more often than that.
+SNAPSHOT_EVERY = 5_000
 MAX_PURCHASE_CENTS = 10_000_000  # $100,000 in one purchase: above that, a typo or an attack
 OPEN, EXPIRED, REFUNDED, FORFEITED = "open", "expired", "refunded", "forfeited"
 
@@ -125,6 +130,30 @@ class CreditLedger(Aggregate):
         mode: str
         actor: str
         request_id: str
+
+    class Snapshot(AggregateSnapshot):
+        """The ledger's state as plain values (lots as a list, remembered debits in order)."""
+
+        @classmethod
+        def take(cls, aggregate: Any) -> CreditLedger.Snapshot:
+            """The state to store: no set, deque or dataclass, and no UUID as a key."""
+            snapshot = super().take(aggregate)
+            state = snapshot.state
+            state["lots"] = [dataclasses.asdict(lot) for lot in aggregate.lots.values()]
+            state["_debit_order"] = list(aggregate._debit_order)
+            state["totals"] = dict(aggregate.totals)
+            del state["recent_debits"]  # the same ids as the order
+            return snapshot
+
+        def mutate(self, _: None) -> CreditLedger:
+            """The ledger as it stood at the snapshot's version."""
+            ledger = super().mutate(_)
+            assert isinstance(ledger, CreditLedger)
+            ledger.lots = {lot.lot_id: lot for lot in (Lot(**fields) for fields in ledger.__dict__["lots"])}
+            ledger._debit_order = deque(ledger.__dict__["_debit_order"])
+            ledger.recent_debits = set(ledger._debit_order)
+            ledger.totals = dict(ledger.totals)
+            return ledger
 
     @staticmethod
     def create_id(tenant_id: UUID, **_: Any) -> UUID:

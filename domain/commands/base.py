@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -11,7 +13,7 @@ from typing import Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
-from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.domain import Aggregate, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain import secrets
@@ -24,6 +26,8 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MAX_NAME = 200
 MAX_REASON = 1000
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -134,6 +138,27 @@ class Commands(Application[UUID]):
             _REACTION.reset(token)
         if unit.events:
             self._record(unit)
+            self._take_snapshots(unit)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot each aggregate just recorded whose events crossed a multiple of its class's interval.
+
+        From the aggregate in memory, which is the state just recorded (eventsourcing's own way loads it
+        again from the store).
+        """
+        intervals = self.snapshotting_intervals
+        if self.snapshots is None or not intervals:
+            return
+        recorded = Counter(event.originator_id for event in processing_event.events)
+        for aggregate_id, aggregate in processing_event.aggregates.items():
+            every = intervals.get(type(aggregate))
+            if every and aggregate.version // every > (aggregate.version - recorded[aggregate_id]) // every:
+                snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
+                try:
+                    self.snapshots.put([snapshot_class.take(aggregate)])
+                except Exception as exc:  # what was recorded stands: the next interval's snapshot will do
+                    log.warning("snapshot of %s at version %d not stored (%s)", aggregate_id, aggregate.version,
+                                type(exc).__name__)  # fmt: skip
 
     # -- loading -----------------------------------------------------------------------------
 

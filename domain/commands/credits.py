@@ -200,7 +200,11 @@ class CreditCommands(Commands):
         before its retry (``api/credit_debits.py``). So the events after its version are all it lacks.
         """
         ids = {ledger_id_for(t): t for t in tenant_ids}
-        cached = {i: c for i in ids if (c := self._ledger_cache.pop(i, None)) is not None}
+        cached: dict[UUID, CreditLedger] = {}
+        for ledger_id in ids:
+            ledger = self._ledger_cache.pop(ledger_id, None) or self._from_snapshot(ledger_id)
+            if ledger is not None:
+                cached[ledger_id] = ledger
         tails = self._tails({i: (cached[i].version + 1 if i in cached else 1) for i in ids})
         found: dict[UUID, CreditLedger] = {}
         for ledger_id, events in tails.items():
@@ -212,6 +216,14 @@ class CreditCommands(Commands):
         while len(self._ledger_cache) > LEDGER_CACHE:
             self._ledger_cache.popitem(last=False)
         return found
+
+    def _from_snapshot(self, ledger_id: UUID) -> CreditLedger | None:
+        """The ledger as its latest snapshot holds it (None without one): only the events after it are read."""
+        if self.snapshots is None:
+            return None
+        latest = next(iter(self.snapshots.get(ledger_id, desc=True, limit=1)), None)
+        ledger = None if not isinstance(latest, CreditLedger.Snapshot) else latest.mutate(None)
+        return ledger if isinstance(ledger, CreditLedger) else None
 
     def forget_cached_ledgers(self) -> None:
         """Drop every cached ledger (a reaction batch is being retried: its saves may not have happened)."""

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import project_aggregate
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from domain.credit_ledger import EXPIRED, FORFEITED, OPEN, REFUNDED
+from domain.credit_ledger import EXPIRED, FORFEITED, OPEN, REFUNDED, CreditLedger, ledger_id_for
 from domain.errors import LedgerClosed, NotRefundable
 from policies.credits import MICRO_PER_CENT, expires_at
 from policies.prices import ModelPrice, cost_micro
@@ -60,6 +61,7 @@ class CreditLedgerMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.clock = ManualClock(START)
         self.app = popo_app(TMP, self.clock)
+        self.app.snapshotting_intervals = {CreditLedger: 3}  # type: ignore[misc]  # snapshots all along the way
         signed = self.app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example",
                                  request_id="signup")  # fmt: skip
         self.tenant = signed.tenant_id
@@ -250,6 +252,22 @@ class CreditLedgerMachine(RuleBasedStateMachine):
         assert t["debited"] == self.debited
         assert t["purchased"] == t["debited"] + t["expired"] + unswept + t["refunded"] + t["forfeited"] + balance
         assert balance >= 0
+
+    @invariant()
+    def a_snapshot_and_the_events_after_it_are_the_whole_history(self) -> None:
+        if not hasattr(self, "app") or (loaded := self.app.credit_ledger(self.tenant)) is None:
+            return
+        ledger_id = ledger_id_for(self.tenant)
+        replayed = project_aggregate(None, self.app.events.get(ledger_id))
+        assert ledger_state(loaded) == ledger_state(replayed)
+        self.app.forget_cached_ledgers()  # the debit path's way in after a restart: the latest snapshot
+        debit_path = self.app._cached_ledgers([self.tenant])[self.tenant]
+        assert ledger_state(debit_path) == ledger_state(replayed)
+
+
+def ledger_state(ledger: Any) -> dict[str, Any]:
+    """Everything a ledger holds (its pending events aside)."""
+    return {name: value for name, value in vars(ledger).items() if name != "_pending_events"}
 
 
 TestCreditLedger = CreditLedgerMachine.TestCase

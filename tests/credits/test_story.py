@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.application import project_aggregate
 
 from api.credit_debits import CreditExpirySweep
 from api.services import Services
+from domain.credit_ledger import CreditLedger, ledger_id_for
 from domain.errors import NoticeTooShort, NotRefundable
 from tests.support.clock import ManualClock
 
@@ -146,3 +148,50 @@ def test_a_debit_batch_whose_transaction_failed_is_debited_once_on_retry(service
     assert failures, "the failure was not injected"
     assert ledger is not None and ledger.totals["debited"] == 4 * 100 * MILLION  # warm + 3, each once
     assert ledger.balance_micro(real_now) == 600 * MILLION
+
+
+def test_a_long_lived_ledger_is_read_from_its_latest_snapshot(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Years of debits: a purchase, a refund or the debit path after a restart reads the ledger's latest
+    snapshot and the events after it, not its whole history (a snapshot every 10 events here)."""
+    app = services.app
+    monkeypatch.setattr(app, "snapshotting_intervals", {CreditLedger: 10})
+    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
+    real_now = datetime.now(UTC)
+    app.clock = lambda: real_now - timedelta(days=40)  # type: ignore[method-assign]
+    app.schedule_price_change("llama", 100 * MILLION, 0, real_now - timedelta(days=10))
+    app.set_billing_mode(acme.tenant_id, "credits")
+    app.purchase_credits(acme.tenant_id, 1_000, "pi_a", real_now - timedelta(days=1))
+    for batch in range(3):  # 3 reaction batches of 9 debits: snapshots as they cross 10 and 20
+        app.record_usage_batch([usage(acme.tenant_id, f"req-{batch}-{n}", "llama", 1_000, 0) for n in range(9)])
+        settle(services)
+    ledger_id = ledger_id_for(acme.tenant_id)
+    assert services.app.snapshots is not None
+    latest = list(app.snapshots.get(ledger_id))[-1]
+    assert latest.originator_version >= 20
+
+    reads: list[int | None] = []
+    select = app.recorder.select_events
+
+    def noted(originator_id: Any, *args: Any, gt: int | None = None, **kwargs: Any) -> Any:
+        if originator_id == ledger_id:
+            reads.append(gt)
+        return select(originator_id, *args, gt=gt, **kwargs)
+
+    monkeypatch.setattr(app.recorder, "select_events", noted)
+    lot = app.purchase_credits(acme.tenant_id, 500, "pi_b", real_now)  # loads the ledger
+    assert reads and reads[-1] == latest.originator_version  # the events after the snapshot only
+    monkeypatch.undo()
+    assert app.refund_lot(acme.tenant_id, lot, real_now) == 500
+
+    app.forget_cached_ledgers()  # a restart: the debit path starts from the snapshot too
+    app.record_usage_batch([usage(acme.tenant_id, "after-restart", "llama", 1_000, 0)])
+    app.record_usage_batch([usage(acme.tenant_id, "req-0-0", "llama", 1_000, 0)])  # a repeat: remembered
+    settle(services)
+    replayed = project_aggregate(None, app.events.get(ledger_id))
+    loaded = app.credit_ledger(acme.tenant_id)
+    assert loaded is not None and vars(loaded) | {"_pending_events": []} == vars(replayed) | {"_pending_events": []}
+    per_request = 1_000 * 100 * MILLION // MILLION  # 1,000 prompt tokens at 100 M micro-cents per million
+    assert loaded.totals["debited"] == 28 * per_request  # 27 + 1 after the restart, the repeat not again
+    assert loaded.totals["refunded"] == 500 * MILLION
