@@ -8,12 +8,14 @@ Two tables, each with its baseline measured in the same run:
   alternate off/on; the server process's CPU per request (from /proc) for each, and the difference.
   Then the check alone in-process (``CreditGate.hold`` + release, the exact code the proxy runs),
   per request, next to a plan tenant's lookup.
+- ``history``: one tenant's ledger after ``--history`` debits: loading it, buying credits and the debit
+  path after a restart, reading the whole history (snapshots off) against the latest snapshot.
 - ``debits``: usage events on PostgreSQL debited by the ``credit-debits`` reaction (the same runner
   and batch transaction as the composition), events/s, for one tenant and for 1,000 tenants, next
   to the bare read + decode of the same usage events (the floor any reaction pays).
 
     PYTHONPATH=. .venv/bin/python bench/billing.py [--seconds 2] [--concurrency 1,16] [--events 20000]
-        [--parts proxy,debits] [--postgres-dsn DSN]
+        [--parts proxy,debits,history] [--history 50000] [--postgres-dsn DSN]
 
 Prints markdown tables; asserts nothing (targets: <= 0.05 ms CPU per request for the check, >= 5,000
 debited events/s).
@@ -226,6 +228,73 @@ def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, float]]]:
+    """One tenant with ``events`` debits on PostgreSQL: (debited events/s, snapshots taken all along), then
+    (operation, ms reading the whole history, ms from the latest snapshot) for what loads its ledger."""
+    import psycopg
+
+    from api.services import build_services
+    from api.settings import load_settings
+    from domain.credit_ledger import ledger_id_for
+    from tests.support.clock import ManualClock
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    now = datetime.now(UTC)
+    var = Path(os.environ.get("TMPDIR", "/tmp")) / f"ownllm-bench-billing-{schema}"
+    settings = load_settings({}, var_dir=str(var), inference=False, nats_public_url="tls://nats.bench:4222",
+                             persistence="postgres", postgres_dsn=dsn, postgres_schema=schema)  # fmt: skip
+    services = build_services(settings, start_runner=False, clock=ManualClock(now - timedelta(days=31)))
+    try:
+        app = services.app
+        app.schedule_price_change("m", *PRICE, now - timedelta(hours=1))
+        tenant = app.signup(slug="long", name="T", admin_name="A", admin_email="a@long.example",
+                            request_id="s").tenant_id  # fmt: skip
+        app.set_billing_mode(tenant, "credits")
+        app.purchase_credits(tenant, 10_000_000, "pi_big", now - timedelta(days=1))
+        services.reactions.run_once()
+        records = [{"tenant_id": tenant, "user_id": tenant, "key_id": tenant, "agent_id": None, "model": "m",
+                    "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
+                    "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": f"u{n}"}
+                   for n in range(events)]  # fmt: skip
+        for start in range(0, events, 500):
+            app.record_usage_batch(records[start : start + 500])
+        head = app.recorder.max_notification_id() or 0
+        started = time.perf_counter()
+        while services.reactions.position("credit-debits") < head:
+            services.reactions.run_once()
+        debited = events / (time.perf_counter() - started)
+        snapshots, repository, ledger_id = app.snapshots, app.repository, ledger_id_for(tenant)
+        payments = iter(range(10**6))
+
+        def both(operation: Any) -> tuple[float, float]:
+            """Median ms of five runs without snapshots (the whole history) and five with."""
+            timings: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(5):
+                for use in (False, True):
+                    app.snapshots = repository.snapshot_store = snapshots if use else None  # type: ignore[assignment]
+                    app.forget_cached_ledgers()
+                    started = time.perf_counter()
+                    operation()
+                    timings[use].append((time.perf_counter() - started) * 1000)
+            app.snapshots = repository.snapshot_store = snapshots  # type: ignore[assignment]
+            return statistics.median(timings[False]), statistics.median(timings[True])
+
+        rows = [
+            ("load the ledger (`credit_ledger`)", *both(lambda: app.credit_ledger(tenant))),
+            ("buy credits (`purchase_credits`)",
+             *both(lambda: app.purchase_credits(tenant, 100, f"pi_{next(payments)}", now))),
+            ("debit path after a restart (`_cached_ledgers`)", *both(lambda: app._cached_ledgers([tenant]))),
+        ]  # fmt: skip
+        assert snapshots is not None and list(snapshots.get(ledger_id, desc=True, limit=1)), "no snapshot taken"
+        return debited, rows
+    finally:
+        services.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def _profiler() -> Any:
     if not os.environ.get("BENCH_PROFILE"):
         return None
@@ -253,7 +322,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--rounds", type=int, default=2, help="off/on alternations per concurrency")
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--parts", default="proxy,debits")
+    parser.add_argument("--parts", default="proxy,debits,history")
+    parser.add_argument("--history", type=int, default=50_000, help="debits on the long-lived ledger")
     parser.add_argument("--postgres-dsn", default=os.environ.get("OWNLLM_TEST_POSTGRES_DSN", DEFAULT_DSN))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",")}
@@ -281,6 +351,14 @@ def main() -> None:
         for tenants in (1, 1000):
             debited, bare = debits_part(args.postgres_dsn, args.events, tenants)
             print(f"| {tenants} | {debited:,.0f} | {bare:,.0f} |")
+    if "history" in parts:
+        debited, rows = history_part(args.postgres_dsn, args.history)
+        print(f"\none tenant's ledger after {args.history:,} debits, PostgreSQL (debited at {debited:,.0f} events/s, "
+              "a snapshot every 5,000 events); median of 5, ms")  # fmt: skip
+        print("| operation | whole history (no snapshots) | from the latest snapshot |")
+        print("| --- | ---: | ---: |")
+        for operation, whole, snapshot in rows:
+            print(f"| {operation} | {whole:,.1f} | {snapshot:,.1f} |")
 
 
 if __name__ == "__main__":
