@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -167,13 +169,14 @@ def _event(cls: type, **fields: Any) -> Any:
 # ---------------------------------------------------------------- debits on PostgreSQL
 
 
-def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
-    """(debited events/s, bare read+decode events/s) for ``events`` usage events over ``tenants`` tenants."""
+@contextlib.contextmanager
+def _tenants_on_credits(dsn: str, tenants: int, cents: int) -> Iterator[tuple[Any, list[uuid.UUID], datetime]]:
+    """(services, tenant ids, now) on a fresh PostgreSQL schema: model "m" priced, each tenant on credits
+    with one lot of ``cents``, the reactions past the set-up; the schema is dropped after."""
     import psycopg
 
     from api.services import build_services
     from api.settings import load_settings
-    from projections.log import NotificationLog
     from tests.support.clock import ManualClock
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -192,16 +195,42 @@ def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
             tenant = app.signup(slug=f"t{n:05d}", name="T", admin_name="A", admin_email=f"a@t{n}.example",
                                 request_id=f"s{n}").tenant_id  # fmt: skip
             app.set_billing_mode(tenant, "credits")
-            app.purchase_credits(tenant, 1_000_000, f"pi_{n}", now - timedelta(days=1))
+            app.purchase_credits(tenant, cents, f"pi_{n}", now - timedelta(days=1))
             ids.append(tenant)
         services.reactions.run_once()  # the reaction is past the set-up
-        records = [{"tenant_id": ids[n % tenants], "user_id": ids[0], "key_id": ids[0], "agent_id": None, "model": "m",
-                    "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
-                    "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": f"u{n}"}
-                   for n in range(events)]  # fmt: skip
-        for start in range(0, events, 500):
-            app.record_usage_batch(records[start : start + 500])
-        head = app.recorder.max_notification_id() or 0
+        yield services, ids, now
+    finally:
+        services.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _record_usage(app: Any, ids: list[uuid.UUID], events: int) -> int:
+    """Record ``events`` usage records over the tenants in turn; the log's head after them."""
+    records = [{"tenant_id": ids[n % len(ids)], "user_id": ids[0], "key_id": ids[0], "agent_id": None, "model": "m",
+                "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
+                "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": f"u{n}"}
+               for n in range(events)]  # fmt: skip
+    for start in range(0, events, 500):
+        app.record_usage_batch(records[start : start + 500])
+    return int(app.recorder.max_notification_id() or 0)
+
+
+def _debit_all(services: Any, head: int) -> float:
+    """Run the debit reaction up to ``head``; the seconds it took."""
+    started = time.perf_counter()
+    while services.reactions.position("credit-debits") < head:
+        services.reactions.run_once()
+    return time.perf_counter() - started
+
+
+def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
+    """(debited events/s, bare read+decode events/s) for ``events`` usage events over ``tenants`` tenants."""
+    from projections.log import NotificationLog
+
+    with _tenants_on_credits(dsn, tenants, 1_000_000) as (services, ids, _):
+        app = services.app
+        head = _record_usage(app, ids, events)
         log = NotificationLog(app.recorder)
         topics = ("domain.usage:UsageRecord.Recorded",)
         started, after = time.perf_counter(), 0
@@ -213,58 +242,22 @@ def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
                 app.mapper.to_domain_event(notification)
             after = batch[-1].id
         bare = events / (time.perf_counter() - started)
-        started = time.perf_counter()
         profile = _profiler()
-        while services.reactions.position("credit-debits") < head:
-            services.reactions.run_once()
+        debited = events / _debit_all(services, head)
         _report(profile)
-        debited = events / (time.perf_counter() - started)
         ledger = app.credit_ledger(ids[-1])
         assert ledger is not None and ledger.totals["debited"] > 0, "nothing was debited"
         return debited, bare
-    finally:
-        services.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, float]]]:
     """One tenant with ``events`` debits on PostgreSQL: (debited events/s, snapshots taken all along), then
     (operation, ms reading the whole history, ms from the latest snapshot) for what loads its ledger."""
-    import psycopg
-
-    from api.services import build_services
-    from api.settings import load_settings
     from domain.credit_ledger import ledger_id_for
-    from tests.support.clock import ManualClock
 
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    now = datetime.now(UTC)
-    var = Path(os.environ.get("TMPDIR", "/tmp")) / f"ownllm-bench-billing-{schema}"
-    settings = load_settings({}, var_dir=str(var), inference=False, nats_public_url="tls://nats.bench:4222",
-                             persistence="postgres", postgres_dsn=dsn, postgres_schema=schema)  # fmt: skip
-    services = build_services(settings, start_runner=False, clock=ManualClock(now - timedelta(days=31)))
-    try:
-        app = services.app
-        app.schedule_price_change("m", *PRICE, now - timedelta(hours=1))
-        tenant = app.signup(slug="long", name="T", admin_name="A", admin_email="a@long.example",
-                            request_id="s").tenant_id  # fmt: skip
-        app.set_billing_mode(tenant, "credits")
-        app.purchase_credits(tenant, 10_000_000, "pi_big", now - timedelta(days=1))
-        services.reactions.run_once()
-        records = [{"tenant_id": tenant, "user_id": tenant, "key_id": tenant, "agent_id": None, "model": "m",
-                    "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
-                    "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": f"u{n}"}
-                   for n in range(events)]  # fmt: skip
-        for start in range(0, events, 500):
-            app.record_usage_batch(records[start : start + 500])
-        head = app.recorder.max_notification_id() or 0
-        started = time.perf_counter()
-        while services.reactions.position("credit-debits") < head:
-            services.reactions.run_once()
-        debited = events / (time.perf_counter() - started)
+    with _tenants_on_credits(dsn, 1, 10_000_000) as (services, ids, now):
+        app, tenant = services.app, ids[0]
+        debited = events / _debit_all(services, _record_usage(app, ids, events))
         snapshots, repository, ledger_id = app.snapshots, app.repository, ledger_id_for(tenant)
         payments = iter(range(10**6))
 
@@ -273,12 +266,12 @@ def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, f
             timings: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(5):
                 for use in (False, True):
-                    app.snapshots = repository.snapshot_store = snapshots if use else None  # type: ignore[assignment]
+                    app.snapshots = repository.snapshot_store = snapshots if use else None
                     app.forget_cached_ledgers()
                     started = time.perf_counter()
                     operation()
                     timings[use].append((time.perf_counter() - started) * 1000)
-            app.snapshots = repository.snapshot_store = snapshots  # type: ignore[assignment]
+            app.snapshots = repository.snapshot_store = snapshots
             return statistics.median(timings[False]), statistics.median(timings[True])
 
         rows = [
@@ -289,10 +282,6 @@ def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, f
         ]  # fmt: skip
         assert snapshots is not None and list(snapshots.get(ledger_id, desc=True, limit=1)), "no snapshot taken"
         return debited, rows
-    finally:
-        services.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _profiler() -> Any:

@@ -122,14 +122,20 @@ def test_termination_forfeits_what_is_left_and_an_unused_lot_is_refunded_within_
     assert (ledger.totals["refunded"], ledger.totals["forfeited"]) == (500 * MILLION, 700 * MILLION)
 
 
-def test_a_debit_batch_whose_transaction_failed_is_debited_once_on_retry(services: Services) -> None:
-    app = services.app
+def _on_credits(app: Any) -> tuple[Any, datetime]:
+    """Acme on credits with one $10 lot, "llama" priced at $1 per million prompt tokens; and real now."""
     acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
     real_now = datetime.now(UTC)
-    app.clock = lambda: real_now - timedelta(days=40)  # type: ignore[method-assign]
+    app.clock = lambda: real_now - timedelta(days=40)
     app.schedule_price_change("llama", 100 * MILLION, 0, real_now - timedelta(days=10))
     app.set_billing_mode(acme.tenant_id, "credits")
     app.purchase_credits(acme.tenant_id, 1_000, "pi_a", real_now - timedelta(days=1))
+    return acme, real_now
+
+
+def test_a_debit_batch_whose_transaction_failed_is_debited_once_on_retry(services: Services) -> None:
+    app = services.app
+    acme, real_now = _on_credits(app)
     app.record_usage_batch([usage(acme.tenant_id, "warm", "llama", 1_000_000, 0)])
     settle(services)  # the ledger is now cached by the debit path
 
@@ -157,12 +163,7 @@ def test_a_long_lived_ledger_is_read_from_its_latest_snapshot(
     snapshot and the events after it, not its whole history (a snapshot every 10 events here)."""
     app = services.app
     monkeypatch.setattr(app, "snapshotting_intervals", {CreditLedger: 10})
-    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r1")
-    real_now = datetime.now(UTC)
-    app.clock = lambda: real_now - timedelta(days=40)  # type: ignore[method-assign]
-    app.schedule_price_change("llama", 100 * MILLION, 0, real_now - timedelta(days=10))
-    app.set_billing_mode(acme.tenant_id, "credits")
-    app.purchase_credits(acme.tenant_id, 1_000, "pi_a", real_now - timedelta(days=1))
+    acme, real_now = _on_credits(app)
     for batch in range(3):  # 3 reaction batches of 9 debits: snapshots as they cross 10 and 20
         app.record_usage_batch([usage(acme.tenant_id, f"req-{batch}-{n}", "llama", 1_000, 0) for n in range(9)])
         settle(services)
