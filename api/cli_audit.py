@@ -212,4 +212,7 @@ def verify_database(services: Services, keys: list[str], origin: str) -> tuple[l
     first = min((p.position for p in found if p.position is not None), default=None)
     if first is not None:
         lines.append(f"FAILED: first bad position {first}")
-    return lines, not problems and not found and bool(checkpoints)
+    snapshots, differ = services.app.mismatched_snapshots(list(services.directory.tenants))
+    lines.append(f"{snapshots - len(differ)}/{snapshots} credit-ledger snapshots match their events")
+    lines += differ
+    return lines, not problems and not found and not differ and bool(checkpoints)

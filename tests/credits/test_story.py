@@ -196,3 +196,15 @@ def test_a_long_lived_ledger_is_read_from_its_latest_snapshot(
     per_request = 1_000 * 100 * MILLION // MILLION  # 1,000 prompt tokens at 100 M micro-cents per million
     assert loaded.totals["debited"] == 28 * per_request  # 27 + 1 after the restart, the repeat not again
     assert loaded.totals["refunded"] == 500 * MILLION
+    checked, differ = app.mismatched_snapshots([acme.tenant_id])
+    assert checked >= 2 and differ == []
+
+    # Someone with write access to the database slips in a snapshot with $10,000 more: the ledger would
+    # load it, and the auditor's check (`ownllm audit verify --live`) names it.
+    loaded.totals["purchased"] += 1_000_000 * MILLION
+    loaded.lots[lot].remaining_micro += 1_000_000 * MILLION
+    app.snapshots.put([CreditLedger.Snapshot.take(loaded)])
+    checked_again, differ = app.mismatched_snapshots([acme.tenant_id])
+    assert checked_again == checked + 1
+    assert differ == [f"credit ledger of tenant {acme.tenant_id}: the snapshot at version {loaded.version} "
+                      "differs from its events"]  # fmt: skip
