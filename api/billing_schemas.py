@@ -54,8 +54,9 @@ class PlanChangeOut(msgspec.Struct):
     action: str
     plan: str
     interval: str
-    charged_cents: int
+    charged_cents: int  # excluding VAT
     effective_at: datetime
+    vat_cents: int = 0  # charged on top: the card pays charged_cents + vat_cents
 
 
 class BilledPartyOut(msgspec.Struct):

@@ -33,8 +33,9 @@ class PlanChange:
     action: str  # subscribed, upgraded, scheduled, cancelled
     plan: str
     interval: str
-    charged_cents: int
+    charged_cents: int  # excluding VAT
     effective_at: datetime
+    vat_cents: int = 0  # charged on top of it
 
 
 class BillingService:
@@ -85,8 +86,10 @@ class BillingService:
             return self._upgrade(ctx, current, name)
         if action == "downgrade":
             current.schedule_change(ctx, name, every)  # a dry run on the loaded copy: our rules before Stripe
-            self._stripe().change_plan(ctx.tenant_id, current.stripe_subscription_id, name, every, ctx.request_id,
-                                       upgrade=False)  # fmt: skip
+            stripe = self._stripe()
+            tax_rates = stripe.tax_rates(self.app.vat_decision(ctx.tenant_id))
+            stripe.change_plan(ctx.tenant_id, current.stripe_subscription_id, name, every, ctx.request_id,
+                               upgrade=False, tax_rates=tax_rates)  # fmt: skip
             when = self.commands.run(OwnLLM.schedule_plan_change, ctx, name, every)
             return PlanChange("scheduled", name, every, 0, when)
         raise InvalidState(f"unknown action '{action}'; one of: subscribe, upgrade, downgrade, cancel")
@@ -96,25 +99,27 @@ class BillingService:
         if live:
             raise InvalidState("the tenant already has a subscription; upgrade, downgrade or cancel it")
         self.app._tenant(ctx.tenant_id).check_active()
-        customer = self.customer(ctx)
-        created = self._stripe().subscribe(ctx.tenant_id, customer, name, every, ctx.request_id)
+        customer, vat, stripe = self.customer(ctx), self.app.vat_decision(ctx.tenant_id), self._stripe()
+        created = stripe.subscribe(ctx.tenant_id, customer, name, every, ctx.request_id, stripe.tax_rates(vat))
         sub = self.commands.run(
             OwnLLM.subscribe, ctx, plan=name, interval=every, period_start=created.period_start,
             stripe_subscription_id=created.id,
         )  # fmt: skip
-        return PlanChange("subscribed", name, every, plans.plan(name).price_cents(every), sub.period_end)
+        net = plans.plan(name).price_cents(every)
+        return PlanChange("subscribed", name, every, net, sub.period_end, vat.tax_cents(net))
 
     def _upgrade(self, ctx: Ctx, current: Subscription, plan: str) -> PlanChange:
         charged = current.upgrade(ctx, plan)  # a dry run on the loaded copy: our rules before Stripe's
-        stripe = self._stripe()
+        stripe, vat = self._stripe(), self.app.vat_decision(ctx.tenant_id)
+        tax_rates = stripe.tax_rates(vat)
         stripe.change_plan(ctx.tenant_id, current.stripe_subscription_id, plan, current.interval, ctx.request_id,
-                           upgrade=True)  # fmt: skip
+                           upgrade=True, tax_rates=tax_rates)  # fmt: skip
         stripe.charge_difference(
             ctx.tenant_id, self.customer(ctx), current.stripe_subscription_id, charged,
-            f"Upgrade to {plan}: the price difference until the next cycle", ctx.request_id,
+            f"Upgrade to {plan}: the price difference until the next cycle", ctx.request_id, tax_rates,
         )  # fmt: skip
         self.commands.run(OwnLLM.upgrade_plan, ctx, plan)
-        return PlanChange("upgraded", plan, current.interval, charged, current.period_end)
+        return PlanChange("upgraded", plan, current.interval, charged, current.period_end, vat.tax_cents(charged))
 
     def refund_lot(self, ctx: Ctx, lot_id: UUID) -> tuple[int, str]:
         """Refund an untouched lot within 30 days: our rules first (a dry run), then Stripe, then our ledger.

@@ -12,6 +12,11 @@ left pending for that change is topped up to exactly the difference and paid at 
 removes the pending prorations, so the next renewal charges the new price and nothing is credited
 now; a cancellation sets ``cancel_at_period_end``. No ``proration_behavior`` is sent: localstripe
 does not know it (it credits the whole previous invoice on a plan change instead).
+
+VAT: the rate our invoices apply (``policies/vat.py``) goes to Stripe as an exclusive TaxRate (one per
+country and rate, found by its metadata or created once) on the subscription and on the difference
+invoice, so what Stripe charges is the invoice's total, VAT included. No TaxRate where the rate is 0
+(reverse charge, outside the EU).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import stripe
 from api.billing_config import BillingConfig
 from api.stripe_webhook import CREDIT_PURPOSE, plan_id
 from policies import plans
+from policies.vat import VatDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,38 @@ class StripeGateway:
     def __init__(self, config: BillingConfig) -> None:
         bases: Any = {"api": config.api_base} if config.api_base else None
         self.client = stripe.StripeClient(config.secret_key, base_addresses=bases, max_network_retries=2)
+        self._tax_rates: dict[tuple[str, int], str] = {}  # (country, basis points) -> Stripe TaxRate id
+
+    def tax_rates(self, vat: VatDecision) -> list[str]:
+        """The Stripe TaxRate ids for a VAT decision: none at rate 0, else the country's rate (made once)."""
+        if vat.rate_bp <= 0:
+            return []
+        key = (vat.rate_country, vat.rate_bp)
+        if key not in self._tax_rates:
+            self._tax_rates[key] = self._find_tax_rate(*key) or self._create_tax_rate(*key)
+        return [self._tax_rates[key]]
+
+    def _find_tax_rate(self, country: str, rate_bp: int) -> str | None:
+        listed = self.client.v1.tax_rates.list(params={"limit": 100})
+        for rate in listed.auto_paging_iter():
+            meta: dict[str, Any] = rate.to_dict().get("metadata") or {}
+            if meta.get("ownllm_country") == country and meta.get("ownllm_rate_bp") == str(rate_bp) and rate.active:
+                return str(rate.id)
+        return None
+
+    def _create_tax_rate(self, country: str, rate_bp: int) -> str:
+        created = self.client.v1.tax_rates.create(
+            params={
+                "display_name": "VAT",
+                "percentage": rate_bp / 100,
+                "inclusive": False,  # our prices exclude VAT
+                "jurisdiction": country,
+                "description": f"VAT {rate_bp / 100:g} % ({country})",
+                "metadata": {"ownllm_country": country, "ownllm_rate_bp": str(rate_bp)},
+            },
+            options=self._key("tax-rate", country, rate_bp),  # type: ignore[arg-type]
+        )
+        return str(created.id)
 
     @staticmethod
     def _key(*parts: object) -> dict[str, str]:
@@ -87,23 +125,26 @@ class StripeGateway:
         return customer.id
 
     def subscribe(
-        self, tenant_id: UUID, customer_id: str, plan: str, interval: str, request_id: str
+        self, tenant_id: UUID, customer_id: str, plan: str, interval: str, request_id: str, tax_rates: list[str]
     ) -> StripeSubscription:
-        """Subscribe the customer to one plan, charged in advance (Stripe invoices the first cycle)."""
+        """Subscribe the customer to one plan, charged in advance (Stripe invoices the first cycle), VAT on top."""
         sub = self.client.v1.subscriptions.create(
             params={
                 "customer": customer_id,
                 "items": [{"plan": plan_id(plan, interval)}],
                 "metadata": {"tenant_id": str(tenant_id), "plan": plan, "interval": interval},
-            },
+                **_taxed(tax_rates),
+            },  # type: ignore[arg-type]
             options=self._key("subscribe", tenant_id, request_id),  # type: ignore[arg-type]
         )
         return _subscription(sub)
 
     def change_plan(
-        self, tenant_id: UUID, subscription_id: str, plan: str, interval: str, request_id: str, *, upgrade: bool
-    ) -> None:
-        """Move the single item to another plan; a downgrade leaves no proration pending (nothing credited)."""
+        self, tenant_id: UUID, subscription_id: str, plan: str, interval: str, request_id: str, *, upgrade: bool,
+        tax_rates: list[str],
+    ) -> None:  # fmt: skip
+        """Move the single item to another plan (renewals taxed at the rate in force now); a downgrade leaves
+        no proration pending (nothing credited)."""
         sub = self.client.v1.subscriptions.retrieve(subscription_id)
         item = sub["items"]["data"][0]["id"]
         updated = self.client.v1.subscriptions.update(
@@ -111,16 +152,19 @@ class StripeGateway:
             params={
                 "items": [{"id": item, "plan": plan_id(plan, interval)}],
                 "metadata": {"tenant_id": str(tenant_id), "plan": plan, "interval": interval},
-            },
+                **_taxed(tax_rates),
+            },  # type: ignore[arg-type]
             options=self._key("change", tenant_id, request_id),  # type: ignore[arg-type]
         )
         if not upgrade:
             self._drop_pending_prorations(str(updated["customer"]))
 
     def charge_difference(
-        self, tenant_id: UUID, customer_id: str, subscription_id: str, cents: int, description: str, request_id: str
-    ) -> str:
-        """Invoice exactly ``cents`` now and pay it with the customer's default method; returns the invoice id.
+        self, tenant_id: UUID, customer_id: str, subscription_id: str, cents: int, description: str, request_id: str,
+        tax_rates: list[str],
+    ) -> str:  # fmt: skip
+        """Invoice exactly ``cents`` (VAT on top) now and pay it with the customer's default method; returns the
+        invoice id.
 
         The invoice first takes whatever Stripe left pending for the plan change (its prorations, or
         localstripe's credit of the previous invoice and new plan line), then one item tops it up to
@@ -133,7 +177,8 @@ class StripeGateway:
                 "description": description,
                 "metadata": {"tenant_id": str(tenant_id)},
                 "pending_invoice_items_behavior": "include",
-            },
+                **_taxed(tax_rates),
+            },  # type: ignore[arg-type]
             options=self._key("difference-invoice", tenant_id, request_id),  # type: ignore[arg-type]
         )
         gap = cents - int(invoice["subtotal"])
@@ -195,6 +240,11 @@ class StripeGateway:
         for item in items.data:
             if item["invoice"] is None and item["proration"]:
                 self.client.v1.invoice_items.delete(item.id)
+
+
+def _taxed(tax_rates: list[str]) -> dict[str, Any]:
+    """The parameter that puts VAT on a subscription's or an invoice's lines (nothing when none applies)."""
+    return {"default_tax_rates": tax_rates} if tax_rates else {}
 
 
 def _subscription(sub: Any) -> StripeSubscription:

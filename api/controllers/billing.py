@@ -104,7 +104,8 @@ class BillingController(Controller):
     ) -> PlanChangeOut:  # fmt: skip
         """Subscribe; upgrade now (the price difference is charged now); downgrade or cancel at the cycle's end."""
         done = billing_service.change(ctx, data.action, data.plan, data.interval)
-        return PlanChangeOut(done.action, done.plan, done.interval, done.charged_cents, done.effective_at)
+        return PlanChangeOut(done.action, done.plan, done.interval, done.charged_cents, done.effective_at,
+                             done.vat_cents)  # fmt: skip
 
     @get("/invoices", operation_id="listInvoices", opt={"action": Action.BILLING_READ}, sync_to_thread=False)
     def invoices(

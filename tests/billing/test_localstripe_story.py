@@ -87,14 +87,14 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
     # Subscribe to Team monthly: charged in advance; the plan's limits apply at once.
     done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
     assert done.status_code == 200, done.text
-    assert done.json()["charged_cents"] == 99_00
+    assert (done.json()["charged_cents"], done.json()["vat_cents"]) == (99_00, 19_80)  # French VAT on top
     assert services.directory.tenants[acme.tenant_id].plan == "team"
     wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid"])
 
     # Upgrade mid-cycle: the difference (499.00 - 99.00), not a prorated amount, invoiced and paid now.
     done = http.post("/api/v1/billing/subscription", json={"action": "upgrade", "plan": "startup"})
     assert done.status_code == 200, done.text
-    assert done.json()["charged_cents"] == 400_00
+    assert (done.json()["charged_cents"], done.json()["vat_cents"]) == (400_00, 80_00)
     assert services.directory.tenants[acme.tenant_id].plan == "startup"
     wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid", "paid"])
     invoices = http.get("/api/v1/billing/invoices").json()
@@ -102,7 +102,9 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
         (99_00, 19_80, 118_80), (400_00, 80_00, 480_00),
     ]  # fmt: skip
     stripe_invoices = gateway.invoices(customer)
-    assert sorted(i["amount_paid"] for i in stripe_invoices) == [99_00, 400_00]  # Stripe charged the same
+    assert sorted((i["amount_paid"], i["tax"]) for i in stripe_invoices) == [(118_80, 19_80), (480_00, 80_00)]
+    tax_rates = {rate["id"] for i in stripe_invoices for rate in i["default_tax_rates"]}
+    assert len(tax_rates) == 1  # one TaxRate for French VAT, found again rather than made twice
 
     # Cancel: access continues until the end of the paid cycle.
     done = http.post("/api/v1/billing/subscription", json={"action": "cancel"})
@@ -131,6 +133,30 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
     lines = list(csv.DictReader(io.StringIO(export.text)))
     assert [line["total"] for line in lines] == ["118.80", "480.00", "118.80"]
     assert lines[-1]["late_fees"] == f"{late_fees / 100:.2f}" and lines[-1]["status"] == "overdue"
+
+
+def test_a_business_elsewhere_in_the_eu_is_charged_without_vat(billed: tuple[Services, str]) -> None:
+    """Reverse charge: a German business with a VAT id pays the net price; Stripe holds no tax for it."""
+    services, base_url = billed
+    app = services.app
+    acme = app.signup(slug="gmbh", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
+    services.runner.catch_up()
+    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"}, timeout=30)
+    account = {"name": "Acme GmbH", "email": "buchhaltung@acme.example", "address": "Hauptstr. 1, Berlin",
+               "country": "DE", "vat_id": "DE136695976"}  # fmt: skip
+    assert http.put("/api/v1/billing/account", json=account).json()["reverse_charge"]
+    gateway = StripeGateway(_config(services))
+    customer = BillingService(app, CommandService(services), gateway).customer(
+        Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "setup")
+    )
+    _save_card(gateway, customer)
+    done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
+    assert (done.json()["charged_cents"], done.json()["vat_cents"]) == (99_00, 0), done.text
+    wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid"])
+    (invoice,) = http.get("/api/v1/billing/invoices").json()
+    assert (invoice["net_cents"], invoice["vat_cents"], invoice["total_cents"]) == (99_00, 0, 99_00)
+    (charged,) = gateway.invoices(customer)
+    assert (charged["amount_paid"], charged["tax"], charged["default_tax_rates"]) == (99_00, 0, [])
 
 
 def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services, str], clock: ManualClock) -> None:
