@@ -121,6 +121,15 @@ class BillingService:
         self.commands.run(OwnLLM.upgrade_plan, ctx, plan)
         return PlanChange("upgraded", plan, current.interval, charged, current.period_end, vat.tax_cents(charged))
 
+    def retax(self, ctx: Ctx) -> None:
+        """The billing account changed: the live subscription's next invoices carry the VAT that applies now."""
+        current = self.app.subscription(ctx.tenant_id)
+        if self.gateway is None or current is None or current.ended:
+            return
+        stripe = self._stripe()
+        tax_rates = stripe.tax_rates(self.app.vat_decision(ctx.tenant_id))
+        stripe.set_tax_rates(ctx.tenant_id, current.stripe_subscription_id, tax_rates, ctx.request_id)
+
     def refund_lot(self, ctx: Ctx, lot_id: UUID) -> tuple[int, str]:
         """Refund an untouched lot within 30 days: our rules first (a dry run), then Stripe, then our ledger.
 

@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+import stripe
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -96,9 +97,19 @@ def _kebab(name: str) -> str:
     return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
 
 
+def stripe_failed(_: Request[Any, Any, Any], exc: stripe.StripeError) -> Response[dict[str, Any]]:
+    """Stripe declined the card (402) or could not be reached or refused the call (502); never a 500."""
+    log.warning("Stripe answered %s (HTTP %s)", type(exc).__name__, exc.http_status)  # not its message: it quotes data
+    if isinstance(exc, stripe.CardError):
+        return problem(402, "Payment declined", "the card was declined; use another payment method", "card-declined")
+    detail = "the payment provider could not be reached or refused the call; nothing was charged, try again"
+    return problem(502, "Payment provider unavailable", detail, "payment-provider-unavailable")
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     errors.DomainError: domain_error,
     CredentialsRejected: credentials_rejected,
+    stripe.StripeError: stripe_failed,
     ValidationException: validation_error,
     HTTPException: http_error,
     Exception: unexpected_error,

@@ -14,9 +14,9 @@ now; a cancellation sets ``cancel_at_period_end``. No ``proration_behavior`` is 
 does not know it (it credits the whole previous invoice on a plan change instead).
 
 VAT: the rate our invoices apply (``policies/vat.py``) goes to Stripe as an exclusive TaxRate (one per
-country and rate, found by its metadata or created once) on the subscription and on the difference
-invoice, so what Stripe charges is the invoice's total, VAT included. No TaxRate where the rate is 0
-(reverse charge, outside the EU).
+country and rate, found by its metadata or created once; 0 % for a reverse charge or outside the
+seller's VAT territory) on the subscription and on the difference invoice, so what Stripe charges is
+the invoice's total, VAT included; a billing account that changes re-taxes the live subscription.
 """
 
 from __future__ import annotations
@@ -52,35 +52,44 @@ class StripeGateway:
         self._tax_rates: dict[tuple[str, int], str] = {}  # (country, basis points) -> Stripe TaxRate id
 
     def tax_rates(self, vat: VatDecision) -> list[str]:
-        """The Stripe TaxRate ids for a VAT decision: none at rate 0, else the country's rate (made once)."""
-        if vat.rate_bp <= 0:
-            return []
-        key = (vat.rate_country, vat.rate_bp)
+        """The Stripe TaxRate for a VAT decision (found by its metadata, else made once): the country's rate,
+        or 0 % named for why (reverse charge, or outside the seller's VAT territory)."""
+        where = vat.rate_country or ("reverse-charge" if vat.reverse_charge else "exempt")
+        key = (where, vat.rate_bp)
         if key not in self._tax_rates:
             self._tax_rates[key] = self._find_tax_rate(*key) or self._create_tax_rate(*key)
         return [self._tax_rates[key]]
 
-    def _find_tax_rate(self, country: str, rate_bp: int) -> str | None:
+    def _find_tax_rate(self, where: str, rate_bp: int) -> str | None:
         listed = self.client.v1.tax_rates.list(params={"limit": 100})
         for rate in listed.auto_paging_iter():
             meta: dict[str, Any] = rate.to_dict().get("metadata") or {}
-            if meta.get("ownllm_country") == country and meta.get("ownllm_rate_bp") == str(rate_bp) and rate.active:
+            if meta.get("ownllm_where") == where and meta.get("ownllm_rate_bp") == str(rate_bp) and rate.active:
                 return str(rate.id)
         return None
 
-    def _create_tax_rate(self, country: str, rate_bp: int) -> str:
+    def _create_tax_rate(self, where: str, rate_bp: int) -> str:
+        params: dict[str, Any] = {
+            "display_name": "VAT",
+            "percentage": rate_bp / 100,
+            "inclusive": False,  # our prices exclude VAT
+            "description": f"VAT {rate_bp / 100:g} % ({where})",
+            "metadata": {"ownllm_where": where, "ownllm_rate_bp": str(rate_bp)},
+        }
+        if rate_bp:
+            params["jurisdiction"] = where
         created = self.client.v1.tax_rates.create(
-            params={
-                "display_name": "VAT",
-                "percentage": rate_bp / 100,
-                "inclusive": False,  # our prices exclude VAT
-                "jurisdiction": country,
-                "description": f"VAT {rate_bp / 100:g} % ({country})",
-                "metadata": {"ownllm_country": country, "ownllm_rate_bp": str(rate_bp)},
-            },
-            options=self._key("tax-rate", country, rate_bp),  # type: ignore[arg-type]
+            params=params,  # type: ignore[arg-type]
+            options=self._key("tax-rate", where, rate_bp),  # type: ignore[arg-type]
         )
         return str(created.id)
+
+    def set_tax_rates(self, tenant_id: UUID, subscription_id: str, tax_rates: list[str], request_id: str) -> None:
+        """Tax the subscription's next invoices at these rates (the billing account changed)."""
+        self.client.v1.subscriptions.update(
+            subscription_id, params={"default_tax_rates": tax_rates},
+            options=self._key("tax", tenant_id, request_id),  # type: ignore[arg-type]
+        )  # fmt: skip
 
     @staticmethod
     def _key(*parts: object) -> dict[str, str]:
@@ -243,8 +252,8 @@ class StripeGateway:
 
 
 def _taxed(tax_rates: list[str]) -> dict[str, Any]:
-    """The parameter that puts VAT on a subscription's or an invoice's lines (nothing when none applies)."""
-    return {"default_tax_rates": tax_rates} if tax_rates else {}
+    """The parameter that puts VAT on a subscription's or an invoice's lines."""
+    return {"default_tax_rates": tax_rates}
 
 
 def _subscription(sub: Any) -> StripeSubscription:

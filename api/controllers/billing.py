@@ -74,12 +74,15 @@ class BillingController(Controller):
     def save_account(
         self, ctx: NamedDependency[Ctx], commands: NamedDependency[CommandService],
         billing_view: NamedDependency[BillingView], principal: NamedDependency[Principal], data: JSONBody[AccountIn],
+        billing_service: NamedDependency[BillingService],
     ) -> AccountOut:  # fmt: skip
-        """Set the billed party's name, email, address, country and (for a business) EU VAT id."""
+        """Set the billed party's name, email, address, country and (for a business) EU VAT id; a live
+        subscription's next invoices carry the VAT that follows."""
         commands.run(
             OwnLLM.save_billing_account, ctx, name=data.name, email=data.email, address=data.address,
             country=data.country, vat_id=data.vat_id,
         )  # fmt: skip
+        billing_service.retax(ctx)
         return _account_out(principal, billing_view, commands)
 
     @get("/subscription", operation_id="getSubscription", opt={"action": Action.BILLING_READ}, sync_to_thread=False)

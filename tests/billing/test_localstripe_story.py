@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -156,7 +157,41 @@ def test_a_business_elsewhere_in_the_eu_is_charged_without_vat(billed: tuple[Ser
     (invoice,) = http.get("/api/v1/billing/invoices").json()
     assert (invoice["net_cents"], invoice["vat_cents"], invoice["total_cents"]) == (99_00, 0, 99_00)
     (charged,) = gateway.invoices(customer)
-    assert (charged["amount_paid"], charged["tax"], charged["default_tax_rates"]) == (99_00, 0, [])
+    assert (charged["amount_paid"], charged["tax"]) == (99_00, 0)
+    rates = [(r["percentage"], r["description"]) for r in charged["default_tax_rates"]]
+    assert rates == [(0, "VAT 0 % (reverse-charge)")]
+
+    # The company moves to France: its subscription's next invoices carry French VAT.
+    moved = account | {"address": "1 rue de la Paix, Paris", "country": "FR", "vat_id": "FR40303265045"}
+    assert http.put("/api/v1/billing/account", json=moved).json()["vat_rate_bp"] == 2000
+    subscription = gateway.client.v1.subscriptions.retrieve(str(charged["subscription"])).to_dict()
+    assert [r["percentage"] for r in subscription["default_tax_rates"]] == [20]
+
+
+def test_stripe_out_of_reach_is_a_502_problem_and_nothing_is_recorded(
+    make_settings: Callable[..., Settings], clock: ManualClock
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = make_settings(stripe_secret_key="sk_test_ownllm", stripe_api_base=dead, stripe_webhook_secret=SECRET)
+    services = build_services(settings, clock=clock)
+    try:
+        with serve(create_app(settings, services)) as base_url:
+            acme = services.app.signup(slug="nostripe", name="Acme", admin_name="Ada", admin_email="ada@acme.example",
+                                       request_id="r")  # fmt: skip
+            services.runner.catch_up()
+            http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"},
+                                timeout=60)  # fmt: skip
+            account = {"name": "Acme SAS", "email": "compta@acme.example", "address": "Paris", "country": "FR"}
+            assert http.put("/api/v1/billing/account", json=account).status_code == 200  # no subscription: no call
+            answer = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team"})
+            assert answer.status_code == 502, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.json()["type"].endswith("/payment-provider-unavailable")
+            assert services.app.subscription(acme.tenant_id) is None
+    finally:
+        services.close()
 
 
 def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services, str], clock: ManualClock) -> None:
