@@ -49,7 +49,7 @@ class StripeGateway:
     def __init__(self, config: BillingConfig) -> None:
         bases: Any = {"api": config.api_base} if config.api_base else None
         self.client = stripe.StripeClient(config.secret_key, base_addresses=bases, max_network_retries=2)
-        self._tax_rates: dict[tuple[str, int], str] = {}  # (country, basis points) -> Stripe TaxRate id
+        self._tax_rates: dict[tuple[str, int], str] = {}  # (country or why none, basis points) -> TaxRate id
 
     def tax_rates(self, vat: VatDecision) -> list[str]:
         """The Stripe TaxRate for a VAT decision (found by its metadata, else made once): the country's rate,
