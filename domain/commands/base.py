@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
@@ -153,12 +153,18 @@ class Commands(Application[UUID]):
         for aggregate_id, aggregate in processing_event.aggregates.items():
             every = intervals.get(type(aggregate))
             if every and aggregate.version // every > (aggregate.version - recorded[aggregate_id]) // every:
-                snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
-                try:
-                    self.snapshots.put([snapshot_class.take(aggregate)])
-                except Exception as exc:  # what was recorded stands: the next interval's snapshot will do
-                    log.warning("snapshot of %s at version %d not stored (%s)", aggregate_id, aggregate.version,
-                                type(exc).__name__)  # fmt: skip
+                self._put_snapshot(aggregate)
+
+    def _put_snapshot(self, aggregate: Any) -> None:
+        """Store a snapshot of an aggregate as recorded; one that fails is logged, never raised (what was
+        recorded stands, and the next interval's snapshot will do)."""
+        assert self.snapshots is not None
+        snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
+        try:
+            self.snapshots.put([snapshot_class.take(aggregate)])
+        except Exception as exc:
+            log.warning("snapshot of %s at version %d not stored (%s)", aggregate.id, aggregate.version,
+                        type(exc).__name__)  # fmt: skip
 
     # -- loading -----------------------------------------------------------------------------
 

@@ -207,12 +207,15 @@ class CreditCommands(Commands):
                 cached[ledger_id] = ledger
         tails = self._tails({i: (cached[i].version + 1 if i in cached else 1) for i in ids})
         found: dict[UUID, CreditLedger] = {}
+        every = (self.snapshotting_intervals or {}).get(CreditLedger)
         for ledger_id, events in tails.items():
             start = cached.get(ledger_id)
             ledger = project_aggregate(start, events) if events else start
             if isinstance(ledger, CreditLedger):
                 found[ids[ledger_id]] = ledger
                 self._ledger_cache[ledger_id] = ledger
+                if self.snapshots is not None and every and len(events) >= every:  # older than its snapshots
+                    self._put_snapshot(ledger)
         while len(self._ledger_cache) > LEDGER_CACHE:
             self._ledger_cache.popitem(last=False)
         return found
