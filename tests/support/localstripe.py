@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,27 +25,64 @@ def localstripe_binary() -> str:
 
 
 @contextlib.contextmanager
-def localstripe(start_timeout_s: float = 20.0) -> Iterator[str]:
-    """Run localstripe for the block; yields its base URL (``stripe_api_base``)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [localstripe_binary(), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
+def localstripe(start_timeout_s: float = 30.0, attempts: int = 3) -> Iterator[str]:
+    """Run localstripe for the block; yields its base URL (``stripe_api_base``).
+
+    The port is chosen free on both stacks (localstripe binds ``::``), then bound by localstripe: another
+    process may take it in between, and localstripe then exits; another port is tried. A failure names
+    the reason (its exit status and the last lines it wrote, or the wait).
+    """
+    reasons: list[str] = []
+    for _ in range(attempts):
+        started = _start(start_timeout_s)
+        if isinstance(started, str):
+            reasons.append(started)
+            continue
+        process, base = started
+        try:
+            yield base
+        finally:
+            process.terminate()
+            process.wait(10)
+        return
+    raise RuntimeError("localstripe did not start: " + "; ".join(reasons))
+
+
+def free_dual_stack_port() -> int:
+    """A port free on every address of both stacks right now (localstripe binds ``::``, not loopback)."""
     try:
-        deadline = time.monotonic() + start_timeout_s
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::", 0))
+            return int(s.getsockname()[1])
+    except OSError:  # no IPv6 here: localstripe's own bind fails the same way, and says so
+        return free_port()
+
+
+def _start(timeout_s: float) -> tuple[subprocess.Popen[bytes], str] | str:
+    """localstripe answering on a free port, or why it does not."""
+    port = free_dual_stack_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as errors:  # the child keeps its own handle
+        # --from-scratch: not the state another run left in /tmp/localstripe.pickle (which every localstripe
+        # rewrites at each change: one read while another writes it crashes at start)
+        process = subprocess.Popen([localstripe_binary(), "--port", str(port), "--from-scratch"],
+                                   stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 httpx.get(f"{base}/v1/customers", auth=("sk_test_probe", ""), timeout=1.0)
-                break
+                return process, base
             except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("localstripe did not start") from None
-                time.sleep(0.1)
-        yield base
-    finally:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         process.terminate()
         process.wait(10)
+        errors.seek(0)
+        tail = errors.read().decode(errors="replace").strip().splitlines()[-3:]
+    status = f"exit status {process.returncode}" if process.returncode is not None else "no answer"
+    return f"port {port}: {status} ({' | '.join(tail) or 'nothing written'})"
 
 
 def send_webhooks_to(base: str, url: str, secret: str) -> None:
