@@ -68,22 +68,12 @@ def billed(
 def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: ManualClock) -> None:
     services, base_url = billed
     app = services.app
-    acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
-    services.runner.catch_up()
-    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"}, timeout=30)
 
-    # The billing contact: a French company (French VAT, 20 %).
+    # The billing contact: a French company (French VAT, 20 %); its card, as Stripe.js would have saved it.
     account = {"name": "Acme SAS", "email": "compta@acme.example", "address": "1 rue de la Paix, Paris",
                "country": "FR", "vat_id": "FR40303265045"}  # fmt: skip
-    answer = http.put("/api/v1/billing/account", json=account)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["vat_rate_bp"] == 2000 and not answer.json()["reverse_charge"]
-
-    # Its card, as Stripe.js would have saved it on the customer.
-    ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "setup")
-    gateway = StripeGateway(_config(services))
-    customer = BillingService(app, CommandService(services), gateway).customer(ctx)
-    _save_card(gateway, customer)
+    acme, http, gateway, customer, saved = _customer_with_a_card(services, base_url, "acme", account)
+    assert saved["vat_rate_bp"] == 2000 and not saved["reverse_charge"]
 
     # Subscribe to Team monthly: charged in advance; the plan's limits apply at once.
     done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
@@ -139,18 +129,10 @@ def test_subscribe_upgrade_pay_and_be_late(billed: tuple[Services, str], clock: 
 def test_a_business_elsewhere_in_the_eu_is_charged_without_vat(billed: tuple[Services, str]) -> None:
     """Reverse charge: a German business with a VAT id pays the net price; Stripe holds no tax for it."""
     services, base_url = billed
-    app = services.app
-    acme = app.signup(slug="gmbh", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
-    services.runner.catch_up()
-    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"}, timeout=30)
     account = {"name": "Acme GmbH", "email": "buchhaltung@acme.example", "address": "Hauptstr. 1, Berlin",
                "country": "DE", "vat_id": "DE136695976"}  # fmt: skip
-    assert http.put("/api/v1/billing/account", json=account).json()["reverse_charge"]
-    gateway = StripeGateway(_config(services))
-    customer = BillingService(app, CommandService(services), gateway).customer(
-        Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "setup")
-    )
-    _save_card(gateway, customer)
+    acme, http, gateway, customer, saved = _customer_with_a_card(services, base_url, "gmbh", account)
+    assert saved["reverse_charge"]
     done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
     assert (done.json()["charged_cents"], done.json()["vat_cents"]) == (99_00, 0), done.text
     wait_until(lambda: [i.status for i in services.billing.tenant_invoices(acme.tenant_id)] == ["paid"])
@@ -216,6 +198,24 @@ def test_credits_bought_with_a_saved_card_become_one_lot(billed: tuple[Services,
     assert ledger is not None and [lot.amount_cents for lot in ledger.lots.values()] == [25_00]
     payments = services.billing.tenant_payments(acme.tenant_id)
     assert [(p.amount_cents, p.currency, p.succeeded_at is not None) for p in payments] == [(25_00, "usd", True)]
+
+
+def _customer_with_a_card(
+    services: Services, base_url: str, slug: str, account: dict[str, str]
+) -> tuple[Any, httpx.Client, StripeGateway, str, dict[str, Any]]:
+    """A tenant whose admin saved ``account`` (the answer is returned), and its Stripe customer with a card
+    saved as Stripe.js would have: (signed up, the admin's client, the gateway, the customer id, the answer)."""
+    acme = services.app.signup(slug=slug, name="Acme", admin_name="Ada", admin_email="ada@acme.example",
+                               request_id="r")  # fmt: skip
+    services.runner.catch_up()
+    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {acme.admin_key.secret}"}, timeout=30)
+    answer = http.put("/api/v1/billing/account", json=account)
+    assert answer.status_code == 200, answer.text
+    gateway = StripeGateway(_config(services))
+    ctx = Ctx(f"user:{acme.admin_user_id}", acme.tenant_id, "setup")
+    customer = BillingService(services.app, CommandService(services), gateway).customer(ctx)
+    _save_card(gateway, customer)
+    return acme, http, gateway, customer, answer.json()
 
 
 def _config(services: Services) -> Any:
