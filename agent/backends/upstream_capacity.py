@@ -1,10 +1,10 @@
 """How many requests the upstream runs at once, where it says so.
 
 llama.cpp's server reports its slots (``GET /props``: ``total_slots``, its ``--parallel``); SGLang its
-``max_running_requests`` (``GET /server_info``, ``/get_server_info`` before 0.4.7, top level or in
-``internal_states``). vLLM's ``--max-num-seqs``, Ollama's ``OLLAMA_NUM_PARALLEL`` and TabbyAPI's batch
-size are not served anywhere: there the capacity is the setting (``--capacity``), else
-:data:`DEFAULT_CAPACITY`. A set capacity is never replaced. The answer is untrusted input: a bounded
+``max_running_requests`` (``GET /server_info``, or the older ``/get_server_info``; top level or in
+``internal_states``). No endpoint the agent knows reports vLLM's ``--max-num-seqs``, Ollama's
+``OLLAMA_NUM_PARALLEL`` or TabbyAPI's batch size: there the capacity is the setting (``--capacity``),
+else :data:`DEFAULT_CAPACITY`. A set capacity is never replaced. The answer is untrusted input: a bounded
 body, a number within :data:`MAX_UPSTREAM_CAPACITY`, anything else ignored.
 """
 

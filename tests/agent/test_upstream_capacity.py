@@ -55,7 +55,7 @@ async def _listed(backends: list[OpenAIUpstreamBackend], url: str, **config: obj
     [
         ({"/props": LLAMA_PROPS}, 3),  # llama.cpp's server
         ({"/server_info": SGLANG_INFO}, 48),  # SGLang: the scheduler's figure when the argument was left unset
-        ({"/get_server_info": b'{"max_running_requests": 12}'}, 12),  # SGLang before 0.4.7
+        ({"/get_server_info": b'{"max_running_requests": 12}'}, 12),  # SGLang, the older path
         ({}, DEFAULT_CAPACITY),  # vLLM, Ollama, TabbyAPI: nothing reported
         ({"/props": b'{"total_slots": 0}', "/server_info": b'{"max_running_requests": 99999}'}, DEFAULT_CAPACITY),
         ({"/props": b"not json"}, DEFAULT_CAPACITY),
