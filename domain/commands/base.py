@@ -149,10 +149,13 @@ class Commands(Application[UUID]):
         intervals = self.snapshotting_intervals
         if self.snapshots is None or not intervals:
             return
-        recorded = Counter(event.originator_id for event in processing_event.events)
+        recorded: Counter[UUID] | None = None  # counted only when a snapshotted kind was saved (not per usage batch)
         for aggregate_id, aggregate in processing_event.aggregates.items():
             every = intervals.get(type(aggregate))
-            if every and aggregate.version // every > (aggregate.version - recorded[aggregate_id]) // every:
+            if not every:
+                continue
+            recorded = recorded or Counter(event.originator_id for event in processing_event.events)
+            if aggregate.version // every > (aggregate.version - recorded[aggregate_id]) // every:
                 self._put_snapshot(aggregate)
 
     def _put_snapshot(self, aggregate: Any) -> None:
