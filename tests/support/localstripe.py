@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ def localstripe_binary() -> str:
 def localstripe(start_timeout_s: float = 30.0, attempts: int = 3) -> Iterator[str]:
     """Run localstripe for the block; yields its base URL (``stripe_api_base``).
 
-    The port is chosen free on both stacks (localstripe binds ``::``), then bound by localstripe: another
+    The port is chosen free on both stacks (it binds ``::``), then bound by localstripe: another
     process may take it in between, and localstripe then exits; another port is tried. A failure names
     the reason (its exit status and the last lines it wrote, or the wait).
     """
@@ -48,19 +47,9 @@ def localstripe(start_timeout_s: float = 30.0, attempts: int = 3) -> Iterator[st
     raise RuntimeError("localstripe did not start: " + "; ".join(reasons))
 
 
-def free_dual_stack_port() -> int:
-    """A port free on every address of both stacks right now (localstripe binds ``::``, not loopback)."""
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::", 0))
-            return int(s.getsockname()[1])
-    except OSError:  # no IPv6 here: localstripe's own bind fails the same way, and says so
-        return free_port()
-
-
 def _start(timeout_s: float) -> tuple[subprocess.Popen[bytes], str] | str:
     """localstripe answering on a free port, or why it does not."""
-    port = free_dual_stack_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as errors:  # the child keeps its own handle
         # --from-scratch: not the state another run left in /tmp/localstripe.pickle (which every localstripe

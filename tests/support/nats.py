@@ -26,10 +26,15 @@ from api.embedded_nats import nats_server_binary, wait_until_listening
 
 
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now on every address of both stacks (some servers bind ``::``, not loopback)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::", 0))
+            return int(s.getsockname()[1])
+    except OSError:  # no IPv6 here
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
 
 
 class NatsServer:
