@@ -172,7 +172,8 @@ def _event(cls: type, **fields: Any) -> Any:
 @contextlib.contextmanager
 def _tenants_on_credits(dsn: str, tenants: int, cents: int) -> Iterator[tuple[Any, list[uuid.UUID], datetime]]:
     """(services, tenant ids, now) on a fresh PostgreSQL schema: model "m" priced, each tenant on credits
-    with one lot of ``cents``, the reactions past the set-up; the schema is dropped after."""
+    with one lot of ``cents``, the reactions past the set-up; the schema is dropped after. The admins'
+    keys are in ``services.bench_admin_keys``."""
     import psycopg
 
     from api.services import build_services
@@ -190,10 +191,12 @@ def _tenants_on_credits(dsn: str, tenants: int, cents: int) -> Iterator[tuple[An
     try:
         app = services.app
         app.schedule_price_change("m", *PRICE, now - timedelta(hours=1))
-        ids = []
+        ids, services.bench_admin_keys = [], []
         for n in range(tenants):
-            tenant = app.signup(slug=f"t{n:05d}", name="T", admin_name="A", admin_email=f"a@t{n}.example",
-                                request_id=f"s{n}").tenant_id  # fmt: skip
+            signed = app.signup(slug=f"t{n:05d}", name="T", admin_name="A", admin_email=f"a@t{n}.example",
+                                request_id=f"s{n}")  # fmt: skip
+            tenant = signed.tenant_id
+            services.bench_admin_keys.append(signed.admin_key.secret)
             app.set_billing_mode(tenant, "credits")
             app.purchase_credits(tenant, cents, f"pi_{n}", now - timedelta(days=1))
             ids.append(tenant)
@@ -205,12 +208,16 @@ def _tenants_on_credits(dsn: str, tenants: int, cents: int) -> Iterator[tuple[An
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def _usage_record(tenant: uuid.UUID, request_id: str) -> dict[str, Any]:
+    """One request's usage, as the proxy records it."""
+    return {"tenant_id": tenant, "user_id": tenant, "key_id": tenant, "agent_id": None, "model": "m",
+            "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
+            "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": request_id}  # fmt: skip
+
+
 def _record_usage(app: Any, ids: list[uuid.UUID], events: int) -> int:
     """Record ``events`` usage records over the tenants in turn; the log's head after them."""
-    records = [{"tenant_id": ids[n % len(ids)], "user_id": ids[0], "key_id": ids[0], "agent_id": None, "model": "m",
-                "endpoint": "/v1/chat/completions", "stream": False, "status": "ok", "prompt_tokens": 100,
-                "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": f"u{n}"}
-               for n in range(events)]  # fmt: skip
+    records = [_usage_record(ids[n % len(ids)], f"u{n}") for n in range(events)]
     for start in range(0, events, 500):
         app.record_usage_batch(records[start : start + 500])
     return int(app.recorder.max_notification_id() or 0)
@@ -284,6 +291,44 @@ def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, f
         return debited, rows
 
 
+def restart_part(dsn: str, events: int, baseline: Path, rounds: int) -> dict[str, list[float]]:
+    """The real ``ownllm serve`` (PostgreSQL, projections running) started on one tenant's ledger of
+    ``events`` debits with one new usage record waiting: seconds from the start until the tenant's
+    balance shows that request debited, this tree against ``baseline`` (no snapshots), alternated."""
+    import httpx
+
+    from api.services import build_services
+    from bench.proxy import Composition
+
+    with _tenants_on_credits(dsn, 1, 10_000_000) as (services, ids, _):
+        settings, key = services.settings, services.bench_admin_keys[0]
+        _debit_all(services, _record_usage(services.app, ids, events))
+        services.runner.catch_up()  # the read models current: the restart has only the new request to do
+        services.close()  # its reactions' locks are the server's now
+        seconds: dict[str, list[float]] = {"serve": [], "base": []}
+        for turn in range(rounds * 2):
+            path, root = ("serve", ROOT) if turn % 2 else ("base", baseline)
+            waiting = build_services(settings, start_runner=False)
+            before = waiting.credit_view.balance(ids[0], datetime.now(UTC))  # the last turn's debit projected
+            waiting.app.record_usage_batch([_usage_record(ids[0], f"after-restart-{turn}")])
+            waiting.close()
+            server = Composition("postgres", pin=False, postgres_dsn=dsn, root=root)
+            server.schema, server.var = settings.postgres_schema, settings.var_dir
+            started = time.perf_counter()
+            try:
+                server.start()
+                while time.perf_counter() - started < 600:
+                    answer = httpx.get(server.base + "/api/v1/billing/credits/", timeout=30,
+                                       headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+                    if answer.status_code == 200 and answer.json()["balance_micro_cents"] < before:
+                        break
+                    time.sleep(0.05)
+                seconds[path].append(time.perf_counter() - started)
+            finally:
+                server.stop()
+        return seconds
+
+
 def _profiler() -> Any:
     if not os.environ.get("BENCH_PROFILE"):
         return None
@@ -313,6 +358,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--parts", default="proxy,debits,history")
     parser.add_argument("--history", type=int, default=50_000, help="debits on the long-lived ledger")
+    parser.add_argument("--baseline-tree", type=Path, help="a tree without snapshots, for --parts restart")
     parser.add_argument("--postgres-dsn", default=os.environ.get("OWNLLM_TEST_POSTGRES_DSN", DEFAULT_DSN))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",")}
@@ -340,6 +386,18 @@ def main() -> None:
         for tenants in (1, 1000):
             debited, bare = debits_part(args.postgres_dsn, args.events, tenants)
             print(f"| {tenants} | {debited:,.0f} | {bare:,.0f} |")
+    if "restart" in parts:
+        if args.baseline_tree is None:
+            parser.error("--parts restart needs --baseline-tree (a tree without snapshots)")
+        seconds = restart_part(args.postgres_dsn, args.history, args.baseline_tree, args.rounds)
+        print("\nthe real `ownllm serve` (PostgreSQL, projections running) restarted on a tenant with "
+              f"{args.history:,} debits and one request waiting: seconds until its balance shows it debited (median of "
+              f"{args.rounds}, alternated)")  # fmt: skip
+        print("| tree | seconds | runs |")
+        print("| --- | ---: | --- |")
+        for path, label in (("base", "baseline tree (no snapshots)"), ("serve", "this tree (snapshots)")):
+            runs = ", ".join(f"{x:.2f}" for x in seconds[path])
+            print(f"| {label} | {statistics.median(seconds[path]):.2f} | {runs} |")
     if "history" in parts:
         debited, rows = history_part(args.postgres_dsn, args.history)
         print(f"\none tenant's ledger after {args.history:,} debits, PostgreSQL (debited at {debited:,.0f} events/s, "

@@ -745,7 +745,7 @@ class Composition:
             import psycopg
 
             with psycopg.connect(self.dsn, autocommit=True) as conn:
-                conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')  # or one given, with a history
             env |= {"OWNLLM_PERSISTENCE": "postgres", "OWNLLM_POSTGRES_DSN": self.dsn,
                     "OWNLLM_POSTGRES_SCHEMA": self.schema}  # fmt: skip
         pin = ["taskset", "-c", "0"] if self.pin else []
