@@ -114,6 +114,8 @@ class Commands(Application[UUID]):
     pairing_ttl: timedelta
     hash_credential: CredentialHasher
     legal_documents: Sequence[LegalDocument] = ()  # empty: the bundled documents (tests give their own)
+    # deletes an aggregate's snapshots older than a version; set by the composition root for its store
+    drop_older_snapshots: Callable[[UUID, int], None] | None = None
 
     def documents(self) -> Sequence[LegalDocument]:
         """The legal documents this application knows, in every version."""
@@ -159,12 +161,14 @@ class Commands(Application[UUID]):
                 self._put_snapshot(aggregate)
 
     def _put_snapshot(self, aggregate: Any) -> None:
-        """Store a snapshot of an aggregate as recorded; one that fails is logged, never raised (what was
-        recorded stands, and the next interval's snapshot will do)."""
+        """Store a snapshot of an aggregate as recorded, then drop its older ones (only the latest is read);
+        one that fails is logged, never raised (what was recorded stands, and the next interval's will do)."""
         assert self.snapshots is not None
         snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
         try:
             self.snapshots.put([snapshot_class.take(aggregate)])
+            if self.drop_older_snapshots is not None:
+                self.drop_older_snapshots(aggregate.id, aggregate.version)
         except Exception as exc:
             log.warning("snapshot of %s at version %d not stored (%s)", aggregate.id, aggregate.version,
                         type(exc).__name__)  # fmt: skip
