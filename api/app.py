@@ -15,8 +15,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.utils.helpers import unwrap_partial
 
-from api.billing_config import BillingConfig, billing_config
-from api.billing_service import BillingOff, BillingService
+from api.billing_config import billing_config
+from api.billing_service import BillingOff, build_billing_service
 from api.bodies import JsonBodyRequest
 from api.controllers.agents import AgentController, PairingKeyController
 from api.controllers.appeals import AppealController, SuspensionController
@@ -157,7 +157,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         CreditPurchaseController,
     ]
     billing = billing_config(settings)
-    billing_service = _billing_service(billing, services)
+    billing_service = build_billing_service(billing, services)
     gate = SignupGate(settings, services.directory, lambda: services.app.clock().timestamp())
     on_startup: list[Any] = []
     on_shutdown: list[Any] = [services.close]
@@ -197,18 +197,6 @@ def _operator_auth(services: Services) -> OperatorAuthenticator:
     """The operator routes' authenticator: operator tokens from the enforcement read model."""
     auth = services.authenticator
     return OperatorAuthenticator(services.enforcement, auth.pepper, auth.directory_behind_s)
-
-
-def _billing_service(config: BillingConfig, services: Services) -> BillingService:
-    """Billing's use cases; Stripe only when a secret key is configured (billing is off by default)."""
-    from api.dependencies import CommandService
-
-    gateway = None
-    if config.enabled:
-        from api.stripe_gateway import StripeGateway
-
-        gateway = StripeGateway(config)
-    return BillingService(services.app, CommandService(services), gateway)
 
 
 def billing_off(_: Any, exc: BillingOff) -> Any:

@@ -7,17 +7,22 @@ change later (subscriptions are matched by id), so nothing is lost.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from api.billing_config import BillingConfig
 from api.dependencies import CommandService
+from api.services import Services
 from api.stripe_gateway import StripeGateway
 from domain.application import OwnLLM
 from domain.context import Ctx
 from domain.errors import DomainError, InvalidState, InvalidValue, NotFound
 from domain.subscription import Subscription, check_plan
 from policies import plans
+
+log = logging.getLogger(__name__)
 
 
 class BillingOff(DomainError):
@@ -123,12 +128,32 @@ class BillingService:
 
     def retax(self, ctx: Ctx) -> None:
         """The billing account changed: the live subscription's next invoices carry the VAT that applies now."""
-        current = self.app.subscription(ctx.tenant_id)
-        if self.gateway is None or current is None or current.ended:
-            return
+        self._retax(ctx.tenant_id, ctx.request_id)
+
+    def reconcile_tax(self, tenant_ids: list[UUID]) -> int:
+        """Give each live subscription whose Stripe TaxRates differ from its VAT decision the right ones
+        (one made before Stripe was told the VAT, or whose re-taxing failed); returns how many changed."""
+        changed = 0
+        for tenant_id in tenant_ids:
+            try:
+                changed += self._retax(
+                    tenant_id, f"reconcile:{uuid4()}", only_if_different=True
+                )  # sets: a retry is harmless
+            except Exception as exc:  # one tenant's Stripe trouble holds back no other; the next pass retries
+                log.warning("tax rates of tenant %s not reconciled (%s)", tenant_id, type(exc).__name__)
+        return changed
+
+    def _retax(self, tenant_id: UUID, request_id: str, *, only_if_different: bool = False) -> bool:
+        current = self.app.subscription(tenant_id)
+        if self.gateway is None or current is None or current.ended or not current.stripe_subscription_id:
+            return False
         stripe = self._stripe()
-        tax_rates = stripe.tax_rates(self.app.vat_decision(ctx.tenant_id))
-        stripe.set_tax_rates(ctx.tenant_id, current.stripe_subscription_id, tax_rates, ctx.request_id)
+        tax_rates = stripe.tax_rates(self.app.vat_decision(tenant_id))
+        subscription_id = current.stripe_subscription_id
+        if only_if_different and stripe.subscription_tax_rates(subscription_id) == tax_rates:
+            return False
+        stripe.set_tax_rates(tenant_id, subscription_id, tax_rates, request_id)
+        return True
 
     def refund_lot(self, ctx: Ctx, lot_id: UUID) -> tuple[int, str]:
         """Refund an untouched lot within 30 days: our rules first (a dry run), then Stripe, then our ledger.
@@ -152,3 +177,9 @@ class BillingService:
         if cents < 100:
             raise InvalidValue("a credit purchase is at least 1.00 USD (100 cents)", "amount_cents")
         return self._stripe().buy_credits(ctx.tenant_id, self.customer(ctx), cents, ctx.request_id, payment_method)
+
+
+def build_billing_service(config: BillingConfig, services: Services) -> BillingService:
+    """Billing's use cases; Stripe only when a secret key is configured (billing is off by default)."""
+    gateway = StripeGateway(config) if config.enabled else None
+    return BillingService(services.app, CommandService(services), gateway)

@@ -9,8 +9,9 @@ object (the next run retries it). The sweeper loop itself lives elsewhere (``api
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from uuid import UUID
 
 from domain.errors import Conflict
 from projections.billing_view import BillingView
@@ -47,3 +48,30 @@ class BillingSweep:
         except Conflict:
             log.info("billing sweep: a concurrent change; the next run retries")
             return 0
+
+
+class TaxReconciler(Protocol):
+    def reconcile_tax(self, tenant_ids: list[UUID]) -> int: ...
+
+
+class StripeTaxSweep:
+    """At the first pass and daily after: each live subscription's Stripe TaxRates made to match its VAT
+    decision (subscriptions older than Stripe being told the VAT, or whose re-taxing failed at Stripe)."""
+
+    name: str = "stripe-tax"
+
+    def __init__(self, billing: TaxReconciler, view: BillingView, every: timedelta = timedelta(days=1)) -> None:
+        self.billing = billing
+        self.view = view
+        self.every = every
+        self._next: datetime | None = None
+
+    def run(self, now: datetime) -> int:
+        """Emits no event (only Stripe changes); logs how many subscriptions it corrected."""
+        if self._next is not None and now < self._next:
+            return 0
+        self._next = now + self.every
+        changed = self.billing.reconcile_tax(self.view.live_subscriptions())
+        if changed:
+            log.info("stripe tax sweep: %d subscriptions given the TaxRates of their VAT decision", changed)
+        return 0

@@ -84,6 +84,11 @@ class StripeGateway:
         )
         return str(created.id)
 
+    def subscription_tax_rates(self, subscription_id: str) -> list[str]:
+        """The TaxRates a subscription's next invoices carry, as Stripe has them."""
+        sub = self.client.v1.subscriptions.retrieve(subscription_id).to_dict()
+        return [str(rate["id"]) for rate in sub.get("default_tax_rates") or ()]
+
     def set_tax_rates(self, tenant_id: UUID, subscription_id: str, tax_rates: list[str], request_id: str) -> None:
         """Tax the subscription's next invoices at these rates (the billing account changed)."""
         self.client.v1.subscriptions.update(

@@ -1,5 +1,6 @@
 """The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
-expiry, renewals, overdue invoices, price notices, retention by law and the daily checkpoint digest; each a
+expiry, renewals, overdue invoices, price notices, retention by law, the daily checkpoint digest and Stripe's tax
+rates kept to each subscription's VAT decision; each a
 class with ``name`` and ``run(now) -> events emitted`` (or notices queued), idempotent."""
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from datetime import datetime
 from uuid import UUID
 
 from api.appeal_window import appeal_window_sweep
-from api.billing_sweep import BillingSweep
+from api.billing_config import billing_config
+from api.billing_service import build_billing_service
+from api.billing_sweep import BillingSweep, StripeTaxSweep
 from api.checkpoint_digest import CheckpointDigest
 from api.credit_debits import CreditExpirySweep
 from api.exports import ExportBuilder, ExportFiles
@@ -183,7 +186,16 @@ def sweep_tasks(services: Services) -> list[SweepTask]:
         BillingRetentionDue(services, services.runner.catch_up),
         ActivityRetentionDue(services),
         CheckpointDigest(services),
+        *_stripe_tasks(services),
     ]
+
+
+def _stripe_tasks(services: Services) -> list[SweepTask]:
+    """The tasks that ask Stripe, when billing is on."""
+    config = billing_config(services.settings)
+    if not config.enabled:
+        return []
+    return [StripeTaxSweep(build_billing_service(config, services), services.billing)]
 
 
 def build_sweeper(services: Services) -> Sweeper:

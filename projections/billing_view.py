@@ -135,6 +135,10 @@ class BillingView:
         """Every unpaid invoice past its due date (what the late-fee sweep looks at)."""
         return [i for i in list(self.invoices.values()) if i.paid_at is None and i.due_at < now]
 
+    def live_subscriptions(self) -> list[UUID]:
+        """Tenants whose subscription has not ended."""
+        return [t for t, s in list(self.subscriptions.items()) if s.status != "ended"]
+
     def subscriptions_due(self, now: datetime) -> list[UUID]:
         """Tenants whose subscription reached its period's end (renewal or end of a cancelled one)."""
         return [t for t, s in list(self.subscriptions.items()) if s.status != "ended" and s.period_end <= now]

@@ -19,12 +19,13 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.billing_service import BillingService
+from api.billing_service import BillingService, build_billing_service
 from api.billing_sweep import BillingSweep
 from api.dependencies import CommandService
 from api.services import Services, build_services
 from api.settings import Settings
 from api.stripe_gateway import StripeGateway
+from api.sweep_tasks import sweep_tasks
 from domain.context import Ctx
 from tests.support.clock import ManualClock
 from tests.support.localstripe import localstripe, send_webhooks_to, wait_until
@@ -148,6 +149,40 @@ def test_a_business_elsewhere_in_the_eu_is_charged_without_vat(billed: tuple[Ser
     assert http.put("/api/v1/billing/account", json=moved).json()["vat_rate_bp"] == 2000
     subscription = gateway.client.v1.subscriptions.retrieve(str(charged["subscription"])).to_dict()
     assert [r["percentage"] for r in subscription["default_tax_rates"]] == [20]
+
+
+def test_a_subscription_stripe_taxes_wrongly_is_given_its_vat_by_the_sweep(
+    billed: tuple[Services, str], clock: ManualClock
+) -> None:
+    """A subscription whose Stripe TaxRates are not its VAT decision's (made before Stripe was told the VAT,
+    or whose re-taxing failed at Stripe) gets the right one at the sweeper's first pass, and daily after."""
+    services, base_url = billed
+    account = {"name": "Acme SAS", "email": "compta@acme.example", "address": "1 rue de la Paix, Paris",
+               "country": "FR", "vat_id": "FR40303265045"}  # fmt: skip
+    acme, http, gateway, _, _ = _customer_with_a_card(services, base_url, "stale", account)
+    done = http.post("/api/v1/billing/subscription", json={"action": "subscribe", "plan": "team", "interval": "month"})
+    assert done.status_code == 200, done.text
+    wait_until(lambda: acme.tenant_id in services.billing.live_subscriptions())
+    subscription = services.app.subscription(acme.tenant_id)
+    assert subscription is not None
+    sub_id = subscription.stripe_subscription_id
+    (french,) = gateway.subscription_tax_rates(sub_id)
+    stale = gateway.client.v1.tax_rates.create(params={"display_name": "VAT", "percentage": 0, "inclusive": False})
+    gateway.set_tax_rates(acme.tenant_id, sub_id, [stale.id], "as-a-failed-retax-left-it")
+
+    (sweep,) = [task for task in sweep_tasks(services) if task.name == "stripe-tax"]
+    assert sweep.run(clock()) == 0  # it records no event: only Stripe changes
+    assert gateway.subscription_tax_rates(sub_id) == [french]
+
+    gateway.set_tax_rates(acme.tenant_id, sub_id, [stale.id], "stale-again")
+    clock.advance(hours=23)
+    sweep.run(clock())  # not due yet: once a day
+    assert gateway.subscription_tax_rates(sub_id) == [stale.id]
+    clock.advance(hours=1)
+    sweep.run(clock())
+    assert gateway.subscription_tax_rates(sub_id) == [french]
+    billing = build_billing_service(_config(services), services)
+    assert billing.reconcile_tax(services.billing.live_subscriptions()) == 0  # every one already right
 
 
 def test_stripe_out_of_reach_is_a_502_problem_and_nothing_is_recorded(
