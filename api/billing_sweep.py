@@ -56,22 +56,30 @@ class TaxReconciler(Protocol):
 
 class StripeTaxSweep:
     """At the first pass and daily after: each live subscription's Stripe TaxRates made to match its VAT
-    decision (subscriptions older than Stripe being told the VAT, or whose re-taxing failed at Stripe)."""
+    decision (subscriptions older than Stripe being told the VAT, or whose re-taxing failed at Stripe).
+
+    ``batch`` subscriptions a pass (two Stripe calls each), so a round over many tenants never holds the
+    sweeper's other tasks for long: a round spans several passes, and the next starts a day after it began.
+    """
 
     name: str = "stripe-tax"
 
-    def __init__(self, billing: TaxReconciler, view: BillingView, every: timedelta = timedelta(days=1)) -> None:
+    def __init__(
+        self, billing: TaxReconciler, view: BillingView, every: timedelta = timedelta(days=1), batch: int = 50
+    ) -> None:
         self.billing = billing
         self.view = view
         self.every = every
-        self._next: datetime | None = None
+        self.batch = batch
+        self._round: list[UUID] = []  # tenants the current round has still to check
+        self._next: datetime | None = None  # when the next round starts
 
     def run(self, now: datetime) -> int:
         """Emits no event (only Stripe changes); logs how many subscriptions it corrected."""
-        if self._next is not None and now < self._next:
-            return 0
-        self._next = now + self.every
-        changed = self.billing.reconcile_tax(self.view.live_subscriptions())
+        if not self._round and (self._next is None or now >= self._next):
+            self._round, self._next = sorted(self.view.live_subscriptions()), now + self.every
+        chunk, self._round = self._round[: self.batch], self._round[self.batch :]
+        changed = self.billing.reconcile_tax(chunk) if chunk else 0
         if changed:
             log.info("stripe tax sweep: %d subscriptions given the TaxRates of their VAT decision", changed)
         return 0
