@@ -135,10 +135,9 @@ class BillingService:
         (one made before Stripe was told the VAT, or whose re-taxing failed); returns how many changed."""
         changed = 0
         for tenant_id in tenant_ids:
+            request_id = f"reconcile:{uuid4()}"  # setting rates is idempotent in itself: a retry is harmless
             try:
-                changed += self._retax(
-                    tenant_id, f"reconcile:{uuid4()}", only_if_different=True
-                )  # sets: a retry is harmless
+                changed += self._retax(tenant_id, request_id, only_if_different=True)
             except Exception as exc:  # one tenant's Stripe trouble holds back no other; the next pass retries
                 log.warning("tax rates of tenant %s not reconciled (%s)", tenant_id, type(exc).__name__)
         return changed

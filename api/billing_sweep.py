@@ -51,6 +51,8 @@ class BillingSweep:
 
 
 class TaxReconciler(Protocol):
+    """What corrects Stripe's TaxRates (``BillingService``)."""
+
     def reconcile_tax(self, tenant_ids: list[UUID]) -> int: ...
 
 
