@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 
 import msgspec
 import nats
@@ -17,8 +16,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from agent import protocol
-from agent.backends.base import Backend, Finished, GenerationRequest, Monitored, RequestError, TextDelta
+from agent.backends.base import Backend, Monitored
 from agent.intake import parse_job
+from agent.job_run import JobState, Publish, run_job
 from agent.protocol import Accepted, Cancel, Chunk, Error, Final, Heartbeat, Job, flush_in_order
 from agent.slots import Slots
 
@@ -41,17 +41,6 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     reconnect_wait_s: float = 0.5
 
 
-@dataclass
-class _JobState:
-    """A job the worker accepted: waiting for a slot or running."""
-
-    job: Job
-    running: bool = False
-    waiting: bool = False  # for a slot: a cancel wakes it
-    cancelled: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-
 class Worker:
     """Serves one tenant's jobs from NATS with a bounded queue in front of the backend."""
 
@@ -60,7 +49,7 @@ class Worker:
         self.config = config
         self.capacity = max(1, config.capacity or backend.capacity)
         self.nc: NATS | None = None
-        self._jobs: dict[str, _JobState] = {}
+        self._jobs: dict[str, JobState] = {}
         self._slots = Slots(self.capacity)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -225,7 +214,7 @@ class Worker:
             await self._answer(msg, refusal)
             return
         queued = len(self._jobs) >= self.capacity
-        state = _JobState(job=job)
+        state = JobState(job=job)
         self._jobs[job.job_id] = state  # before the await: a cancel may arrive while we answer
         try:
             await self._answer(msg, Accepted(job_id=job.job_id, agent_id=self.config.agent_id, queued=queued))
@@ -260,104 +249,24 @@ class Worker:
         if msg.reply and self.nc is not None:
             await self.nc.publish(msg.reply, protocol.encode(answer))
 
-    async def _run(self, state: _JobState) -> None:
-        """Wait for a slot, run the job, publish chunks and one Final or Error."""
-        job = state.job
-        request = GenerationRequest.from_job(job)
-        progress = [0, 0]  # chunks sent, completion tokens sent
+    async def _run(self, state: JobState) -> None:
+        """Run an accepted job to its Final or Error, then forget it."""
         try:
-            state.waiting = True
-            try:
-                await self._slots.acquire()
-            except asyncio.CancelledError:
-                if not state.cancelled:
-                    raise
-                await self._cancelled_while_queued(job, request)  # woken by the cancel: no slot taken
-                return
-            finally:
-                state.waiting = False
-            try:
-                if state.cancelled:  # cancelled before it even began to wait
-                    await self._cancelled_while_queued(job, request)
-                    return
-                state.running = True
-                await self._stream(job, request, progress)
-            finally:
-                self._slots.release()
-        except RequestError as exc:
-            log.info("job %s refused by the backend: %s", job.job_id, exc.code)
-            with contextlib.suppress(Exception):
-                error = Error(
-                    job.job_id,
-                    exc.code,
-                    str(exc),
-                    seq=progress[0],
-                    reason=exc.reason,
-                    retry_after_s=exc.retry_after_s,
-                    completion_tokens=progress[1],
-                )
-                await self._publish(job, error)
-        except Exception as exc:
-            log.error("job %s failed in the engine: %s", job.job_id, type(exc).__name__)
-            error = Error(
-                job.job_id,
-                "internal",
-                f"engine failed ({type(exc).__name__})",
-                seq=progress[0],
-                completion_tokens=progress[1],
-            )
-            with contextlib.suppress(Exception):
-                await self._publish(job, error)
+            await run_job(state, self.backend, self._slots, self._publisher(state.job))
         finally:
-            self._jobs.pop(job.job_id, None)
+            self._jobs.pop(state.job.job_id, None)
 
-    async def _cancelled_while_queued(self, job: Job, request: GenerationRequest) -> None:
-        """The Final of a job cancelled before it ran: exact prompt count, counted off the event loop."""
-        prompt = await asyncio.to_thread(self.backend.count_prompt_tokens, request)
-        estimated = not getattr(self.backend, "exact_prompt_counts", True)  # the openai backend estimates
-        await self._publish(job, Final(job.job_id, 0, "cancelled", prompt, 0, estimated=estimated))
-        log.info("job %s cancelled while queued", job.job_id)
+    def _publisher(self, job: Job) -> Publish:
+        """What sends one message to the job's reply subject."""
+        nc = self.nc
+        assert nc is not None
+        reply_as_agent = job.reply_as_agent
+        subject = protocol.agent_reply_subject(job.reply_to, self.config.agent_id) if reply_as_agent else job.reply_to
 
-    async def _stream(self, job: Job, request: GenerationRequest, progress: list[int]) -> None:
-        """Relay the backend's events as Chunks and one Final."""
-        events = self.backend.generate(request)
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    await self._publish(job, Chunk(job.job_id, progress[0], event.text, event.tokens))
-                    progress[0] += 1
-                    progress[1] += event.tokens
-                    continue
-                assert isinstance(event, Finished)
-                await self._publish(
-                    job,
-                    Final(
-                        job.job_id,
-                        progress[0],
-                        event.finish_reason,
-                        event.prompt_tokens,
-                        event.completion_tokens,
-                        estimated=event.estimated,
-                    ),
-                )
-                log.info(
-                    "job %s finished: %s, prompt_tokens=%d completion_tokens=%d chunks=%d",
-                    job.job_id,
-                    event.finish_reason,
-                    event.prompt_tokens,
-                    event.completion_tokens,
-                    progress[0],
-                )
-                return
-        raise RuntimeError("backend ended without a final event")
+        async def publish(message: Chunk | Final | Error) -> None:
+            await nc.publish(subject, protocol.encode(message))
 
-    async def _publish(self, job: Job, message: Chunk | Final | Error) -> None:
-        """Send one message to the job's reply subject."""
-        assert self.nc is not None
-        subject = (
-            protocol.agent_reply_subject(job.reply_to, self.config.agent_id) if job.reply_as_agent else job.reply_to
-        )
-        await self.nc.publish(subject, protocol.encode(message))
+        return publish
 
     async def _on_cancel(self, msg: Msg) -> None:
         """Cancel a job this worker holds (cancels for other agents' jobs are ignored)."""
@@ -373,7 +282,7 @@ class Worker:
             self._cancel_state(state)
             log.info("cancel requested for job %s", message.job_id)
 
-    def _cancel_state(self, state: _JobState) -> None:
+    def _cancel_state(self, state: JobState) -> None:
         """Mark a job cancelled: tell the backend if it runs, wake it at once if it waits for a slot."""
         if state.cancelled:
             return
