@@ -398,7 +398,11 @@ def stop(child: subprocess.Popen[str]) -> None:
 async def _proxy_nats(embedded: Any) -> Any:
     import nats
 
-    return await nats.connect(embedded.url, user=embedded.settings.nats_proxy_user, password=embedded.password)
+    async def retried(exc: Exception) -> None:
+        """The server may still be reloading the agent's login just written (nats-py retries): no traceback."""
+
+    user, password = embedded.settings.nats_proxy_user, embedded.password
+    return await nats.connect(embedded.url, user=user, password=password, error_cb=retried)
 
 
 def print_tables(
