@@ -1,7 +1,7 @@
 """The policy sweeper's tasks, in ONE list (:func:`sweep_tasks`): exports, deletions, appeal windows, credit-lot
-expiry, renewals, overdue invoices, price notices, retention by law, the daily checkpoint digest and Stripe's tax
-rates kept to each subscription's VAT decision; each a
-class with ``name`` and ``run(now) -> events emitted`` (or notices queued), idempotent."""
+expiry, renewals, overdue invoices, price notices, retention by law, the daily checkpoint digest and, with billing
+on, Stripe's tax rates kept to each subscription's VAT decision; each a class with ``name`` and
+``run(now) -> events emitted`` (or notices queued), idempotent."""
 
 from __future__ import annotations
 

@@ -170,8 +170,8 @@ class Commands(Application[UUID]):
             if self.drop_older_snapshots is not None:
                 self.drop_older_snapshots(aggregate.id, aggregate.version)
         except Exception as exc:
-            log.warning("snapshot of %s at version %d not stored (%s)", aggregate.id, aggregate.version,
-                        type(exc).__name__)  # fmt: skip
+            log.warning("snapshot of %s at version %d not stored, or its older ones not dropped (%s)", aggregate.id,
+                        aggregate.version, type(exc).__name__)  # fmt: skip
 
     # -- loading -----------------------------------------------------------------------------
 
