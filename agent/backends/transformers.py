@@ -8,6 +8,7 @@ torch and transformers are imported only inside the functions that need them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,13 @@ class _Loaded:
     model: Any
     eos_ids: frozenset[int]
     context_length: int
+    cache_keyword: str = "cache"  # how forward() takes (and its output holds) the key-value cache
+
+
+def _cache_keyword(model: Any) -> str:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40); older 5.x
+    know only the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:
@@ -63,7 +71,7 @@ def load_source(source: ModelSource, device: str = "cpu") -> _Loaded:
     model.to(device)
     model.eval()
     context = int(getattr(model.config, "max_position_embeddings", None) or source.context_length)
-    return _Loaded(source, tokenizer, model, _eos_ids(tokenizer, model), context)
+    return _Loaded(source, tokenizer, model, _eos_ids(tokenizer, model), context, _cache_keyword(model))
 
 
 def encode_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
@@ -124,8 +132,8 @@ def run_generation(
             if cancelled.is_set():
                 reason = "cancelled"
                 break
-            out = loaded.model(input_ids=inputs, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = loaded.model(input_ids=inputs, use_cache=True, **{loaded.cache_keyword: past})
+            past = getattr(out, loaded.cache_keyword)
             token = next_token(out.logits[0, -1], sampling, generator)
             generated.append(token)
             if token in loaded.eos_ids:
