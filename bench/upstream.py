@@ -153,7 +153,6 @@ def serve_relay(config: dict[str, Any]) -> None:
 
     async def main() -> None:
         backend = OpenAIUpstreamBackend(UpstreamConfig(url=config.pop("upstream_url"), capacity=64))
-        backend.load()
         worker = Worker(backend, WorkerConfig(**config))
         await worker.start()
         print("ready", flush=True)

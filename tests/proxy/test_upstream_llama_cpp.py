@@ -82,7 +82,7 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 async def test_the_backend_discovers_and_relays_llama_cpp_with_its_counts(llama: str) -> None:
     backend = OpenAIUpstreamBackend(UpstreamConfig(url=llama, poll_interval_s=0.5, context_length=2048))
-    backend.load()
+    await backend.refresh()  # the first listing (``load`` asks the upstream nothing: the worker's start does this)
     try:
         assert [m.id for m in backend.models()] == [ALIAS]
         request = GenerationRequest(
