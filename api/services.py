@@ -22,7 +22,6 @@ from api.settings import Settings
 from api.stores import eventsourcing_env, key_store, pepper, reaction_runner
 from api.terms_use import ContinuedUse
 from domain.adapters.credentials import bcrypt_hash
-from domain.adapters.snapshots import older_snapshots_dropper
 from domain.application import OwnLLM, utc_now
 from domain.context import Ctx
 from domain.sealing import KeyStore
@@ -163,8 +162,6 @@ def build_services(
         pairing_ttl=timedelta(seconds=settings.pairing_ttl_s),
     )
     app.default_plan = settings.default_plan  # the agent cap of a tenant without a plan
-    if app.snapshots is not None:  # a newer snapshot makes the older ones dead weight
-        app.drop_older_snapshots = older_snapshots_dropper(app.snapshots.recorder)
     if settings.legal_dir:  # the operator's own documents instead of the bundled ones
         app.legal_documents = load_documents(Path(settings.legal_dir))
     app.seller_jurisdiction = settings.seller_jurisdiction  # whose VAT and billing retention rules apply

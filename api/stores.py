@@ -13,6 +13,7 @@ from api.secret_files import PEPPER_HINT, SecretFileError, pepper_problem, priva
 from api.settings import Settings
 from domain.adapters.key_stores import PostgresKeyStore, SQLiteKeyStore
 from domain.adapters.postgres_recorder import OneTripPostgresApplicationRecorder, OneTripPostgresProcessRecorder
+from domain.adapters.snapshots import PostgresFactory, SQLiteFactory
 from domain.adapters.sqlite_transactions import begin_writes_immediately
 from domain.application import OwnLLM
 from domain.sealing import KeyStore
@@ -27,12 +28,12 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     if settings.persistence == "sqlite":
         private_file(settings.sqlite_file)  # 0600 before SQLite writes to it (its -wal/-shm follow its mode)
         begin_writes_immediately()  # concurrent writers wait instead of failing "database is locked"
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": settings.sqlite_file}
+        return {"PERSISTENCE_MODULE": get_topic(SQLiteFactory), "SQLITE_DBNAME": settings.sqlite_file}
     from psycopg.conninfo import conninfo_to_dict
 
     dsn = conninfo_to_dict(settings.postgres_dsn)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": get_topic(PostgresFactory),  # eventsourcing's, with OwnLLM's snapshot recorder
         "POSTGRES_DBNAME": str(dsn.get("dbname", "ownllm")),
         "POSTGRES_HOST": str(dsn.get("host", "127.0.0.1")),
         "POSTGRES_PORT": str(dsn.get("port", "5432")),

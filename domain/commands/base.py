@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import IntegrityError, Tracking
 
@@ -114,8 +120,13 @@ class Commands(Application[UUID]):
     pairing_ttl: timedelta
     hash_credential: CredentialHasher
     legal_documents: Sequence[LegalDocument] = ()  # empty: the bundled documents (tests give their own)
-    # deletes an aggregate's snapshots older than a version; set by the composition root for its store
-    drop_older_snapshots: Callable[[UUID, int], None] | None = None
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository reading events only: with snapshots on, it asked the snapshot store before
+        every load, a round trip for nothing (only credit ledgers have them; they load from their latest)."""
+        repository = super().construct_repository()
+        repository.snapshot_store = None
+        return repository
 
     def documents(self) -> Sequence[LegalDocument]:
         """The legal documents this application knows, in every version."""
@@ -167,8 +178,9 @@ class Commands(Application[UUID]):
         snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
         try:
             self.snapshots.put([snapshot_class.take(aggregate)])
-            if self.drop_older_snapshots is not None:
-                self.drop_older_snapshots(aggregate.id, aggregate.version)
+            delete_before = getattr(self.snapshots.recorder, "delete_before", None)  # not in memory
+            if delete_before is not None:
+                delete_before(aggregate.id, aggregate.version)
         except Exception as exc:
             log.warning("snapshot of %s at version %d not stored, or its older ones not dropped (%s)", aggregate.id,
                         aggregate.version, type(exc).__name__)  # fmt: skip

@@ -44,9 +44,8 @@ class CreditCommands(Commands):
     # -- reading -------------------------------------------------------------------------------
 
     def credit_ledger(self, tenant_id: UUID) -> CreditLedger | None:
-        """The tenant's ledger, or None before its first purchase or billing mode."""
-        found = self._get(ledger_id_for(tenant_id))
-        return found if isinstance(found, CreditLedger) else None
+        """The tenant's ledger, or None before its first purchase or billing mode (from its latest snapshot)."""
+        return self._ledgers_from({ledger_id_for(tenant_id): tenant_id}, {}).get(tenant_id)
 
     def price_book(self) -> PriceBook | None:
         """The price book, or None before the first price was scheduled."""
@@ -193,57 +192,63 @@ class CreditCommands(Commands):
         return self._ledger_lock
 
     def _cached_ledgers(self, tenant_ids: list[UUID]) -> dict[UUID, CreditLedger]:
-        """The ledgers, decoded once and brought forward by the events stored since (one query for all).
+        """The ledgers, decoded once and brought forward by the events stored since.
 
         A cached ledger is never ahead of the store: a failed save here drops what it changed, and a
         reaction whose transaction failed after this returned calls :meth:`forget_cached_ledgers`
         before its retry (``api/credit_debits.py``). So the events after its version are all it lacks.
         """
         ids = {ledger_id_for(t): t for t in tenant_ids}
-        cached: dict[UUID, CreditLedger] = {}
-        for ledger_id in ids:
-            ledger = self._ledger_cache.pop(ledger_id, None) or self._from_snapshot(ledger_id)
-            if ledger is not None:
-                cached[ledger_id] = ledger
-        tails = self._tails({i: (cached[i].version + 1 if i in cached else 1) for i in ids})
-        found: dict[UUID, CreditLedger] = {}
-        every = (self.snapshotting_intervals or {}).get(CreditLedger)
-        for ledger_id, events in tails.items():
-            start = cached.get(ledger_id)
-            ledger = project_aggregate(start, events) if events else start
-            if isinstance(ledger, CreditLedger):
-                found[ids[ledger_id]] = ledger
-                self._ledger_cache[ledger_id] = ledger
-                if self.snapshots is not None and every and len(events) >= every:  # older than its snapshots
-                    self._put_snapshot(ledger)
+        cached = {i: ledger for i in ids if (ledger := self._ledger_cache.pop(i, None)) is not None}
+        found = self._ledgers_from(ids, cached)
+        for ledger in found.values():
+            self._ledger_cache[ledger.id] = ledger
         while len(self._ledger_cache) > LEDGER_CACHE:
             self._ledger_cache.popitem(last=False)
         return found
 
-    def _from_snapshot(self, ledger_id: UUID) -> CreditLedger | None:
-        """The ledger as its latest snapshot holds it (None without one): only the events after it are read."""
-        if self.snapshots is None:
-            return None
-        latest = next(iter(self.snapshots.get(ledger_id, desc=True, limit=1)), None)
-        ledger = None if not isinstance(latest, CreditLedger.Snapshot) else latest.mutate(None)
-        return ledger if isinstance(ledger, CreditLedger) else None
+    def _ledgers_from(self, ids: dict[UUID, UUID], known: dict[UUID, CreditLedger]) -> dict[UUID, CreditLedger]:
+        """The ledgers of ``ids`` (ledger id -> tenant id) by tenant: each from ``known``, else its latest
+        snapshot, brought forward by the events stored since (one query for the snapshots and one for the
+        events, where the store can). A ledger read over a snapshot interval of events (older than its
+        snapshots) is snapshotted, so it is read whole once, not at every load."""
+        starts = known | self._latest_snapshots([i for i in ids if i not in known])
+        tails = self._tails({i: (starts[i].version + 1 if i in starts else 1) for i in ids})
+        every = self.snapshotting_intervals.get(CreditLedger)
+        found: dict[UUID, CreditLedger] = {}
+        for ledger_id, events in tails.items():
+            start = starts.get(ledger_id)
+            ledger = project_aggregate(start, events) if events else start
+            if isinstance(ledger, CreditLedger):
+                found[ids[ledger_id]] = ledger
+                if self.snapshots is not None and every and len(events) >= every:
+                    self._put_snapshot(ledger)
+        return found
+
+    def _latest_snapshots(self, ledger_ids: list[UUID]) -> dict[UUID, CreditLedger]:
+        """The ledgers as their latest snapshots hold them (those that have one): one query where the store can."""
+        if self.snapshots is None or not ledger_ids:
+            return {}
+        select = getattr(self.snapshots.recorder, "select_latest_of", None)
+        if select is not None:
+            latest = [self.snapshots.mapper.to_domain_event(stored) for stored in select(ledger_ids)]
+        else:
+            latest = [s for i in ledger_ids for s in self.snapshots.get(i, desc=True, limit=1)]
+        return {s.originator_id: s.mutate(None) for s in latest if isinstance(s, CreditLedger.Snapshot)}
 
     def mismatched_snapshots(self, tenant_ids: Iterable[UUID]) -> tuple[int, list[str]]:
         """(snapshots checked, those that differ from their events replayed): a snapshot is derived state
-        outside the integrity chain, so an auditor's check replays each ledger once and compares."""
-        checked, wrong = 0, []
-        for tenant_id in tenant_ids if self.snapshots is not None else ():
-            assert self.snapshots is not None
-            ledger_id, ledger, version = ledger_id_for(tenant_id), None, 0
+        outside the integrity chain, so an auditor's check replays each snapshotted ledger and compares."""
+        checked, wrong = 0, list[str]()
+        if self.snapshots is None:
+            return checked, wrong
+        for tenant_id in tenant_ids:
+            ledger_id, version = ledger_id_for(tenant_id), 0
             try:
-                events = iter(self.events.get(ledger_id))
                 for snapshot in self.snapshots.get(ledger_id):
                     checked, version = checked + 1, snapshot.originator_version
-                    while ledger is None or ledger.version < version:
-                        if (event := next(events, None)) is None:
-                            break
-                        ledger = event.mutate(ledger)  # type: ignore[attr-defined]
-                    if ledger is None or _held(snapshot.mutate(None)) != _held(ledger):  # type: ignore[attr-defined]
+                    replayed = project_aggregate(None, self.events.get(ledger_id, lte=version))
+                    if replayed is None or _held(snapshot.mutate(None)) != _held(replayed):  # type: ignore[attr-defined]
                         wrong.append(f"credit ledger of tenant {tenant_id}: the snapshot at version {version} "
                                      "differs from its events")  # fmt: skip
             except Exception as exc:  # a snapshot altered so far that it no longer decodes

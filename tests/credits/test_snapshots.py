@@ -19,7 +19,6 @@ def test_a_ledger_without_snapshots_gets_one_when_the_debit_path_reads_it_whole(
     app = popo_app(Path(tempfile.mkdtemp(prefix="snapshots-")), clock)
     app.snapshotting_intervals = {CreditLedger: 10}  # type: ignore[misc]
     store, app.snapshots = app.snapshots, None  # as before snapshots existed
-    app.repository.snapshot_store = None
     acme = app.signup(slug="acme", name="Acme", admin_name="Ada", admin_email="ada@acme.example", request_id="r")
     app.schedule_price_change("llama", 100_000_000, 0, START - timedelta(days=5))
     app.set_billing_mode(acme.tenant_id, "credits")
@@ -29,7 +28,7 @@ def test_a_ledger_without_snapshots_gets_one_when_the_debit_path_reads_it_whole(
     ledger_id = ledger_id_for(acme.tenant_id)
     assert store is not None and list(store.get(ledger_id)) == []
 
-    app.snapshots = app.repository.snapshot_store = store  # the upgrade, then a restart
+    app.snapshots = store  # the upgrade, then a restart
     app.forget_cached_ledgers()
     whole = app._cached_ledgers([acme.tenant_id])[acme.tenant_id]
     (snapshot,) = store.get(ledger_id)

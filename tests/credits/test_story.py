@@ -172,17 +172,16 @@ def test_a_long_lived_ledger_is_read_from_its_latest_snapshot(
     (latest,) = app.snapshots.get(ledger_id)  # the one at 20 dropped the one at 10: only the latest is read
     assert latest.originator_version >= 20
 
-    reads: list[int | None] = []
-    select = app.recorder.select_events
+    reads: list[int | None] = []  # the first version of the ledger's events read
+    tails = app._tails
 
-    def noted(originator_id: Any, *args: Any, gt: int | None = None, **kwargs: Any) -> Any:
-        if originator_id == ledger_id:
-            reads.append(gt)
-        return select(originator_id, *args, gt=gt, **kwargs)
+    def noted(starts: dict[Any, int]) -> Any:
+        reads.append(starts.get(ledger_id))
+        return tails(starts)
 
-    monkeypatch.setattr(app.recorder, "select_events", noted)
+    monkeypatch.setattr(app, "_tails", noted)
     lot = app.purchase_credits(acme.tenant_id, 500, "pi_b", real_now)  # loads the ledger
-    assert reads and reads[-1] == latest.originator_version  # the events after the snapshot only
+    assert reads and reads[-1] == latest.originator_version + 1  # the events after the snapshot only
     monkeypatch.undo()
     assert app.refund_lot(acme.tenant_id, lot, real_now) == 500
 
