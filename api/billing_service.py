@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
+
+from stripe import StripeError
 
 from api.billing_config import BillingConfig
 from api.dependencies import CommandService
@@ -126,9 +129,19 @@ class BillingService:
         self.commands.run(OwnLLM.upgrade_plan, ctx, plan)
         return PlanChange("upgraded", plan, current.interval, charged, current.period_end, vat.tax_cents(charged))
 
-    def retax(self, ctx: Ctx) -> None:
-        """The billing account changed: the live subscription's next invoices carry the VAT that applies now."""
-        self._retax(ctx.tenant_id, ctx.request_id)
+    def save_account(self, ctx: Ctx, **fields: Any) -> None:
+        """Save the billing account; if its VAT decision changed, the live subscription's next invoices carry
+        the new one. Should Stripe fail then, the saved account stands (the answer is not an error) and the
+        daily tax sweep (``StripeTaxSweep``) gives Stripe the rate."""
+        before = self.app.vat_decision(ctx.tenant_id)
+        self.commands.run(OwnLLM.save_billing_account, ctx, **fields)
+        if self.app.vat_decision(ctx.tenant_id) == before:
+            return
+        try:
+            self._retax(ctx.tenant_id, ctx.request_id)
+        except StripeError as exc:
+            log.warning("tenant %s: subscription not re-taxed now (%s); the tax sweep will", ctx.tenant_id,
+                        type(exc).__name__)  # fmt: skip
 
     def reconcile_tax(self, tenant_ids: list[UUID]) -> int:
         """Give each live subscription whose Stripe TaxRates differ from its VAT decision the right ones
@@ -144,9 +157,9 @@ class BillingService:
 
     def _retax(self, tenant_id: UUID, request_id: str, *, only_if_different: bool = False) -> bool:
         current = self.app.subscription(tenant_id)
-        if self.gateway is None or current is None or current.ended or not current.stripe_subscription_id:
+        stripe = self.gateway  # not _stripe(): no plan needs to exist in Stripe to tax a subscription
+        if stripe is None or current is None or current.ended or not current.stripe_subscription_id:
             return False
-        stripe = self._stripe()
         tax_rates = stripe.tax_rates(self.app.vat_decision(tenant_id))
         subscription_id = current.stripe_subscription_id
         if only_if_different and stripe.subscription_tax_rates(subscription_id) == tax_rates:

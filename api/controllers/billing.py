@@ -78,11 +78,8 @@ class BillingController(Controller):
     ) -> AccountOut:  # fmt: skip
         """Set the billed party's name, email, address, country and (for a business) EU VAT id; a live
         subscription's next invoices carry the VAT that follows."""
-        commands.run(
-            OwnLLM.save_billing_account, ctx, name=data.name, email=data.email, address=data.address,
-            country=data.country, vat_id=data.vat_id,
-        )  # fmt: skip
-        billing_service.retax(ctx)
+        billing_service.save_account(ctx, name=data.name, email=data.email, address=data.address,
+                                     country=data.country, vat_id=data.vat_id)  # fmt: skip
         return _account_out(principal, billing_view, commands)
 
     @get("/subscription", operation_id="getSubscription", opt={"action": Action.BILLING_READ}, sync_to_thread=False)
