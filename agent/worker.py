@@ -47,10 +47,9 @@ class Worker:
     def __init__(self, backend: Backend, config: WorkerConfig) -> None:
         self.backend = backend
         self.config = config
-        self.capacity = max(1, config.capacity or backend.capacity)
         self.nc: NATS | None = None
         self._jobs: dict[str, JobState] = {}
-        self._slots = Slots(self.capacity)
+        self._slots = Slots(config.capacity or backend.capacity)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._beat_now = asyncio.Event()  # the backend's models changed: announce at once
@@ -59,6 +58,11 @@ class Worker:
         self._stopping = False
         self._job_subs: dict[str, tuple[Subscription, ...]] = {}  # per model: queue group, by name
         self._model_ids = {m.id for m in backend.models()}
+
+    @property
+    def capacity(self) -> int:
+        """Jobs run at once (the slots'): the setting, else the backend's of the moment."""
+        return self._slots.capacity
 
     @property
     def in_flight(self) -> int:
@@ -98,10 +102,9 @@ class Worker:
 
     def _sync_capacity(self) -> None:
         """Follow the backend's capacity (an upstream reports its own when it answers) unless it was set."""
-        if self.config.capacity or self.backend.capacity == self.capacity:
+        if self.config.capacity or max(1, self.backend.capacity) == self.capacity:
             return
-        self.capacity = max(1, self.backend.capacity)
-        self._slots.resize(self.capacity)
+        self._slots.resize(self.backend.capacity)
         log.info("capacity now %d", self.capacity)
 
     async def _sync_models(self) -> None:

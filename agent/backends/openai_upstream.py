@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from agent.backends.base import Event, Finished, GenerationRequest, RequestError
-from agent.backends.upstream_capacity import DEFAULT_CAPACITY, discover_capacity
+from agent.backends.upstream_capacity import DEFAULT_CAPACITY, capacity_or_default
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_http import CheckedResolver, bounded_body, fetch_listing, upstream_session
 from agent.backends.upstream_models import BACKEND_NAME, ListingError, announced, describe, parse_listing
@@ -113,14 +113,10 @@ class OpenAIUpstreamBackend:
     async def _ask_capacity(self) -> bool:
         """Take the capacity the upstream reports (else the default); whether it changed."""
         assert self._poller is not None
-        try:
-            found = await discover_capacity(self._poller, self.config)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            found = None
-        capacity, source = found or (DEFAULT_CAPACITY, "not reported: the default")
+        capacity, source = await capacity_or_default(self._poller, self.config)
         if capacity == self.capacity:
             return False
-        log.info("upstream capacity %d (%s)", capacity, source)
+        log.info("upstream capacity %d (%s)", capacity, source or "not reported: the default")
         self.capacity = capacity
         return True
 

@@ -48,7 +48,7 @@ def reported(body: bytes) -> int | None:
         return None
     states = info.internal_states or []
     for value in (info.total_slots, info.max_running_requests, *(s.max_running_requests for s in states[:1])):
-        if isinstance(value, int) and 0 < value <= MAX_UPSTREAM_CAPACITY:
+        if value is not None and 0 < value <= MAX_UPSTREAM_CAPACITY:
             return value
     return None
 
@@ -63,3 +63,15 @@ async def discover_capacity(client: aiohttp.ClientSession, config: UpstreamConfi
         if capacity is not None:
             return capacity, f"{engine} {path}"
     return None
+
+
+FAILURES = (aiohttp.ClientError, TimeoutError, ValueError)  # ValueError: a line over aiohttp's limit
+
+
+async def capacity_or_default(client: aiohttp.ClientSession, config: UpstreamConfig) -> tuple[int, str | None]:
+    """(capacity, where the upstream reported it), or (the default, None) when it reports none or fails to."""
+    try:
+        found = await discover_capacity(client, config)
+    except FAILURES:
+        found = None
+    return found or (DEFAULT_CAPACITY, None)

@@ -10,16 +10,16 @@ import asyncio
 import time
 
 import aiohttp
-import msgspec
 
-from agent.backends.upstream_capacity import DEFAULT_CAPACITY, discover_capacity
-from agent.backends.upstream_config import UpstreamConfig
+from agent.backends.base import RequestError
+from agent.backends.upstream_capacity import FAILURES, capacity_or_default
+from agent.backends.upstream_config import UpstreamAddressError, UpstreamConfig
 from agent.backends.upstream_http import CheckedResolver, fetch_listing, upstream_session
 from agent.backends.upstream_models import ListingError, announced, parse_listing
-from agent.backends.upstream_wire import stream_events
+from agent.backends.upstream_stream import stream_event
+from agent.backends.upstream_wire import StreamEvent
 
 Rows = list[tuple[str, str]]
-_FAILURES = (aiohttp.ClientError, TimeoutError, ValueError)  # ValueError: a line over aiohttp's limit
 
 
 def _ms(start: float) -> str:
@@ -51,7 +51,7 @@ async def _check(client: aiohttp.ClientSession, config: UpstreamConfig) -> Rows:
         status, body = await fetch_listing(client, config)
     except ListingError as exc:
         return [("upstream", f"{config.url}: {exc}")]
-    except _FAILURES as exc:
+    except FAILURES as exc:
         return [("upstream", f"{config.url}: not reachable ({type(exc).__name__}{_why(exc)})")]
     if status != 200:
         hint = " (check the upstream key)" if status in (401, 403) else ""
@@ -74,21 +74,16 @@ async def _capacity(client: aiohttp.ClientSession, config: UpstreamConfig) -> st
     """The jobs the agent runs at once: set, reported by the server, or the default."""
     if config.capacity:
         return f"{config.capacity} (set)"
-    try:
-        found = await discover_capacity(client, config)
-    except _FAILURES as exc:
-        found, why = None, f" ({type(exc).__name__})"
-    else:
-        why = ""
-    if found is None:
-        return f"not reported{why}: {DEFAULT_CAPACITY} (set --capacity, e.g. to vLLM's --max-num-seqs)"
-    return f"{found[0]} ({found[1]})"
+    capacity, source = await capacity_or_default(client, config)
+    if source is None:
+        return f"not reported: {capacity} (set --capacity, e.g. to vLLM's --max-num-seqs)"
+    return f"{capacity} ({source})"
 
 
 def _why(exc: BaseException) -> str:
     """The reason a refused host gives (its public address), else nothing."""
     cause = exc.__cause__ or exc.__context__
-    return f": {cause}" if cause is not None and "public address" in str(cause) else ""
+    return f": {cause}" if isinstance(cause, UpstreamAddressError) else ""
 
 
 async def _one_token(client: aiohttp.ClientSession, config: UpstreamConfig, model: str) -> str:
@@ -109,15 +104,14 @@ async def _one_token(client: aiohttp.ClientSession, config: UpstreamConfig, mode
             if response.status != 200:
                 return f"failed: HTTP {response.status}"
             async for raw in response.content:
-                line = raw.strip()
-                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                event = stream_event(raw.strip())  # the relay's own reading of a line
+                if not isinstance(event, StreamEvent):
                     continue
                 first = first or _ms(start)
-                try:
-                    usage = usage or stream_events.decode(line[5:].strip()).usage is not None
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    return "failed: the server sent a malformed event"
-    except _FAILURES as exc:
+                usage = usage or event.usage is not None
+    except RequestError as exc:  # a malformed event, or an error mid-stream
+        return f"failed: {exc}"
+    except FAILURES as exc:
         return f"failed ({type(exc).__name__})"
     counts = "usage reported" if usage else "no usage reported: token counts will be estimated"
     return f"ok, first event in {first or '-'}, done in {_ms(start)}; {counts}"

@@ -36,7 +36,7 @@ class Relay:
         texts: list[str] = []
         tokens = size = 0
         for line in lines:
-            event = None if self.done else _event(line)
+            event = None if self.done else stream_event(line)
             if event is None:
                 continue
             if event is _DONE:
@@ -76,7 +76,7 @@ class _Done:
 _DONE = _Done()
 
 
-def _event(line: bytes) -> StreamEvent | _Done | None:
+def stream_event(line: bytes) -> StreamEvent | _Done | None:
     """One SSE line: an event, the end, or ``None`` for anything else (comments, blank lines)."""
     if not line.startswith(b"data:"):
         return None

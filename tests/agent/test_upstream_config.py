@@ -23,7 +23,7 @@ from agent.backends.upstream_config import (
     read_key_file,
 )
 from agent.backends.upstream_models import ListingError, announced, parse_listing
-from agent.backends.upstream_stream import _DONE, Relay, _event, chunk_tokens
+from agent.backends.upstream_stream import _DONE, Relay, chunk_tokens, stream_event
 from agent.backends.upstream_wire import StreamEvent, echoes_content, refusal
 from agent.cli import app
 from agent.protocol import ChatMessage
@@ -131,7 +131,7 @@ def test_counted_chunk_tokens_never_pass_max_tokens_and_cover_the_text_while_bud
 @given(line=st.binary(max_size=300))
 def test_any_upstream_line_is_an_event_the_end_nothing_or_a_request_error(line: bytes) -> None:
     try:
-        parsed = _event(line)
+        parsed = stream_event(line)
     except RequestError as exc:
         assert exc.code == "internal" and line.startswith(b"data:")
         return
