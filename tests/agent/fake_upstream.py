@@ -24,9 +24,15 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+from agent.backends.openai_upstream import OpenAIUpstreamBackend
+from agent.backends.upstream_config import UpstreamConfig
+from tests.support.server import ServerThread
 
 Scope = dict[str, Any]
 SCRIPTED = ("slow-first", "drip", "cut", "busy", "unavailable", "boom", "bad-echo", "bad-plain", "malformed")
@@ -193,3 +199,33 @@ def answer_host(monkeypatch: pytest.MonkeyPatch, host: str, port: int, address: 
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     return answer
+
+
+@contextmanager
+def served(app: FakeUpstream) -> Iterator[str]:
+    """The scripted server on real HTTP: its base URL ending in /v1."""
+    server = ServerThread(app).start()
+    try:
+        yield server.base_url + "/v1"
+    finally:
+        server.stop()
+
+
+OPENED: list[OpenAIUpstreamBackend] = []  # closed after each test (tests/agent/conftest.py)
+
+
+async def backend_for(url: str, **config: object) -> OpenAIUpstreamBackend:
+    """A backend relaying to ``url``, after its first listing (a worker's start makes it)."""
+    backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2, **config))  # type: ignore[arg-type]
+    OPENED.append(backend)
+    await backend.refresh()
+    return backend
+
+
+async def until(check: Callable[[], bool], within_s: float = 2.0) -> None:
+    """Wait until ``check()`` holds; fail after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,39 +16,16 @@ from agent.backends.openai_upstream import OpenAIUpstreamBackend
 from agent.backends.upstream_config import UpstreamConfig
 from agent.protocol import ChatMessage, Sampling
 from agent.worker import Worker, WorkerConfig
-from tests.agent.fake_upstream import FakeUpstream, answer_host
+from tests.agent.fake_upstream import OPENED, FakeUpstream, answer_host, backend_for, served, until
 from tests.agent.test_worker import TENANT, Factory
-from tests.support.server import ServerThread
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeUpstream, str]]:
     """The scripted server, its base URL ending in /v1."""
     app = FakeUpstream(first_byte_s=0.4)
-    server = ServerThread(app).start()
-    try:
-        yield app, server.base_url + "/v1"
-    finally:
-        server.stop()
-
-
-OPENED: list[OpenAIUpstreamBackend] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_backends() -> AsyncIterator[None]:
-    """Close every backend's connection pools after each test."""
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
-
-
-async def backend_for(url: str, **config: object) -> OpenAIUpstreamBackend:
-    """A backend relaying to ``url``, after its first listing (a worker's start makes it)."""
-    backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2, **config))  # type: ignore[arg-type]
-    OPENED.append(backend)
-    await backend.refresh()
-    return backend
+    with served(app) as url:
+        yield app, url
 
 
 def chat(text: str, model: str = "echo", job_id: str = "j1", **sampling: object) -> GenerationRequest:
@@ -216,14 +193,14 @@ async def test_models_follow_the_upstream_and_vanish_while_it_hangs(fake) -> Non
     watcher = asyncio.create_task(backend.monitor(lambda: changes.append(time.monotonic())))
     try:
         app.models = {"a": 8192}
-        await _until(lambda: [m.id for m in backend.models()] == ["a"])
+        await until(lambda: [m.id for m in backend.models()] == ["a"])
         app.hang = True
-        await _until(lambda: backend.models() == [], within_s=4)
+        await until(lambda: backend.models() == [], within_s=4)
         with pytest.raises(RequestError) as refused:
             await collect(backend, chat("hi", model="a"))
         assert refused.value.code == "model_not_loaded"
         app.hang = False
-        await _until(lambda: [m.id for m in backend.models()] == ["a"], within_s=4)
+        await until(lambda: [m.id for m in backend.models()] == ["a"], within_s=4)
         assert len(changes) >= 3
     finally:
         watcher.cancel()
@@ -245,7 +222,7 @@ async def test_a_model_poll_that_times_out_while_a_stream_flows_keeps_the_models
                     break
         assert app.model_polls > polls  # polls went out (and timed out) while the stream flowed
         assert "drip" in {m.id for m in backend.models()}
-        await _until(lambda: backend.models() == [], within_s=4)  # no stream: a timeout is down again
+        await until(lambda: backend.models() == [], within_s=4)  # no stream: a timeout is down again
     finally:
         app.hang = False
         watcher.cancel()
@@ -274,14 +251,6 @@ async def test_no_body_reaches_any_log_at_any_level(fake, caplog: pytest.LogCapt
     assert caplog.records, "the capture must see the backend's own lines"
     assert canary not in caplog.text
     assert all(canary not in str(r.args) for r in caplog.records)
-
-
-async def _until(check, within_s: float = 2.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_cancel_before_the_job_starts_sends_nothing_upstream(fake) -> None:

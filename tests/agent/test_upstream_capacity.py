@@ -3,10 +3,8 @@ requests), asks again whenever the upstream comes back, and never overrides a ca
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -17,9 +15,8 @@ from agent.backends.upstream_capacity import DEFAULT_CAPACITY, MAX_UPSTREAM_CAPA
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_doctor import upstream_rows
 from agent.worker import Worker, WorkerConfig
-from tests.agent.fake_upstream import FakeUpstream
+from tests.agent.fake_upstream import OPENED, FakeUpstream, backend_for, served, until
 from tests.agent.test_worker import TENANT, Factory
-from tests.support.server import ServerThread
 
 LLAMA_PROPS = json.dumps({"total_slots": 3, "chat_template": "{{ messages }}" * 100, "n_ctx": 8192}).encode()
 SGLANG_INFO = json.dumps({"max_running_requests": None, "internal_states": [{"max_running_requests": 48}]}).encode()
@@ -28,26 +25,8 @@ SGLANG_INFO = json.dumps({"max_running_requests": None, "internal_states": [{"ma
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeUpstream, str]]:
     app = FakeUpstream(models={"echo": 8192})
-    server = ServerThread(app).start()
-    try:
-        yield app, server.base_url + "/v1"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[list[OpenAIUpstreamBackend]]:
-    opened: list[OpenAIUpstreamBackend] = []
-    yield opened
-    for backend in opened:
-        await backend.aclose()
-
-
-async def _listed(backends: list[OpenAIUpstreamBackend], url: str, **config: object) -> OpenAIUpstreamBackend:
-    backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2, **config))  # type: ignore[arg-type]
-    backends.append(backend)
-    await backend.refresh()
-    return backend
+    with served(app) as url:
+        yield app, url
 
 
 @pytest.mark.parametrize(
@@ -61,24 +40,24 @@ async def _listed(backends: list[OpenAIUpstreamBackend], url: str, **config: obj
         ({"/props": b"not json"}, DEFAULT_CAPACITY),
     ],
 )
-async def test_the_capacity_is_what_the_upstream_reports(fake, backends, info: dict[str, bytes], capacity: int) -> None:
+async def test_the_capacity_is_what_the_upstream_reports(fake, info: dict[str, bytes], capacity: int) -> None:
     app, url = fake
     app.info = info
-    backend = await _listed(backends, url)
+    backend = await backend_for(url)
     assert backend.capacity == capacity and backend.models()
 
 
-async def test_a_set_capacity_is_kept_and_nothing_is_asked(fake, backends) -> None:
+async def test_a_set_capacity_is_kept_and_nothing_is_asked(fake) -> None:
     app, url = fake
     app.info = {"/props": LLAMA_PROPS}
-    backend = await _listed(backends, url, capacity=5)
+    backend = await backend_for(url, capacity=5)
     assert backend.capacity == 5 and app.info_asked == []
 
 
-async def test_the_capacity_is_asked_again_when_the_upstream_comes_back(fake, backends) -> None:
+async def test_the_capacity_is_asked_again_when_the_upstream_comes_back(fake) -> None:
     app, url = fake
     app.info = {"/props": LLAMA_PROPS}
-    backend = await _listed(backends, url)
+    backend = await backend_for(url)
     assert backend.capacity == 3
     assert not await backend.refresh() and app.info_asked == ["/props"]  # up all along: not asked again
     app.hang = True
@@ -89,20 +68,20 @@ async def test_the_capacity_is_asked_again_when_the_upstream_comes_back(fake, ba
     assert await backend.refresh() and backend.capacity == 6
 
 
-async def test_the_worker_runs_what_the_upstream_reports_and_follows_it(fake, backends, nats_server_factory: Factory):
+async def test_the_worker_runs_what_the_upstream_reports_and_follows_it(fake, nats_server_factory: Factory):
     app, url = fake
     app.info = {"/props": b'{"total_slots": 2}'}
     backend = OpenAIUpstreamBackend(UpstreamConfig(url=url, poll_interval_s=0.2))
-    backends.append(backend)
+    OPENED.append(backend)
     worker = Worker(backend, WorkerConfig("agent-c", TENANT, nats_server_factory().url, heartbeat_interval_s=30))
     await worker.start()
     try:
         assert worker.heartbeat().capacity == 2  # from the first listing, before any job
         app.hang = True
-        await _until(lambda: backend.models() == [])
+        await until(within_s=5.0, check=lambda: backend.models() == [])
         app.info = {"/props": b'{"total_slots": 5}'}
         app.hang = False
-        await _until(lambda: worker.heartbeat().capacity == 5 and worker.heartbeat().models != ())
+        await until(within_s=5.0, check=lambda: worker.heartbeat().capacity == 5 and worker.heartbeat().models != ())
     finally:
         await worker.stop()
 
@@ -129,10 +108,3 @@ def test_only_a_sane_reported_number_is_taken(slots: object, running: object, st
     if all(v is None or (type(v) is int and abs(v) < 2**63) for v in every):  # a body of well-typed numbers
         sane = [v for v in offered if v is not None and 0 < v <= MAX_UPSTREAM_CAPACITY]  # type: ignore[operator]
         assert found == (sane[0] if sane else None)
-
-
-async def _until(check, within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)

@@ -13,18 +13,14 @@ from typer.testing import CliRunner
 from agent.backends.upstream_config import UpstreamConfig
 from agent.backends.upstream_doctor import upstream_rows
 from agent.cli import app
-from tests.agent.fake_upstream import FakeUpstream, answer_host
-from tests.support.server import ServerThread
+from tests.agent.fake_upstream import FakeUpstream, answer_host, served
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeUpstream, str]]:
     app_ = FakeUpstream(models={"echo": 8192, "no-usage": None})
-    server = ServerThread(app_).start()
-    try:
-        yield app_, server.base_url + "/v1"
-    finally:
-        server.stop()
+    with served(app_) as url:
+        yield app_, url
 
 
 def test_a_healthy_upstream_reports_models_and_a_one_token_completion(fake) -> None:
