@@ -1,6 +1,7 @@
-"""Billing benchmark: what the prepaid-credit check adds to the proxy, and how fast usage debits credits.
+"""Billing benchmark: what the prepaid-credit check adds to the proxy, how fast usage debits credits, and what
+ledger snapshots save a restart.
 
-Two tables, each with its baseline measured in the same run:
+Each table has its baseline measured in the same run:
 
 - ``proxy``: the REAL composition (``ownllm serve``, SQLite, embedded NATS, echo agents paired through
   the API). Two tenants in the same server: one on its plan (billing off: the check is one dict
@@ -8,14 +9,19 @@ Two tables, each with its baseline measured in the same run:
   alternate off/on; the server process's CPU per request (from /proc) for each, and the difference.
   Then the check alone in-process (``CreditGate.hold`` + release, the exact code the proxy runs),
   per request, next to a plan tenant's lookup.
-- ``history``: one tenant's ledger after ``--history`` debits: loading it, buying credits and the debit
-  path after a restart, reading the whole history (snapshots off) against the latest snapshot.
-- ``debits``: usage events on PostgreSQL debited by the ``credit-debits`` reaction (the same runner
-  and batch transaction as the composition), events/s, for one tenant and for 1,000 tenants, next
-  to the bare read + decode of the same usage events (the floor any reaction pays).
+- ``debits``: the real ``ownllm serve`` on PostgreSQL running (its projector too) while ``--events`` usage
+  records are written at once, as its usage writer writes them, over one tenant and over 1,000: the seconds
+  until its ``credit-debits`` reaction has debited them all (the writing included), hence events/s; beside
+  it the same reaction in-process (the runner and batch transaction the composition uses) and the bare
+  read + decode of the same events (the floor).
+- ``restart``: the real ``ownllm serve`` restarted on a tenant with ``--history`` debits and one request
+  waiting, until its balance shows it debited: with the ledger's latest snapshot, and with its snapshots
+  deleted first (the whole history read, as before snapshots), taken in turns (``--baseline-tree``: another
+  tree's server beside them). Beside it, the same ledger in-process: loading it, buying credits and the
+  debit path after a restart, reading the whole history (snapshots off) against the latest snapshot.
 
     PYTHONPATH=. .venv/bin/python bench/billing.py [--seconds 2] [--concurrency 1,16] [--events 20000]
-        [--parts proxy,debits,history] [--history 50000] [--postgres-dsn DSN]
+        [--parts proxy,debits,restart] [--history 50000] [--rounds 2] [--postgres-dsn DSN]
 
 Prints markdown tables; asserts nothing (targets: <= 0.05 ms CPU per request for the check, >= 5,000
 debited events/s).
@@ -215,9 +221,9 @@ def _usage_record(tenant: uuid.UUID, request_id: str) -> dict[str, Any]:
             "completion_tokens": 50, "ttft_ms": 1, "duration_ms": 5, "request_id": request_id}  # fmt: skip
 
 
-def _record_usage(app: Any, ids: list[uuid.UUID], events: int) -> int:
+def _record_usage(app: Any, ids: list[uuid.UUID], events: int, prefix: str = "u") -> int:
     """Record ``events`` usage records over the tenants in turn; the log's head after them."""
-    records = [_usage_record(ids[n % len(ids)], f"u{n}") for n in range(events)]
+    records = [_usage_record(ids[n % len(ids)], f"{prefix}{n}") for n in range(events)]
     for start in range(0, events, 500):
         app.record_usage_batch(records[start : start + 500])
     return int(app.recorder.max_notification_id() or 0)
@@ -231,8 +237,9 @@ def _debit_all(services: Any, head: int) -> float:
     return time.perf_counter() - started
 
 
-def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
-    """(debited events/s, bare read+decode events/s) for ``events`` usage events over ``tenants`` tenants."""
+def debits_part(dsn: str, events: int, tenants: int, rounds: int) -> tuple[float, float, float, float]:
+    """For ``events`` usage events over ``tenants`` tenants: (in-process debited events/s, bare read+decode
+    events/s), then on the same store the real server's (seconds written, seconds debited: :func:`served_debits`)."""
     from projections.log import NotificationLog
 
     with _tenants_on_credits(dsn, tenants, 1_000_000) as (services, ids, _):
@@ -254,79 +261,125 @@ def debits_part(dsn: str, events: int, tenants: int) -> tuple[float, float]:
         _report(profile)
         ledger = app.credit_ledger(ids[-1])
         assert ledger is not None and ledger.totals["debited"] > 0, "nothing was debited"
-        return debited, bare
+        return debited, bare, *served_debits(services, dsn, ids, events, rounds)
 
 
-def history_part(dsn: str, events: int) -> tuple[float, list[tuple[str, float, float]]]:
-    """One tenant with ``events`` debits on PostgreSQL: (debited events/s, snapshots taken all along), then
-    (operation, ms reading the whole history, ms from the latest snapshot) for what loads its ledger."""
+def history_ops(services: Any, tenant: uuid.UUID, now: datetime) -> list[tuple[str, float, float]]:
+    """In-process, on a long ledger: (operation, ms reading the whole history, ms from the latest snapshot) for
+    what loads it, median of five each."""
     from domain.credit_ledger import ledger_id_for
 
-    with _tenants_on_credits(dsn, 1, 10_000_000) as (services, ids, now):
-        app, tenant = services.app, ids[0]
-        debited = events / _debit_all(services, _record_usage(app, ids, events))
-        snapshots, repository, ledger_id = app.snapshots, app.repository, ledger_id_for(tenant)
-        payments = iter(range(10**6))
+    app = services.app
+    snapshots, ledger_id = app.snapshots, ledger_id_for(tenant)
+    payments = iter(range(10**6))
 
-        def both(operation: Any) -> tuple[float, float]:
-            """Median ms of five runs without snapshots (the whole history) and five with."""
-            timings: dict[bool, list[float]] = {False: [], True: []}
-            for _ in range(5):
-                for use in (False, True):
-                    app.snapshots = repository.snapshot_store = snapshots if use else None
-                    app.forget_cached_ledgers()
-                    started = time.perf_counter()
-                    operation()
-                    timings[use].append((time.perf_counter() - started) * 1000)
-            app.snapshots = repository.snapshot_store = snapshots
-            return statistics.median(timings[False]), statistics.median(timings[True])
+    def both(operation: Any) -> tuple[float, float]:
+        """Median ms of five runs without snapshots (the whole history) and five with."""
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(5):
+            for use in (False, True):
+                app.snapshots = snapshots if use else None
+                app.forget_cached_ledgers()
+                started = time.perf_counter()
+                operation()
+                timings[use].append((time.perf_counter() - started) * 1000)
+        app.snapshots = snapshots
+        return statistics.median(timings[False]), statistics.median(timings[True])
 
-        rows = [
-            ("load the ledger (`credit_ledger`)", *both(lambda: app.credit_ledger(tenant))),
-            ("buy credits (`purchase_credits`)",
-             *both(lambda: app.purchase_credits(tenant, 100, f"pi_{next(payments)}", now))),
-            ("debit path after a restart (`_cached_ledgers`)", *both(lambda: app._cached_ledgers([tenant]))),
-        ]  # fmt: skip
-        assert snapshots is not None and list(snapshots.get(ledger_id, desc=True, limit=1)), "no snapshot taken"
-        return debited, rows
+    rows = [
+        ("load the ledger (`credit_ledger`)", *both(lambda: app.credit_ledger(tenant))),
+        ("buy credits (`purchase_credits`)",
+         *both(lambda: app.purchase_credits(tenant, 100, f"pi_{next(payments)}", now))),
+        ("debit path after a restart (`_cached_ledgers`)", *both(lambda: app._cached_ledgers([tenant]))),
+    ]  # fmt: skip
+    assert snapshots is not None and list(snapshots.get(ledger_id, desc=True, limit=1)), "no snapshot taken"
+    return rows
 
 
-def restart_part(dsn: str, events: int, baseline: Path, rounds: int) -> dict[str, list[float]]:
-    """The real ``ownllm serve`` (PostgreSQL, projections running) started on one tenant's ledger of
-    ``events`` debits with one new usage record waiting: seconds from the start until the tenant's
-    balance shows that request debited, this tree against ``baseline`` (no snapshots), alternated."""
+def _serve_until(settings: Any, dsn: str, done: Any, root: Path = ROOT) -> float:
+    """Start the real ``ownllm serve`` (``root``'s sources, PostgreSQL, projections running) on the store of
+    ``settings``; seconds from the start until ``done(server)`` holds."""
+    server = Composition("postgres", False, dsn, root, var=settings.var_dir, schema=settings.postgres_schema)
+    started = time.perf_counter()
+    try:
+        server.start()
+        while not done(server):
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"`ownllm serve` did not get there in 600 s (its log: {server.var}/server.log)")
+            time.sleep(0.05)
+        return time.perf_counter() - started
+    finally:
+        server.stop()
+
+
+def restart_part(
+    dsn: str, events: int, rounds: int, baseline: Path | None
+) -> tuple[float, list[tuple[str, float, float]], dict[str, list[float]]]:
+    """One tenant's ledger of ``events`` debits (debited in-process: the events/s), the in-process loads of it
+    (:func:`history_ops`), then the real ``ownllm serve`` started on it with one new usage record waiting:
+    seconds from the start until the tenant's balance shows that request debited. ``kept``: with its
+    snapshot; ``removed``: its snapshots deleted first (an upgraded store; the server snapshots it again);
+    ``base``: the ``baseline`` tree, when given. Taken in turns, ``rounds`` times."""
     import httpx
 
     from api.services import build_services
-    from bench.proxy import Composition
+    from domain.credit_ledger import ledger_id_for
 
-    with _tenants_on_credits(dsn, 1, 10_000_000) as (services, ids, _):
+    with _tenants_on_credits(dsn, 1, 10_000_000) as (services, ids, now):
         settings, key = services.settings, services.bench_admin_keys[0]
-        _debit_all(services, _record_usage(services.app, ids, events))
+        debited = events / _debit_all(services, _record_usage(services.app, ids, events))
+        rows = history_ops(services, ids[0], now)
         services.runner.catch_up()  # the read models current: the restart has only the new request to do
         services.close()  # its reactions' locks are the server's now
-        seconds: dict[str, list[float]] = {"serve": [], "base": []}
-        for turn in range(rounds * 2):
-            path, root = ("serve", ROOT) if turn % 2 else ("base", baseline)
-            waiting = build_services(settings, start_runner=False)
-            before = waiting.credit_view.balance(ids[0], datetime.now(UTC))  # the last turn's debit projected
-            waiting.app.record_usage_batch([_usage_record(ids[0], f"after-restart-{turn}")])
-            waiting.close()
-            server = Composition("postgres", pin=False, postgres_dsn=dsn, root=root)
-            server.schema, server.var = settings.postgres_schema, settings.var_dir
-            started = time.perf_counter()
-            try:
-                server.start()
-                while time.perf_counter() - started < 600:
+        variants = ["removed", *(["base"] if baseline is not None else []), "kept"]  # kept: after a re-snapshot
+        seconds: dict[str, list[float]] = {variant: [] for variant in variants}
+        for turn in range(rounds):
+            for variant in variants:
+                waiting = build_services(settings, start_runner=False)
+                before = waiting.credit_view.balance(ids[0], datetime.now(UTC))  # the last turn's debit projected
+                waiting.app.record_usage_batch([_usage_record(ids[0], f"after-restart-{turn}-{variant}")])
+                if variant == "removed":
+                    assert waiting.app.snapshots is not None
+                    waiting.app.snapshots.recorder.delete_before(ledger_id_for(ids[0]), 2**62)  # every one
+                waiting.close()
+
+                def shows_debit(server: Any, before: int = before) -> bool:
                     answer = httpx.get(server.base + "/api/v1/billing/credits/", timeout=30,
                                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
-                    if answer.status_code == 200 and answer.json()["balance_micro_cents"] < before:
-                        break
-                    time.sleep(0.05)
-                seconds[path].append(time.perf_counter() - started)
-            finally:
-                server.stop()
-        return seconds
+                    return answer.status_code == 200 and answer.json()["balance_micro_cents"] < before
+
+                root = baseline if variant == "base" and baseline is not None else ROOT
+                seconds[variant].append(_serve_until(settings, dsn, shows_debit, root))
+        return debited, rows, seconds
+
+
+def served_debits(services: Any, dsn: str, ids: list[uuid.UUID], events: int, rounds: int) -> tuple[float, float]:
+    """The real ``ownllm serve`` (PostgreSQL, its projector running) up on this store, then ``events`` usage
+    records written at once over ``ids``, as its usage writer writes them: median seconds until they are
+    written, and until its ``credit-debits`` reaction has debited them all (the writing included)."""
+    from api.services import build_services
+
+    settings = services.settings
+    services.runner.catch_up()
+    services.close()  # its reactions' locks are the server's now
+    server = Composition("postgres", False, dsn, var=settings.var_dir, schema=settings.postgres_schema)
+    writer = build_services(settings, start_runner=False)
+    written, debited = [], []
+    try:
+        server.start()
+        for turn in range(rounds):
+            started = time.perf_counter()
+            head = _record_usage(writer.app, ids, events, f"b{turn}-")
+            written.append(time.perf_counter() - started)
+            while writer.reactions.position("credit-debits") < head:
+                if time.perf_counter() - started > 600:
+                    raise RuntimeError(f"not debited in 600 s (the server's log: {server.var}/server.log)")
+                time.sleep(0.01)
+            debited.append(time.perf_counter() - started)
+    finally:
+        writer.close()
+        server.stop()
+    return statistics.median(written), statistics.median(debited)
 
 
 def _profiler() -> Any:
@@ -356,9 +409,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--rounds", type=int, default=2, help="off/on alternations per concurrency")
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--parts", default="proxy,debits,history")
+    parser.add_argument("--parts", default="proxy,debits,restart")
     parser.add_argument("--history", type=int, default=50_000, help="debits on the long-lived ledger")
-    parser.add_argument("--baseline-tree", type=Path, help="a tree without snapshots, for --parts restart")
+    parser.add_argument("--baseline-tree", type=Path, help="another tree's server beside them, for --parts restart")
     parser.add_argument("--postgres-dsn", default=os.environ.get("OWNLLM_TEST_POSTGRES_DSN", DEFAULT_DSN))
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",")}
@@ -380,28 +433,30 @@ def main() -> None:
         print("| ---: | ---: | ---: |")
         print(f"| {plan_us:.2f} | {credit_us:.2f} | {credit_us / 1000:.4f} |")
     if "debits" in parts:
-        print(f"\ncredit debits from usage events, PostgreSQL, {args.events} events (target >= 5,000 events/s)")
-        print("| tenants | debited events/s | bare read + decode events/s |")
-        print("| ---: | ---: | ---: |")
+        print(f"\ncredit debits from usage events, PostgreSQL, {args.events:,} events (target >= 5,000 events/s)")
+        print("| tenants | written, s | debited by `ownllm serve`, s | `ownllm serve` events/s | "
+              "in-process reaction events/s | bare read + decode events/s |")  # fmt: skip
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for tenants in (1, 1000):
-            debited, bare = debits_part(args.postgres_dsn, args.events, tenants)
-            print(f"| {tenants} | {debited:,.0f} | {bare:,.0f} |")
+            debited, bare, written, served = debits_part(args.postgres_dsn, args.events, tenants, args.rounds)
+            print(f"| {tenants} | {written:.2f} | {served:.2f} | {args.events / served:,.0f} | {debited:,.0f} | "
+                  f"{bare:,.0f} |")  # fmt: skip
+        print("(`ownllm serve`: the real server with its projector, running; the events written at once as its usage")
+        print(" writer writes them, timed from the first write to the last debit: the writing is included)")
     if "restart" in parts:
-        if args.baseline_tree is None:
-            parser.error("--parts restart needs --baseline-tree (a tree without snapshots)")
-        seconds = restart_part(args.postgres_dsn, args.history, args.baseline_tree, args.rounds)
+        debited, rows, seconds = restart_part(args.postgres_dsn, args.history, args.rounds, args.baseline_tree)
         print("\nthe real `ownllm serve` (PostgreSQL, projections running) restarted on a tenant with "
               f"{args.history:,} debits and one request waiting: seconds until its balance shows it debited (median of "
-              f"{args.rounds}, alternated)")  # fmt: skip
-        print("| tree | seconds | runs |")
+              f"{args.rounds}, taken in turns)")  # fmt: skip
+        print("| ledger | seconds | runs |")
         print("| --- | ---: | --- |")
-        for path, label in (("base", "baseline tree (no snapshots)"), ("serve", "this tree (snapshots)")):
-            runs = ", ".join(f"{x:.2f}" for x in seconds[path])
-            print(f"| {label} | {statistics.median(seconds[path]):.2f} | {runs} |")
-    if "history" in parts:
-        debited, rows = history_part(args.postgres_dsn, args.history)
-        print(f"\none tenant's ledger after {args.history:,} debits, PostgreSQL (debited at {debited:,.0f} events/s, "
-              "a snapshot every 5,000 events); median of 5, ms")  # fmt: skip
+        labels = {"removed": "its snapshots deleted first (the whole history read)", "kept": "its latest snapshot kept",
+                  "base": "the --baseline-tree's server"}  # fmt: skip
+        for variant, runs in seconds.items():
+            listed = ", ".join(f"{x:.2f}" for x in runs)
+            print(f"| {labels[variant]} | {statistics.median(runs):.2f} | {listed} |")
+        print(f"\nbeside it, the same ledger in-process (debited at {debited:,.0f} events/s, a snapshot every 5,000 "
+              "events); median of 5, ms")  # fmt: skip
         print("| operation | whole history (no snapshots) | from the latest snapshot |")
         print("| --- | ---: | ---: |")
         for operation, whole, snapshot in rows:

@@ -135,6 +135,7 @@ class Samples:
     relay_gaps: list[float] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
+    warmup: int = 0  # requests sent in the warm-up, in no figure (they count against rate limits)
     elapsed: float = 0.0
     cpu_s: float = 0.0  # the proxy process's CPU time during the measured part (proxied cells)
     proxy_cpu_s: float = 0.0  # a second process's, when run_cell is given ``proxy_pid`` (bench/upstream.py)
@@ -143,7 +144,7 @@ class Samples:
         """This cell and another run of it pooled (bench/upstream.py's rounds): latencies, counts and times."""
         for name in ("total", "ttft", "gaps", "relay_gaps"):
             getattr(self, name).extend(getattr(other, name))
-        for name in ("requests", "errors", "elapsed", "cpu_s", "proxy_cpu_s"):
+        for name in ("requests", "errors", "warmup", "elapsed", "cpu_s", "proxy_cpu_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -328,7 +329,9 @@ async def run_cell(
     deadline = time.perf_counter() + 0.3
     await asyncio.gather(*(client(c) for c in clients))  # warm-up
     period = statistics.median(samples.total) if staggered and samples.total else 0.0
+    warmup = samples.requests + samples.errors
     samples.__init__()  # type: ignore[misc]
+    samples.warmup = warmup
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
     proxy_before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
     started = time.perf_counter()
@@ -725,14 +728,18 @@ class Real:
 class Composition:
     """``ownllm serve`` (SQLite or PostgreSQL, embedded NATS) pinned to core 0, a tenant, keys and an echo agent."""
 
-    def __init__(self, store: str, pin: bool, postgres_dsn: str, root: Path = ROOT, children_core: int = 1) -> None:
+    def __init__(
+        self, store: str, pin: bool, postgres_dsn: str, root: Path = ROOT, children_core: int = 1,
+        var: str = "", schema: str = "",
+    ) -> None:  # fmt: skip
+        """``var`` and ``schema``: an existing store's (a restart on its history); new ones by default."""
         self.store, self.pin, self.dsn = store, pin, postgres_dsn
         self.children_core = children_core  # where its nats-server and projector go when pinned
         self.root = root  # the source tree the server runs (another one: a baseline in the same run)
-        self.var = tempfile.mkdtemp(prefix=f"ownllm-bench-{store}-")
+        self.var = var or tempfile.mkdtemp(prefix=f"ownllm-bench-{store}-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.schema = f"bench_{uuid4().hex[:10]}"
+        self.schema = schema or f"bench_{uuid4().hex[:10]}"
         self.server: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[str] | None = None
 

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bench.proxy  # noqa: E402
+from api.proxy.limits import SlidingWindow  # noqa: E402
 from bench.proxy import (  # noqa: E402
     KEY,
     TENANT,
@@ -59,6 +60,7 @@ from bench.proxy import (  # noqa: E402
     run_cell,
     wait_port,
 )
+from policies.limits import limits_for  # noqa: E402
 
 TOKENS = [f" t{i}" for i in range(16)]
 
@@ -331,13 +333,13 @@ async def bench(
                         pool("serve", stream, level, serve_minute.sent((stream, level), await run_cell(
                             lambda s=stream: make_serve_client(s), level, seconds, stream, serve_agent.pid,
                             proxy_pid=composition.server_pid(),
-                        ), seconds))  # fmt: skip
+                        )))  # fmt: skip
                     if base_composition is not None:
                         await base_minute.room((stream, level))
                         pool("base", stream, level, base_minute.sent((stream, level), await run_cell(
                             lambda s=stream: make_base_client(s), level, seconds, stream, base_agent.pid,
                             proxy_pid=base_composition.server_pid(),
-                        ), seconds))  # fmt: skip
+                        )))  # fmt: skip
             stop(relay)
         await nc.close()
     finally:
@@ -353,28 +355,24 @@ async def bench(
 
 
 class TenantMinute:
-    """What one bench tenant sent in the last minute, so that a cell starts only when the enterprise plan's
-    20,000 requests a minute per tenant has room for it (a faster machine passes it within a round)."""
-
-    LIMIT = 18_000  # under 20,000: the warm-ups and a faster repeat of a cell fit beneath it
+    """What one bench tenant sent in the last minute (the proxy's own sliding window), so that a cell starts only
+    when the enterprise plan's requests a minute per tenant have room for it (a fast machine passes them)."""
 
     def __init__(self) -> None:
-        self.cells: list[tuple[float, int]] = []  # (when a cell ended, requests it sent)
+        per_tenant = limits_for("enterprise").per_tenant.requests_per_minute
+        self.window = SlidingWindow(per_tenant * 9 // 10)  # a margin: a faster repeat of a cell fits beneath
         self.last: dict[tuple[bool, int], int] = {}  # requests the last run of each (stream, clients) sent
 
     async def room(self, cell: tuple[bool, int]) -> None:
         """Wait until the last minute's requests and this cell's expected ones fit under the limit."""
-        while True:
-            now = time.monotonic()
-            self.cells = [(t, n) for t, n in self.cells if now - t < 60.0]
-            if not self.cells or sum(n for _, n in self.cells) + self.last.get(cell, 0) <= self.LIMIT:
-                return
-            await asyncio.sleep(self.cells[0][0] + 60.0 - now)
+        expected = min(self.last.get(cell, 0), self.window.limit)
+        while (wait := self.window.retry_after(time.monotonic(), expected)) > 0:
+            await asyncio.sleep(wait)
 
-    def sent(self, cell: tuple[bool, int], samples: Samples, seconds: float) -> Samples:
+    def sent(self, cell: tuple[bool, int], samples: Samples) -> Samples:
         """Count a cell that just ended (its warm-up and refusals included); returns its samples."""
-        requests = int((samples.requests + samples.errors) * (seconds + 0.3) / seconds) + 1
-        self.cells.append((time.monotonic(), requests))
+        requests = samples.warmup + samples.requests + samples.errors
+        self.window.add(time.monotonic(), requests)
         self.last[cell] = requests
         return samples
 
@@ -398,7 +396,9 @@ async def _proxy_nats(embedded: Any) -> Any:
     import nats
 
     async def retried(exc: Exception) -> None:
-        """The server may still be reloading the agent's login just written (nats-py retries): no traceback."""
+        """The server may still be reloading the login just written (nats-py retries): that one is expected."""
+        if not isinstance(exc, ConnectionResetError) and "Authorization Violation" not in str(exc):
+            print(f"bench NATS client: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     user, password = embedded.settings.nats_proxy_user, embedded.password
     return await nats.connect(embedded.url, user=user, password=password, error_cb=retried)
