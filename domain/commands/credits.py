@@ -86,7 +86,7 @@ class CreditCommands(Commands):
         requests record nothing. A request id already debited is skipped.
         """
         book = self.price_book()
-        with self._ledger_lock_held():
+        with self._ledger_lockheld_state():
             by_tenant: dict[UUID, list[UsageCharge]] = {}
             for charge in charges:
                 by_tenant.setdefault(charge.tenant_id, []).append(charge)
@@ -185,7 +185,7 @@ class CreditCommands(Commands):
                             requested_at=charge.requested_at, cost_micro=cost, actor=SYSTEM,
                             request_id=f"debit:{charge.usage_request_id}")  # fmt: skip
 
-    def _ledger_lock_held(self) -> threading.Lock:
+    def _ledger_lockheld_state(self) -> threading.Lock:
         if "_ledger_lock" not in self.__dict__:
             self._ledger_lock = threading.Lock()
             self._ledger_cache = OrderedDict()
@@ -248,7 +248,7 @@ class CreditCommands(Commands):
                 for snapshot in self.snapshots.get(ledger_id):
                     checked, version = checked + 1, snapshot.originator_version
                     replayed = project_aggregate(None, self.events.get(ledger_id, lte=version))
-                    if replayed is None or _held(snapshot.mutate(None)) != _held(replayed):  # type: ignore[attr-defined]
+                    if replayed is None or held_state(snapshot.mutate(None)) != held_state(replayed):  # type: ignore[attr-defined]
                         wrong.append(f"credit ledger of tenant {tenant_id}: the snapshot at version {version} "
                                      "differs from its events")  # fmt: skip
             except Exception as exc:  # a snapshot altered so far that it no longer decodes
@@ -259,7 +259,7 @@ class CreditCommands(Commands):
 
     def forget_cached_ledgers(self) -> None:
         """Drop every cached ledger (a reaction batch is being retried: its saves may not have happened)."""
-        with self._ledger_lock_held():
+        with self._ledger_lockheld_state():
             self._ledger_cache.clear()
 
     def _tails(self, starts: dict[UUID, int]) -> dict[UUID, list[Any]]:
@@ -275,7 +275,7 @@ class CreditCommands(Commands):
         return tails
 
 
-def _held(aggregate: object) -> dict[str, Any]:
+def held_state(aggregate: object) -> dict[str, Any]:
     """What an aggregate holds, its pending events aside."""
     return {name: value for name, value in vars(aggregate).items() if name != "_pending_events"}
 
